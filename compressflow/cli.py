@@ -1,0 +1,86 @@
+"""``compressflow run / report / list``.
+
+Exit codes: 0 success; 1 some tasks failed (everything else is still written); 2 bad input
+(a one-line message, no traceback, nothing computed is deleted); 130 interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="compressflow", description="Model-compression studies as Dask task graphs.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a pipeline spec and write DIR/results.zarr")
+    r.add_argument("spec", help="pipeline spec YAML, e.g. tasks/quickstart.yaml")
+    r.add_argument("--cluster", default=None, help="cluster spec YAML or tcp://host:port (default: embedded LocalCluster)")
+    r.add_argument("--out", default=None, help="run directory (default: runs/<spec name>)")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+    rep = sub.add_parser("report", help="summarise the results of a run directory")
+    rep.add_argument("out", help="run directory (holding results.zarr)")
+    sub.add_parser("list", help="list registered ops, models, datasets and losses")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from compressflow.errors import InputError
+
+    try:
+        return {"run": _run, "report": _report, "list": _list}[args.command](args)
+    except InputError as exc:
+        print(f"compressflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "compressflow: interrupted; finished tasks are kept under the run directory's records/ "
+            "and are reused when you run the same spec with the same --out",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from compressflow.results import summary_table
+    from compressflow.runner import run
+
+    tree = run(args.spec, cluster=args.cluster, out=args.out, show_progress=not args.quiet)
+    out = args.out or f"runs/{tree.attrs['name']}"
+    print(summary_table(tree))
+    print(f"results: {out}/results.zarr")
+    ledger = tree["tasks"]
+    failed = [(str(k), str(s), str(st), str(e)) for k, s, st, e in zip(
+        ledger.task.values, ledger.stage.values, ledger.status.values, ledger.error.values) if st != "ok"]
+    for key, stage, status, error in failed:
+        print(f"compressflow: task {key} of stage {stage!r} {status}: {error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from compressflow.errors import InputError
+    from compressflow.results import open_results, summary_table
+
+    try:
+        tree = open_results(args.out)
+    except FileNotFoundError as exc:
+        raise InputError(f"report: {exc}") from None
+    print(summary_table(tree))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    import compressflow.nn.models  # noqa: F401  (registers models)
+    import compressflow.spec  # noqa: F401  (registers ops and datasets)
+    from compressflow.registries import DATASETS, LOSSES, MODELS, STAGES
+
+    for title, reg in (("ops", STAGES), ("models", MODELS), ("datasets", DATASETS), ("losses", LOSSES)):
+        print(f"{title}: {', '.join(reg.list()) or '-'}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

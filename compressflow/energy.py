@@ -1,0 +1,449 @@
+"""Per-task energy and CO₂: CodeCarbon (offline) for CPU and RAM, NVML for the task's GPU.
+
+One :class:`EnergyMeter` per worker process (started by :class:`EnergyMeterPlugin`, or
+lazily by :func:`current_meter` outside Dask) owns one ``OfflineEmissionsTracker``;
+each task runs inside ``meter.measure(name)``, which is a CodeCarbon task window
+(``start_task``/``stop_task``) plus, on a GPU worker, two reads of NVML's energy counter.
+
+What is attributed to a task, and what is not
+---------------------------------------------
+* **CPU** — the tracker runs with ``tracking_mode="process"``. Where the machine has no
+  readable energy counter (no RAPL, as in VMs), CodeCarbon 3.3.2 estimates this process's
+  power as ``TDP × (CPU-seconds of this process and its children / wall seconds) /
+  logical CPUs``: a worker busy on one of two cores gets half the TDP, and two workers
+  together never exceed it. Idle/static CPU power is attributed to nobody. The TDP comes
+  from CodeCarbon's CPU table, or 4 W per logical CPU for unknown models. With
+  ``"machine"`` tracking every tracker would report the whole machine's load, so N workers
+  would count it N times. Where CodeCarbon reads a machine-wide counter instead (RAPL,
+  Windows EMI, Power Gadget, powermetrics), it ignores ``tracking_mode``; that figure is
+  split equally over ``n_workers_on_host``.
+* **RAM** — CodeCarbon's process-mode model sizes DIMMs from this process's resident
+  memory with a floor of two DIMMs (10 W on x86) *per tracker*. The floor is a host cost,
+  so the RAM figure is split over ``n_workers_on_host``; otherwise the host's RAM power
+  would grow with the number of workers.
+* **GPU** — only the device this process computes on (``gpu_index`` or a single
+  ``CUDA_VISIBLE_DEVICES`` entry), read from NVML's total-energy counter; a device that is
+  not identified or has no counter gives 0 kWh and ``gpu=none(<why>)``. CodeCarbon's own
+  GPU figure is not used.
+* **Concurrent tasks in one process** (``threads_per_worker > 1``): CodeCarbon measures
+  one task at a time, so the meter cuts the time line at every task start/end into
+  segments and splits each segment's energy equally among the tasks running in it
+  (``shared=N`` in ``method``). The sum over tasks is the process's energy, never more.
+* CO₂ is ours: ``energy_kwh × pue × intensity`` with CodeCarbon's offline intensity
+  tables; ``energy_kwh`` itself excludes PUE (CodeCarbon's ``pue`` is pinned to 1).
+
+Caveat measured on CodeCarbon 3.3.2: its 1 s sampling thread reads wall time and CPU time
+non-atomically, so a task whose pure-Python loop holds the GIL is over-estimated by up to
+~20 %; work that releases the GIL (torch, NumPy, I/O) is measured within a few percent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from compressflow import _nvml
+from compressflow.errors import InputError
+
+__all__ = ["EnergyMeter", "EnergyMeterPlugin", "EnergyReading", "carbon_intensity", "co2_grams", "current_meter"]
+
+log = logging.getLogger(__name__)
+_NAN = float("nan")
+
+
+@dataclass
+class EnergyReading:
+    """Energy and CO₂ of one task window; filled in when the window closes (NaN until then).
+
+    Energies are IT energy in kWh (no PUE); ``co2_g = energy_kwh × pue × intensity``.
+    ``method`` says how each component was obtained, ``;``-separated.
+    """
+
+    cpu_kwh: float = _NAN
+    gpu_kwh: float = _NAN
+    ram_kwh: float = _NAN
+    energy_kwh: float = _NAN
+    co2_g: float = _NAN
+    duration_s: float = _NAN
+    intensity_g_per_kwh: float = _NAN
+    pue: float = 1.0
+    country: str = ""
+    method: str = ""
+
+    def as_dict(self) -> dict:
+        """The reading as a plain ``dict`` (field name → value)."""
+        return asdict(self)
+
+
+def co2_grams(energy_kwh: float, pue: float, intensity_g_per_kwh: float) -> float:
+    """CO₂-equivalent in grams: ``energy_kwh × pue × intensity_g_per_kwh`` (ALGORITHMS.md §2).
+
+    Examples
+    --------
+    >>> co2_grams(2.0, 1.5, 100.0)
+    300.0
+    """
+    return energy_kwh * pue * intensity_g_per_kwh
+
+
+def carbon_intensity(country: str, region: str | None = None) -> float:
+    """Grid carbon intensity in g CO₂eq/kWh from CodeCarbon's offline tables.
+
+    Uses the same computation as CodeCarbon's offline tracker (global energy mix per
+    country; state/province tables for USA, CAN, CHN and Nordic bidding zones).
+
+    Parameters
+    ----------
+    country : str
+        ISO 3166-1 alpha-3 code, e.g. ``"USA"``, ``"FRA"``.
+    region : str, optional
+        US state, Canadian province, Chinese province or Nordic zone (``"SE3"``).
+
+    Raises
+    ------
+    InputError
+        Unknown country, or a region CodeCarbon has no table for.
+
+    Examples
+    --------
+    >>> carbon_intensity("FRA") < carbon_intensity("USA")
+    True
+    """
+    if not isinstance(country, str):
+        raise InputError(f"energy.country={country!r} must be an ISO 3166-1 alpha-3 string such as 'USA'")
+    iso = country.strip().upper()
+    if region is not None:
+        region = " ".join(str(region).split()).lower()
+    return _intensity(iso, region, country)
+
+
+@functools.lru_cache(maxsize=None)
+def _intensity(iso: str, region: str | None, raw_country: str) -> float:
+    from codecarbon.core.emissions import Emissions
+    from codecarbon.core.units import Energy
+    from codecarbon.external.geography import GeoMetadata
+    from codecarbon.input import DataSource
+
+    _quiet_codecarbon()
+    source = DataSource()
+    mix = source.get_global_energy_mix_data()
+    if iso not in mix:
+        raise InputError(
+            f"energy.country={raw_country!r} is not in CodeCarbon's offline table; use an ISO 3166-1 alpha-3 "
+            f"code such as USA, CAN, FRA, DEU, GBR, CHN, IND ({len(mix)} known)"
+        )
+    if region is not None:
+        regions = _known_regions(iso, source)
+        if not regions:
+            raise InputError(
+                f"energy.region={region!r}: CodeCarbon has regional tables only for USA, CAN, CHN, SWE, NOR, FIN; "
+                f"drop the region for {iso}"
+            )
+        if region not in regions:
+            raise InputError(f"energy.region={region!r} is unknown for {iso}; use one of {', '.join(sorted(regions)[:6])}, ...")
+    kg = Emissions(source).get_private_infra_emissions(
+        Energy.from_energy(kWh=1.0), GeoMetadata(country_iso_code=iso, region=region)
+    )
+    return kg * 1000.0
+
+
+def _known_regions(iso: str, source: Any) -> set[str]:
+    from codecarbon.core.emissions import _NORDIC_REGIONS_BY_COUNTRY
+
+    if iso == "USA":
+        return {k for k in source.get_country_emissions_data("usa") if not k.startswith("_")}
+    if iso == "CAN":
+        return set(source.get_country_energy_mix_data("can"))
+    if iso == "CHN":
+        return {n for p in source.get_china_provincial_emissions_data()["data"].values() for n in p["names"]}
+    return {z.lower() for z in _NORDIC_REGIONS_BY_COUNTRY.get(iso, ())}
+
+
+def _quiet_codecarbon() -> None:
+    # The tracker sets its level only after logging its first INFO/WARNING lines.
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+
+
+@dataclass(eq=False)
+class _Window:
+    name: str
+    cpu: float = 0.0
+    gpu: float = 0.0
+    ram: float = 0.0
+    shared: int = 1
+    errors: list[str] = field(default_factory=list)
+
+
+class EnergyMeter:
+    """Per-process energy meter: one CodeCarbon tracker, one window per task.
+
+    Parameters
+    ----------
+    country, region : str
+        Where the machine draws its power (see :func:`carbon_intensity`).
+    pue : float
+        Power usage effectiveness of the facility, ≥ 1.0 (STKD used 1.67).
+    gpu_index : int, optional
+        CUDA ordinal of this process's GPU (``CUDA_VISIBLE_DEVICES`` is honoured).
+    n_workers_on_host : int
+        Worker processes sharing this machine; machine-wide figures are split by it.
+
+    Raises
+    ------
+    InputError
+        Bad country/region, ``pue < 1`` or a bad count/index.
+
+    Examples
+    --------
+    >>> meter = EnergyMeter(country="FRA", pue=1.67)
+    >>> with meter.measure("train") as reading:
+    ...     pass
+    >>> reading.energy_kwh >= 0 and reading.country == "FRA"
+    True
+    >>> meter.stop()
+    """
+
+    def __init__(
+        self,
+        country: str = "USA",
+        region: str | None = None,
+        pue: float = 1.0,
+        gpu_index: int | None = None,
+        n_workers_on_host: int = 1,
+    ) -> None:
+        if isinstance(pue, bool) or not isinstance(pue, (int, float)) or not pue >= 1.0:
+            raise InputError(f"energy.pue={pue!r} must be a number ≥ 1.0 (1.0 = no facility overhead, 1.67 = 2019 average)")
+        if isinstance(n_workers_on_host, bool) or not isinstance(n_workers_on_host, int) or n_workers_on_host < 1:
+            raise InputError(f"energy.n_workers_on_host={n_workers_on_host!r} must be an integer ≥ 1")
+        if gpu_index is not None and (isinstance(gpu_index, bool) or not isinstance(gpu_index, int) or gpu_index < 0):
+            raise InputError(f"energy.gpu_index={gpu_index!r} must be None or a CUDA ordinal ≥ 0")
+        self.intensity_g_per_kwh = carbon_intensity(country, region)
+        self.country, self.region, self.pue = country.strip().upper(), region, float(pue)
+        self.gpu_index, self.n_workers_on_host = gpu_index, n_workers_on_host
+        self._lock = threading.RLock()
+        self._tracker: Any = None
+        self._gpu: _nvml.GpuEnergyCounter | None = None
+        self._gpu_method = "gpu=none"
+        self._cpu_split = self._ram_split = 1
+        self._cpu_ram_method = ""
+        self._active: list[_Window] = []
+        self._segment: tuple[str, int | None, tuple[_Window, ...]] | None = None
+        self._ids = itertools.count()
+
+    def start(self) -> None:
+        """Create the CodeCarbon tracker and probe the hardware (about 1.5 s, once per process)."""
+        with self._lock:
+            if self._tracker is not None:
+                return
+            from codecarbon import OfflineEmissionsTracker
+
+            _quiet_codecarbon()
+            device = _nvml.nvml_device_id(self.gpu_index)
+            tracker = OfflineEmissionsTracker(
+                country_iso_code=self.country,
+                region=self.region,
+                tracking_mode="process",
+                log_level="error",
+                allow_multiple_runs=True,  # one tracker per worker process, no machine-wide lock file
+                output_methods=[],  # = save_to_file=False without its DeprecationWarning: no emissions.csv
+                emissions_endpoint=False,  # False, not None: None would let a config file switch it on
+                electricitymaps_api_token=False,  # never the web API, even if a config file names a token
+                pue=1.0,  # PUE is applied once, by co2_grams
+                # Inert here: it paces tracker.start()'s whole-run scheduler, which we do not run
+                # (its readings would be unused and it would wake on a 2-core worker). Inside a
+                # task window CodeCarbon samples every 1 s, hard-wired in 3.3.2.
+                measure_power_secs=600,
+                gpu_ids=[device] if device is not None else None,
+            )
+            # The hardware probe (CPU model → TDP table, GPU scan) happens on the first
+            # window; pay it here, once per worker, rather than inside the first task.
+            tracker.start_task("compressflow-warmup")
+            tracker.stop_task("compressflow-warmup")
+            self._tracker = tracker
+            self._describe_hardware(tracker)
+            if device is not None:
+                self._gpu, self._gpu_method = _nvml.open_counter(device)
+            elif self.gpu_index is not None:
+                self._gpu_method = f"gpu=none(cuda:{self.gpu_index} is not visible: CUDA_VISIBLE_DEVICES)"
+
+    def stop(self) -> None:
+        """Stop the tracker (writes nothing). Windows still open keep what was measured so far."""
+        with self._lock:
+            self._close_segment()
+            tracker, self._tracker = self._tracker, None
+        if tracker is not None:
+            tracker.stop()
+
+    @contextmanager
+    def measure(self, name: str) -> Iterator[EnergyReading]:
+        """Measure the energy of the ``with`` block; the reading is filled in on exit, also on error.
+
+        Parameters
+        ----------
+        name : str
+            Task label (used for CodeCarbon's task name and in error messages).
+
+        Yields
+        ------
+        EnergyReading
+        """
+        self.start()
+        reading = EnergyReading(intensity_g_per_kwh=self.intensity_g_per_kwh, pue=self.pue, country=self.country)
+        window = _Window(str(name))
+        with self._lock:
+            self._close_segment()
+            self._active.append(window)
+            self._open_segment()
+        t0 = time.perf_counter()
+        try:
+            yield reading
+        finally:
+            with self._lock:
+                self._close_segment()
+                self._active.remove(window)
+                self._open_segment()
+            self._fill(reading, window, time.perf_counter() - t0)
+
+    # -- segments: one CodeCarbon task at a time, shared by the windows open during it ----------
+
+    def _open_segment(self) -> None:
+        if not self._active or self._tracker is None:
+            return
+        label = f"{self._active[-1].name}#{next(self._ids)}"
+        try:
+            gpu_mj = self._gpu.read_mj() if self._gpu is not None else None
+            self._tracker.start_task(label)
+        except Exception as exc:  # a meter failure must not fail the study's task
+            for w in self._active:
+                w.errors.append(f"start: {_nvml._clean(exc)}")
+            return
+        self._segment = (label, gpu_mj, tuple(self._active))
+
+    def _close_segment(self) -> None:
+        if self._segment is None:
+            return
+        label, gpu_mj, members = self._segment
+        self._segment = None
+        try:
+            data = self._tracker.stop_task(label)
+            # CodeCarbon keeps every finished task for the tracker's lifetime; a worker runs thousands.
+            getattr(self._tracker, "_tasks", {}).pop(label, None)
+            if data is None:
+                raise RuntimeError("CodeCarbon returned no data for the window")
+            gpu = self._gpu.kwh_since(gpu_mj) if self._gpu is not None and gpu_mj is not None else 0.0
+            cpu = data.cpu_energy / self._cpu_split
+            ram = data.ram_energy / self._ram_split
+        except Exception as exc:
+            for w in members:
+                w.errors.append(f"stop: {_nvml._clean(exc)}")
+            return
+        for w in members:
+            w.cpu += cpu / len(members)
+            w.gpu += gpu / len(members)
+            w.ram += ram / len(members)
+            w.shared = max(w.shared, len(members))
+
+    def _fill(self, reading: EnergyReading, window: _Window, duration_s: float) -> None:
+        method = f"{self._cpu_ram_method};{self._gpu_method};window=codecarbon-task"
+        if window.shared > 1:
+            method += f";shared={window.shared}(equal split among concurrent tasks in this process)"
+        if window.errors:
+            log.warning("energy of task %r not measured: %s", window.name, "; ".join(window.errors))
+            method += f";error={' | '.join(window.errors)}"
+            window.cpu = window.gpu = window.ram = _NAN
+        reading.cpu_kwh, reading.gpu_kwh, reading.ram_kwh = window.cpu, window.gpu, window.ram
+        reading.energy_kwh = window.cpu + window.gpu + window.ram
+        reading.co2_g = co2_grams(reading.energy_kwh, self.pue, self.intensity_g_per_kwh)
+        reading.duration_s = duration_s
+        reading.method = method
+
+    def _describe_hardware(self, tracker: Any) -> None:
+        # CodeCarbon exposes how it measures only on its hardware objects (private attributes).
+        hardware = {getattr(hw, "chip_part", type(hw).__name__).upper(): hw for hw in getattr(tracker, "_hardware", [])}
+        cpu, ram, n = hardware.get("CPU"), hardware.get("RAM"), self.n_workers_on_host
+        mode, tdp = getattr(cpu, "_mode", type(cpu).__name__), getattr(cpu, "_tdp", None)
+        self._cpu_split = self._ram_split = n
+        if mode == "cpu_load" and getattr(cpu, "_tracking_mode", None) == "process":
+            self._cpu_split = 1  # already this process's own share
+            cpu_m = f"cpu=codecarbon:cpu-load(tdp={tdp:g}W x process CPU-time share of {cpu._cpu_count} logical CPUs)"
+        elif mode == "constant":
+            cpu_m = f"cpu=codecarbon:tdp-constant(50% of tdp={tdp:g}W, whole machine)/n_workers_on_host={n}"
+        else:
+            cpu_m = f"cpu=codecarbon:{mode}(energy counter, whole machine)/n_workers_on_host={n}"
+        forced = getattr(ram, "_force_ram_power", None)
+        ram_m = f"forced {forced:g}W" if forced is not None else "DIMM model of process RSS, 10W floor"
+        self._cpu_ram_method = f"{cpu_m};ram=codecarbon:ram({ram_m})/n_workers_on_host={n}"
+
+
+# -- one meter per worker process ------------------------------------------------------------
+
+_meter_lock = threading.Lock()
+_meter: EnergyMeter | None = None
+_plugin_users = 0  # workers in this process whose plugin owns _meter
+
+
+def current_meter(**defaults: Any) -> EnergyMeter:
+    """The meter of this worker process (set up by :class:`EnergyMeterPlugin`).
+
+    Outside a worker with the plugin, a process-local meter built from ``defaults``
+    (:class:`EnergyMeter` arguments) is created on first use and started on its first
+    :meth:`~EnergyMeter.measure`, so stage functions also run without Dask. Once a meter
+    exists, ``defaults`` are ignored. Note: a process-mode tracker counts the process's
+    children too, so do not measure in a process that spawned busy Dask workers.
+    """
+    global _meter
+    with _meter_lock:
+        if _meter is None:
+            _meter = EnergyMeter(**defaults)
+        return _meter
+
+
+class EnergyMeterPlugin(WorkerPlugin):
+    """Worker plugin that starts this process's :class:`EnergyMeter` (name ``"compressflow-energy"``).
+
+    Arguments are those of :class:`EnergyMeter` and are validated on construction, so a
+    bad country fails at registration on the client. Workers sharing a process (threads
+    instead of processes) share one meter; the last one to close stops it.
+
+    Examples
+    --------
+    >>> client.register_plugin(EnergyMeterPlugin(country="FRA", pue=1.67))  # doctest: +SKIP
+    """
+
+    name = "compressflow-energy"
+
+    def __init__(self, **meter_kwargs: Any) -> None:
+        EnergyMeter(**meter_kwargs)  # validate now, on the client
+        self.meter_kwargs = meter_kwargs
+
+    async def setup(self, worker: Any) -> None:
+        global _meter, _plugin_users
+        with _meter_lock:
+            if _plugin_users == 0:
+                old, _meter = _meter, EnergyMeter(**self.meter_kwargs)
+                if old is not None:
+                    old.stop()
+            _plugin_users += 1
+            meter = _meter
+        # ~1.5 s hardware probe: keep it off the worker's event loop (heartbeats)
+        await asyncio.to_thread(meter.start)
+
+    def teardown(self, worker: Any) -> None:
+        global _meter, _plugin_users
+        with _meter_lock:
+            _plugin_users = max(_plugin_users - 1, 0)
+            meter = _meter if _plugin_users == 0 else None
+            if meter is not None:
+                _meter = None
+        if meter is not None:
+            meter.stop()

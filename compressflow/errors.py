@@ -1,0 +1,22 @@
+"""Exceptions users see. ``InputError`` and subclasses mean "fix your input": the CLI prints
+their one-line message and exits 2, with no traceback."""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad user input (spec, data location, cluster, output directory).
+
+    The message is one line that names the field, quotes the bad value and says what is valid.
+    """
+
+
+class SpecError(InputError):
+    """A pipeline or cluster spec that does not validate."""
+
+
+class DataError(InputError):
+    """A dataset that cannot be loaded as asked (missing files, wrong options)."""
+
+
+__all__ = ["DataError", "InputError", "SpecError"]

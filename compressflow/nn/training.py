@@ -1,0 +1,154 @@
+"""The supervised training loop every training-like stage shares (``train`` now; ``distill``
+and ``prune`` plug in their own loss): SGD with momentum, a linear warm-up, step decay at
+fractions of the run (ALGORITHMS §1: ×0.2 at epochs 30/60/80 of 100), per-epoch curves."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from compressflow.data import Split, Splits, batches
+
+__all__ = ["History", "accuracy", "cross_entropy", "fit", "predict", "sgd_with_schedule"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``loss_fn(student_logits, inputs, labels) -> scalar``; inputs let KD losses run a teacher."""
+
+
+def cross_entropy(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y)
+
+
+@dataclass
+class History:
+    """Per-epoch curves of one training run and its training-step timing."""
+
+    train_loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    train_samples: int = 0
+    eval_samples: int = 0
+    train_time_s: float = 0.0
+
+
+def sgd_with_schedule(
+    model: torch.nn.Module,
+    *,
+    lr: float,
+    batch_size: int,
+    epochs: int,
+    steps_per_epoch: int,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    warmup_epochs: float = 1.0,
+    milestones: tuple[float, ...] = (0.3, 0.6, 0.8),
+    gamma: float = 0.2,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """SGD whose rate is ``lr × batch_size / 128``, warmed up linearly over ``warmup_epochs``
+    and multiplied by ``gamma`` at each milestone (a fraction of ``epochs``); stepped per batch."""
+    base = lr * batch_size / 128
+    opt = torch.optim.SGD(model.parameters(), lr=base, momentum=momentum, weight_decay=weight_decay)
+    warm = max(1, round(warmup_epochs * steps_per_epoch)) if warmup_epochs > 0 else 0
+    edges = [round(m * epochs * steps_per_epoch) for m in milestones]
+
+    def factor(step: int) -> float:
+        decay = gamma ** sum(step >= e for e in edges)
+        return decay * min(1.0, (step + 1) / warm) if warm else decay
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def fit(
+    model: torch.nn.Module,
+    splits: Splits,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    warmup_epochs: float = 1.0,
+    milestones: tuple[float, ...] = (0.3, 0.6, 0.8),
+    gamma: float = 0.2,
+    augment: bool = True,
+    loss_fn: LossFn = cross_entropy,
+    device: torch.device | str = "cpu",
+    on_epoch: Callable[[int, History], None] | None = None,
+) -> History:
+    """Train ``model`` in place on ``splits.train``, evaluating on ``splits.val`` every epoch.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Trained in place (left in eval mode at the end).
+    splits : Splits
+        Data; its ``augment`` ops are applied to training batches when ``augment``.
+    epochs, batch_size, lr, momentum, weight_decay, warmup_epochs, milestones, gamma
+        The schedule of :func:`sgd_with_schedule`.
+    seed : int
+        Seeds batch order and augmentation (the model's init is seeded by the caller).
+    loss_fn : callable
+        ``loss_fn(logits, x, y)``; cross-entropy by default.
+    on_epoch : callable, optional
+        ``on_epoch(epoch, history)`` after each epoch (progress reporting).
+
+    Returns
+    -------
+    History
+    """
+    steps = -(-len(splits.train) // batch_size)
+    opt, sched = sgd_with_schedule(
+        model, lr=lr, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps, momentum=momentum,
+        weight_decay=weight_decay, warmup_epochs=warmup_epochs, milestones=milestones, gamma=gamma,
+    )
+    gen = torch.Generator().manual_seed(seed)
+    ops = splits.augment if augment else ()
+    hist = History()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        hist.lr.append(opt.param_groups[0]["lr"])
+        for x, y in batches(splits.train, batch_size, shuffle=True, augment=ops, generator=gen):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits = model(x)
+            loss = loss_fn(logits, x, y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower lr or check the data")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+        hist.train_time_s += time.perf_counter() - t0
+        hist.train_samples += seen
+        hist.train_loss.append(loss_sum / seen)
+        hist.train_accuracy.append(correct / seen)
+        hist.val_accuracy.append(accuracy(model, splits.val, device=device))
+        hist.eval_samples += len(splits.val)
+        if on_epoch is not None:
+            on_epoch(epoch, hist)
+    model.eval()
+    return hist
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, split: Split, *, batch_size: int = 512, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Logits of ``model`` (eval mode) on every sample of ``split``, in order."""
+    was_training = model.training
+    model.eval()
+    out = [model(x.to(device)).float().cpu() for x, _ in batches(split, batch_size, shuffle=False)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def accuracy(model: torch.nn.Module, split: Split, *, device: torch.device | str = "cpu") -> float:
+    return (predict(model, split, device=device).argmax(1) == split.y).float().mean().item()

@@ -1,0 +1,12 @@
+"""The project's registries: every pluggable name a spec can use lives in one of these."""
+
+from __future__ import annotations
+
+from compressflow._registry import Registry, UnknownNameError
+
+MODELS: Registry = Registry("model")
+DATASETS: Registry = Registry("dataset")
+STAGES: Registry = Registry("op")
+LOSSES: Registry = Registry("loss")
+
+__all__ = ["DATASETS", "LOSSES", "MODELS", "STAGES", "Registry", "UnknownNameError"]

@@ -1,0 +1,186 @@
+"""Task records → one labelled :class:`xarray.DataTree`, written to Zarr.
+
+Layout: ``/tasks`` is the ledger (dimension ``task``, one entry per task); ``/<stage>`` holds
+that stage's metrics with its sweep axes as dimensions. Every variable has ``units`` in its
+attrs. The store opens with plain ``xarray.open_datatree(path, engine="zarr")``."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from compressflow.energy import carbon_intensity, co2_grams
+from compressflow.graph import TaskGraph
+from compressflow.records import TaskRecord
+from compressflow.store import replace_dir
+
+__all__ = ["build_results", "open_results", "save_results", "summary_table"]
+
+LEDGER_UNITS = {
+    "duration_s": "s", "energy_kwh": "kWh", "cpu_kwh": "kWh", "gpu_kwh": "kWh", "ram_kwh": "kWh",
+    "co2_g": "g CO2eq",
+}
+STAGE_LEDGER = ("status", "duration_s", "energy_kwh", "co2_g")
+
+
+def build_results(graph: TaskGraph, tasks: Mapping[str, TaskRecord]) -> xr.DataTree:
+    """Assemble the results tree of a run.
+
+    CO₂ is (re)computed here from each task's measured kWh with the spec's PUE and the
+    country's offline carbon intensity, so reused records always match the current spec.
+    """
+    spec = graph.spec
+    intensity = carbon_intensity(spec.energy.country, spec.energy.region)
+    ledger = _ledger([tasks[k] for k in graph.nodes], spec.energy.pue, intensity)
+    ledger.attrs.update(
+        {"carbon_intensity_g_per_kwh": intensity, "pue": spec.energy.pue, "country": spec.energy.country}
+    )
+    groups: dict[str, xr.Dataset] = {"/tasks": ledger}
+    for stage, nodes in graph.stages.items():
+        groups[f"/{stage}"] = _stage_dataset(graph, stage, [tasks[n.key] for n in nodes], ledger)
+    tree = xr.DataTree.from_dict(groups)
+    tree.attrs.update(
+        {
+            "name": spec.name,
+            "spec": json.dumps(spec.model_dump(mode="json")),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    return tree
+
+
+def _ledger(tasks: list[TaskRecord], pue: float, intensity: float) -> xr.Dataset:
+    def energy(t: TaskRecord, name: str) -> float:
+        return float(t.energy.get(name, np.nan))
+
+    kwh = np.array([energy(t, "energy_kwh") for t in tasks])
+    ds = xr.Dataset(
+        {
+            "stage": ("task", [t.stage for t in tasks]),
+            "op": ("task", [t.op for t in tasks]),
+            "worker": ("task", [t.worker for t in tasks]),
+            "status": ("task", [t.status for t in tasks]),
+            "error": ("task", [t.error for t in tasks]),
+            "point": ("task", [json.dumps(t.point, default=str) for t in tasks]),
+            "start": ("task", _datetimes([t.start for t in tasks])),
+            "end": ("task", _datetimes([t.end for t in tasks])),
+            "duration_s": ("task", np.array([t.end - t.start for t in tasks])),
+            "energy_kwh": ("task", kwh),
+            "cpu_kwh": ("task", np.array([energy(t, "cpu_kwh") for t in tasks])),
+            "gpu_kwh": ("task", np.array([energy(t, "gpu_kwh") for t in tasks])),
+            "ram_kwh": ("task", np.array([energy(t, "ram_kwh") for t in tasks])),
+            "co2_g": ("task", co2_grams(kwh, pue, intensity)),
+            "energy_method": ("task", [str(t.energy.get("method", "")) for t in tasks]),
+        },
+        coords={"task": [t.key for t in tasks]},
+    )
+    for name, unit in LEDGER_UNITS.items():
+        ds[name].attrs["units"] = unit
+    return ds
+
+
+def _datetimes(seconds: list[float]) -> np.ndarray:
+    ns = np.array([np.nan if s is None else s for s in seconds], dtype=float) * 1e9
+    out = np.full(len(ns), np.datetime64("NaT"), dtype="datetime64[ns]")
+    ok = np.isfinite(ns)
+    out[ok] = ns[ok].astype("int64").astype("datetime64[ns]")
+    return out
+
+
+def _stage_dataset(graph: TaskGraph, stage: str, tasks: list[TaskRecord], ledger: xr.Dataset) -> xr.Dataset:
+    axes = graph.axes(stage)
+    parts = []
+    for task in tasks:
+        ds = task.record.metrics.copy() if task.record is not None else xr.Dataset()
+        for name in STAGE_LEDGER:
+            ds[name] = ledger[name].sel(task=task.key).drop_vars("task")
+        ds["task_key"] = task.key
+        if axes:
+            ds = ds.expand_dims({axis: [task.point[axis]] for axis in axes})
+        parts.append(ds)
+    merged = xr.merge(parts, join="outer", compat="no_conflicts", combine_attrs="drop_conflicts")
+    st = graph.spec.stages[stage]
+    merged.attrs.update({"op": st.op, "params": json.dumps(st.params), "needs": json.dumps(st.needs), "sweep_axes": axes})
+    for name in merged.data_vars:  # merge keeps attrs of the first part only if all agree
+        for p in parts:
+            if name in p and "units" in p[name].attrs:
+                merged[name].attrs["units"] = p[name].attrs["units"]
+                break
+    return merged
+
+
+def save_results(tree: xr.DataTree, out: Path | str) -> Path:
+    """Write ``tree`` to ``out/results.zarr`` atomically (the previous results stay readable
+    until the new store is complete). Returns the store path."""
+    target = Path(out) / "results.zarr"
+    portable = tree.map_over_datasets(_variable_length_strings)
+    with warnings.catch_warnings():
+        # consolidated metadata is what makes the store open fast; zarr flags it as not yet in the v3 spec
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        replace_dir(target, lambda tmp: portable.to_zarr(tmp, mode="w", consolidated=True))
+    return target
+
+
+def _variable_length_strings(ds: xr.Dataset) -> xr.Dataset:
+    """Fixed-width numpy strings have no Zarr v3 spec; object strings are stored as the
+    v3 variable-length UTF-8 type."""
+    return ds.map(lambda v: v.astype(object) if v.dtype.kind == "U" else v).assign_coords(
+        {k: c.astype(object) for k, c in ds.coords.items() if c.dtype.kind == "U"}
+    )
+
+
+def open_results(out: Path | str) -> xr.DataTree:
+    """Open the results of a run directory (or a ``results.zarr`` path), loaded into memory.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no results store there.
+    """
+    path = Path(out)
+    if path.name != "results.zarr":
+        path = path / "results.zarr"
+    if not path.exists():
+        raise FileNotFoundError(f"no results at {str(path)!r}; run `compressflow run SPEC --out DIR` first")
+    with xr.open_datatree(path, engine="zarr") as tree:
+        return tree.load()
+
+
+def summary_table(tree: xr.DataTree) -> str:
+    """A short fixed-width table: stage, op, tasks ok/total, accuracy, time, kWh, gCO₂."""
+    ledger = tree["tasks"].to_dataset()
+    rows = [("stage", "op", "tasks", "accuracy", "time_s", "kWh", "gCO2")]
+    for stage in dict.fromkeys(ledger.stage.values.tolist()):
+        sel = ledger.where(ledger.stage == stage, drop=True)
+        group = tree[stage].to_dataset() if stage in tree.children else xr.Dataset()
+        rows.append(
+            (
+                stage,
+                str(sel.op.values[0]),
+                f"{int((sel.status == 'ok').sum())}/{sel.sizes['task']}",
+                _accuracy_text(group),
+                f"{float(sel.duration_s.sum()):.1f}",
+                f"{float(sel.energy_kwh.sum()):.3g}",
+                f"{float(sel.co2_g.sum()):.3g}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _accuracy_text(group: xr.Dataset) -> str:
+    if "accuracy" not in group:
+        return "-"
+    acc = group["accuracy"].values.astype(float).ravel()
+    acc = acc[np.isfinite(acc)]
+    if acc.size == 0:
+        return "-"
+    if acc.size == 1:
+        return f"{acc[0]:.4f}"
+    return f"{acc.mean():.4f} (max {acc.max():.4f}, n={acc.size})"

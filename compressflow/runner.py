@@ -1,0 +1,170 @@
+"""``run``: validate a spec, build its graph, run it on a Dask cluster, write the results."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+from distributed import Client, as_completed, progress, span
+
+from compressflow.cluster import connect
+from compressflow.data import load_splits
+from compressflow.energy import EnergyMeterPlugin
+from compressflow.errors import InputError
+from compressflow.graph import TaskGraph, build_graph
+from compressflow.records import TaskRecord
+from compressflow.results import build_results, save_results
+from compressflow.spec import PipelineSpec, load_spec
+
+__all__ = ["run"]
+
+
+def run(
+    spec: str | os.PathLike | dict | PipelineSpec,
+    cluster: Any = None,
+    out: str | os.PathLike | None = None,
+    *,
+    show_progress: bool = True,
+) -> xr.DataTree:
+    """Run a compression study and return its results.
+
+    Parameters
+    ----------
+    spec : path, mapping or PipelineSpec
+        The pipeline (see :func:`compressflow.load_spec`).
+    cluster : None, str, path, dict or distributed.Client
+        Where to run: ``None`` starts the embedded ``LocalCluster``; also a cluster spec
+        YAML, a ``tcp://`` scheduler address or an existing client
+        (see :func:`compressflow.cluster.connect`).
+    out : path, optional
+        Run directory (default ``runs/<spec name>``): ``results.zarr``, ``records/`` (one
+        JSON per finished task; a re-run reuses them) and ``artifacts/`` (checkpoints).
+    show_progress : bool
+        Print the dashboard link, a progress bar and per-epoch progress lines.
+
+    Returns
+    -------
+    xarray.DataTree
+        ``/tasks`` (the ledger) and one group per stage; also written to
+        ``out/results.zarr``.
+
+    Raises
+    ------
+    InputError
+        Bad spec, data location, cluster or output directory — before any task runs.
+
+    Examples
+    --------
+    >>> tree = compressflow.run("tasks/quickstart.yaml")            # doctest: +SKIP
+    >>> float(tree["teacher"]["accuracy"])                          # doctest: +SKIP
+    0.96
+    """
+    spec = load_spec(spec)
+    out = Path(out) if out is not None else Path("runs") / spec.name
+    _check_writable(out)
+    load_splits(**spec.data.options())  # a missing dataset directory fails here, not on a worker
+    graph = build_graph(spec, out.resolve())
+    with connect(cluster) as client:
+        say = _printer(show_progress)
+        say(f"compressflow: {len(graph.nodes)} tasks in {len(graph.stages)} stages; dashboard {client.dashboard_link}")
+        client.register_plugin(
+            EnergyMeterPlugin(country=spec.energy.country, region=spec.energy.region, pue=spec.energy.pue),
+            name="compressflow-energy",
+        )
+        _check_resources(client, graph)
+        if show_progress:
+            client.subscribe_topic("compressflow-progress", lambda event: say(_progress_line(event)))
+        futures = _submit(client, graph)
+        if show_progress:
+            _show_progress(graph, futures, say)
+        results = _gather(client, graph, futures)
+        if show_progress:
+            client.unsubscribe_topic("compressflow-progress")
+    tree = build_results(graph, results)
+    save_results(tree, out)
+    return tree
+
+
+def _submit(client: Client, graph: TaskGraph) -> dict[str, Any]:
+    """Compute stage by stage (upstream first) so each stage's ``resources`` apply to its own
+    tasks only; tasks shared with an earlier stage keep their first submission."""
+    futures: dict[str, Any] = {}
+    for stage, nodes in graph.stages.items():
+        keys = [n.key for n in nodes if n.key not in futures]
+        if not keys:
+            continue
+        resources = nodes[0].resources or None
+        with span(stage):
+            submitted = client.compute(
+                [graph.delayed[k] for k in keys], resources=resources, optimize_graph=False
+            )
+        futures.update(zip(keys, submitted))
+    return futures
+
+
+def _show_progress(graph: TaskGraph, futures: dict[str, Any], say) -> None:
+    """Dask's progress bar on a terminal; one line per finished task elsewhere (logs, CI)."""
+    if sys.stdout.isatty():
+        progress(list(futures.values()))
+        return
+    nodes = graph.nodes
+    for i, fut in enumerate(as_completed(list(futures.values())), 1):
+        say(f"  done {i}/{len(futures)}: {nodes[fut.key].stage} {fut.key} ({fut.status})")
+
+
+def _gather(client: Client, graph: TaskGraph, futures: dict[str, Any]) -> dict[str, TaskRecord]:
+    """Collect every task's record; a task Dask itself gave up on (e.g. its workers kept
+    dying) becomes a failed record instead of aborting the collection of the others."""
+    nodes = graph.nodes
+    values = client.gather(list(futures.values()), errors="skip")
+    done = {rec.key: rec for rec in values}
+    for key, fut in futures.items():
+        if key not in done:
+            node = nodes[key]
+            exc = fut.exception()
+            done[key] = TaskRecord(key, node.stage, node.op, dict(node.point), status="failed",
+                                   error=f"{type(exc).__name__}: {exc}".replace("\n", " "))
+    return done
+
+
+def _check_resources(client: Client, graph: TaskGraph) -> None:
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    offered: dict[str, float] = {}
+    for w in workers:
+        for name, amount in (w.get("resources") or {}).items():
+            offered[name] = max(offered.get(name, 0), amount)
+    for stage, nodes in graph.stages.items():
+        for name, amount in nodes[0].resources.items():
+            if offered.get(name, 0) < amount:
+                raise InputError(
+                    f"stages.{stage}.resources.{name}: needs {amount:g} but no worker offers that much "
+                    f"(workers offer {offered or 'no resources'}); use a GPU cluster spec or drop the request"
+                )
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise InputError(f"--out: cannot write to {str(out)!r} ({exc.strerror}); choose a writable directory") from None
+
+
+def _printer(enabled: bool):
+    def say(text: str) -> None:
+        if enabled:
+            print(f"\r{text}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _progress_line(event: tuple[float, dict]) -> str:
+    _, msg = event
+    stage = msg.get("stage", "?")
+    rest = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in msg.items() if k not in ("stage", "key"))
+    return f"  [{stage}] {rest}"

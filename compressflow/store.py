@@ -1,0 +1,113 @@
+"""Durable files: atomic writes, hashed checkpoints that rebuild their model, and
+atomically replaced directory trees (the results store)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compressflow.errors import InputError
+from compressflow.records import Artifact
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "load_checkpoint",
+    "replace_dir",
+    "save_checkpoint",
+    "sha256_file",
+]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(model: torch.nn.Module, path: Path, *, model_name: str, model_kwargs: dict[str, Any]) -> Artifact:
+    """Save ``model``'s weights with what is needed to rebuild it; atomic.
+
+    Returns
+    -------
+    Artifact
+        ``kind="checkpoint"``, with the model name and build kwargs in ``meta``.
+    """
+    buf = io.BytesIO()
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"model": model_name, "kwargs": dict(model_kwargs), "state_dict": state}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()
+    return Artifact("checkpoint", str(Path(path).resolve()), digest, {"model": model_name, "kwargs": dict(model_kwargs)})
+
+
+def load_checkpoint(artifact: Artifact, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Rebuild the model of a checkpoint artifact (weights only: a checkpoint cannot run code).
+
+    Raises
+    ------
+    InputError
+        If the file is missing or its hash differs from the artifact's.
+    """
+    from compressflow.nn.models import build_model
+
+    path = Path(artifact.path)
+    if not path.exists():
+        raise InputError(f"checkpoint {str(path)!r} is missing; re-run the stage that produced it")
+    if sha256_file(path) != artifact.sha256:
+        raise InputError(f"checkpoint {str(path)!r} does not match its recorded sha256; it was modified or torn")
+    blob = torch.load(path, map_location=device, weights_only=True)
+    model = build_model(blob["model"], **blob["kwargs"])
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device)
+
+
+def replace_dir(target: Path, write: Callable[[Path], None]) -> None:
+    """Build a directory with ``write(tmp)`` and swap it in for ``target``.
+
+    A crash while writing leaves the previous ``target`` intact (the new tree is built beside
+    it and renamed into place only when complete).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
+    try:
+        write(tmp)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,132 @@
+"""Spec validation: every bad input is one line naming the field, the bad value and the
+valid choices, and the CLI exits 2 without a traceback."""
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from compressflow import SpecError, load_spec
+from compressflow.cli import main
+from conftest import tiny_spec
+
+
+def _set(path, value):
+    def mutate(spec):
+        node = spec
+        *parents, last = path
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is DELETE:
+            node.pop(last)
+        else:
+            node[last] = value
+        return spec
+
+    return mutate
+
+
+DELETE = object()
+
+BAD = [
+    ("unknown top-level key", _set(["nmae"], "x"), r"^nmae: unknown key 'nmae'; valid keys: name, data, energy, stages$"),
+    ("missing name", _set(["name"], DELETE), r"^name: required field is missing$"),
+    ("unknown op", _set(["stages", "teacher", "op"], "trian"), r"^stages\.teacher\.op: unknown op 'trian'; valid choices: .*evaluate.*train"),
+    ("unknown model", _set(["stages", "teacher", "params", "model"], "resnet19"),
+     r"^stages\.teacher\.params\.model: unknown model 'resnet19'; valid choices: .*resnet18"),
+    ("unknown param", _set(["stages", "teacher", "params", "epochz"], 3),
+     r"^stages\.teacher\.params\.epochz: op 'train' has no parameter 'epochz'; valid: model, width, epochs"),
+    ("wrong type", _set(["stages", "teacher", "params", "epochs"], "many"),
+     r"^stages\.teacher\.params\.epochs: .*integer.* \(got 'many'\)$"),
+    ("out of range", _set(["stages", "teacher", "params", "width"], -1),
+     r"^stages\.teacher\.params\.width: .*greater than 0 \(got -1\)$"),
+    ("unknown dataset", _set(["data", "dataset"], "mnist"),
+     r"^data\.dataset: unknown dataset 'mnist'; valid choices: cifar10, cifar100, digits, synthetic, tinyimagenet$"),
+    ("bad channels", _set(["data", "channels"], 2), r"^data\.channels: channels must be 1 or 3, got 2 \(got 2\)$"),
+    ("unknown country", _set(["energy", "country"], "XYZ"), r"^energy\.country: .*'XYZ'"),
+    ("pue below 1", _set(["energy", "pue"], 0.5), r"^energy\.pue: .*greater than or equal to 1 \(got 0\.5\)$"),
+    ("empty sweep", _set(["stages", "teacher", "sweep"], {"seed": []}),
+     r"^stages\.teacher\.sweep\.seed: the sweep is empty; give at least one value$"),
+    ("sweep of unknown param", _set(["stages", "teacher", "sweep"], {"temperature": [2, 4]}),
+     r"^stages\.teacher\.sweep\.temperature: op 'train' has no parameter 'temperature'; valid: model"),
+    ("bad value inside a sweep", _set(["stages", "teacher", "sweep"], {"momentum": [0.9, 1.5]}),
+     r"^stages\.teacher\.sweep\.momentum: .*less than 1 \(got 1\.5\)$"),
+    ("param both fixed and swept", _set(["stages", "teacher", "sweep"], {"epochs": [1, 2]}),
+     r"^stages\.teacher\.sweep\.epochs: 'epochs' is both in params and in sweep; keep one$"),
+    ("needs a missing stage", _set(["stages", "test", "needs"], {"model": "teachr"}),
+     r"^stages\.test\.needs\.model: no stage named 'teachr'; stages are: teacher, test$"),
+    ("needs an unknown input", _set(["stages", "test", "needs"], {"modle": "teacher"}),
+     r"^stages\.test\.needs\.modle: op 'evaluate' has no input 'modle'; valid inputs: model$"),
+    ("required input missing", _set(["stages", "test", "needs"], {}),
+     r"^stages\.test\.needs: op 'evaluate' needs an upstream stage for 'model'"),
+    ("stages empty", _set(["stages"], {}), r"^stages: .*at least 1 item"),
+    ("bad stage name type", _set(["stages", "teacher"], "train"), r"^stages\.teacher: .*(dictionary|StageSpec)"),
+    ("resources must be positive", _set(["stages", "teacher", "resources"], {"GPU": 0}),
+     r"^stages\.teacher\.resources\.GPU: must be > 0 \(got 0\.0\)$"),
+]
+
+
+@pytest.mark.parametrize("case, mutate, pattern", BAD, ids=[b[0] for b in BAD])
+def test_bad_spec_one_line_message(case, mutate, pattern):
+    spec = mutate(copy.deepcopy(tiny_spec()))
+    with pytest.raises(SpecError) as err:
+        load_spec(spec)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert __import__("re").search(pattern, msg), msg
+
+
+def test_dependency_cycle(tmp_path):
+    spec = tiny_spec()
+    spec["stages"]["a"] = {"op": "evaluate", "needs": {"model": "b"}}
+    spec["stages"]["b"] = {"op": "evaluate", "needs": {"model": "a"}}
+    with pytest.raises(SpecError, match=r"^stages: dependency cycle .*(a -> b|b -> a)"):
+        load_spec(spec)
+
+
+def test_malformed_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nstages: {teacher: {op: train\n")
+    with pytest.raises(SpecError, match=r"is not valid YAML at line \d+, column \d+"):
+        load_spec(bad)
+    with pytest.raises(SpecError, match=r"^spec: file '.*nope\.yaml' does not exist$"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_yaml_cannot_run_code(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: !!python/object/apply:os.system ['echo pwned']\nstages: {}\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(evil)
+
+
+def test_valid_spec_fills_defaults():
+    spec = load_spec(tiny_spec())
+    assert spec.order() == ["teacher", "test"]
+    assert spec.data.val_fraction == 0.15 and spec.energy.pue == 1.0
+
+
+def test_cli_exit_2_and_one_line(tmp_path, capsys):
+    spec = tiny_spec()
+    spec["stages"]["teacher"]["params"]["model"] = "resnet19"
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier work")
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("compressflow: error: stages.teacher.params.model: unknown model 'resnet19'")
+    assert len(err.splitlines()) == 1
+    assert (out / "keep.txt").read_text() == "earlier work"  # nothing computed is deleted
+
+
+def test_cli_subprocess_no_traceback(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\nstages: {t: {op: distil}}\n")
+    proc = subprocess.run([sys.executable, "-m", "compressflow.cli", "run", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("compressflow: error: stages.t.op: unknown op 'distil'; valid choices:")
