@@ -3,7 +3,8 @@
 NVML keeps, per device, the energy the board has drawn since the driver was loaded
 (``nvmlDeviceGetTotalEnergyConsumption``, millijoules, Volta and newer). The difference
 of two readings is the device's energy over that interval — a measurement, not a power
-model. ``pynvml`` (the ``nvidia-ml-py`` package) is imported lazily so that CPU-only
+model (the driver refreshes the counter periodically, so very short windows may read 0).
+``pynvml`` (the ``nvidia-ml-py`` package) is imported lazily so that CPU-only
 installs never load it.
 """
 

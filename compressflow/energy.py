@@ -32,9 +32,10 @@ What is attributed to a task, and what is not
 * CO₂ is ours: ``energy_kwh × pue × intensity`` with CodeCarbon's offline intensity
   tables; ``energy_kwh`` itself excludes PUE (CodeCarbon's ``pue`` is pinned to 1).
 
-Caveat measured on CodeCarbon 3.3.2: its 1 s sampling thread reads wall time and CPU time
-non-atomically, so a task whose pure-Python loop holds the GIL is over-estimated by up to
-~20 %; work that releases the GIL (torch, NumPy, I/O) is measured within a few percent.
+Caveat (CodeCarbon 3.3.2): its 1 s sampler reads wall time, then CPU time; a sample whose
+thread is held up between the two (GIL-holding Python loop on an oversubscribed machine)
+over-estimates. We saw +10-19 % once on a loaded 2-core VM; repeated runs otherwise agree
+with the process's CPU time within 1 %.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.comm.addressing import get_address_host
 
 from compressflow import _nvml
 from compressflow.errors import InputError
@@ -150,7 +152,8 @@ def _intensity(iso: str, region: str | None, raw_country: str) -> float:
                 f"drop the region for {iso}"
             )
         if region not in regions:
-            raise InputError(f"energy.region={region!r} is unknown for {iso}; use one of {', '.join(sorted(regions)[:6])}, ...")
+            some = ", ".join(sorted(regions)[:6])
+            raise InputError(f"energy.region={region!r} is unknown for {iso}; use one of {some}, ...")
     kg = Emissions(source).get_private_infra_emissions(
         Energy.from_energy(kWh=1.0), GeoMetadata(country_iso_code=iso, region=region)
     )
@@ -167,6 +170,10 @@ def _known_regions(iso: str, source: Any) -> set[str]:
     if iso == "CHN":
         return {n for p in source.get_china_provincial_emissions_data()["data"].values() for n in p["names"]}
     return {z.lower() for z in _NORDIC_REGIONS_BY_COUNTRY.get(iso, ())}
+
+
+def _is_number(x: Any, kind: type | tuple[type, ...] = (int, float)) -> bool:
+    return isinstance(x, kind) and not isinstance(x, bool)
 
 
 def _quiet_codecarbon() -> None:
@@ -213,19 +220,13 @@ class EnergyMeter:
     >>> meter.stop()
     """
 
-    def __init__(
-        self,
-        country: str = "USA",
-        region: str | None = None,
-        pue: float = 1.0,
-        gpu_index: int | None = None,
-        n_workers_on_host: int = 1,
-    ) -> None:
-        if isinstance(pue, bool) or not isinstance(pue, (int, float)) or not pue >= 1.0:
-            raise InputError(f"energy.pue={pue!r} must be a number ≥ 1.0 (1.0 = no facility overhead, 1.67 = 2019 average)")
-        if isinstance(n_workers_on_host, bool) or not isinstance(n_workers_on_host, int) or n_workers_on_host < 1:
+    def __init__(self, country: str = "USA", region: str | None = None, pue: float = 1.0,
+                 gpu_index: int | None = None, n_workers_on_host: int = 1) -> None:
+        if not (_is_number(pue) and pue >= 1.0):
+            raise InputError(f"energy.pue={pue!r} must be a number ≥ 1.0 (1.0 = no overhead, 1.67 = 2019 average)")
+        if not (_is_number(n_workers_on_host, int) and n_workers_on_host >= 1):
             raise InputError(f"energy.n_workers_on_host={n_workers_on_host!r} must be an integer ≥ 1")
-        if gpu_index is not None and (isinstance(gpu_index, bool) or not isinstance(gpu_index, int) or gpu_index < 0):
+        if gpu_index is not None and not (_is_number(gpu_index, int) and gpu_index >= 0):
             raise InputError(f"energy.gpu_index={gpu_index!r} must be None or a CUDA ordinal ≥ 0")
         self.intensity_g_per_kwh = carbon_intensity(country, region)
         self.country, self.region, self.pue = country.strip().upper(), region, float(pue)
@@ -259,9 +260,8 @@ class EnergyMeter:
                 emissions_endpoint=False,  # False, not None: None would let a config file switch it on
                 electricitymaps_api_token=False,  # never the web API, even if a config file names a token
                 pue=1.0,  # PUE is applied once, by co2_grams
-                # Inert here: it paces tracker.start()'s whole-run scheduler, which we do not run
-                # (its readings would be unused and it would wake on a 2-core worker). Inside a
-                # task window CodeCarbon samples every 1 s, hard-wired in 3.3.2.
+                # Inert: it paces tracker.start()'s whole-run scheduler, which we never run (unused
+                # readings, wake-ups on small workers). Task windows sample every 1 s (fixed in 3.3.2).
                 measure_power_secs=600,
                 gpu_ids=[device] if device is not None else None,
             )
@@ -422,15 +422,32 @@ class EnergyMeterPlugin(WorkerPlugin):
 
     name = "compressflow-energy"
 
-    def __init__(self, **meter_kwargs: Any) -> None:
-        EnergyMeter(**meter_kwargs)  # validate now, on the client
-        self.meter_kwargs = meter_kwargs
+    def __init__(self, country: str = "USA", region: str | None = None, pue: float = 1.0,
+                 gpu_index: int | None = None, n_workers_on_host: int | dict[str, int] = 1) -> None:
+        per_host = n_workers_on_host if isinstance(n_workers_on_host, dict) else {}
+        default = 1 if per_host else n_workers_on_host
+        kwargs = dict(country=country, region=region, pue=pue, gpu_index=gpu_index, n_workers_on_host=default)
+        EnergyMeter(**kwargs)  # validate now, on the client
+        self.meter_kwargs = kwargs
+        self.workers_per_host = dict(per_host)
+
+    def _kwargs_for(self, worker: Any) -> dict[str, Any]:
+        """Resolve per-host settings on the worker: its host's worker count (``n_workers_on_host``
+        may map host → count) and, on a worker advertising a ``GPU`` resource with no explicit
+        index, the first visible device (dask-cuda puts each worker's own GPU first)."""
+        kwargs = dict(self.meter_kwargs)
+        host = get_address_host(getattr(worker, "address", "") or "")
+        kwargs["n_workers_on_host"] = self.workers_per_host.get(host, kwargs["n_workers_on_host"])
+        resources = getattr(getattr(worker, "state", None), "total_resources", None) or {}
+        if kwargs["gpu_index"] is None and resources.get("GPU"):
+            kwargs["gpu_index"] = 0
+        return kwargs
 
     async def setup(self, worker: Any) -> None:
         global _meter, _plugin_users
         with _meter_lock:
             if _plugin_users == 0:
-                old, _meter = _meter, EnergyMeter(**self.meter_kwargs)
+                old, _meter = _meter, EnergyMeter(**self._kwargs_for(worker))
                 if old is not None:
                     old.stop()
             _plugin_users += 1
@@ -442,8 +459,6 @@ class EnergyMeterPlugin(WorkerPlugin):
         global _meter, _plugin_users
         with _meter_lock:
             _plugin_users = max(_plugin_users - 1, 0)
-            meter = _meter if _plugin_users == 0 else None
-            if meter is not None:
-                _meter = None
+            meter, _meter = (_meter, None) if _plugin_users == 0 else (None, _meter)
         if meter is not None:
             meter.stop()

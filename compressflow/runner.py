@@ -10,6 +10,7 @@ from typing import Any
 
 import xarray as xr
 from distributed import Client, as_completed, progress, span
+from distributed.comm.addressing import get_address_host
 
 from compressflow.cluster import connect
 from compressflow.data import load_splits
@@ -72,7 +73,8 @@ def run(
         say = _printer(show_progress)
         say(f"compressflow: {len(graph.nodes)} tasks in {len(graph.stages)} stages; dashboard {client.dashboard_link}")
         client.register_plugin(
-            EnergyMeterPlugin(country=spec.energy.country, region=spec.energy.region, pue=spec.energy.pue),
+            EnergyMeterPlugin(country=spec.energy.country, region=spec.energy.region, pue=spec.energy.pue,
+                              n_workers_on_host=_workers_per_host(client)),
             name="compressflow-energy",
         )
         _check_resources(client, graph)
@@ -129,6 +131,15 @@ def _gather(client: Client, graph: TaskGraph, futures: dict[str, Any]) -> dict[s
             done[key] = TaskRecord(key, node.stage, node.op, dict(node.point), status="failed",
                                    error=f"{type(exc).__name__}: {exc}".replace("\n", " "))
     return done
+
+
+def _workers_per_host(client: Client) -> dict[str, int]:
+    """Host → number of workers on it (host-wide energy shares are split over them)."""
+    counts: dict[str, int] = {}
+    for address in client.scheduler_info(n_workers=-1)["workers"]:
+        host = get_address_host(address)
+        counts[host] = counts.get(host, 0) + 1
+    return counts
 
 
 def _check_resources(client: Client, graph: TaskGraph) -> None:

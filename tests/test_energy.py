@@ -7,6 +7,7 @@ CodeCarbon's 1 s sampling thread is not starved (see the caveat in ``energy.py``
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import multiprocessing as mp
 import pickle
@@ -209,6 +210,7 @@ def test_two_worker_processes_do_not_each_report_the_whole_machine():
     procs = [ctx.Process(target=_child_window, args=(barrier, queue)) for _ in range(2)]
     for p in procs:
         p.start()
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)  # it logs before applying log_level
     machine = OfflineEmissionsTracker(
         country_iso_code="USA", tracking_mode="machine", log_level="error", output_methods=[], allow_multiple_runs=True
     )

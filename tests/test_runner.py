@@ -50,6 +50,8 @@ def test_every_task_has_energy_and_co2(tiny_run):
     np.testing.assert_allclose(ledger.energy_kwh, ledger.cpu_kwh + ledger.gpu_kwh + ledger.ram_kwh, rtol=1e-9)
     np.testing.assert_allclose(ledger.co2_g, ledger.energy_kwh * 1.5 * carbon_intensity("FRA"), rtol=1e-9)
     assert all("cpu=" in m for m in ledger.energy_method.values)
+    # the runner told each worker how many workers share its host (2), so host-wide RAM power is split
+    assert all("n_workers_on_host=2" in m for m in ledger.energy_method.values)
     assert (ledger.end > ledger.start).all()
 
 

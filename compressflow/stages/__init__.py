@@ -1,6 +1,6 @@
 """The units of work. Each module registers one op in :data:`compressflow.registries.STAGES`;
 importing this package registers them all."""
 
-from compressflow.stages import evaluate, train  # noqa: F401
+from compressflow.stages import evaluate, train, wait  # noqa: F401
 
-__all__ = ["evaluate", "train"]
+__all__ = ["evaluate", "train", "wait"]

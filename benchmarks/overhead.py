@@ -1,0 +1,104 @@
+"""What compressflow itself costs, measured side by side in one run.
+
+1. Per-task overhead: 200 zero-second ``wait`` tasks through ``compressflow.run`` (graph,
+   energy meter, records, results store) vs 200 ``client.submit`` calls of a no-op on the
+   same cluster. Target: ≤ 50 ms per task amortised.
+2. Training throughput: the ``train`` stage through ``compressflow.run`` (task duration from
+   the ledger) vs a bare PyTorch loop doing the same work in one process (same model, data,
+   batches, augmentation, SGD schedule, per-epoch validation and final test pass), both on
+   one thread. Target: ratio ≥ 0.95.
+
+Usage: ``python benchmarks/overhead.py [--tasks 200] [--epochs 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from distributed import Client
+
+import compressflow
+from compressflow.cluster import local_cluster
+from compressflow.data import augment_batch, load_splits
+from compressflow.nn.models import build_model
+from compressflow.nn.training import sgd_with_schedule
+
+DATA = {"dataset": "digits", "image_size": 16, "channels": 3}
+TRAIN = {"model": "resnet18", "width": 0.25, "batch_size": 64, "lr": 0.1, "seed": 0}
+
+
+def per_task_overhead(client: Client, n: int) -> tuple[float, float]:
+    spec = {"name": "overhead", "data": DATA,
+            "stages": {"noop": {"op": "wait", "sweep": {"label": list(range(n))}}}}
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        compressflow.run(spec, cluster=client, out=out, show_progress=False)
+        runner = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    client.gather([client.submit(time.sleep, 0, pure=False) for _ in range(n)])
+    plain = time.perf_counter() - t0
+    return runner, plain
+
+
+def bare_loop(epochs: int) -> float:
+    """The same training as the ``train`` stage, written as a plain PyTorch script."""
+    torch.set_num_threads(1)
+    s = load_splits(**DATA)
+    t0 = time.perf_counter()
+    torch.manual_seed(TRAIN["seed"])
+    model = build_model(TRAIN["model"], num_classes=s.num_classes, in_channels=s.in_channels, width=TRAIN["width"])
+    bs = TRAIN["batch_size"]
+    steps = -(-len(s.train) // bs)
+    opt, sched = sgd_with_schedule(model, lr=TRAIN["lr"], batch_size=bs, epochs=epochs, steps_per_epoch=steps)
+    gen = torch.Generator().manual_seed(TRAIN["seed"])
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(s.train), generator=gen)
+        for i in range(0, len(order), bs):
+            idx = order[i:i + bs]
+            x = augment_batch(s.train.x[idx], s.augment, gen)
+            loss = F.cross_entropy(model(x), s.train.y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        model.eval()
+        with torch.no_grad():
+            (model(s.val.x).argmax(1) == s.val.y).float().mean().item()
+    with torch.no_grad():
+        (model(s.test.x).argmax(1) == s.test.y).float().mean().item()
+    return time.perf_counter() - t0
+
+
+def runner_training(client: Client, epochs: int) -> float:
+    spec = {"name": "throughput", "data": DATA,
+            "stages": {"teacher": {"op": "train", "params": {**TRAIN, "epochs": epochs}}}}
+    with tempfile.TemporaryDirectory() as out:
+        tree = compressflow.run(spec, cluster=client, out=out, show_progress=False)
+    return float(tree["tasks"]["duration_s"].sum())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", type=int, default=200)
+    ap.add_argument("--epochs", type=int, default=5)
+    args = ap.parse_args()
+    # one worker, one torch thread: the same resources as the bare loop
+    with local_cluster(n_workers=1, torch_threads=1, dashboard_address=":0") as cluster, Client(cluster) as client:
+        client.gather(client.submit(time.sleep, 0, pure=False))  # warm the worker
+        runner, plain = per_task_overhead(client, args.tasks)
+        bare = bare_loop(args.epochs)
+        dask_train = runner_training(client, args.epochs)
+    per_task_ms = (runner - plain) / args.tasks * 1e3
+    print(f"per-task overhead ({args.tasks} tasks, 1 worker): runner {runner:.2f} s, plain client.submit {plain:.2f} s"
+          f" -> {per_task_ms:.1f} ms/task amortised (target <= 50)")
+    print(f"training throughput ({args.epochs} epochs resnet18 w0.25 digits16): bare loop {bare:.2f} s, "
+          f"compressflow task {dask_train:.2f} s -> ratio {bare / dask_train:.3f} (target >= 0.95)")
+
+
+if __name__ == "__main__":
+    main()
