@@ -157,7 +157,7 @@ def summary_table(tree: xr.DataTree) -> str:
     ledger = tree["tasks"].to_dataset()
     rows = [("stage", "op", "tasks", "accuracy", "time_s", "kWh", "gCO2")]
     for stage in dict.fromkeys(ledger.stage.values.tolist()):
-        sel = ledger.where(ledger.stage == stage, drop=True)
+        sel = ledger.isel(task=np.asarray(ledger.stage.values == stage))
         group = tree[stage].to_dataset() if stage in tree.children else xr.Dataset()
         rows.append(
             (
