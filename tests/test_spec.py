@@ -130,3 +130,16 @@ def test_cli_subprocess_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("compressflow: error: stages.t.op: unknown op 'distil'; valid choices:")
+
+
+def test_missing_dataset_directory_exit_2_before_any_task(tmp_path, capsys):
+    spec = tiny_spec()
+    spec["data"] = {"dataset": "cifar10", "root": str(tmp_path / "nowhere")}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("compressflow: error: cifar10: ") and "data_batch_1..5" in err
+    assert len(err.splitlines()) == 1
+    assert not (out / "records").exists()
