@@ -8,5 +8,7 @@ MODELS: Registry = Registry("model")
 DATASETS: Registry = Registry("dataset")
 STAGES: Registry = Registry("op")
 LOSSES: Registry = Registry("loss")
+#: ``fn(spec, groups) -> {group name: Dataset}``: study-level tables computed from the stage groups
+SUMMARIES: Registry = Registry("summary")
 
-__all__ = ["DATASETS", "LOSSES", "MODELS", "STAGES", "Registry", "UnknownNameError"]
+__all__ = ["DATASETS", "LOSSES", "MODELS", "STAGES", "SUMMARIES", "Registry", "UnknownNameError"]

@@ -18,6 +18,8 @@ import xarray as xr
 from compressflow.energy import carbon_intensity, co2_grams
 from compressflow.graph import TaskGraph
 from compressflow.records import TaskRecord
+from compressflow.registries import SUMMARIES
+from compressflow import summaries as _summaries  # noqa: F401  (registers the study-level tables)
 from compressflow.store import replace_dir
 
 __all__ = ["build_results", "open_results", "save_results", "summary_table"]
@@ -44,6 +46,8 @@ def build_results(graph: TaskGraph, tasks: Mapping[str, TaskRecord]) -> xr.DataT
     groups: dict[str, xr.Dataset] = {"/tasks": ledger}
     for stage, nodes in graph.stages.items():
         groups[f"/{stage}"] = _stage_dataset(graph, stage, [tasks[n.key] for n in nodes], ledger)
+    for name in SUMMARIES:
+        groups.update(SUMMARIES.get(name)(spec, groups))
     tree = xr.DataTree.from_dict(groups)
     tree.attrs.update(
         {

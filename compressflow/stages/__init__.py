@@ -2,6 +2,6 @@
 importing this package registers them all."""
 
 from compressflow.nn import losses  # noqa: F401  (the loss names a spec can use)
-from compressflow.stages import evaluate, train, wait  # noqa: F401
+from compressflow.stages import distill, evaluate, train, wait  # noqa: F401
 
-__all__ = ["evaluate", "train", "wait"]
+__all__ = ["distill", "evaluate", "train", "wait"]

@@ -1,21 +1,40 @@
-"""Pieces every model-producing stage records the same way."""
+"""Pieces every model-producing stage shares: the hyper-parameter types, building and
+fitting a fresh model, and recording it (checkpoint, curves, accuracy, costs)."""
 
 from __future__ import annotations
+
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 import xarray as xr
+from pydantic import Field
 
 from compressflow.data import Splits
 from compressflow.flops import macs_per_sample, param_count, train_step_flops_per_sample
-from compressflow.nn.training import History
+from compressflow.nn.models import build_model
+from compressflow.nn.training import History, LossFn, accuracy, cross_entropy, fit
+from compressflow.records import Record
+from compressflow.stages._context import StageContext
+from compressflow.store import save_checkpoint
 
-__all__ = ["UNITS", "curves", "model_costs", "with_units"]
+__all__ = [
+    "UNITS", "Gamma", "LearningRate", "Milestones", "Momentum", "NonNegative", "PositiveInt", "Width",
+    "curves", "fit_model", "model_costs", "model_record", "with_units",
+]
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[float, Field(ge=0)]
+Width = Annotated[float, Field(gt=0, le=4)]
+LearningRate = Annotated[float, Field(gt=0, le=10)]
+Momentum = Annotated[float, Field(ge=0, lt=1)]
+Gamma = Annotated[float, Field(gt=0, le=1)]
+Milestones = tuple[Annotated[float, Field(gt=0, lt=1)], ...]
 
 UNITS = {
-    "accuracy": "1", "val_accuracy": "1", "best_val_accuracy": "1", "train_loss": "nats",
+    "accuracy": "1", "val_accuracy": "1", "best_val_accuracy": "1", "train_loss": "loss units",
     "train_accuracy": "1", "lr": "1", "params": "count", "macs": "MAC/sample (forward)",
-    "train_flops": "FLOP (forward+backward of every training step; FLOP = 2 MAC)",
+    "train_flops": "FLOP (forward+backward of every training step, plus any teacher forwards; FLOP = 2 MAC)",
     "task_flops": "FLOP (everything the task computed: training steps + evaluation forwards)",
     "train_time_s": "s", "train_samples": "samples",
 }
@@ -38,18 +57,56 @@ def curves(hist: History) -> dict[str, tuple[str, list[float]]]:
     }
 
 
-def model_costs(model: torch.nn.Module, splits: Splits, hist: History | None = None, extra_eval: int = 0) -> dict:
+def model_costs(model: torch.nn.Module, splits: Splits, hist: History | None = None, extra_eval: int = 0,
+                teacher_macs: int = 0) -> dict:
     """Params, forward MACs per sample, ``train_flops`` (measured forward+backward FLOPs per
-    sample × samples trained; 0 without a history) and ``task_flops`` (``train_flops`` plus
-    2 × MACs for every evaluated sample: the history's plus ``extra_eval``)."""
+    sample × samples trained, plus ``2 × teacher_macs`` per trained sample for a distillation
+    teacher's forward; 0 without a history) and ``task_flops`` (``train_flops`` plus 2 × MACs
+    for every evaluated sample: the history's plus ``extra_eval``)."""
     macs = macs_per_sample(model, splits.sample_shape)
     out = {"params": param_count(model), "macs": macs, "train_flops": 0.0}
     evaluated = extra_eval
     if hist is not None:
         step = train_step_flops_per_sample(model, splits.sample_shape, splits.num_classes)
-        out["train_flops"] = float(np.float64(step) * hist.train_samples)
+        out["train_flops"] = float((np.float64(step) + 2.0 * teacher_macs) * hist.train_samples)
         out["train_samples"] = hist.train_samples
         out["train_time_s"] = hist.train_time_s
         evaluated += hist.eval_samples
     out["task_flops"] = out["train_flops"] + 2.0 * macs * evaluated
     return out
+
+
+def fit_model(ctx: StageContext, *, model: str, width: float, seed: int, hp: dict[str, Any],
+              loss_fn: LossFn = cross_entropy) -> tuple[torch.nn.Module, History, dict[str, Any]]:
+    """Build ``model`` (seeded) for the pipeline's data and train it with ``hp`` (the keyword
+    arguments of :func:`compressflow.nn.training.fit`), reporting progress per epoch."""
+    splits = ctx.splits()
+    kwargs = {"num_classes": splits.num_classes, "in_channels": splits.in_channels, "width": width}
+    torch.manual_seed(seed)
+    net = build_model(model, **kwargs).to(ctx.device)
+    epochs = hp["epochs"]
+
+    def report(epoch: int, hist: History) -> None:
+        ctx.progress(epoch=epoch, of=epochs, loss=hist.train_loss[-1], val_accuracy=hist.val_accuracy[-1])
+
+    hist = fit(net, splits, seed=seed, loss_fn=loss_fn, device=ctx.device, on_epoch=report, **hp)
+    return net, hist, kwargs
+
+
+def model_record(ctx: StageContext, net: torch.nn.Module, hist: History, model: str, kwargs: dict[str, Any],
+                 extra: dict[str, Any] | None = None, teacher_macs: int = 0) -> Record:
+    """Checkpoint ``net`` and record test/val accuracy, curves, costs and ``extra`` variables."""
+    splits = ctx.splits()
+    artifact = save_checkpoint(net, ctx.artifact_path(".pt"), model_name=model, model_kwargs=kwargs)
+    metrics = xr.Dataset(
+        {
+            "accuracy": accuracy(net, splits.test, device=ctx.device),
+            "val_accuracy": hist.val_accuracy[-1],
+            "best_val_accuracy": max(hist.val_accuracy),
+            **curves(hist),
+            **model_costs(net, splits, hist, extra_eval=len(splits.test), teacher_macs=teacher_macs),
+            **(extra or {}),
+        },
+        coords={"epoch": list(range(1, len(hist.val_accuracy) + 1))},
+    )
+    return Record(with_units(metrics), artifact)

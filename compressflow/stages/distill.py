@@ -1,0 +1,107 @@
+"""``distill``: train a student from a frozen teacher with a KD loss and a temperature policy
+(a fixed τ — one grid point — or STKD's stochastic τ drawn per batch)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+from pydantic import AfterValidator, Field
+
+from compressflow.flops import macs_per_sample
+from compressflow.nn.temperature import check_temperature, temperature_policy
+from compressflow.records import Artifact, Record
+from compressflow.registries import LOSSES, STAGES
+from compressflow.stages._common import (
+    Gamma, LearningRate, Milestones, Momentum, NonNegative, PositiveInt, Width, fit_model, model_record,
+)
+from compressflow.stages._context import StageContext
+from compressflow.stages._signature import LossName, ModelName
+from compressflow.store import load_checkpoint
+
+__all__ = ["distill"]
+
+Temperature = Annotated[Any, AfterValidator(check_temperature)]
+
+
+@STAGES.register
+def distill(
+    ctx: StageContext,
+    *,
+    teacher: Artifact,
+    model: ModelName = "mobilenet_v2",
+    width: Width = 0.25,
+    loss: LossName = "hkd",
+    temperature: Temperature = 4.0,
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.95,
+    epochs: PositiveInt = 10,
+    batch_size: PositiveInt = 64,
+    lr: LearningRate = 0.1,
+    momentum: Momentum = 0.9,
+    weight_decay: NonNegative = 5e-4,
+    warmup_epochs: NonNegative = 1.0,
+    milestones: Milestones = (0.3, 0.6, 0.8),
+    gamma: Gamma = 0.2,
+    augment: bool = True,
+    seed: int = 0,
+) -> Record:
+    """Distil ``teacher`` into a fresh ``model`` (ALGORITHMS §1).
+
+    Parameters
+    ----------
+    teacher : Artifact
+        Upstream checkpoint (``needs: {teacher: <stage>}``); loaded once, kept in eval mode
+        and never updated.
+    model, width : str, float
+        The student.
+    loss : {"hkd", "cmc", "dml", "ce"}
+        KD loss from the loss registry.
+    temperature : float or {"stochastic": [low, high]}
+        A fixed τ (sweep it for a grid search) or a τ drawn per batch uniformly from the
+        integers low..high, applied to teacher and student and to HKD's τ² factor.
+    alpha : float
+        HKD's weight of the distillation term (0.95).
+    epochs, batch_size, lr, momentum, weight_decay, warmup_epochs, milestones, gamma, augment
+        As for ``train``.
+    seed : int
+        Seeds the student's initialisation, batch order, augmentation and the τ draws.
+
+    Returns
+    -------
+    Record
+        As ``train`` (``train_flops`` includes the teacher's forward passes), plus
+        ``tau_mean``, ``stochastic`` (bool), and for stochastic τ the per-step ``tau_draws``
+        (dim ``step``) and their histogram ``tau_count`` (dim ``tau``); artifact: the
+        student's checkpoint.
+    """
+    splits = ctx.splits()
+    teacher_net = load_checkpoint(teacher, ctx.device).eval()
+    teacher_net.requires_grad_(False)
+    policy = temperature_policy(temperature, seed)
+    kd = LOSSES.get(loss)
+
+    def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_logits = teacher_net(x)
+        return kd(logits, teacher_logits, y, policy(), alpha=alpha)
+
+    hp = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
+              warmup_epochs=warmup_epochs, milestones=milestones, gamma=gamma, augment=augment)
+    net, hist, kwargs = fit_model(ctx, model=model, width=width, seed=seed, hp=hp, loss_fn=loss_fn)
+    return model_record(ctx, net, hist, model, kwargs, _temperature_vars(policy),
+                        teacher_macs=macs_per_sample(teacher_net, splits.sample_shape))
+
+
+def _temperature_vars(policy) -> dict[str, Any]:
+    draws = np.asarray(policy.draws, dtype=float)
+    if draws.size == 0:
+        return {"tau_mean": policy.tau, "stochastic": False}
+    values = np.arange(policy.low, policy.high + 1)
+    return {
+        "tau_mean": float(draws.mean()),
+        "stochastic": True,
+        "tau_draws": ("step", draws),
+        "tau_count": ("tau", np.array([(draws == v).sum() for v in values], dtype=np.int64)),
+        "tau": ("tau", values),
+    }
