@@ -16,6 +16,7 @@ from compressflow.graph import Node
 from compressflow.records import TaskRecord
 from compressflow.registries import STAGES
 from compressflow.stages._context import StageContext
+from compressflow.stages._signature import stage_signature
 from compressflow.store import atomic_write_text
 
 __all__ = ["execute_task", "record_path"]
@@ -49,7 +50,7 @@ def execute_task(node: Node, data: dict[str, Any], out: str, *upstream: TaskReco
     task.start = time.time()
     with current_meter().measure(node.key) as reading:
         try:
-            task.record = fn(ctx, **node.params, **inputs)
+            task.record = stage_signature(node.op).call(fn, ctx, node.params, inputs)
             task.status = "ok"
         except Exception as exc:  # a failing stage must not take down the rest of the study
             task.status = "failed"

@@ -20,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--cluster", default=None, help="cluster spec YAML or tcp://host:port (default: embedded LocalCluster)")
     r.add_argument("--out", default=None, help="run directory (default: runs/<spec name>)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
-    rep = sub.add_parser("report", help="summarise the results of a run directory")
+    rep = sub.add_parser("report", help="write DIR/report/report.md (+ plots) and print it")
     rep.add_argument("out", help="run directory (holding results.zarr)")
     sub.add_parser("list", help="list registered ops, models, datasets and losses")
     return p
@@ -62,13 +62,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from compressflow.errors import InputError
-    from compressflow.results import open_results, summary_table
+    from compressflow.report import write_report
+    from compressflow.results import open_results
 
     try:
         tree = open_results(args.out)
     except FileNotFoundError as exc:
         raise InputError(f"report: {exc}") from None
-    print(summary_table(tree))
+    path = write_report(tree, args.out)
+    print(path.read_text())
+    print(f"report: {path}")
     return 0
 
 

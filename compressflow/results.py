@@ -22,7 +22,7 @@ from compressflow.registries import SUMMARIES
 from compressflow import summaries as _summaries  # noqa: F401  (registers the study-level tables)
 from compressflow.store import replace_dir
 
-__all__ = ["build_results", "open_results", "save_results", "summary_table"]
+__all__ = ["build_results", "open_results", "save_results", "summary_rows", "summary_table"]
 
 LEDGER_UNITS = {
     "duration_s": "s", "energy_kwh": "kWh", "cpu_kwh": "kWh", "gpu_kwh": "kWh", "ram_kwh": "kWh",
@@ -156,8 +156,8 @@ def open_results(out: Path | str) -> xr.DataTree:
         return tree.load()
 
 
-def summary_table(tree: xr.DataTree) -> str:
-    """A short fixed-width table: stage, op, tasks ok/total, accuracy, time, kWh, gCO₂."""
+def summary_rows(tree: xr.DataTree) -> list[tuple[str, ...]]:
+    """Header + one row per stage: stage, op, tasks ok/total, accuracy, time, kWh, gCO₂."""
     ledger = tree["tasks"].to_dataset()
     rows = [("stage", "op", "tasks", "accuracy", "time_s", "kWh", "gCO2")]
     for stage in dict.fromkeys(ledger.stage.values.tolist()):
@@ -174,6 +174,12 @@ def summary_table(tree: xr.DataTree) -> str:
                 f"{float(sel.co2_g.sum()):.3g}",
             )
         )
+    return rows
+
+
+def summary_table(tree: xr.DataTree) -> str:
+    """:func:`summary_rows` as a fixed-width text table."""
+    rows = summary_rows(tree)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 

@@ -143,3 +143,40 @@ def test_missing_dataset_directory_exit_2_before_any_task(tmp_path, capsys):
     assert err.startswith("compressflow: error: cifar10: ") and "data_batch_1..5" in err
     assert len(err.splitlines()) == 1
     assert not (out / "records").exists()
+
+
+def _distill_spec(**params):
+    spec = tiny_spec()
+    spec["stages"]["kd"] = {"op": "distill", "needs": {"teacher": "teacher"}, "params": params}
+    return spec
+
+
+@pytest.mark.parametrize(
+    "params, pattern",
+    [
+        ({"loss": "kld"}, r"^stages\.kd\.params\.loss: unknown loss 'kld'; valid choices: ce, cmc, dml, hkd$"),
+        ({"temperature": 0}, r"^stages\.kd\.params\.temperature: temperature must be > 0 \(got 0\)$"),
+        ({"temperature": -3}, r"^stages\.kd\.params\.temperature: temperature must be > 0 \(got -3\)$"),
+        ({"temperature": {"stochastic": [20, 2]}},
+         r"^stages\.kd\.params\.temperature: the stochastic temperature range is empty, inverted or below 1; .*\(got \{'stochastic': \[20, 2\]\}\)$"),
+        ({"temperature": {"stochastic": []}},
+         r"^stages\.kd\.params\.temperature: temperature must be a number > 0 or \{stochastic: \[low, high\]\}"),
+        ({"alpha": 1.2}, r"^stages\.kd\.params\.alpha: Input should be less than or equal to 1 \(got 1\.2\)$"),
+        ({"alpha": -0.1}, r"^stages\.kd\.params\.alpha: Input should be greater than or equal to 0 \(got -0\.1\)$"),
+    ],
+)
+def test_bad_distill_params(params, pattern):
+    with pytest.raises(SpecError) as err:
+        load_spec(_distill_spec(**params))
+    assert __import__("re").search(pattern, str(err.value)), str(err.value)
+
+
+def test_distill_needs_missing_stage_and_bad_tau_in_sweep():
+    spec = _distill_spec()
+    spec["stages"]["kd"]["needs"] = {"teacher": "techer"}
+    with pytest.raises(SpecError, match=r"^stages\.kd\.needs\.teacher: no stage named 'techer'; stages are: teacher, test, kd$"):
+        load_spec(spec)
+    spec = _distill_spec()
+    spec["stages"]["kd"]["sweep"] = {"temperature": [2, 4, -1]}
+    with pytest.raises(SpecError, match=r"^stages\.kd\.sweep\.temperature: temperature must be > 0 \(got -1\)$"):
+        load_spec(spec)

@@ -8,28 +8,44 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 import xarray as xr
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from compressflow.data import Splits
 from compressflow.flops import macs_per_sample, param_count, train_step_flops_per_sample
 from compressflow.nn.models import build_model
-from compressflow.nn.training import History, LossFn, accuracy, cross_entropy, fit
+from compressflow.metrics import classification_metrics
+from compressflow.nn.training import History, LossFn, cross_entropy, fit, predict
 from compressflow.records import Record
 from compressflow.stages._context import StageContext
 from compressflow.store import save_checkpoint
 
-__all__ = [
-    "UNITS", "Gamma", "LearningRate", "Milestones", "Momentum", "NonNegative", "PositiveInt", "Width",
-    "curves", "fit_model", "model_costs", "model_record", "with_units",
-]
+__all__ = ["UNITS", "PositiveInt", "Schedule", "Width", "curves", "fit_model", "model_costs", "model_record", "with_units"]
 
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[float, Field(ge=0)]
 Width = Annotated[float, Field(gt=0, le=4)]
-LearningRate = Annotated[float, Field(gt=0, le=10)]
-Momentum = Annotated[float, Field(ge=0, lt=1)]
-Gamma = Annotated[float, Field(gt=0, le=1)]
-Milestones = tuple[Annotated[float, Field(gt=0, lt=1)], ...]
+
+
+class Schedule(BaseModel):
+    """The SGD training schedule every training-like stage shares (ALGORITHMS §1). In a spec
+    its fields are plain stage parameters (``epochs: 8``).
+
+    ``lr`` is the base rate for batch 128 (the run uses ``lr × batch_size / 128``), warmed up
+    linearly over ``warmup_epochs`` and multiplied by ``gamma`` at each milestone (fractions
+    of ``epochs``: 30/60/80 of 100 in the paper); ``augment`` applies the dataset's training
+    augmentations."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 64
+    lr: Annotated[float, Field(gt=0, le=10)] = 0.1
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: NonNegative = 5e-4
+    warmup_epochs: NonNegative = 1.0
+    milestones: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = (0.3, 0.6, 0.8)
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.2
+    augment: bool = True
+
 
 UNITS = {
     "accuracy": "1", "val_accuracy": "1", "best_val_accuracy": "1", "train_loss": "loss units",
@@ -76,37 +92,40 @@ def model_costs(model: torch.nn.Module, splits: Splits, hist: History | None = N
     return out
 
 
-def fit_model(ctx: StageContext, *, model: str, width: float, seed: int, hp: dict[str, Any],
+def fit_model(ctx: StageContext, *, model: str, width: float, seed: int, schedule: Schedule,
               loss_fn: LossFn = cross_entropy) -> tuple[torch.nn.Module, History, dict[str, Any]]:
-    """Build ``model`` (seeded) for the pipeline's data and train it with ``hp`` (the keyword
-    arguments of :func:`compressflow.nn.training.fit`), reporting progress per epoch."""
+    """Build ``model`` (seeded) for the pipeline's data and train it on ``schedule``,
+    reporting progress per epoch."""
     splits = ctx.splits()
     kwargs = {"num_classes": splits.num_classes, "in_channels": splits.in_channels, "width": width}
     torch.manual_seed(seed)
     net = build_model(model, **kwargs).to(ctx.device)
-    epochs = hp["epochs"]
 
     def report(epoch: int, hist: History) -> None:
-        ctx.progress(epoch=epoch, of=epochs, loss=hist.train_loss[-1], val_accuracy=hist.val_accuracy[-1])
+        ctx.progress(epoch=epoch, of=schedule.epochs, loss=hist.train_loss[-1], val_accuracy=hist.val_accuracy[-1])
 
-    hist = fit(net, splits, seed=seed, loss_fn=loss_fn, device=ctx.device, on_epoch=report, **hp)
+    hist = fit(net, splits, seed=seed, loss_fn=loss_fn, device=ctx.device, on_epoch=report, **schedule.model_dump())
     return net, hist, kwargs
 
 
 def model_record(ctx: StageContext, net: torch.nn.Module, hist: History, model: str, kwargs: dict[str, Any],
                  extra: dict[str, Any] | None = None, teacher_macs: int = 0) -> Record:
-    """Checkpoint ``net`` and record test/val accuracy, curves, costs and ``extra`` variables."""
+    """Checkpoint ``net`` and record its test metrics (STKD Table 5: accuracy, macro precision,
+    recall, specificity, F1, kappa, prevalence, confusion matrix), validation accuracy,
+    curves, costs and ``extra`` variables."""
     splits = ctx.splits()
     artifact = save_checkpoint(net, ctx.artifact_path(".pt"), model_name=model, model_kwargs=kwargs)
+    pred = predict(net, splits.test, device=ctx.device).argmax(1)
+    table5 = classification_metrics(splits.test.y.numpy(), pred.numpy(), splits.num_classes)
     metrics = xr.Dataset(
         {
-            "accuracy": accuracy(net, splits.test, device=ctx.device),
+            **table5.data_vars,
             "val_accuracy": hist.val_accuracy[-1],
             "best_val_accuracy": max(hist.val_accuracy),
             **curves(hist),
             **model_costs(net, splits, hist, extra_eval=len(splits.test), teacher_macs=teacher_macs),
             **(extra or {}),
         },
-        coords={"epoch": list(range(1, len(hist.val_accuracy) + 1))},
+        coords={"epoch": list(range(1, len(hist.val_accuracy) + 1)), **table5.coords},
     )
     return Record(with_units(metrics), artifact)

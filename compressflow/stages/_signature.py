@@ -2,7 +2,10 @@
 
 A stage is ``fn(ctx, *, <artifact inputs>: Artifact, <params>...) -> Record``: parameters
 annotated :class:`~compressflow.records.Artifact` are upstream inputs (wired by ``needs``);
-every other keyword is a parameter validated by pydantic from its annotation and default."""
+every other keyword is a parameter validated by pydantic from its annotation and default.
+A parameter annotated with a pydantic model (e.g. the training ``Schedule``) is a *group*:
+its fields appear as flat parameters in the spec (``epochs: 8``) and the function receives
+the model instance, so stages that share a group declare it once."""
 
 from __future__ import annotations
 
@@ -44,6 +47,14 @@ class StageSignature:
     artifacts: tuple[str, ...]
     required_artifacts: tuple[str, ...]
     model: type[BaseModel]
+    groups: dict[str, type[BaseModel]]
+
+    def call(self, fn, ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> Any:
+        """Call ``fn`` with validated flat ``params``, rebuilding each parameter group."""
+        kwargs = dict(params)
+        for name, group in self.groups.items():
+            kwargs[name] = group(**{f: kwargs.pop(f) for f in group.model_fields if f in kwargs})
+        return fn(ctx, **kwargs, **inputs)
 
     def validate(self, params: dict[str, Any], where: str) -> dict[str, Any]:
         """Validated params with defaults filled in; raises SpecError (one line)."""
@@ -68,6 +79,7 @@ def stage_signature(op: str) -> StageSignature:
     fn = STAGES.get(op)
     hints = typing.get_type_hints(fn, include_extras=True)
     fields: dict[str, Any] = {}
+    groups: dict[str, type[BaseModel]] = {}
     artifacts, required = [], []
     for i, (name, p) in enumerate(inspect.signature(fn).parameters.items()):
         if i == 0:
@@ -78,7 +90,11 @@ def stage_signature(op: str) -> StageSignature:
             if p.default is inspect.Parameter.empty:
                 required.append(name)
             continue
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            groups[name] = ann
+            fields.update({f: (info.annotation, info) for f, info in ann.model_fields.items()})
+            continue
         default = ... if p.default is inspect.Parameter.empty else p.default
         fields[name] = (ann, default)
     model = create_model(f"{op}_params", __config__=ConfigDict(extra="forbid", strict=False), **fields)
-    return StageSignature(op, tuple(fields), tuple(artifacts), tuple(required), model)
+    return StageSignature(op, tuple(fields), tuple(artifacts), tuple(required), model, groups)

@@ -13,9 +13,7 @@ from compressflow.flops import macs_per_sample
 from compressflow.nn.temperature import check_temperature, temperature_policy
 from compressflow.records import Artifact, Record
 from compressflow.registries import LOSSES, STAGES
-from compressflow.stages._common import (
-    Gamma, LearningRate, Milestones, Momentum, NonNegative, PositiveInt, Width, fit_model, model_record,
-)
+from compressflow.stages._common import Schedule, Width, fit_model, model_record
 from compressflow.stages._context import StageContext
 from compressflow.stages._signature import LossName, ModelName
 from compressflow.store import load_checkpoint
@@ -35,15 +33,7 @@ def distill(
     loss: LossName = "hkd",
     temperature: Temperature = 4.0,
     alpha: Annotated[float, Field(ge=0, le=1)] = 0.95,
-    epochs: PositiveInt = 10,
-    batch_size: PositiveInt = 64,
-    lr: LearningRate = 0.1,
-    momentum: Momentum = 0.9,
-    weight_decay: NonNegative = 5e-4,
-    warmup_epochs: NonNegative = 1.0,
-    milestones: Milestones = (0.3, 0.6, 0.8),
-    gamma: Gamma = 0.2,
-    augment: bool = True,
+    schedule: Schedule = Schedule(),
     seed: int = 0,
 ) -> Record:
     """Distil ``teacher`` into a fresh ``model`` (ALGORITHMS §1).
@@ -62,8 +52,8 @@ def distill(
         integers low..high, applied to teacher and student and to HKD's τ² factor.
     alpha : float
         HKD's weight of the distillation term (0.95).
-    epochs, batch_size, lr, momentum, weight_decay, warmup_epochs, milestones, gamma, augment
-        As for ``train``.
+    schedule : Schedule
+        As for ``train`` (flat parameters in a spec).
     seed : int
         Seeds the student's initialisation, batch order, augmentation and the τ draws.
 
@@ -76,7 +66,7 @@ def distill(
         student's checkpoint.
     """
     splits = ctx.splits()
-    teacher_net = load_checkpoint(teacher, ctx.device).eval()
+    teacher_net = load_checkpoint(teacher, ctx.device).eval().to(memory_format=torch.channels_last)
     teacher_net.requires_grad_(False)
     policy = temperature_policy(temperature, seed)
     kd = LOSSES.get(loss)
@@ -86,9 +76,7 @@ def distill(
             teacher_logits = teacher_net(x)
         return kd(logits, teacher_logits, y, policy(), alpha=alpha)
 
-    hp = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-              warmup_epochs=warmup_epochs, milestones=milestones, gamma=gamma, augment=augment)
-    net, hist, kwargs = fit_model(ctx, model=model, width=width, seed=seed, hp=hp, loss_fn=loss_fn)
+    net, hist, kwargs = fit_model(ctx, model=model, width=width, seed=seed, schedule=schedule, loss_fn=loss_fn)
     return model_record(ctx, net, hist, model, kwargs, _temperature_vars(policy),
                         teacher_macs=macs_per_sample(teacher_net, splits.sample_shape))
 
