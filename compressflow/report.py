@@ -47,12 +47,13 @@ def plot_kd_pareto(tree: xr.DataTree, comparison: xr.Dataset, path: Path) -> Pat
     """Test accuracy vs CO₂: every grid τ (all seeds), each loss's tuned grid (whole-grid
     cost) and stochastic run, and the Pareto front over all of them."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     grid = tree[comparison.attrs["grid_stage"]].to_dataset()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(9.5, 4.8), dpi=120)
     points = []
     for i, loss in enumerate(comparison["loss"].values):
         color = f"C{i}"
@@ -72,11 +73,14 @@ def plot_kd_pareto(tree: xr.DataTree, comparison: xr.Dataset, path: Path) -> Pat
     front = _pareto_front(points)
     ax.step(*zip(*front), where="post", color="grey", lw=1, ls="--", label="Pareto front")
     ax.set_xscale("log")
-    ax.set_xlabel("CO₂ (g CO₂eq, total over seeds)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("CO₂ (g CO₂eq, total over seeds; log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Grid search over τ vs stochastic τ (STKD Table 4)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
