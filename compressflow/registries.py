@@ -8,7 +8,9 @@ MODELS: Registry = Registry("model")
 DATASETS: Registry = Registry("dataset")
 STAGES: Registry = Registry("op")
 LOSSES: Registry = Registry("loss")
+#: replacement blocks for blockwise distillation: ``fn(conv, *, final_relu) -> nn.Module``
+BLOCKS: Registry = Registry("block")
 #: ``fn(spec, groups) -> {group name: Dataset}``: study-level tables computed from the stage groups
 SUMMARIES: Registry = Registry("summary")
 
-__all__ = ["DATASETS", "LOSSES", "MODELS", "STAGES", "SUMMARIES", "Registry", "UnknownNameError"]
+__all__ = ["BLOCKS", "DATASETS", "LOSSES", "MODELS", "STAGES", "SUMMARIES", "Registry", "UnknownNameError"]
