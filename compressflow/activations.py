@@ -1,0 +1,124 @@
+"""The Zarr activation store: what a model's layers receive and produce on a fixed set of
+inputs, written once and read by many tasks (blockwise distillation reads one layer's
+inputs/targets; representation comparisons read a layer of two models).
+
+Layout of one store (a directory, replaced atomically when written)::
+
+    <layer>/<split>/in    float32 (N, C, H, W), chunked by sample, zstd-compressed
+    <layer>/<split>/out   float32 (N, C', H', W')
+
+with the writer's provenance (model hash, data, layers, splits) in the root attributes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+from torch import nn
+
+from compressflow.errors import InputError
+from compressflow.store import replace_dir
+
+__all__ = ["read_layer", "store_info", "write_activations"]
+
+
+@torch.no_grad()
+def write_activations(model: nn.Module, inputs: Mapping[str, torch.Tensor], layers: Sequence[str], path: Path | str,
+                      *, batch_size: int = 256, samples_per_chunk: int = 256,
+                      attrs: dict[str, Any] | None = None) -> Path:
+    """Run ``model`` (eval mode) once over each split of ``inputs`` and store, for every layer
+    in ``layers``, the tensors entering and leaving it.
+
+    One forward pass per batch captures all layers at once (forward hooks), so the model
+    runs once per sample however many layers are cached.
+
+    Parameters
+    ----------
+    model : nn.Module
+    inputs : mapping split name -> Tensor (N, C, H, W)
+    layers : sequence of str
+        Module names (``model.named_modules()``).
+    path : path
+        The store directory; an existing store there is replaced only once the new one is complete.
+    batch_size, samples_per_chunk : int
+        Forward batch size; Zarr chunk length along the sample axis.
+    attrs : dict, optional
+        Provenance to keep in the store's attributes.
+
+    Returns
+    -------
+    Path
+    """
+    was_training = model.training
+    model.eval()
+    modules = {name: model.get_submodule(name) for name in layers}
+
+    def write(tmp: Path) -> None:
+        root = zarr.open_group(str(tmp), mode="w")
+        root.attrs.update({**(attrs or {}), "layers": list(layers), "splits": list(inputs)})
+        for split, x in inputs.items():
+            arrays: dict[tuple[str, str], Any] = {}
+            for start in range(0, len(x), batch_size):
+                batch = _capture(model, modules, x[start:start + batch_size])
+                for (layer, kind), value in batch.items():
+                    arr = arrays.get((layer, kind))
+                    if arr is None:
+                        arr = arrays[(layer, kind)] = root.create_array(
+                            f"{layer}/{split}/{kind}", shape=(len(x), *value.shape[1:]), dtype="float32",
+                            chunks=(min(samples_per_chunk, len(x)), *value.shape[1:]),
+                        )
+                    arr[start:start + len(value)] = value
+
+    try:
+        replace_dir(Path(path), write)
+    finally:
+        model.train(was_training)
+    return Path(path)
+
+
+def _capture(model: nn.Module, modules: dict[str, nn.Module], x: torch.Tensor) -> dict[tuple[str, str], np.ndarray]:
+    seen: dict[tuple[str, str], np.ndarray] = {}
+    handles = []
+    for name, module in modules.items():
+        def hook(m, i, o, name=name):
+            seen[(name, "in")] = i[0].detach().float().cpu().numpy()
+            seen[(name, "out")] = o.detach().float().cpu().numpy()
+        handles.append(module.register_forward_hook(hook))
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def store_info(path: Path | str) -> dict[str, Any]:
+    """The store's attributes (layers, splits and the writer's provenance)."""
+    return dict(_open(path).attrs)
+
+
+def read_layer(path: Path | str, layer: str, split: str) -> tuple[zarr.Array, zarr.Array]:
+    """The lazily read ``in`` and ``out`` arrays of one layer on one split (slice them to load).
+
+    Raises
+    ------
+    InputError
+        Unknown layer or split (the message lists the stored ones).
+    """
+    root = _open(path)
+    if layer not in root.attrs["layers"]:
+        raise InputError(f"activations: layer {layer!r} is not in {str(path)!r}; stored: {', '.join(root.attrs['layers'])}")
+    if split not in root.attrs["splits"]:
+        raise InputError(f"activations: split {split!r} is not in {str(path)!r}; stored: {', '.join(root.attrs['splits'])}")
+    return root[f"{layer}/{split}/in"], root[f"{layer}/{split}/out"]
+
+
+def _open(path: Path | str) -> zarr.Group:
+    try:
+        return zarr.open_group(str(path), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise InputError(f"activations: no store at {str(path)!r}; run the stage that writes it first") from None
