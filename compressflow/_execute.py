@@ -39,12 +39,11 @@ def execute_task(node: Node, data: dict[str, Any], out: str, *upstream: TaskReco
     if done is not None and done.ok:
         return done  # finished in an earlier run: reuse, do not recompute
     task = TaskRecord(node.key, node.stage, node.op, dict(node.point), worker=_worker_name())
-    broken = [u for u in upstream if not u.ok]
+    inputs, broken = _inputs(node, list(upstream))
     if broken:
         task.status = "upstream_failed"
-        task.error = f"upstream stage {broken[0].stage!r} ({broken[0].key}) {broken[0].status}"
+        task.error = f"upstream stage {broken.stage!r} ({broken.key}) {broken.status}"
         return task
-    inputs = {arg: up.record.artifact for arg, up in zip(node.needs, upstream)}
     ctx = StageContext(node.key, node.stage, data, Path(out))
     fn = STAGES.get(node.op)
     task.start = time.time()
@@ -61,6 +60,22 @@ def execute_task(node: Node, data: dict[str, Any], out: str, *upstream: TaskReco
     if task.ok:
         atomic_write_text(path, task.to_json())
     return task
+
+
+def _inputs(node: Node, upstream: list[TaskRecord]) -> tuple[dict[str, Any], TaskRecord | None]:
+    """Stage inputs from the upstream records, in ``node.needs`` order: a single input gets
+    its task's artifact (and a failed task stops this one); a fan-in input gets the list of
+    every upstream task, failed ones included, for the stage to judge."""
+    inputs: dict[str, Any] = {}
+    for arg, keys in node.needs.items():
+        if isinstance(keys, str):
+            up = upstream.pop(0)
+            if not up.ok:
+                return inputs, up
+            inputs[arg] = up.record.artifact
+        else:
+            inputs[arg], upstream = upstream[: len(keys)], upstream[len(keys):]
+    return inputs, None
 
 
 def _worker_name() -> str:

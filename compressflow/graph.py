@@ -6,7 +6,8 @@ Sweep points and ``needs`` combine like this: a stage runs once per combination 
 sweep values and its upstream stages' points; axes with the same name are *aligned*, not
 crossed (a student swept over ``seed`` that needs a teacher swept over ``seed`` pairs
 student seed s with teacher seed s). A downstream stage therefore carries its upstream's
-sweep axes as dimensions in the results."""
+sweep axes as dimensions in the results. A *fan-in* input (annotated ``Upstream``) instead
+takes every task of its upstream stage at once, and their axes are consumed, not inherited."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class Node:
     op: str
     params: dict[str, Any]
     point: dict[str, Any]
-    needs: dict[str, str] = field(default_factory=dict)  # argument -> upstream key
+    needs: dict[str, str | tuple[str, ...]] = field(default_factory=dict)  # argument -> upstream key(s)
     resources: dict[str, float] = field(default_factory=dict)
 
 
@@ -81,19 +82,26 @@ def build_graph(spec: PipelineSpec, out: Path | str) -> TaskGraph:
         st = spec.stages[name]
         sig = stage_signature(st.op)
         nodes = []
-        for point, upstream in _points(st.sweep, {arg: stages[up] for arg, up in st.needs.items()}):
+        per_point = {arg: stages[up] for arg, up in st.needs.items() if arg not in sig.fan_in}
+        gathered = {arg: tuple(n.key for n in stages[up]) for arg, up in st.needs.items() if arg in sig.fan_in}
+        for point, upstream in _points(st.sweep, per_point):
             own = {k: v for k, v in point.items() if k in st.sweep}
             params = sig.validate({**st.params, **own}, where=f"stages.{name}")
-            needs = {arg: node.key for arg, node in upstream.items()}
+            needs = {arg: node.key for arg, node in upstream.items()} | gathered
             key = f"{st.op}-{tokenize(st.op, params, data, needs)}"
             node = Node(key, name, st.op, params, point, needs, dict(st.resources))
             nodes.append(node)
             if key not in delayed:
                 delayed[key] = dask.delayed(execute_task, pure=True)(
-                    node, data, str(out), *(delayed[k] for k in needs.values()), dask_key_name=key
+                    node, data, str(out), *(delayed[k] for k in _flat(needs.values())), dask_key_name=key
                 )
         stages[name] = nodes
     return TaskGraph(spec, stages, delayed)
+
+
+def _flat(keys) -> list[str]:
+    """Upstream keys in argument order (a fan-in argument contributes all of its keys)."""
+    return [k for v in keys for k in ((v,) if isinstance(v, str) else v)]
 
 
 def _points(sweep: dict[str, list[Any]], upstream: dict[str, list[Node]]):

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-__all__ = ["Artifact", "Record", "TaskRecord"]
+__all__ = ["Artifact", "Record", "TaskRecord", "Upstream"]
 
 
 @dataclass(frozen=True)
@@ -108,3 +108,9 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+Upstream = list[TaskRecord]
+"""Annotation of a *fan-in* stage input: it receives the ledger entries of every task of the
+upstream stage (all sweep points, failed ones included, each with its ``point``, ``status``
+and ``record``), e.g. to gather blockwise-distilled layers into one student."""

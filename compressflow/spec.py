@@ -225,7 +225,8 @@ def _check_stages(spec: PipelineSpec) -> None:
                 raise SpecError(f"{where}.sweep.{axis}: the sweep is empty; give at least one value")
             if axis in st.params:
                 raise SpecError(f"{where}.sweep.{axis}: {axis!r} is both in params and in sweep; keep one")
-        sig.validate(st.params, where=f"{where}.params")
+        first_point = {axis: values[0] for axis, values in st.sweep.items()}  # a swept param may be required
+        sig.validate({**st.params, **first_point}, where=f"{where}.params")
         for axis, values in st.sweep.items():
             for value in values:
                 sig.validate({**st.params, axis: value}, where=f"{where}.sweep")

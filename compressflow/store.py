@@ -56,20 +56,28 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(model: torch.nn.Module, path: Path, *, model_name: str, model_kwargs: dict[str, Any]) -> Artifact:
+def save_checkpoint(model: torch.nn.Module, path: Path, *, model_name: str, model_kwargs: dict[str, Any],
+                    surgery: dict[str, str] | None = None) -> Artifact:
     """Save ``model``'s weights with what is needed to rebuild it; atomic.
+
+    Parameters
+    ----------
+    surgery : dict, optional
+        ``{layer name: block name}`` for a model whose layers were replaced by registered
+        blocks (blockwise distillation); the loader rebuilds those blocks before loading.
 
     Returns
     -------
     Artifact
-        ``kind="checkpoint"``, with the model name and build kwargs in ``meta``.
+        ``kind="checkpoint"``, with the model name, build kwargs and surgery in ``meta``.
     """
     buf = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"model": model_name, "kwargs": dict(model_kwargs), "state_dict": state}, buf)
+    meta = {"model": model_name, "kwargs": dict(model_kwargs), "surgery": dict(surgery or {})}
+    torch.save({**meta, "state_dict": state}, buf)
     atomic_write_bytes(path, buf.getvalue())
     digest = hashlib.sha256(buf.getvalue()).hexdigest()
-    return Artifact("checkpoint", str(Path(path).resolve()), digest, {"model": model_name, "kwargs": dict(model_kwargs)})
+    return Artifact("checkpoint", str(Path(path).resolve()), digest, meta)
 
 
 def load_checkpoint(artifact: Artifact, device: torch.device | str = "cpu") -> torch.nn.Module:
@@ -80,7 +88,9 @@ def load_checkpoint(artifact: Artifact, device: torch.device | str = "cpu") -> t
     InputError
         If the file is missing or its hash differs from the artifact's.
     """
+    from compressflow.nn.blocks import make_block
     from compressflow.nn.models import build_model
+    from compressflow.nn.surgery import set_module
 
     path = Path(artifact.path)
     if not path.exists():
@@ -89,6 +99,8 @@ def load_checkpoint(artifact: Artifact, device: torch.device | str = "cpu") -> t
         raise InputError(f"checkpoint {str(path)!r} does not match its recorded sha256; it was modified or torn")
     blob = torch.load(path, map_location=device, weights_only=True)
     model = build_model(blob["model"], **blob["kwargs"])
+    for layer, block in blob.get("surgery", {}).items():
+        set_module(model, layer, make_block(block, model.get_submodule(layer)))
     model.load_state_dict(blob["state_dict"])
     return model.to(device)
 

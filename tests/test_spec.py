@@ -180,3 +180,14 @@ def test_distill_needs_missing_stage_and_bad_tau_in_sweep():
     spec["stages"]["kd"]["sweep"] = {"temperature": [2, 4, -1]}
     with pytest.raises(SpecError, match=r"^stages\.kd\.sweep\.temperature: temperature must be > 0 \(got -1\)$"):
         load_spec(spec)
+
+
+def test_required_param_may_come_from_the_sweep_or_is_named():
+    spec = tiny_spec()
+    spec["stages"]["cache"] = {"op": "activations", "needs": {"model": "teacher"}}
+    spec["stages"]["blocks"] = {"op": "replace_layer", "needs": {"teacher": "teacher", "activations": "cache"},
+                                "sweep": {"layer": ["conv1", "layer1.0.conv1"]}}
+    assert load_spec(spec).stages["blocks"].sweep["layer"] == ["conv1", "layer1.0.conv1"]
+    spec["stages"]["blocks"]["sweep"] = {}
+    with pytest.raises(SpecError, match=r"^stages\.blocks\.params\.layer: op 'replace_layer' requires 'layer'; set it in params or sweep$"):
+        load_spec(spec)

@@ -109,12 +109,13 @@ def fit_model(ctx: StageContext, *, model: str, width: float, seed: int, schedul
 
 
 def model_record(ctx: StageContext, net: torch.nn.Module, hist: History, model: str, kwargs: dict[str, Any],
-                 extra: dict[str, Any] | None = None, teacher_macs: int = 0) -> Record:
+                 extra: dict[str, Any] | None = None, teacher_macs: int = 0,
+                 surgery: dict[str, str] | None = None) -> Record:
     """Checkpoint ``net`` and record its test metrics (STKD Table 5: accuracy, macro precision,
     recall, specificity, F1, kappa, prevalence, confusion matrix), validation accuracy,
     curves, costs and ``extra`` variables."""
     splits = ctx.splits()
-    artifact = save_checkpoint(net, ctx.artifact_path(".pt"), model_name=model, model_kwargs=kwargs)
+    artifact = save_checkpoint(net, ctx.artifact_path(".pt"), model_name=model, model_kwargs=kwargs, surgery=surgery)
     pred = predict(net, splits.test, device=ctx.device).argmax(1)
     table5 = classification_metrics(splits.test.y.numpy(), pred.numpy(), splits.num_classes)
     metrics = xr.Dataset(

@@ -1,7 +1,9 @@
 """A stage's parameters, read from its function signature, and their validation.
 
 A stage is ``fn(ctx, *, <artifact inputs>: Artifact, <params>...) -> Record``: parameters
-annotated :class:`~compressflow.records.Artifact` are upstream inputs (wired by ``needs``);
+annotated :class:`~compressflow.records.Artifact` are upstream inputs (wired by ``needs``),
+one upstream task per call; parameters annotated :data:`~compressflow.records.Upstream` are
+*fan-in* inputs that receive every task of the upstream stage in one call;
 every other keyword is a parameter validated by pydantic from its annotation and default.
 A parameter annotated with a pydantic model (e.g. the training ``Schedule``) is a *group*:
 its fields appear as flat parameters in the spec (``epochs: 8``) and the function receives
@@ -9,6 +11,7 @@ the model instance, so stages that share a group declare it once."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import typing
@@ -19,10 +22,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, cre
 
 from compressflow._registry import Registry
 from compressflow.errors import SpecError
-from compressflow.records import Artifact
-from compressflow.registries import LOSSES, MODELS, STAGES
+from compressflow.records import Artifact, Upstream
+from compressflow.registries import BLOCKS, LOSSES, MODELS, STAGES
 
-__all__ = ["LossName", "ModelName", "StageSignature", "registered", "stage_signature"]
+__all__ = ["BlockName", "LossName", "ModelName", "StageSignature", "registered", "stage_signature"]
 
 
 def registered(registry: Registry) -> AfterValidator:
@@ -38,6 +41,7 @@ def registered(registry: Registry) -> AfterValidator:
 
 ModelName = Annotated[str, registered(MODELS)]
 LossName = Annotated[str, registered(LOSSES)]
+BlockName = Annotated[str, registered(BLOCKS)]
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class StageSignature:
     required_artifacts: tuple[str, ...]
     model: type[BaseModel]
     groups: dict[str, type[BaseModel]]
+    fan_in: tuple[str, ...] = ()  # inputs annotated Upstream: every task of the upstream stage
 
     def call(self, fn, ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> Any:
         """Call ``fn`` with validated flat ``params``, rebuilding each parameter group."""
@@ -69,6 +74,8 @@ class StageSignature:
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "missing":
+                raise SpecError(f"{where}.{loc}: op {self.op!r} requires {loc!r}; set it in params or sweep") from None
             msg = err["msg"].removeprefix("Value error, ")
             got = "" if "valid choices" in msg else f" (got {err.get('input')!r})"
             raise SpecError(f"{where}.{loc}: {msg}{got}") from None
@@ -80,21 +87,28 @@ def stage_signature(op: str) -> StageSignature:
     hints = typing.get_type_hints(fn, include_extras=True)
     fields: dict[str, Any] = {}
     groups: dict[str, type[BaseModel]] = {}
-    artifacts, required = [], []
+    artifacts, required, fan_in = [], [], []
     for i, (name, p) in enumerate(inspect.signature(fn).parameters.items()):
         if i == 0:
             continue  # ctx
         ann = hints.get(name, Any)
-        if ann is Artifact or ann == (Artifact | None):
+        if ann is Artifact or ann == (Artifact | None) or ann == Upstream:
             artifacts.append(name)
+            if ann == Upstream:
+                fan_in.append(name)
             if p.default is inspect.Parameter.empty:
                 required.append(name)
             continue
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             groups[name] = ann
-            fields.update({f: (info.annotation, info) for f, info in ann.model_fields.items()})
+            # the stage's own default instance (e.g. a shorter fine-tuning schedule) wins
+            overrides = p.default.model_dump() if isinstance(p.default, BaseModel) else {}
+            for f, info in ann.model_fields.items():
+                info = copy.copy(info)
+                info.default = overrides.get(f, info.default)
+                fields[f] = (info.annotation, info)
             continue
         default = ... if p.default is inspect.Parameter.empty else p.default
         fields[name] = (ann, default)
     model = create_model(f"{op}_params", __config__=ConfigDict(extra="forbid", strict=False), **fields)
-    return StageSignature(op, tuple(fields), tuple(artifacts), tuple(required), model, groups)
+    return StageSignature(op, tuple(fields), tuple(artifacts), tuple(required), model, groups, tuple(fan_in))

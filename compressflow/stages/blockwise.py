@@ -1,0 +1,210 @@
+"""Parallel blockwise distillation (ALGORITHMS §3), as three ops:
+
+* ``activations`` — run the teacher once over the train and val splits and cache, for every
+  replaceable layer, the tensors entering and leaving it in one Zarr store.
+* ``replace_layer`` — one independent task per layer: train a replacement block on the
+  teacher's own activations with the local loss ``mean ‖f_k(x) − g_k(f_{k−1}(x))‖²`` (no
+  labels), reading only that layer's arrays from the cache (or, with no cache, recomputing
+  the teacher prefix batch by batch); every ``eval_every`` epochs splice the block into the
+  teacher, score it on the validation split and keep the best weights.
+* ``assemble`` — a fan-in over every ``replace_layer`` task: accept the blocks whose spliced
+  accuracy drop is under ``max_drop``, splice them all into the student, fine-tune briefly,
+  and record its test accuracy, MACs and params against the teacher's.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from typing import Annotated
+
+import numpy as np
+import torch
+import xarray as xr
+from pydantic import Field
+
+from compressflow.activations import read_layer, write_activations
+from compressflow.data import Splits
+from compressflow.flops import macs_per_sample, param_count
+from compressflow.nn.blocks import make_block
+from compressflow.nn.surgery import layer_io, replaceable_layers, spliced
+from compressflow.nn.training import accuracy, fit
+from compressflow.records import Artifact, Record, Upstream
+from compressflow.registries import STAGES
+from compressflow.stages._common import PositiveInt, Schedule, model_record, with_units
+from compressflow.stages._context import StageContext
+from compressflow.stages._signature import BlockName
+from compressflow.store import atomic_write_bytes, load_checkpoint, sha256_file
+
+__all__ = ["activations", "assemble", "replace_layer"]
+
+
+@STAGES.register
+def activations(ctx: StageContext, *, model: Artifact, layers: tuple[str, ...] | None = None,
+                exclude: tuple[str, ...] = (), batch_size: PositiveInt = 256) -> Record:
+    """Cache the inputs and outputs of the replaceable layers (all, or ``layers`` minus
+    ``exclude``) of ``model`` on the train and val splits (no augmentation).
+
+    Returns
+    -------
+    Record
+        ``n_layers``, ``store_bytes``; artifact: the Zarr store (``kind="zarr"``).
+    """
+    splits = ctx.splits()
+    net = load_checkpoint(model, ctx.device)
+    names = replaceable_layers(net, include=layers, exclude=exclude)
+    path = write_activations(net, {"train": splits.train.x, "val": splits.val.x}, names, ctx.artifact_path(".zarr"),
+                             batch_size=batch_size, attrs={"model_sha256": model.sha256})
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    digest = _digest(f"{f.relative_to(path)}:{sha256_file(f)}" for f in files)
+    size = sum(f.stat().st_size for f in files)
+    metrics = xr.Dataset({"n_layers": len(names), "store_bytes": size})
+    metrics["store_bytes"].attrs["units"] = "bytes"
+    return Record(metrics, Artifact("zarr", str(path), digest, {"layers": names}))
+
+
+@STAGES.register
+def replace_layer(
+    ctx: StageContext,
+    *,
+    teacher: Artifact,
+    activations: Artifact | None = None,
+    layer: str,
+    block: BlockName = "ds2",
+    epochs: PositiveInt = 10,
+    batch_size: PositiveInt = 64,
+    lr: Annotated[float, Field(gt=0, le=1)] = 1e-3,
+    eval_every: PositiveInt = 2,
+    seed: int = 0,
+) -> Record:
+    """Train a ``block`` to stand in for ``layer`` of ``teacher`` (Adam on the local MSE).
+
+    Parameters
+    ----------
+    activations : Artifact, optional
+        The ``activations`` store; without it the teacher prefix is recomputed per batch.
+    layer : str
+        The conv to replace (sweep it: one task per layer).
+    block : str
+        A registered replacement block (``ds2`` = the paper's choice).
+
+    Returns
+    -------
+    Record
+        ``mse`` (final epoch, train), ``spliced_val_accuracy`` (best), ``teacher_val_accuracy``,
+        ``accuracy_drop``, ``params_before``/``params_after`` and ``macs_before``/``macs_after``
+        of the layer; artifact: the block's weights (``kind="block"``).
+    """
+    splits = ctx.splits()
+    net = load_checkpoint(teacher, ctx.device).eval()
+    conv = net.get_submodule(layer)
+    torch.manual_seed(seed)
+    blk = make_block(block, conv).to(ctx.device)
+    x_in, y_out = _layer_data(net, layer, splits, activations)
+    opt = torch.optim.Adam(blk.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    teacher_val = accuracy(net, splits.val, device=ctx.device)
+    best = (-1.0, copy.deepcopy(blk.state_dict()))
+    mse = float("nan")
+    for epoch in range(1, epochs + 1):
+        blk.train()
+        order, total = torch.randperm(len(x_in), generator=gen), 0.0
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            loss = torch.nn.functional.mse_loss(blk(x_in[idx]), y_out[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        mse = total / len(order)
+        if epoch % eval_every == 0 or epoch == epochs:
+            val = accuracy(spliced(net, {layer: blk.eval()}), splits.val, device=ctx.device)
+            if val > best[0]:
+                best = (val, copy.deepcopy(blk.state_dict()))
+            ctx.progress(layer=layer, epoch=epoch, of=epochs, mse=mse, spliced_val_accuracy=val)
+    blk.load_state_dict(best[1])
+    shape = tuple(x_in.shape[1:])
+    buf = io.BytesIO()
+    torch.save({"layer": layer, "block": block, "state_dict": blk.state_dict()}, buf)
+    path = ctx.artifact_path(".block.pt")
+    atomic_write_bytes(path, buf.getvalue())
+    metrics = xr.Dataset({
+        "mse": mse, "spliced_val_accuracy": best[0], "teacher_val_accuracy": teacher_val,
+        "accuracy_drop": teacher_val - best[0],
+        "params_before": param_count(conv), "params_after": param_count(blk),
+        "macs_before": macs_per_sample(conv, shape), "macs_after": macs_per_sample(blk, shape),
+    })
+    for name, unit in {"mse": "activation units²", "params_before": "count", "params_after": "count",
+                       "macs_before": "MAC/sample", "macs_after": "MAC/sample"}.items():
+        metrics[name].attrs["units"] = unit
+    return Record(with_units(metrics), Artifact("block", str(path.resolve()), _digest([buf.getvalue().hex()]),
+                                                {"layer": layer, "block": block}))
+
+
+def _layer_data(net: torch.nn.Module, layer: str, splits: Splits,
+                cache: Artifact | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets of ``layer`` on the (unaugmented) train split: read from the cache
+    (this layer's arrays only) or recomputed through the teacher prefix."""
+    if cache is not None:
+        x_in, y_out = read_layer(cache.path, layer, "train")
+        return torch.from_numpy(x_in[:]), torch.from_numpy(y_out[:])
+    parts = [layer_io(net, layer, splits.train.x[i:i + 256]) for i in range(0, len(splits.train), 256)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+@STAGES.register
+def assemble(
+    ctx: StageContext,
+    *,
+    teacher: Artifact,
+    blocks: Upstream,
+    max_drop: Annotated[float, Field(ge=0, le=1)] = 0.02,
+    schedule: Schedule = Schedule(epochs=3, lr=0.01, warmup_epochs=0),
+    seed: int = 0,
+) -> Record:
+    """Splice every block whose spliced validation accuracy fell by less than ``max_drop``
+    into the teacher, fine-tune the student on ``schedule`` and record it.
+
+    Returns
+    -------
+    Record
+        As ``train`` for the student, plus ``accepted`` (dim ``layer``, bool),
+        ``teacher_accuracy``, ``teacher_macs``/``teacher_params`` and the replaced layers'
+        ``layers_macs_before``/``layers_macs_after``; artifact: the student's checkpoint.
+    """
+    splits = ctx.splits()
+    net = load_checkpoint(teacher, ctx.device).eval()
+    chosen, accepted = {}, {}
+    for task in blocks:
+        layer = task.point.get("layer") or (task.record.artifact.meta["layer"] if task.ok else None)
+        m = task.record.metrics if task.ok else None
+        ok = bool(m is not None and float(m["accuracy_drop"]) < max_drop)
+        if layer is not None:
+            accepted[layer] = ok
+        if ok:
+            blob = torch.load(task.record.artifact.path, map_location=ctx.device, weights_only=True)
+            blk = make_block(blob["block"], net.get_submodule(blob["layer"]))
+            blk.load_state_dict(blob["state_dict"])
+            chosen[blob["layer"]] = (blob["block"], blk, m)
+    student = spliced(net, {layer: b for layer, (_, b, _) in chosen.items()})
+    hist = fit(student, splits, seed=seed, device=ctx.device, **schedule.model_dump())
+    extra = {
+        "accepted": ("layer", np.array(list(accepted.values()), dtype=bool)),
+        "layer": ("layer", list(accepted)),
+        "teacher_accuracy": accuracy(net, splits.test, device=ctx.device),
+        "teacher_macs": macs_per_sample(net, splits.sample_shape),
+        "teacher_params": param_count(net),
+        "layers_macs_before": float(sum(float(m["macs_before"]) for _, _, m in chosen.values())),
+        "layers_macs_after": float(sum(float(m["macs_after"]) for _, _, m in chosen.values())),
+    }
+    surgery = {layer: name for layer, (name, _, _) in chosen.items()}
+    return model_record(ctx, student, hist, teacher.meta["model"], teacher.meta["kwargs"], extra, surgery=surgery)
+
+
+def _digest(parts) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(str(part).encode())
+    return h.hexdigest()

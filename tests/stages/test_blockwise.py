@@ -1,0 +1,86 @@
+"""Blockwise distillation stages: cache vs recompute, one layer's block, and the fan-in
+assembly on the real cluster."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import compressflow
+from compressflow.data import load_splits
+from compressflow.nn.surgery import layer_io
+from compressflow.stages._common import Schedule
+from compressflow.stages._context import StageContext
+from compressflow.stages.blockwise import _layer_data, activations, replace_layer
+from compressflow.stages.train import train
+from compressflow.store import load_checkpoint
+
+DATA = {"dataset": "digits", "image_size": 8, "channels": 1}
+
+
+@pytest.fixture(scope="module")
+def teacher_and_cache(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bw")
+    teacher = train(StageContext("t", "teacher", DATA, out), model="resnet18", width=0.25,
+                    schedule=Schedule(epochs=2, batch_size=128)).artifact
+    cache = activations(StageContext("a", "acts", DATA, out), model=teacher).artifact
+    return out, teacher, cache
+
+
+def test_cache_and_recompute_give_the_same_inputs_and_targets(teacher_and_cache):
+    _, teacher, cache = teacher_and_cache
+    net = load_checkpoint(teacher).eval()
+    splits = load_splits(**DATA)
+    assert len(cache.meta["layers"]) == 17  # ResNet18: stem + 16 3x3 convs (1x1 shortcuts excluded)
+    for layer in (cache.meta["layers"][0], cache.meta["layers"][9]):
+        a_in, a_out = _layer_data(net, layer, splits, cache)
+        b_in, b_out = _layer_data(net, layer, splits, None)
+        assert a_in.shape[0] == len(splits.train)
+        torch.testing.assert_close(a_in, b_in, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a_out, b_out, rtol=1e-5, atol=1e-5)
+
+
+def test_replace_layer_learns_the_layer_and_costs_less(teacher_and_cache):
+    out, teacher, cache = teacher_and_cache
+    layer = "layer2.1.conv1"
+    rec = replace_layer(StageContext("r", "blocks", DATA, out), teacher=teacher, activations=cache, layer=layer,
+                        epochs=4, eval_every=2)
+    m = rec.metrics
+    net = load_checkpoint(teacher).eval()
+    x_in, y_out = layer_io(net, layer, load_splits(**DATA).train.x)
+    assert float(m.mse) < float(((y_out - y_out.mean()) ** 2).mean())  # better than predicting the mean
+    assert float(m.macs_after) < 0.4 * float(m.macs_before)
+    assert 0 <= float(m.spliced_val_accuracy) <= 1
+    assert Path(rec.artifact.path).exists() and rec.artifact.meta == {"layer": layer, "block": "ds2"}
+
+
+def test_blockwise_pipeline_fans_in(client, tmp_path):
+    layers = ["layer1.0.conv1", "layer3.1.conv2", "layer4.0.conv1"]
+    spec = {
+        "name": "tiny-blockwise", "data": DATA,
+        "stages": {
+            "teacher": {"op": "train", "params": {"model": "resnet18", "width": 0.25, "epochs": 2, "batch_size": 128}},
+            "cache": {"op": "activations", "needs": {"model": "teacher"}, "params": {"layers": layers}},
+            "blocks": {"op": "replace_layer", "needs": {"teacher": "teacher", "activations": "cache"},
+                       "params": {"epochs": 2}, "sweep": {"layer": layers}},
+            "student": {"op": "assemble", "needs": {"teacher": "teacher", "blocks": "blocks"},
+                        "params": {"max_drop": 1.0, "epochs": 1}},
+        },
+    }
+    tree = compressflow.run(spec, cluster=client, out=tmp_path, show_progress=False)
+    assert (tree["tasks"]["status"] == "ok").all()
+    blocks = tree["blocks"].to_dataset()
+    assert list(blocks.layer.values) == layers
+    student = tree["student"].to_dataset()
+    assert student["accepted"].values.all() and list(student.layer.values) == layers
+    assert float(student.layers_macs_after) < 0.4 * float(student.layers_macs_before)
+    assert float(student.macs) < float(student.teacher_macs)
+    # the student checkpoint rebuilds with its blocks spliced in
+    from compressflow.records import TaskRecord
+
+    key = str(student.task_key.values)
+    rec = TaskRecord.load(Path(tmp_path) / "records" / f"{key}.json")
+    net = load_checkpoint(rec.record.artifact)
+    assert type(net.get_submodule("layer1.0.conv1")).__name__ == "ReplacementBlock"
+    assert np.isfinite(float(student.accuracy))
