@@ -38,9 +38,14 @@ LOCAL_DEFAULTS: dict[str, Any] = {
 #: MALLOC_TRIM_THRESHOLD_=65536 to fight fragmentation; with it glibc returns freed tensor
 #: memory to the OS after every batch and training ran 1.7x slower here (9.3 s vs 5.4 s for
 #: the same 5 epochs, most of it page-fault system time), so we leave glibc's default.
+#: With one thread per worker, Dask's default worker-saturation (1.1) hands a busy worker a
+#: second long task to queue, which then cannot move to a worker that frees up; 1.0 keeps
+#: tasks on the scheduler until a thread is free (work stealing on the scheduling
+#: simulation: ≤ 1.08× the lower bound instead of up to 1.12×, benchmarks/scheduling_sim.py).
 WORKER_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    "distributed.scheduler.worker-saturation": 1.0,
 }
 
 
