@@ -57,28 +57,19 @@ class ReplacementBlock(nn.Module):
         return y
 
 
-@BLOCKS.register
-def ds2(conv: nn.Conv2d, *, final_relu: bool = False) -> nn.Module:
-    """(a) Two DS layers — the candidate the paper's search selected."""
-    return ReplacementBlock(conv, 2, skip=False, final_relu=final_relu)
+def _candidate(name: str, depth: int, skip: bool, doc: str):
+    def build(conv: nn.Conv2d, *, final_relu: bool = False) -> nn.Module:
+        return ReplacementBlock(conv, depth, skip=skip, final_relu=final_relu)
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = doc
+    return BLOCKS.register(build)
 
 
-@BLOCKS.register
-def ds3(conv: nn.Conv2d, *, final_relu: bool = False) -> nn.Module:
-    """(b) Three DS layers."""
-    return ReplacementBlock(conv, 3, skip=False, final_relu=final_relu)
-
-
-@BLOCKS.register
-def ds2_skip(conv: nn.Conv2d, *, final_relu: bool = False) -> nn.Module:
-    """(c) Two DS layers plus a skip connection."""
-    return ReplacementBlock(conv, 2, skip=True, final_relu=final_relu)
-
-
-@BLOCKS.register
-def ds3_skip(conv: nn.Conv2d, *, final_relu: bool = False) -> nn.Module:
-    """(d) Three DS layers plus a skip connection."""
-    return ReplacementBlock(conv, 3, skip=True, final_relu=final_relu)
+ds2 = _candidate("ds2", 2, False, "(a) Two DS layers — the candidate the paper's search selected.")
+ds3 = _candidate("ds3", 3, False, "(b) Three DS layers.")
+ds2_skip = _candidate("ds2_skip", 2, True, "(c) Two DS layers plus a skip connection.")
+ds3_skip = _candidate("ds3_skip", 3, True, "(d) Three DS layers plus a skip connection.")
 
 
 def make_block(name: str, conv: nn.Conv2d, *, final_relu: bool = False) -> nn.Module:
