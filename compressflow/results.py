@@ -110,7 +110,8 @@ def _stage_dataset(graph: TaskGraph, stage: str, tasks: list[TaskRecord], ledger
         parts.append(ds)
     merged = xr.merge(parts, join="outer", compat="no_conflicts", combine_attrs="drop_conflicts")
     st = graph.spec.stages[stage]
-    merged.attrs.update({"op": st.op, "params": json.dumps(st.params), "needs": json.dumps(st.needs), "sweep_axes": axes})
+    merged.attrs.update({"op": st.op, "params": json.dumps(st.params), "needs": json.dumps(st.needs), "sweep_axes": axes,
+                         "scheduling_policy": st.scheduling.policy})
     for name in merged.data_vars:  # merge keeps attrs of the first part only if all agree
         for p in parts:
             if name in p and "units" in p[name].attrs:

@@ -18,7 +18,8 @@ from compressflow.energy import EnergyMeterPlugin
 from compressflow.errors import InputError
 from compressflow.graph import TaskGraph, build_graph
 from compressflow.records import TaskRecord
-from compressflow.results import build_results, save_results
+from compressflow.results import build_results, open_results, save_results
+from compressflow.scheduling import assign, durations_from_ledger
 from compressflow.spec import PipelineSpec, load_spec
 
 __all__ = ["run"]
@@ -92,20 +93,44 @@ def run(
 
 
 def _submit(client: Client, graph: TaskGraph) -> dict[str, Any]:
-    """Compute stage by stage (upstream first) so each stage's ``resources`` apply to its own
-    tasks only; tasks shared with an earlier stage keep their first submission."""
+    """Compute stage by stage (upstream first) so each stage's ``resources`` and placement
+    apply to its own tasks only; tasks shared with an earlier stage keep their first
+    submission. Under ``round_robin``/``bin_packing`` each task is pinned to its worker."""
     futures: dict[str, Any] = {}
     for stage, nodes in graph.stages.items():
         keys = [n.key for n in nodes if n.key not in futures]
         if not keys:
             continue
         resources = nodes[0].resources or None
+        placement = _placement(client, graph, stage, keys)
         with span(stage):
-            submitted = client.compute(
-                [graph.delayed[k] for k in keys], resources=resources, optimize_graph=False
-            )
+            if placement is None:
+                submitted = client.compute([graph.delayed[k] for k in keys], resources=resources, optimize_graph=False)
+            else:
+                submitted = [client.compute(graph.delayed[k], resources=resources, optimize_graph=False,
+                                            workers=[placement[k]], allow_other_workers=False) for k in keys]
         futures.update(zip(keys, submitted))
     return futures
+
+
+def _placement(client: Client, graph: TaskGraph, stage: str, keys: list[str]) -> dict[str, str] | None:
+    """Task key -> worker for a stage's scheduling policy (None: leave it to Dask)."""
+    sched = graph.spec.stages[stage].scheduling
+    if sched.policy == "work_stealing":
+        return None
+    nodes = graph.nodes
+    key_by = sched.key_by or next(iter(graph.spec.stages[stage].sweep), None)
+    known: dict[str, float] = {}
+    if sched.durations_from is not None:
+        try:
+            ledger = open_results(sched.durations_from)["tasks"].to_dataset()
+        except FileNotFoundError as exc:
+            raise InputError(f"stages.{stage}.scheduling.durations_from: {exc}") from None
+        known = durations_from_ledger(ledger, stage, key_by) if key_by else {}
+    default = sum(known.values()) / len(known) if known else 1.0
+    durations = {k: known.get(str(nodes[k].point.get(key_by)), default) for k in keys}
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    return assign(sched.policy, durations, workers)
 
 
 def _show_progress(graph: TaskGraph, futures: dict[str, Any], say) -> None:

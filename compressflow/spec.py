@@ -8,7 +8,7 @@ import graphlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -18,7 +18,7 @@ from compressflow.errors import SpecError
 from compressflow.registries import DATASETS, STAGES
 from compressflow.stages._signature import stage_signature
 
-__all__ = ["DataSpec", "EnergySpec", "PipelineSpec", "StageSpec", "load_spec", "one_line"]
+__all__ = ["DataSpec", "EnergySpec", "PipelineSpec", "SchedulingSpec", "StageSpec", "load_spec", "one_line"]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -79,9 +79,22 @@ class EnergySpec(BaseModel):
         return v
 
 
+class SchedulingSpec(BaseModel):
+    """How a stage's tasks are placed on workers: ``work_stealing`` (Dask's dynamic
+    scheduler), ``round_robin`` (cyclic) or ``bin_packing`` (worst-fit decreasing on task
+    durations read from the run directory ``durations_from``, keyed by the sweep axis
+    ``key_by``; equal durations when there is no earlier run)."""
+
+    model_config = _STRICT
+    policy: Literal["work_stealing", "round_robin", "bin_packing"] = "work_stealing"
+    durations_from: str | None = None
+    key_by: str | None = None
+
+
 class StageSpec(BaseModel):
     """One stage: an ``op`` from the stage registry, its ``params``, upstream ``needs``
-    (argument name → stage name), a ``sweep`` grid and per-task ``resources``."""
+    (argument name → stage name), a ``sweep`` grid, per-task ``resources`` and the
+    ``scheduling`` policy of its tasks."""
 
     model_config = _STRICT
     op: str
@@ -89,6 +102,7 @@ class StageSpec(BaseModel):
     needs: dict[str, str] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     resources: dict[str, float] = Field(default_factory=dict)
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
 
 
 class PipelineSpec(BaseModel):
@@ -181,7 +195,7 @@ def one_line(exc: ValidationError) -> str:
 
 
 def _valid_keys(model_title: str, loc: tuple) -> str:
-    model: type[BaseModel] = {m.__name__: m for m in (PipelineSpec, DataSpec, EnergySpec, StageSpec)}.get(
+    model: type[BaseModel] = {m.__name__: m for m in (PipelineSpec, DataSpec, EnergySpec, StageSpec, SchedulingSpec)}.get(
         model_title, PipelineSpec
     )
     for part in loc[:-1]:
@@ -230,6 +244,10 @@ def _check_stages(spec: PipelineSpec) -> None:
         for axis, values in st.sweep.items():
             for value in values:
                 sig.validate({**st.params, axis: value}, where=f"{where}.sweep")
+        key_by = st.scheduling.key_by
+        if key_by is not None and key_by not in st.sweep:
+            raise SpecError(f"{where}.scheduling.key_by: {key_by!r} is not a sweep axis of this stage; "
+                            f"sweep axes: {', '.join(st.sweep) or 'none'}")
         bad = [k for k, v in st.resources.items() if v <= 0]
         if bad:
             raise SpecError(f"{where}.resources.{bad[0]}: must be > 0 (got {st.resources[bad[0]]!r})")
