@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 from typing import Annotated
 
@@ -202,8 +203,6 @@ def assemble(
 
 
 def _digest(parts) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for part in parts:
         h.update(str(part).encode())

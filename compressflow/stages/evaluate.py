@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from compressflow.metrics import classification_metrics
-from compressflow.nn.training import predict
+from compressflow.nn.training import accuracy, predict
 from compressflow.records import Artifact, Record
 from compressflow.registries import STAGES
 from compressflow.stages._common import model_costs, with_units
@@ -33,9 +33,7 @@ def evaluate(ctx: StageContext, *, model: Artifact, split: Literal["test", "val"
     pred = predict(net, part, device=ctx.device).argmax(1)
     metrics = classification_metrics(part.y.numpy(), pred.numpy(), splits.num_classes)
     if split == "test":
-        metrics["val_accuracy"] = classification_metrics(
-            splits.val.y.numpy(), predict(net, splits.val, device=ctx.device).argmax(1).numpy(), splits.num_classes
-        ).accuracy
+        metrics["val_accuracy"] = accuracy(net, splits.val, device=ctx.device)
     scored = len(part) + (len(splits.val) if split == "test" else 0)
     for name, value in model_costs(net, splits, extra_eval=scored).items():
         metrics[name] = value
