@@ -84,3 +84,38 @@ def test_blockwise_pipeline_fans_in(client, tmp_path):
     net = load_checkpoint(rec.record.artifact)
     assert type(net.get_submodule("layer1.0.conv1")).__name__ == "ReplacementBlock"
     assert np.isfinite(float(student.accuracy))
+
+
+def test_splicing_a_copy_of_the_layer_changes_nothing(teacher_and_cache):
+    import copy
+
+    from compressflow.nn.surgery import spliced
+
+    _, teacher, _ = teacher_and_cache
+    net = load_checkpoint(teacher).eval()
+    x = load_splits(**DATA).val.x[:16]
+    twin = spliced(net, {"layer2.0.conv1": copy.deepcopy(net.get_submodule("layer2.0.conv1"))})
+    torch.testing.assert_close(twin(x), net(x))
+
+
+def test_assemble_threshold_and_failed_layers(teacher_and_cache, tmp_path):
+    from compressflow.records import TaskRecord
+    from compressflow.stages.blockwise import assemble
+
+    out, teacher, cache = teacher_and_cache
+    tasks = []
+    for layer, drop in (("layer1.0.conv1", 0.01), ("layer1.0.conv2", 0.05)):
+        rec = replace_layer(StageContext(f"r-{layer}", "blocks", DATA, out), teacher=teacher, activations=cache,
+                            layer=layer, epochs=1, eval_every=1)
+        rec.metrics["accuracy_drop"] = drop  # pin the measured drop to test the threshold exactly
+        tasks.append(TaskRecord(f"k-{layer}", "blocks", "replace_layer", {"layer": layer}, status="ok", record=rec))
+    tasks.append(TaskRecord("k-failed", "blocks", "replace_layer", {"layer": "layer2.0.conv1"}, status="failed",
+                            error="RuntimeError: boom"))
+    rec = assemble(StageContext("s", "student", DATA, tmp_path), teacher=teacher, blocks=tasks, max_drop=0.02,
+                   schedule=Schedule(epochs=1))
+    accepted = dict(zip(rec.metrics.layer.values.tolist(), rec.metrics.accepted.values.tolist()))
+    assert accepted == {"layer1.0.conv1": True, "layer1.0.conv2": False, "layer2.0.conv1": False}
+    student = load_checkpoint(rec.artifact)
+    assert type(student.get_submodule("layer1.0.conv1")).__name__ == "ReplacementBlock"
+    assert isinstance(student.get_submodule("layer1.0.conv2"), torch.nn.Conv2d)
+    assert rec.artifact.meta["surgery"] == {"layer1.0.conv1": "ds2"}
