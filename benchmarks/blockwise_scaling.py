@@ -8,7 +8,12 @@ speedup/n, and greenup E1/En (summed task energy). Bin packing uses the task dur
 1-worker run as its "previous run". Then the sleep-task scheduling simulation
 (``scheduling_sim.py``) runs on 4 workers.
 
-Usage: ``python benchmarks/blockwise_scaling.py [--epochs 10] [--skip-sim]``
+Also printed: the activation cache's size on disk; reading the deepest layers' inputs and
+targets from the cache vs recomputing them through the teacher prefix; and the peak memory
+(max RSS of a fresh process) of one layer task vs a whole-teacher distillation task on the
+same data.
+
+Usage: ``python benchmarks/blockwise_scaling.py [--epochs 30] [--skip-sim]``
 """
 
 from __future__ import annotations
@@ -57,11 +62,72 @@ def measure(run, n_workers: int, spec_: dict, base: Path, out: Path) -> tuple[fl
     return wall, float(blocks.energy_kwh.sum()), {str(w) for w in blocks.worker.values}
 
 
+def cache_vs_recompute(base: Path, layers: list[str]) -> list[tuple[str, float, float]]:
+    """Seconds to get each layer's train inputs/targets from the cache and by recomputing."""
+    import time
+
+    from compressflow.data import load_splits
+    from compressflow.records import TaskRecord
+    from compressflow.stages.blockwise import _layer_data
+    from compressflow.store import load_checkpoint
+
+    recs = [TaskRecord.load(p) for p in (base / "records").glob("*.json")]
+    teacher = next(r for r in recs if r.op == "train").record.artifact
+    cache = next(r for r in recs if r.op == "activations").record.artifact
+    net, splits = load_checkpoint(teacher).eval(), load_splits(**DATA)
+    rows = []
+    for layer in layers:
+        t0 = time.perf_counter()
+        _layer_data(net, layer, splits, cache)
+        t1 = time.perf_counter()
+        _layer_data(net, layer, splits, None)
+        rows.append((layer, t1 - t0, time.perf_counter() - t1))
+    return rows
+
+
+def _peak_rss_mb(job: str, base: str) -> tuple[float, float]:
+    """Run one task in this fresh process; return (peak resident memory, growth of that peak
+    during the task over the process after imports and data loading), in MB."""
+    import resource
+
+    import torch
+
+    from compressflow.records import TaskRecord
+    from compressflow.stages._context import StageContext
+    from compressflow.stages.blockwise import replace_layer
+    from compressflow.stages.distill import distill
+
+    torch.set_num_threads(1)
+    recs = [TaskRecord.load(p) for p in (Path(base) / "records").glob("*.json")]
+    teacher = next(r for r in recs if r.op == "train").record.artifact
+    cache = next(r for r in recs if r.op == "activations").record.artifact
+    ctx = StageContext(job, job, DATA, Path(base) / job)
+    ctx.splits()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if job == "layer":
+        replace_layer(ctx, teacher=teacher, activations=cache, layer=LAYERS[-1], epochs=2)
+    else:
+        distill(ctx, teacher=teacher, model="resnet18", width=0.25)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak, peak - before
+
+
+def peak_memory(base: Path) -> dict[str, tuple[float, float]]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    out = {}
+    for job in ("layer", "kd"):
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            out[job] = pool.submit(_peak_rss_mb, job, str(base)).result()
+    return out
+
+
 def main() -> None:
     import compressflow
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--skip-sim", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,10 +140,21 @@ def main() -> None:
             s = spec(args.epochs, policy, durations_from=str(tmp / "one") if policy == "bin_packing" else None)
             t2, e2, used = measure(compressflow.run, 2, s, tmp / "base", tmp / policy)
             rows.append((policy, t2, e2, len(used)))
+        reads = cache_vs_recompute(tmp / "base", LAYERS[-3:])
+        size = sum(f.stat().st_size for f in (tmp / "base" / "artifacts").rglob("*") if f.is_file() and ".zarr" in str(f))
+        memory = peak_memory(tmp / "base")
     print(f"ResNet18 blockwise, {len(LAYERS)} layers x {args.epochs} epochs; 1 worker: {t1:.1f} s, {e1:.3g} kWh")
     print(f"{'policy':15s} {'T2 s':>7s} {'speedup':>8s} {'efficiency':>10s} {'greenup':>8s} workers")
     for policy, t2, e2, used in rows:
         print(f"{policy:15s} {t2:7.1f} {t1 / t2:8.2f} {t1 / t2 / 2:10.2f} {e1 / e2:8.2f} {used}")
+    print(f"activation cache on disk: {size / 2**20:.1f} MiB ({len(LAYERS)} layers, train + val)")
+    for layer, cached, recomputed in reads:
+        print(f"  {layer:16s} read from cache {cached * 1e3:7.1f} ms, recompute prefix {recomputed * 1e3:7.1f} ms "
+              f"-> recompute/cache {recomputed / cached:.2f}")
+    (lp, lg), (kp, kg) = memory["layer"], memory["kd"]
+    print(f"peak memory of a fresh process (torch imported, data loaded, then the task): one layer task {lp:.0f} MB "
+          f"(+{lg:.0f} MB during the task), whole-teacher KD task {kp:.0f} MB (+{kg:.0f} MB) -> task growth ratio "
+          f"{lg / max(kg, 1e-9):.2f}")
     if not args.skip_sim:
         sys.path.insert(0, str(Path(__file__).parent))
         import scheduling_sim
