@@ -73,15 +73,16 @@ def run(
     with connect(cluster) as client:
         say = _printer(show_progress)
         say(f"compressflow: {len(graph.nodes)} tasks in {len(graph.stages)} stages; dashboard {client.dashboard_link}")
+        workers = client.scheduler_info(n_workers=-1)["workers"]  # address -> info, read once
         client.register_plugin(
             EnergyMeterPlugin(country=spec.energy.country, region=spec.energy.region, pue=spec.energy.pue,
-                              n_workers_on_host=_workers_per_host(client)),
+                              n_workers_on_host=_workers_per_host(workers)),
             name="compressflow-energy",
         )
-        _check_resources(client, graph)
+        _check_resources(workers, graph)
         if show_progress:
             client.subscribe_topic("compressflow-progress", lambda event: say(_progress_line(event)))
-        futures = _submit(client, graph)
+        futures = _submit(client, graph, sorted(workers))
         if show_progress:
             _show_progress(graph, futures, say)
         results = _gather(client, graph, futures)
@@ -92,7 +93,7 @@ def run(
     return tree
 
 
-def _submit(client: Client, graph: TaskGraph) -> dict[str, Any]:
+def _submit(client: Client, graph: TaskGraph, workers: list[str]) -> dict[str, Any]:
     """Compute stage by stage (upstream first) so each stage's ``resources`` and placement
     apply to its own tasks only; tasks shared with an earlier stage keep their first
     submission. Under ``round_robin``/``bin_packing`` each task is pinned to its worker."""
@@ -102,7 +103,7 @@ def _submit(client: Client, graph: TaskGraph) -> dict[str, Any]:
         if not keys:
             continue
         resources = nodes[0].resources or None
-        placement = _placement(client, graph, stage, keys)
+        placement = _placement(graph, stage, keys, workers)
         with span(stage):
             if placement is None:
                 submitted = client.compute([graph.delayed[k] for k in keys], resources=resources, optimize_graph=False)
@@ -113,7 +114,7 @@ def _submit(client: Client, graph: TaskGraph) -> dict[str, Any]:
     return futures
 
 
-def _placement(client: Client, graph: TaskGraph, stage: str, keys: list[str]) -> dict[str, str] | None:
+def _placement(graph: TaskGraph, stage: str, keys: list[str], workers: list[str]) -> dict[str, str] | None:
     """Task key -> worker for a stage's scheduling policy (None: leave it to Dask)."""
     sched = graph.spec.stages[stage].scheduling
     if sched.policy == "work_stealing":
@@ -129,7 +130,6 @@ def _placement(client: Client, graph: TaskGraph, stage: str, keys: list[str]) ->
         known = durations_from_ledger(ledger, stage, key_by) if key_by else {}
     default = sum(known.values()) / len(known) if known else 1.0
     durations = {k: known.get(str(nodes[k].point.get(key_by)), default) for k in keys}
-    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     return assign(sched.policy, durations, workers)
 
 
@@ -158,19 +158,18 @@ def _gather(client: Client, graph: TaskGraph, futures: dict[str, Any]) -> dict[s
     return done
 
 
-def _workers_per_host(client: Client) -> dict[str, int]:
+def _workers_per_host(workers: dict[str, Any]) -> dict[str, int]:
     """Host → number of workers on it (host-wide energy shares are split over them)."""
     counts: dict[str, int] = {}
-    for address in client.scheduler_info(n_workers=-1)["workers"]:
+    for address in workers:
         host = get_address_host(address)
         counts[host] = counts.get(host, 0) + 1
     return counts
 
 
-def _check_resources(client: Client, graph: TaskGraph) -> None:
-    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+def _check_resources(workers: dict[str, Any], graph: TaskGraph) -> None:
     offered: dict[str, float] = {}
-    for w in workers:
+    for w in workers.values():
         for name, amount in (w.get("resources") or {}).items():
             offered[name] = max(offered.get(name, 0), amount)
     for stage, nodes in graph.stages.items():
