@@ -27,7 +27,7 @@ import compressflow
 from compressflow.cluster import local_cluster
 from compressflow.data import augment_batch, load_splits
 from compressflow.nn.models import build_model
-from compressflow.nn.training import sgd_with_schedule
+from compressflow.nn.training import optimizer_with_schedule
 
 DATA = {"dataset": "digits", "image_size": 16, "channels": 3}
 TRAIN = {"model": "resnet18", "width": 0.25, "batch_size": 64, "lr": 0.1, "seed": 0}
@@ -58,7 +58,7 @@ def bare_loop(epochs: int, channels_last: bool) -> float:
     model = model.to(memory_format=fmt)
     bs = TRAIN["batch_size"]
     steps = -(-len(s.train) // bs)
-    opt, sched = sgd_with_schedule(model, lr=TRAIN["lr"], batch_size=bs, epochs=epochs, steps_per_epoch=steps)
+    opt, sched = optimizer_with_schedule(model, lr=TRAIN["lr"], batch_size=bs, epochs=epochs, steps_per_epoch=steps)
     gen = torch.Generator().manual_seed(TRAIN["seed"])
     for _ in range(epochs):
         model.train()

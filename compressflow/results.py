@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -99,6 +100,7 @@ def _datetimes(seconds: list[float]) -> np.ndarray:
 
 def _stage_dataset(graph: TaskGraph, stage: str, tasks: list[TaskRecord], ledger: xr.Dataset) -> xr.Dataset:
     axes = graph.axes(stage)
+    label = {axis: _axis_labeller([t.point[axis] for t in tasks]) for axis in axes}
     parts = []
     for task in tasks:
         ds = task.record.metrics.copy() if task.record is not None else xr.Dataset()
@@ -106,7 +108,7 @@ def _stage_dataset(graph: TaskGraph, stage: str, tasks: list[TaskRecord], ledger
             ds[name] = ledger[name].sel(task=task.key).drop_vars("task")
         ds["task_key"] = task.key
         if axes:
-            ds = ds.expand_dims({axis: [task.point[axis]] for axis in axes})
+            ds = ds.expand_dims({axis: [label[axis](task.point[axis])] for axis in axes})
         parts.append(ds)
     merged = xr.merge(parts, join="outer", compat="no_conflicts", combine_attrs="drop_conflicts")
     st = graph.spec.stages[stage]
@@ -118,6 +120,17 @@ def _stage_dataset(graph: TaskGraph, stage: str, tasks: list[TaskRecord], ledger
                 merged[name].attrs["units"] = p[name].attrs["units"]
                 break
     return merged
+
+
+def _axis_labeller(values: list) -> Callable[[Any], Any]:
+    """Sweep values label a dimension as they are when all are numbers, all strings or all
+    booleans; an axis mixing kinds or holding a structured value
+    (``temperature: [2, {stochastic: [2, 20]}]``) is labelled by every value's JSON text, so
+    one typed coordinate holds them all."""
+    kinds = {bool if isinstance(v, bool) else float if isinstance(v, (int, float)) else type(v) for v in values}
+    if len(kinds) == 1 and kinds <= {bool, float, str}:
+        return lambda v: v
+    return lambda v: json.dumps(v, sort_keys=True)
 
 
 def save_results(tree: xr.DataTree, out: Path | str) -> Path:

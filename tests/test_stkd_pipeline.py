@@ -22,6 +22,10 @@ SPEC = {
         "stoch": {"op": "distill", "needs": {"teacher": "teacher"},
                   "params": {**STUDENT, "temperature": {"stochastic": [2, 20]}},
                   "sweep": {"loss": ["hkd", "dml"], "seed": [0, 1]}},
+        # one axis mixing a fixed τ and a stochastic range; AdamW instead of SGD
+        "mixed": {"op": "distill", "needs": {"teacher": "teacher"},
+                  "params": {**STUDENT, "loss": "dml", "optimizer": "adamw", "lr": 0.01},
+                  "sweep": {"temperature": [2, {"stochastic": [2, 4]}]}},
     },
 }
 
@@ -83,3 +87,18 @@ def test_report_markdown_and_pareto_png(stkd, capsys):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     assert main(["report", str(out)]) == 0
     assert "grid search vs stochastic temperature" in capsys.readouterr().out
+
+
+def test_sweep_axis_mixing_fixed_and_stochastic_tau_is_labelled_by_json(stkd):
+    out, tree = stkd
+    mixed = tree["mixed"].to_dataset()
+    assert list(mixed.temperature.values) == ["2", '{"stochastic": [2, 4]}']
+    assert np.isfinite(mixed.accuracy.values).all()
+    assert mixed.stochastic.values.tolist() == [False, True]
+    draws = mixed.tau_draws.sel(temperature='{"stochastic": [2, 4]}').values
+    assert set(np.unique(draws)) == {2.0, 3.0, 4.0}
+    assert np.isnan(mixed.tau_draws.sel(temperature="2").values).all()
+    reopened = compressflow.open_results(out)["mixed"].to_dataset()
+    assert list(reopened.temperature.values) == list(mixed.temperature.values)
+    # not a stochastic-vs-grid pair (its temperature is swept, not fixed to a range)
+    assert "mixed" not in str(tree["kd_comparison"].attrs)

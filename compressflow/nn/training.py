@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from compressflow.data import Split, Splits, batches
 
-__all__ = ["History", "accuracy", "cross_entropy", "fit", "predict", "sgd_with_schedule"]
+__all__ = ["History", "accuracy", "cross_entropy", "fit", "predict", "optimizer_with_schedule"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss_fn(student_logits, inputs, labels) -> scalar``; inputs let KD losses run a teacher."""
@@ -40,7 +40,10 @@ class History:
     train_time_s: float = 0.0
 
 
-def sgd_with_schedule(
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def optimizer_with_schedule(
     model: torch.nn.Module,
     *,
     lr: float,
@@ -52,13 +55,24 @@ def sgd_with_schedule(
     warmup_epochs: float = 1.0,
     milestones: tuple[float, ...] = (0.3, 0.6, 0.8),
     gamma: float = 0.2,
+    optimizer: str = "sgd",
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """SGD whose rate is ``lr × batch_size / 128``, warmed up linearly over ``warmup_epochs``
-    and multiplied by ``gamma`` at each milestone (a fraction of ``epochs``); stepped per batch."""
+    """An optimizer whose rate is ``lr × batch_size / 128``, warmed up linearly over
+    ``warmup_epochs`` and multiplied by ``gamma`` at each milestone (a fraction of
+    ``epochs``); stepped per batch.
+
+    ``optimizer`` is ``"sgd"`` (momentum, L2 weight decay: the paper's recipe) or ``"adamw"``
+    (decoupled weight decay; ``momentum`` unused), whose steps do not scale with the
+    gradient's magnitude (e.g. DML's and CMC's 1/τ² at a fixed τ)."""
     base = lr * batch_size / 128
-    opt = torch.optim.SGD(model.parameters(), lr=base, momentum=momentum, weight_decay=weight_decay)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=base, momentum=momentum, weight_decay=weight_decay)
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=base, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"optimizer: unknown {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
     warm = max(1, round(warmup_epochs * steps_per_epoch)) if warmup_epochs > 0 else 0
-    edges = [round(m * epochs * steps_per_epoch) for m in milestones]
+    edges = [max(1, round(m * epochs * steps_per_epoch)) for m in milestones]  # never before the first step
 
     def factor(step: int) -> float:
         decay = gamma ** sum(step >= e for e in edges)
@@ -80,6 +94,7 @@ def fit(
     warmup_epochs: float = 1.0,
     milestones: tuple[float, ...] = (0.3, 0.6, 0.8),
     gamma: float = 0.2,
+    optimizer: str = "sgd",
     augment: bool = True,
     loss_fn: LossFn = cross_entropy,
     device: torch.device | str = "cpu",
@@ -93,8 +108,8 @@ def fit(
         Trained in place (left in eval mode at the end).
     splits : Splits
         Data; its ``augment`` ops are applied to training batches when ``augment``.
-    epochs, batch_size, lr, momentum, weight_decay, warmup_epochs, milestones, gamma
-        The schedule of :func:`sgd_with_schedule`.
+    epochs, batch_size, lr, momentum, weight_decay, warmup_epochs, milestones, gamma, optimizer
+        The schedule of :func:`optimizer_with_schedule`.
     seed : int
         Seeds batch order and augmentation (the model's init is seeded by the caller).
     loss_fn : callable
@@ -108,9 +123,10 @@ def fit(
     """
     steps = -(-len(splits.train) // batch_size)
     model.to(memory_format=torch.channels_last)
-    opt, sched = sgd_with_schedule(
+    opt, sched = optimizer_with_schedule(
         model, lr=lr, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps, momentum=momentum,
         weight_decay=weight_decay, warmup_epochs=warmup_epochs, milestones=milestones, gamma=gamma,
+        optimizer=optimizer,
     )
     gen = torch.Generator().manual_seed(seed)
     ops = splits.augment if augment else ()

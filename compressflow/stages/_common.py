@@ -3,7 +3,7 @@ fitting a fresh model, and recording it (checkpoint, curves, accuracy, costs).""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -27,13 +27,14 @@ Width = Annotated[float, Field(gt=0, le=4)]
 
 
 class Schedule(BaseModel):
-    """The SGD training schedule every training-like stage shares (ALGORITHMS §1). In a spec
+    """The training schedule every training-like stage shares (ALGORITHMS §1). In a spec
     its fields are plain stage parameters (``epochs: 8``).
 
     ``lr`` is the base rate for batch 128 (the run uses ``lr × batch_size / 128``), warmed up
     linearly over ``warmup_epochs`` and multiplied by ``gamma`` at each milestone (fractions
     of ``epochs``: 30/60/80 of 100 in the paper); ``augment`` applies the dataset's training
-    augmentations."""
+    augmentations. ``optimizer`` is ``sgd`` (the paper's, with ``momentum``) or ``adamw``
+    (decoupled weight decay; steps independent of the gradient's scale)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     epochs: PositiveInt = 10
@@ -44,6 +45,7 @@ class Schedule(BaseModel):
     warmup_epochs: NonNegative = 1.0
     milestones: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = (0.3, 0.6, 0.8)
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.2
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     augment: bool = True
 
 
