@@ -4,9 +4,12 @@ The ResNet18 teacher (width 0.25, 16x16 digits) and its activation cache are com
 then the 17 ``replace_layer`` tasks run on 1 worker and on 2 workers (one thread each, one
 torch thread each) under each scheduling policy. Printed per policy: wall time of the block
 stage (first task start to last task end, from the ledger), speedup T1/Tn, efficiency
-speedup/n, and greenup E1/En (summed task energy). Bin packing uses the task durations of the
-1-worker run as its "previous run". Then the sleep-task scheduling simulation
-(``scheduling_sim.py``) runs on 4 workers.
+speedup/n, greenup E1/En (summed task energy), and where the lost efficiency went:
+``slowdown`` = summed task time on n workers / on 1 (the cores slowing each other down) and
+``idle`` = seconds the workers sat idle inside the stage (uneven finish). Bin packing and
+"work_stealing+lpt" (longest first) use the task durations of the 1-worker run as their
+"previous run". Then the sleep-task scheduling simulation (``scheduling_sim.py``) runs on 4
+workers.
 
 Also printed: the activation cache's size on disk; reading the deepest layers' inputs and
 targets from the cache vs recomputing them through the teacher prefix; and the peak memory
@@ -45,7 +48,7 @@ def spec(epochs: int, policy: str = "work_stealing", durations_from: str | None 
     }
 
 
-def measure(run, n_workers: int, spec_: dict, base: Path, out: Path) -> tuple[float, float, dict]:
+def measure(run, n_workers: int, spec_: dict, base: Path, out: Path) -> tuple[float, float, float, set]:
     """Run the block stage on ``n_workers``, reusing the teacher and cache records of ``base``."""
     from distributed import Client
 
@@ -59,7 +62,8 @@ def measure(run, n_workers: int, spec_: dict, base: Path, out: Path) -> tuple[fl
     ledger = tree["tasks"].to_dataset()
     blocks = ledger.isel(task=(ledger.stage.values == "blocks"))
     wall = float((blocks.end.max() - blocks.start.min()).values / np.timedelta64(1, "s"))
-    return wall, float(blocks.energy_kwh.sum()), {str(w) for w in blocks.worker.values}
+    busy = float(blocks.duration_s.sum())
+    return wall, busy, float(blocks.energy_kwh.sum()), {str(w) for w in blocks.worker.values}
 
 
 def cache_vs_recompute(base: Path, layers: list[str]) -> list[tuple[str, float, float]]:
@@ -145,19 +149,22 @@ def main() -> None:
         tmp = Path(tmp)
         compressflow.run({**spec(args.epochs), "stages": {k: v for k, v in spec(args.epochs)["stages"].items()
                                                          if k != "blocks"}}, out=tmp / "base", show_progress=False)
-        t1, e1, _ = measure(compressflow.run, 1, spec(args.epochs), tmp / "base", tmp / "one")
+        t1, b1, e1, _ = measure(compressflow.run, 1, spec(args.epochs), tmp / "base", tmp / "one")
         rows = []
-        for policy in ("work_stealing", "round_robin", "bin_packing"):
-            s = spec(args.epochs, policy, durations_from=str(tmp / "one") if policy == "bin_packing" else None)
-            t2, e2, used = measure(compressflow.run, 2, s, tmp / "base", tmp / policy)
-            rows.append((policy, t2, e2, len(used)))
+        for label, policy, known in (("work_stealing", "work_stealing", False), ("work_stealing+lpt", "work_stealing", True),
+                                     ("round_robin", "round_robin", False), ("bin_packing", "bin_packing", True)):
+            s = spec(args.epochs, policy, durations_from=str(tmp / "one") if known else None)
+            t2, b2, e2, used = measure(compressflow.run, 2, s, tmp / "base", tmp / label)
+            rows.append((label, t2, b2, e2, len(used)))
         reads = cache_vs_recompute(tmp / "base", LAYERS[-3:])
         size = sum(f.stat().st_size for f in (tmp / "base" / "artifacts").rglob("*") if f.is_file() and ".zarr" in str(f))
         memory = peak_memory(tmp / "base")
     print(f"ResNet18 blockwise, {len(LAYERS)} layers x {args.epochs} epochs; 1 worker: {t1:.1f} s, {e1:.3g} kWh")
-    print(f"{'policy':15s} {'T2 s':>7s} {'speedup':>8s} {'efficiency':>10s} {'greenup':>8s} workers")
-    for policy, t2, e2, used in rows:
-        print(f"{policy:15s} {t2:7.1f} {t1 / t2:8.2f} {t1 / t2 / 2:10.2f} {e1 / e2:8.2f} {used}")
+    print(f"{'policy':18s} {'T2 s':>6s} {'speedup':>8s} {'efficiency':>10s} {'greenup':>8s} {'slowdown':>9s} "
+          f"{'idle s':>7s} workers")
+    for label, t2, b2, e2, used in rows:
+        print(f"{label:18s} {t2:6.1f} {t1 / t2:8.2f} {t1 / t2 / 2:10.2f} {e1 / e2:8.2f} {b2 / b1:9.3f} "
+              f"{2 * t2 - b2:7.1f} {used}")
     print(f"activation cache on disk: {size / 2**20:.1f} MiB ({len(LAYERS)} layers, train + val)")
     for layer, cached, recomputed in reads:
         print(f"  {layer:16s} read from cache {cached * 1e3:7.1f} ms, recompute prefix {recomputed * 1e3:7.1f} ms "

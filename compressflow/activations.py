@@ -23,13 +23,13 @@ from torch import nn
 from compressflow.errors import InputError
 from compressflow.store import replace_dir
 
-__all__ = ["read_layer", "store_info", "write_activations"]
+__all__ = ["read_layer", "read_output", "store_info", "write_activations"]
 
 
 @torch.no_grad()
 def write_activations(model: nn.Module, inputs: Mapping[str, torch.Tensor], layers: Sequence[str], path: Path | str,
                       *, batch_size: int = 256, samples_per_chunk: int = 256,
-                      attrs: dict[str, Any] | None = None) -> Path:
+                      attrs: dict[str, Any] | None = None, kinds: tuple[str, ...] = ("in", "out")) -> Path:
     """Run ``model`` (eval mode) once over each split of ``inputs`` and store, for every layer
     in ``layers``, the tensors entering and leaving it.
 
@@ -46,6 +46,8 @@ def write_activations(model: nn.Module, inputs: Mapping[str, torch.Tensor], laye
         The store directory; an existing store there is replaced only once the new one is complete.
     batch_size, samples_per_chunk : int
         Forward batch size; Zarr chunk length along the sample axis.
+    kinds : tuple of str
+        What to keep of each layer: ``"in"`` (the tensor entering it) and/or ``"out"``.
     attrs : dict, optional
         Provenance to keep in the store's attributes.
 
@@ -59,12 +61,14 @@ def write_activations(model: nn.Module, inputs: Mapping[str, torch.Tensor], laye
 
     def write(tmp: Path) -> None:
         root = zarr.open_group(str(tmp), mode="w")
-        root.attrs.update({**(attrs or {}), "layers": list(layers), "splits": list(inputs)})
+        root.attrs.update({**(attrs or {}), "layers": list(layers), "splits": list(inputs), "kinds": list(kinds)})
         for split, x in inputs.items():
             arrays: dict[tuple[str, str], Any] = {}
             for start in range(0, len(x), batch_size):
                 batch = _capture(model, modules, x[start:start + batch_size])
                 for (layer, kind), value in batch.items():
+                    if kind not in kinds:
+                        continue
                     arr = arrays.get((layer, kind))
                     if arr is None:
                         arr = arrays[(layer, kind)] = root.create_array(
@@ -110,11 +114,22 @@ def read_layer(path: Path | str, layer: str, split: str) -> tuple[zarr.Array, za
         Unknown layer or split (the message lists the stored ones).
     """
     root = _open(path)
+    _check_stored(root, path, layer, split)
+    return root[f"{layer}/{split}/in"], root[f"{layer}/{split}/out"]
+
+
+def read_output(path: Path | str, layer: str, split: str) -> zarr.Array:
+    """The lazily read ``out`` array of one layer on one split (see :func:`read_layer`)."""
+    root = _open(path)
+    _check_stored(root, path, layer, split)
+    return root[f"{layer}/{split}/out"]
+
+
+def _check_stored(root: zarr.Group, path: Path | str, layer: str, split: str) -> None:
     if layer not in root.attrs["layers"]:
         raise InputError(f"activations: layer {layer!r} is not in {str(path)!r}; stored: {', '.join(root.attrs['layers'])}")
     if split not in root.attrs["splits"]:
         raise InputError(f"activations: split {split!r} is not in {str(path)!r}; stored: {', '.join(root.attrs['splits'])}")
-    return root[f"{layer}/{split}/in"], root[f"{layer}/{split}/out"]
 
 
 def _open(path: Path | str) -> zarr.Group:

@@ -18,6 +18,7 @@ import pickle
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -81,6 +82,29 @@ class Splits:
 
 
 # ---------------------------------------------------------------------------- public API
+
+
+def biased(splits: Splits, classes: tuple[int, ...], keep: float, seed: int = 0) -> Splits:
+    """``splits`` with only a ``keep`` fraction (at least one) of the training samples of
+    ``classes``, chosen at random (seeded); val and test are untouched.
+
+    Raises
+    ------
+    DataError
+        A class outside ``0 … num_classes − 1``.
+    """
+    bad = [c for c in classes if not 0 <= c < splits.num_classes]
+    if bad:
+        raise DataError(f"biased_classes: class {bad[0]!r} is not in 0..{splits.num_classes - 1}")
+    gen = torch.Generator().manual_seed(seed)
+    y = splits.train.y
+    drop = torch.zeros(len(y), dtype=torch.bool)
+    for c in classes:
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        drop[idx[max(1, round(keep * len(idx))):]] = True
+    kept = ~drop
+    return dataclasses.replace(splits, train=Split(splits.train.x[kept], y[kept]))
 
 
 def load_splits(dataset: str = "digits", *, image_size: int | None = None, channels: int | None = None,
@@ -560,4 +584,4 @@ def _check_ops(ops: Any, field: str) -> tuple[str, ...]:
     return tuple(op for op in AUGMENT_OPS if op in given)
 
 
-__all__ = ["AUGMENT_OPS", "MAX_ROTATION_DEG", "Split", "Splits", "augment_batch", "batches", "load_splits"]
+__all__ = ["AUGMENT_OPS", "MAX_ROTATION_DEG", "Split", "Splits", "augment_batch", "batches", "biased", "load_splits"]

@@ -12,6 +12,7 @@ import xarray as xr
 from distributed import Client, as_completed, progress, span
 from distributed.comm.addressing import get_address_host
 
+from compressflow._execute import record_path
 from compressflow.cluster import connect
 from compressflow.data import load_splits
 from compressflow.energy import EnergyMeterPlugin
@@ -21,6 +22,7 @@ from compressflow.records import TaskRecord
 from compressflow.results import build_results, open_results, save_results
 from compressflow.scheduling import assign, durations_from_ledger
 from compressflow.spec import PipelineSpec, load_spec
+from compressflow.store import artifact_problem
 
 __all__ = ["run"]
 
@@ -70,6 +72,7 @@ def run(
     _check_writable(out)
     load_splits(**spec.data.options())  # a missing dataset directory fails here, not on a worker
     graph = build_graph(spec, out.resolve())
+    _check_reused_artifacts(graph, out)
     with connect(cluster) as client:
         say = _printer(show_progress)
         say(f"compressflow: {len(graph.nodes)} tasks in {len(graph.stages)} stages; dashboard {client.dashboard_link}")
@@ -96,41 +99,47 @@ def run(
 def _submit(client: Client, graph: TaskGraph, workers: list[str]) -> dict[str, Any]:
     """Compute stage by stage (upstream first) so each stage's ``resources`` and placement
     apply to its own tasks only; tasks shared with an earlier stage keep their first
-    submission. Under ``round_robin``/``bin_packing`` each task is pinned to its worker."""
+    submission. Under ``round_robin``/``bin_packing`` each task is pinned to its worker;
+    under ``work_stealing`` with known durations (``durations_from``) the longest tasks get
+    the highest priority (longest first, so no long task starts last and the stage ends
+    evenly), and Dask balances the rest."""
     futures: dict[str, Any] = {}
     for stage, nodes in graph.stages.items():
         keys = [n.key for n in nodes if n.key not in futures]
         if not keys:
             continue
         resources = nodes[0].resources or None
-        placement = _placement(graph, stage, keys, workers)
+        sched = graph.spec.stages[stage].scheduling
+        durations = _known_durations(graph, stage, keys)
         with span(stage):
-            if placement is None:
+            if sched.policy == "work_stealing" and durations is None:
                 submitted = client.compute([graph.delayed[k] for k in keys], resources=resources, optimize_graph=False)
+            elif sched.policy == "work_stealing":  # longest first, in submission order and priority
+                keys = sorted(keys, key=lambda k: -durations[k])
+                submitted = [client.compute(graph.delayed[k], resources=resources, optimize_graph=False,
+                                            priority=len(keys) - i) for i, k in enumerate(keys)]
             else:
+                placement = assign(sched.policy, durations or dict.fromkeys(keys, 1.0), workers)
                 submitted = [client.compute(graph.delayed[k], resources=resources, optimize_graph=False,
                                             workers=[placement[k]], allow_other_workers=False) for k in keys]
         futures.update(zip(keys, submitted))
     return futures
 
 
-def _placement(graph: TaskGraph, stage: str, keys: list[str], workers: list[str]) -> dict[str, str] | None:
-    """Task key -> worker for a stage's scheduling policy (None: leave it to Dask)."""
+def _known_durations(graph: TaskGraph, stage: str, keys: list[str]) -> dict[str, float] | None:
+    """Task key -> duration from the ledger of ``scheduling.durations_from`` (tasks matched by
+    the ``key_by`` sweep axis; unmatched ones get the mean), or None without one."""
     sched = graph.spec.stages[stage].scheduling
-    if sched.policy == "work_stealing":
-        return None
-    nodes = graph.nodes
     key_by = sched.key_by or next(iter(graph.spec.stages[stage].sweep), None)
-    known: dict[str, float] = {}
-    if sched.durations_from is not None:
-        try:
-            ledger = open_results(sched.durations_from)["tasks"].to_dataset()
-        except FileNotFoundError as exc:
-            raise InputError(f"stages.{stage}.scheduling.durations_from: {exc}") from None
-        known = durations_from_ledger(ledger, stage, key_by) if key_by else {}
+    if sched.durations_from is None or key_by is None:
+        return None
+    try:
+        ledger = open_results(sched.durations_from)["tasks"].to_dataset()
+    except FileNotFoundError as exc:
+        raise InputError(f"stages.{stage}.scheduling.durations_from: {exc}") from None
+    known = durations_from_ledger(ledger, stage, key_by)
     default = sum(known.values()) / len(known) if known else 1.0
-    durations = {k: known.get(str(nodes[k].point.get(key_by)), default) for k in keys}
-    return assign(sched.policy, durations, workers)
+    return {k: known.get(str(graph.nodes[k].point.get(key_by)), default) for k in keys}
 
 
 def _show_progress(graph: TaskGraph, futures: dict[str, Any], say) -> None:
@@ -179,6 +188,21 @@ def _check_resources(workers: dict[str, Any], graph: TaskGraph) -> None:
                     f"stages.{stage}.resources.{name}: needs {amount:g} but no worker offers that much "
                     f"(workers offer {offered or 'no resources'}); use a GPU cluster spec or drop the request"
                 )
+
+
+def _check_reused_artifacts(graph: TaskGraph, out: Path) -> None:
+    """A finished task is reused only with its artifact intact: a checkpoint or activation
+    cache that went missing or changed since is reported before any task runs (nothing is
+    deleted; the message says how to recompute it)."""
+    for key, node in graph.nodes.items():
+        path = record_path(out, key)
+        done = TaskRecord.load(path)
+        if done is None or not done.ok or done.record is None or done.record.artifact is None:
+            continue
+        problem = artifact_problem(done.record.artifact)
+        if problem is not None:
+            raise InputError(f"stages.{node.stage}: {problem}; it belongs to the finished task {key}: "
+                             f"delete {str(path)!r} to recompute it")
 
 
 def _check_writable(out: Path) -> None:

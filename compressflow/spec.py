@@ -256,3 +256,7 @@ def _check_stages(spec: PipelineSpec) -> None:
     except graphlib.CycleError as exc:
         cycle = " -> ".join(exc.args[1])
         raise SpecError(f"stages: dependency cycle {cycle}; remove one of these needs") from None
+    for name, st in spec.stages.items():  # an op's own cross-stage checks (e.g. blockwise layer names)
+        check = getattr(STAGES.get(st.op), "check_spec", None)
+        if check is not None:
+            check(spec, name)

@@ -19,6 +19,8 @@ from compressflow.errors import InputError
 from compressflow.records import Artifact
 
 __all__ = [
+    "artifact_digest",
+    "artifact_problem",
     "atomic_write_bytes",
     "atomic_write_text",
     "load_checkpoint",
@@ -54,6 +56,29 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def artifact_digest(path: Path) -> str:
+    """sha256 of a file's bytes, or of a directory tree (e.g. a Zarr store): the hash of
+    every file's relative path and sha256, in sorted order."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(path).as_posix()}:{sha256_file(f)}".encode())
+    return h.hexdigest()
+
+
+def artifact_problem(artifact: Artifact) -> str | None:
+    """Why ``artifact`` cannot be used (missing, or its content no longer matches its
+    recorded hash), or None when it is intact."""
+    path = Path(artifact.path)
+    if not path.exists():
+        return f"{artifact.kind} {str(path)!r} is missing"
+    if artifact_digest(path) != artifact.sha256:
+        return f"{artifact.kind} {str(path)!r} does not match its recorded sha256 (modified or torn)"
+    return None
 
 
 def save_checkpoint(model: torch.nn.Module, path: Path, *, model_name: str, model_kwargs: dict[str, Any],
@@ -93,10 +118,9 @@ def load_checkpoint(artifact: Artifact, device: torch.device | str = "cpu") -> t
     from compressflow.nn.surgery import set_module
 
     path = Path(artifact.path)
-    if not path.exists():
-        raise InputError(f"checkpoint {str(path)!r} is missing; re-run the stage that produced it")
-    if sha256_file(path) != artifact.sha256:
-        raise InputError(f"checkpoint {str(path)!r} does not match its recorded sha256; it was modified or torn")
+    problem = artifact_problem(artifact)
+    if problem is not None:
+        raise InputError(f"{problem}; re-run the stage that produced it")
     blob = torch.load(path, map_location=device, weights_only=True)
     model = build_model(blob["model"], **blob["kwargs"])
     for layer, block in blob.get("surgery", {}).items():

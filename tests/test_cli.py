@@ -2,6 +2,7 @@
 
 import shutil
 
+import numpy as np
 import yaml
 
 from compressflow.cli import main
@@ -31,21 +32,24 @@ def test_failed_task_exit_1_rest_written(client, tmp_path, capsys):
 
     out = tmp_path / "run"
     spec = tiny_spec()
-    compressflow.run(spec, cluster=client, out=out, show_progress=False)
-    # corrupt the teacher's checkpoint and forget the evaluation: the re-run reuses the
-    # teacher's record, and evaluate must fail on the hash check instead of using bad weights
-    ckpt = next((out / "artifacts").glob("train-*.pt"))
-    ckpt.write_bytes(b"torn")
-    for rec in (out / "records").glob("evaluate-*.json"):
-        rec.unlink()
+    # a task that fails at run time (the layer name is only known to be wrong once the model exists)
+    spec["stages"]["probe"] = {"op": "capture", "needs": {"model": "teacher"}, "params": {"layers": ["nope"], "probe": 8}}
     addr = client.scheduler.address
     assert main(["run", str(write(tmp_path, spec)), "--cluster", addr, "--out", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert "of stage 'test' failed: InputError: checkpoint" in err and "does not match its recorded sha256" in err
+    assert "of stage 'probe' failed: InputError: capture.layers: 'nope' is not a module of resnet18" in err
     tree = compressflow.open_results(out)
     status = dict(zip(tree["tasks"]["stage"].values, tree["tasks"]["status"].values))
-    assert status == {"teacher": "ok", "test": "failed"}
-    assert (out / "records").is_dir() and any((out / "records").glob("train-*.json"))
+    assert status == {"teacher": "ok", "test": "ok", "probe": "failed"}
+    assert np.isfinite(float(tree["test"]["accuracy"]))  # the independent task's result is written
+    # a finished task's checkpoint torn since: reported before anything runs (exit 2), nothing deleted
+    ckpt = next((out / "artifacts").glob("train-*.pt"))
+    ckpt.write_bytes(b"torn")
+    records = sorted((out / "records").glob("*.json"))
+    assert main(["run", str(write(tmp_path, spec)), "--cluster", addr, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("compressflow: error: stages.teacher: checkpoint") and "does not match its recorded sha256" in err
+    assert sorted((out / "records").glob("*.json")) == records and (out / "results.zarr").is_dir()
 
 
 def test_report_without_results_exit_2(tmp_path, capsys):

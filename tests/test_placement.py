@@ -46,6 +46,24 @@ def test_bin_packing_uses_durations_of_an_earlier_run(client, tmp_path):
     assert sorted(list(placed.values()).count(w) for w in set(placed.values())) == [1, 5]
 
 
+def test_work_stealing_with_known_durations_starts_longest_first(client, tmp_path):
+    seconds = [0.1, 0.02, 0.6, 0.05, 0.4, 0.15, 0.2]
+    stage = {"op": "wait", "sweep": {"seconds": seconds}}
+    earlier = compressflow.run({"name": "earlier", "stages": {"w": stage}}, cluster=client, out=tmp_path / "a",
+                               show_progress=False)
+    known = durations_from_ledger(earlier["tasks"].to_dataset(), "w", "seconds")  # measured, not nominal
+    longest_first = [float(k) for k in sorted(known, key=lambda k: -known[k])]
+    later = {**stage, "scheduling": {"policy": "work_stealing", "durations_from": str(tmp_path / "a"), "key_by": "seconds"}}
+    tree = compressflow.run({"name": "later", "stages": {"w": later}}, cluster=client, out=tmp_path / "b",
+                            show_progress=False)
+    ledger = tree["tasks"].to_dataset()
+    started = [json.loads(p)["seconds"] for p in ledger.point.values[ledger.start.values.argsort()]]
+    assert sorted(started[:2]) == sorted(longest_first[:2])  # the two longest start first, one per worker
+    assert started[-1] == longest_first[-1]  # and the shortest last (Dask may hand the first few tasks
+    # to workers before the whole stage is queued, so the middle order is only roughly by length)
+    assert len(set(ledger.worker.values.tolist())) == 2
+
+
 def test_missing_durations_run_is_an_input_error(client, tmp_path):
     with pytest.raises(InputError, match=r"stages\.w\.scheduling\.durations_from: no results at"):
         compressflow.run(wait_spec("bin_packing", 2, durations_from=str(tmp_path / "nope")), cluster=client,

@@ -11,7 +11,7 @@ from torch import nn
 
 from compressflow.errors import InputError
 
-__all__ = ["get_module", "layer_io", "replaceable_layers", "set_module", "spliced"]
+__all__ = ["get_module", "layer_io", "layer_io_batched", "replaceable_layers", "set_module", "spliced"]
 
 
 def replaceable_layers(model: nn.Module, include: Iterable[str] | None = None,
@@ -85,3 +85,9 @@ def layer_io(model: nn.Module, name: str, x: torch.Tensor) -> tuple[torch.Tensor
     if "in" not in seen:
         raise InputError(f"layer {name!r} is not used in the model's forward pass")
     return seen["in"], seen["out"]
+
+
+def layer_io_batched(model: nn.Module, name: str, x: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`layer_io` over ``x`` in batches of ``batch_size`` (bounded memory), concatenated."""
+    parts = [layer_io(model, name, x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])

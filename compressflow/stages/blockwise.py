@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 from typing import Annotated
 
@@ -28,14 +27,15 @@ from compressflow.activations import read_layer, write_activations
 from compressflow.data import Splits
 from compressflow.flops import macs_per_sample, param_count
 from compressflow.nn.blocks import make_block
-from compressflow.nn.surgery import layer_io, replaceable_layers, spliced
+from compressflow.nn.surgery import layer_io_batched, replaceable_layers, spliced
 from compressflow.nn.training import accuracy, fit
 from compressflow.records import Artifact, Record, Upstream
 from compressflow.registries import STAGES
 from compressflow.stages._common import PositiveInt, Schedule, model_record, with_units
 from compressflow.stages._context import StageContext
+from compressflow.stages._layer_check import check_blockwise_layers
 from compressflow.stages._signature import BlockName
-from compressflow.store import atomic_write_bytes, load_checkpoint, sha256_file
+from compressflow.store import artifact_digest, atomic_write_bytes, load_checkpoint
 
 __all__ = ["activations", "assemble", "replace_layer"]
 
@@ -56,12 +56,10 @@ def activations(ctx: StageContext, *, model: Artifact, layers: tuple[str, ...] |
     names = replaceable_layers(net, include=layers, exclude=exclude)
     path = write_activations(net, {"train": splits.train.x, "val": splits.val.x}, names, ctx.artifact_path(".zarr"),
                              batch_size=batch_size, attrs={"model_sha256": model.sha256})
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    digest = _digest(f"{f.relative_to(path)}:{sha256_file(f)}" for f in files)
-    size = sum(f.stat().st_size for f in files)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     metrics = xr.Dataset({"n_layers": len(names), "store_bytes": size})
     metrics["store_bytes"].attrs["units"] = "bytes"
-    return Record(metrics, Artifact("zarr", str(path), digest, {"layers": names}))
+    return Record(metrics, Artifact("zarr", str(path), artifact_digest(path), {"layers": names}))
 
 
 @STAGES.register
@@ -98,10 +96,29 @@ def replace_layer(
     """
     splits = ctx.splits()
     net = load_checkpoint(teacher, ctx.device).eval()
+    replaceable_layers(net, include=[layer])  # an unknown layer: one line naming the valid ones
+    x_in, y_out = _layer_data(net, layer, splits, activations)
+    blk, metrics = train_block(ctx, net, layer, block, x_in, y_out, epochs=epochs, batch_size=batch_size, lr=lr,
+                               eval_every=eval_every, seed=seed)
+    buf = io.BytesIO()
+    torch.save({"layer": layer, "block": block, "state_dict": blk.state_dict()}, buf)
+    path = ctx.artifact_path(".block.pt")
+    atomic_write_bytes(path, buf.getvalue())
+    return Record(metrics, Artifact("block", str(path.resolve()), artifact_digest(path), {"layer": layer, "block": block}))
+
+
+def train_block(ctx: StageContext, net: torch.nn.Module, layer: str, block: str, x_in: torch.Tensor,
+                y_out: torch.Tensor, *, epochs: int, batch_size: int, lr: float, eval_every: int,
+                seed: int) -> tuple[torch.nn.Module, xr.Dataset]:
+    """Train a ``block`` for ``layer`` of ``net`` on ``(x_in, y_out)`` with the local MSE
+    (Adam); every ``eval_every`` epochs splice it into ``net``, score the validation split
+    and keep the best weights. Returns the block and its metrics (``mse``,
+    ``spliced_val_accuracy``, ``teacher_val_accuracy`` (of ``net``), ``accuracy_drop``,
+    ``params_before``/``after``, ``macs_before``/``after``)."""
+    splits = ctx.splits()
     conv = net.get_submodule(layer)
     torch.manual_seed(seed)
     blk = make_block(block, conv).to(ctx.device)
-    x_in, y_out = _layer_data(net, layer, splits, activations)
     opt = torch.optim.Adam(blk.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     teacher_val = accuracy(net, splits.val, device=ctx.device)
@@ -125,10 +142,6 @@ def replace_layer(
             ctx.progress(layer=layer, epoch=epoch, of=epochs, mse=mse, spliced_val_accuracy=val)
     blk.load_state_dict(best[1])
     shape = tuple(x_in.shape[1:])
-    buf = io.BytesIO()
-    torch.save({"layer": layer, "block": block, "state_dict": blk.state_dict()}, buf)
-    path = ctx.artifact_path(".block.pt")
-    atomic_write_bytes(path, buf.getvalue())
     metrics = xr.Dataset({
         "mse": mse, "spliced_val_accuracy": best[0], "teacher_val_accuracy": teacher_val,
         "accuracy_drop": teacher_val - best[0],
@@ -138,8 +151,10 @@ def replace_layer(
     for name, unit in {"mse": "activation units²", "params_before": "count", "params_after": "count",
                        "macs_before": "MAC/sample", "macs_after": "MAC/sample"}.items():
         metrics[name].attrs["units"] = unit
-    return Record(with_units(metrics), Artifact("block", str(path.resolve()), _digest([buf.getvalue().hex()]),
-                                                {"layer": layer, "block": block}))
+    return blk.eval(), with_units(metrics)
+
+
+activations.check_spec = replace_layer.check_spec = check_blockwise_layers
 
 
 def _layer_data(net: torch.nn.Module, layer: str, splits: Splits,
@@ -149,8 +164,7 @@ def _layer_data(net: torch.nn.Module, layer: str, splits: Splits,
     if cache is not None:
         x_in, y_out = read_layer(cache.path, layer, "train")
         return torch.from_numpy(x_in[:]), torch.from_numpy(y_out[:])
-    parts = [layer_io(net, layer, splits.train.x[i:i + 256]) for i in range(0, len(splits.train), 256)]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    return layer_io_batched(net, layer, splits.train.x)
 
 
 @STAGES.register
@@ -201,9 +215,3 @@ def assemble(
     surgery = {layer: name for layer, (name, _, _) in chosen.items()}
     return model_record(ctx, student, hist, teacher.meta["model"], teacher.meta["kwargs"], extra, surgery=surgery)
 
-
-def _digest(parts) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(str(part).encode())
-    return h.hexdigest()

@@ -1,0 +1,124 @@
+"""Blockwise bad input: layer names are checked against the teacher's architecture when the
+spec loads; a reused activation cache or checkpoint that went missing or changed is reported
+before any task runs. Each is one line and exit 2, and nothing already computed is deleted."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+
+import pytest
+import yaml
+from torch import nn
+
+import compressflow
+from compressflow import SpecError, load_spec
+from compressflow.cli import main
+from compressflow.errors import InputError
+from compressflow.registries import MODELS
+
+DATA = {"dataset": "digits", "image_size": 8, "channels": 1}
+SPEC = {
+    "name": "bw-input", "data": DATA,
+    "stages": {
+        "teacher": {"op": "train", "params": {"model": "resnet18", "width": 0.25, "epochs": 1, "batch_size": 256}},
+        "cache": {"op": "activations", "needs": {"model": "teacher"}, "params": {"layers": ["layer1.0.conv1"]}},
+        "blocks": {"op": "replace_layer", "needs": {"teacher": "teacher", "activations": "cache"},
+                   "params": {"epochs": 1}, "sweep": {"layer": ["layer1.0.conv1"]}},
+        "student": {"op": "assemble", "needs": {"teacher": "teacher", "blocks": "blocks"},
+                    "params": {"max_drop": 1.0, "epochs": 1, "batch_size": 256}},
+    },
+}
+
+
+def _with(path: list, value) -> dict:
+    spec = copy.deepcopy(SPEC)
+    node = spec
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    return spec
+
+
+@pytest.mark.parametrize("path, value, pattern", [
+    (["stages", "blocks", "sweep", "layer"], ["layer1.0.conv1", "layer9.0.conv1"],
+     r"^stages\.blocks\.sweep\.layer: 'layer9\.0\.conv1' is not a replaceable layer of resnet18; valid: conv1, layer1\.0\.conv1, "),
+    (["stages", "blocks", "params", "layer"], "fc",
+     r"^stages\.blocks\.sweep\.layer: 'fc' is not|^stages\.blocks\.params\.layer: 'fc' is not a replaceable layer of resnet18"),
+    (["stages", "cache", "params", "layers"], ["layer1.0.conv1", "layer1.0.bn1"],
+     r"^stages\.cache\.params\.layers: 'layer1\.0\.bn1' is not a replaceable layer of resnet18; valid: conv1, "),
+    (["stages", "cache", "params", "exclude"], ["layer1.0.conv1"],
+     r"^stages\.cache\.params: layers/exclude leave no layer of resnet18 to replace; keep at least one$"),
+    (["stages", "blocks", "sweep", "layer"], ["layer1.0.conv2"],
+     r"^stages\.blocks\.sweep\.layer: 'layer1\.0\.conv2' is not in the activation cache of stage 'cache' "
+     r"\(it holds: layer1\.0\.conv1\); add it to that stage's layers$"),
+    (["stages", "student", "params", "max_drop"], 1.5,
+     r"^stages\.student\.params\.max_drop: Input should be less than or equal to 1 \(got 1\.5\)$"),
+    (["stages", "student", "params", "max_drop"], -0.1,
+     r"^stages\.student\.params\.max_drop: Input should be greater than or equal to 0 \(got -0\.1\)$"),
+])
+def test_bad_blockwise_spec(path, value, pattern):
+    spec = _with(path, value)
+    if path[-1] == "layer" and path[-2] == "params":
+        del spec["stages"]["blocks"]["sweep"]
+    with pytest.raises(SpecError) as err:
+        load_spec(spec)
+    assert re.search(pattern, str(err.value)), str(err.value)
+
+
+def test_vgg_layer_names_follow_the_teacher_width_and_model():
+    spec = _with(["stages", "teacher", "params", "model"], "vgg16")
+    spec["stages"]["cache"]["params"]["layers"] = ["features.3"]
+    spec["stages"]["blocks"]["sweep"]["layer"] = ["features.3"]
+    assert load_spec(spec).stages["blocks"].sweep["layer"] == ["features.3"]
+    with pytest.raises(SpecError, match=r"'layer1\.0\.conv1' is not a replaceable layer of vgg16; valid: features\.0, features\.3"):
+        load_spec(_with(["stages", "teacher", "params", "model"], "vgg16"))
+
+
+@pytest.fixture
+def flat_model():
+    @MODELS.register(name="flat_mlp")
+    def flat_mlp(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+
+    yield "flat_mlp"
+    MODELS._items.pop("flat_mlp")
+
+
+def test_model_without_replaceable_layer(flat_model):
+    with pytest.raises(SpecError, match=r"^stages\.cache\.needs\.model: model 'flat_mlp' has no replaceable layer "
+                                        r"\(a conv with kernel > 1x1 and groups = 1\); blockwise ops need a convolutional teacher$"):
+        load_spec(_with(["stages", "teacher", "params", "model"], flat_model))
+
+
+def test_missing_or_corrupt_cache_on_rerun_exit_2_and_nothing_deleted(client, tmp_path, capsys):
+    tree = compressflow.run(SPEC, cluster=client, out=tmp_path, show_progress=False)
+    assert (tree["tasks"]["status"] == "ok").all()
+    records = sorted((tmp_path / "records").glob("*.json"))
+    store = next((tmp_path / "artifacts").rglob("*.zarr"))
+    chunk = max((p for p in store.rglob("*") if p.is_file() and "train" in str(p)), key=lambda p: p.stat().st_size)
+    chunk.write_bytes(chunk.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(InputError) as err:
+        compressflow.run(SPEC, cluster=client, out=tmp_path, show_progress=False)
+    msg = str(err.value)
+    assert re.search(r"^stages\.cache: zarr '.*\.zarr' does not match its recorded sha256 \(modified or torn\); "
+                     r"it belongs to the finished task activations-\w+: delete '.*activations-\w+\.json' to recompute it$", msg), msg
+    assert "\n" not in msg
+    shutil.rmtree(store)
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    capsys.readouterr()
+    assert main(["run", str(spec_file), "--out", str(tmp_path), "--cluster", client.scheduler_info()["address"]]) == 2
+    err_text = capsys.readouterr().err.strip()
+    assert re.search(r"stages\.cache: zarr '.*' is missing; it belongs to the finished task", err_text), err_text
+    assert len(err_text.splitlines()) == 1 and "Traceback" not in err_text
+    assert sorted((tmp_path / "records").glob("*.json")) == records  # nothing already computed was deleted
+    # doing what the message says recomputes the cache only
+    cache_record = next(p for p in records if p.name.startswith("activations-"))
+    cache_record.unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in records if p != cache_record}
+    tree = compressflow.run(SPEC, cluster=client, out=tmp_path, show_progress=False)
+    assert (tree["tasks"]["status"] == "ok").all()
+    assert {p.name: p.stat().st_mtime_ns for p in records if p != cache_record} == before
+    assert cache_record.exists() and store.exists()
