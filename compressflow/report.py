@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from compressflow.pruning_report import pruning_sections
 from compressflow.results import summary_rows
 
 __all__ = ["kd_table", "markdown_table", "plot_kd_pareto", "write_report"]
@@ -111,6 +112,7 @@ def write_report(tree: xr.DataTree, out: Path | str) -> Path:
             f"best τ by {comparison.attrs['selection']}. Costs are totals over all runs of each method.",
             "", kd_table(comparison), "", f"![accuracy vs CO₂]({png.name})",
         ]
+    parts += pruning_sections(tree, folder)
     path = folder / "report.md"
     path.write_text("\n".join(parts) + "\n")
     return path

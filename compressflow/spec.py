@@ -240,10 +240,16 @@ def _check_stages(spec: PipelineSpec) -> None:
             if axis in st.params:
                 raise SpecError(f"{where}.sweep.{axis}: {axis!r} is both in params and in sweep; keep one")
         first_point = {axis: values[0] for axis, values in st.sweep.items()}  # a swept param may be required
-        sig.validate({**st.params, **first_point}, where=f"{where}.params")
+        try:
+            sig.validate({**st.params, **first_point}, where=f"{where}.params")
+        except SpecError as exc:  # a bad first sweep value is named as a sweep value
+            msg = str(exc)
+            for axis in st.sweep:
+                msg = msg.replace(f"{where}.params.{axis}:", f"{where}.sweep.{axis}:", 1)
+            raise SpecError(msg) from None
         for axis, values in st.sweep.items():
             for value in values:
-                sig.validate({**st.params, axis: value}, where=f"{where}.sweep")
+                sig.validate({**st.params, **first_point, axis: value}, where=f"{where}.sweep")
         key_by = st.scheduling.key_by
         if key_by is not None and key_by not in st.sweep:
             raise SpecError(f"{where}.scheduling.key_by: {key_by!r} is not a sweep axis of this stage; "

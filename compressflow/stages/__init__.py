@@ -2,6 +2,6 @@
 importing this package registers them all."""
 
 from compressflow.nn import blocks, losses  # noqa: F401  (the loss and block names a spec can use)
-from compressflow.stages import blockwise, craft, distill, evaluate, prune, representations, train, wait  # noqa: F401
+from compressflow.stages import bias, blockwise, craft, distill, evaluate, prune, representations, train, wait  # noqa: F401
 
 __all__ = ["blockwise", "distill", "evaluate", "train", "wait"]

@@ -17,7 +17,7 @@ from compressflow.stages._signature import stage_signature
 if TYPE_CHECKING:
     from compressflow.spec import PipelineSpec
 
-__all__ = ["check_blockwise_layers"]
+__all__ = ["check_blockwise_layers", "check_module_names"]
 
 
 def check_blockwise_layers(spec: PipelineSpec, name: str) -> None:
@@ -48,9 +48,30 @@ def check_blockwise_layers(spec: PipelineSpec, name: str) -> None:
         raise SpecError(f"{where}.params: layers/exclude leave no layer of {model} to replace; keep at least one")
 
 
+def check_module_names(spec: PipelineSpec, name: str) -> None:
+    """Check a stage's ``layers`` against the module names of its ``model`` input (any
+    module may be named, e.g. ``layer2`` or ``fc``)."""
+    st = spec.stages[name]
+    net = _build(spec, st.needs.get("model"))
+    if net is None:
+        return
+    model, modules = net[0], [n for n, _ in net[1].named_modules() if n]
+    bad = [n for n in st.params.get("layers") or () if n not in modules]
+    if bad:
+        raise SpecError(f"stages.{name}.params.layers: {bad[0]!r} is not a module of {model}; "
+                        f"e.g. {', '.join(modules[:8])}, ...")
+
+
 def _architecture(spec: PipelineSpec, stage: str | None) -> tuple[str, list[str]] | None:
     """``(model name, replaceable layer names)`` of the model stage ``stage`` produces, when
     its op takes a fixed ``model`` parameter."""
+    built = _build(spec, stage)
+    return None if built is None else (built[0], replaceable_layers(built[1]))
+
+
+def _build(spec: PipelineSpec, stage: str | None) -> tuple[str, torch.nn.Module] | None:
+    """The model stage ``stage`` produces, built on the meta device (names only), when its op
+    takes a fixed ``model`` parameter."""
     if stage is None:
         return None
     st = spec.stages[stage]
@@ -60,7 +81,7 @@ def _architecture(spec: PipelineSpec, stage: str | None) -> tuple[str, list[str]
     params = sig.validate({**st.params, **{axis: values[0] for axis, values in st.sweep.items()}}, where=f"stages.{stage}.params")
     with torch.device("meta"):  # names only: no memory, no initialisation cost
         net = build_model(params["model"], **_model_kwargs(params, spec))
-    return params["model"], replaceable_layers(net)
+    return params["model"], net
 
 
 def _model_kwargs(params: dict[str, Any], spec: PipelineSpec) -> dict[str, Any]:

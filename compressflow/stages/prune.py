@@ -29,7 +29,7 @@ from compressflow.nn.models import build_model
 from compressflow.nn.pruning import (agp_sparsity, apply_masks, filter_masks, layer_sparsity, magnitude_masks,
                                      make_permanent, prunable_layers, random_masks)
 from compressflow.nn.surgery import replaceable_layers
-from compressflow.nn.training import History, cross_entropy, fit
+from compressflow.nn.training import History, accuracy, cross_entropy, fit
 from compressflow.records import Artifact, Record
 from compressflow.registries import LOSSES, STAGES
 from compressflow.stages._common import PositiveInt, Schedule, model_record
@@ -86,7 +86,7 @@ def prune(
     Returns
     -------
     Record
-        As ``train``, plus ``target_sparsity``, ``sparsity`` (achieved over the prunable
+        As ``train``, plus ``original_accuracy`` (test), ``target_sparsity``, ``sparsity`` (achieved over the prunable
         layers), ``layer_sparsity`` (dim ``layer``), ``macs_dense`` and ``macs_effective``
         (MACs × each layer's weight density); artifact: the pruned checkpoint (masks baked in).
     """
@@ -96,6 +96,7 @@ def prune(
     if biased_classes:
         splits = biased(splits, biased_classes, biased_keep, seed)
     original = load_checkpoint(model, ctx.device).eval()
+    original_accuracy = accuracy(original, splits.test, device=ctx.device)
     name, kwargs = model.meta["model"], model.meta["kwargs"]
     loss_fn = _loss(ctx, distill, teacher or model, temperature, alpha, at_beta)
     gen = torch.Generator().manual_seed(seed)
@@ -130,6 +131,7 @@ def prune(
     density = {n: 1 - per_layer[n] for n in layers}
     extra = {
         "target_sparsity": sparsity,
+        "original_accuracy": original_accuracy,
         "sparsity": float(np.sum([per_layer[n] * k for n, k in zip(layers, sizes)]) / sizes.sum()),
         "layer_sparsity": ("layer", np.array([per_layer[n] for n in layers])),
         "layer": ("layer", layers),
@@ -146,6 +148,8 @@ def _fit(ctx: StageContext, net: torch.nn.Module, splits: Splits, schedule: Sche
             on_epoch(epoch, hist)
         ctx.progress(epoch=epoch, of=schedule.epochs, loss=hist.train_loss[-1], val_accuracy=hist.val_accuracy[-1])
 
+    if isinstance(loss_fn, _AttentionTransfer):
+        loss_fn.attach(net)
     hist = fit(net, splits, seed=seed, loss_fn=loss_fn, device=ctx.device, on_epoch=report, **schedule.model_dump())
     if before is None or not before.val_accuracy:
         return hist
@@ -188,7 +192,8 @@ class _AttentionTransfer:
         self.student_maps: dict[str, torch.Tensor] = {}
         self.hooked: torch.nn.Module | None = None
 
-    def _hook(self, student: torch.nn.Module) -> None:
+    def attach(self, student: torch.nn.Module) -> None:
+        """Capture ``student``'s maps during its forward passes (once per model)."""
         if self.hooked is student:
             return
         for name in self.layers:
@@ -223,10 +228,13 @@ def _effective_macs(net: torch.nn.Module, shape: tuple[int, ...], density: dict[
 
 
 def _layer_macs(net: torch.nn.Module, name: str, shape: tuple[int, ...]) -> float:
-    seen: dict[str, tuple] = {}
-    h = net.get_submodule(name).register_forward_hook(lambda m, i, o: seen.setdefault("io", (i[0].shape, o.shape)))
+    seen: dict[str, torch.Size] = {}
+
+    def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        seen["in"] = inputs[0].shape
+
+    h = net.get_submodule(name).register_forward_hook(hook)
     with torch.no_grad():
         net.eval()(torch.zeros(1, *shape))
     h.remove()
-    in_shape, _ = seen["io"]
-    return float(macs_per_sample(net.get_submodule(name), tuple(in_shape[1:])))
+    return float(macs_per_sample(net.get_submodule(name), tuple(seen["in"][1:])))

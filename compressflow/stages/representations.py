@@ -18,13 +18,15 @@ import xarray as xr
 from pydantic import Field
 
 from compressflow.activations import read_output, store_info, write_activations
-from compressflow.errors import InputError
+from compressflow.errors import InputError, SpecError
 from compressflow.nn.surgery import replaceable_layers
 from compressflow.records import Artifact, Record
 from compressflow.registries import STAGES
 from compressflow.similarity import as_matrix, linear_cka, svcca as svcca_similarity
 from compressflow.stages._common import PositiveInt
 from compressflow.stages._context import StageContext
+from compressflow.stages._layer_check import check_module_names
+from compressflow.stages._signature import stage_signature
 from compressflow.store import artifact_digest, load_checkpoint
 
 __all__ = ["capture", "svcca"]
@@ -120,3 +122,25 @@ def svcca(ctx: StageContext, *, a: Artifact, b: Artifact, layers: tuple[str, ...
         grid = np.array([[svcca_similarity(mats[0][p], mats[1][q], keep)[0] for q in lb] for p in la])
         metrics["svcca_cross"] = xr.DataArray(grid, dims=("layer_a", "layer_b"), coords={"layer_a": la, "layer_b": lb})
     return Record(metrics)
+
+
+def _same_probe(spec, name: str) -> None:
+    """Both inputs of an ``svcca`` stage must be captures of the same probe (size and split)."""
+    st = spec.stages[name]
+    probes = {}
+    for arg in ("a", "b"):
+        up = spec.stages[st.needs[arg]]
+        if up.op != "capture":
+            raise SpecError(f"stages.{name}.needs.{arg}: stage {st.needs[arg]!r} is a {up.op!r} stage; "
+                            f"svcca compares 'capture' stages")
+        params = stage_signature("capture").validate(
+            {**up.params, **{k: v[0] for k, v in up.sweep.items()}}, where=f"stages.{st.needs[arg]}.params")
+        probes[arg] = (params["probe"], params["split"])
+    if probes["a"] != probes["b"]:
+        raise SpecError(f"stages.{name}.needs: a and b capture different probe sets (probe {probes['a'][0]} of "
+                        f"{probes['a'][1]} vs probe {probes['b'][0]} of {probes['b'][1]}); give both captures the "
+                        f"same probe and split")
+
+
+capture.check_spec = check_module_names
+svcca.check_spec = _same_probe

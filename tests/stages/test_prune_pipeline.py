@@ -1,0 +1,145 @@
+"""Pruning, representation capture, SVCCA, CEV/SDE and PIEs as one small pipeline on the real
+cluster, plus the pruning options run directly and the bad-input cases."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import numpy as np
+import pytest
+
+import compressflow
+from compressflow import SpecError, load_spec
+from compressflow.data import biased, load_splits
+from compressflow.stages._common import Schedule
+from compressflow.stages._context import StageContext
+from compressflow.stages.prune import prune
+from compressflow.stages.train import train
+from compressflow.store import load_checkpoint
+
+DATA = {"dataset": "digits", "image_size": 8, "channels": 1}
+FAST = {"epochs": 1, "batch_size": 256}
+SPEC = {
+    "name": "tiny-pruning", "data": DATA,
+    "stages": {
+        "original": {"op": "train", "params": {"model": "resnet18", "width": 0.25, "epochs": 3, "batch_size": 128}},
+        "pruned": {"op": "prune", "needs": {"model": "original"}, "params": FAST,
+                   "sweep": {"method": ["magnitude", "reinit", "random", "filters"], "sparsity": [0.5], "seed": [0, 1]}},
+        "probe_original": {"op": "capture", "needs": {"model": "original"}, "params": {"probe": 128}},
+        "probe_pruned": {"op": "capture", "needs": {"model": "pruned"}, "params": {"probe": 128}},
+        "similarity": {"op": "svcca", "needs": {"a": "probe_pruned", "b": "probe_original"}, "params": {"keep": 10}},
+        "itself": {"op": "svcca", "needs": {"a": "probe_original", "b": "probe_original"}, "params": {"cross": True}},
+        "bias": {"op": "bias", "needs": {"model": "pruned", "original": "original"}},
+        "pies": {"op": "pie", "needs": {"models": "bias"}},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def study(client, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pruning")
+    return out, compressflow.run(SPEC, cluster=client, out=out, show_progress=False)
+
+
+def test_pruned_layers_hit_their_sparsity(study):
+    _, tree = study
+    assert (tree["tasks"]["status"] == "ok").all()
+    pruned = tree["pruned"].to_dataset().sel(sparsity=0.5)
+    layers = [str(v) for v in pruned.layer.values]
+    assert "fc" not in layers and "conv1" in layers
+    net = load_checkpoint(compressflow.records.TaskRecord.load(
+        study[0] / "records" / f"{str(pruned.task_key.sel({'method': 'magnitude', 'seed': 0}).values)}.json").record.artifact)
+    for method in ("magnitude", "reinit", "random"):
+        for name, frac in zip(layers, pruned.layer_sparsity.sel({"method": method, "seed": 0}).values):
+            n = net.get_submodule(name).weight.numel()
+            assert abs(frac - 0.5) * n <= 1, (method, name, frac)
+    assert (net.fc.weight != 0).all()  # the classifier stays dense
+    filters = pruned.layer_sparsity.sel({"method": "filters", "seed": 0})
+    convs = [i for i, n in enumerate(layers) if net.get_submodule(n).weight.ndim == 4]
+    for i in convs:
+        out_ch = net.get_submodule(layers[i]).weight.shape[0]
+        assert float(filters[i]) == pytest.approx(round(0.5 * out_ch) / out_ch, abs=1e-6)
+    assert (pruned.macs_effective < pruned.macs_dense).all()
+
+
+def test_similarity_per_layer_and_to_itself(study):
+    _, tree = study
+    itself = tree["itself"].to_dataset()
+    np.testing.assert_allclose(itself.svcca.values, 1.0, atol=1e-6)
+    np.testing.assert_allclose(itself.cka.values, 1.0, atol=1e-6)
+    cross = itself.svcca_cross.values
+    np.testing.assert_allclose(np.diag(cross), 1.0, atol=1e-6)
+    assert (cross[~np.eye(len(cross), dtype=bool)] < 1 - 1e-6).all()
+    sim = tree["similarity"].to_dataset()
+    assert sim.svcca.dims == ("method", "sparsity", "seed", "layer")
+    assert ((sim.svcca > 0) & (sim.svcca < 1)).all()
+    np.testing.assert_allclose(sim.svcca_distance, 1 - sim.svcca)
+
+
+def test_bias_and_pies(study):
+    _, tree = study
+    bias = tree["bias"].to_dataset()
+    assert np.isfinite(bias.cev.values).all() and (bias.cev >= 0).all() and (bias.sde >= 0).all()
+    assert bias.fpr_change.dims[-1] == "class"
+    pies = tree["pies"].to_dataset()
+    assert set(pies.pie_count.dims) == {"method", "sparsity"} and (pies.population == 2).all()
+    # recount one population's PIEs from the stored predictions
+    b = bias.sel({"method": "random", "sparsity": 0.5})
+    preds = b.pred.values.astype(int)  # (seed, sample); stage groups hold numbers as float (NaN-fillable)
+    orig = b.original_pred.values[0].astype(int)
+    modal = np.array([np.bincount(col, minlength=10).argmax() for col in preds.T])
+    assert int(pies.pie_count.sel({"method": "random", "sparsity": 0.5})) == int((modal != orig).sum())
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+    out = tmp_path_factory.mktemp("orig")
+    art = train(StageContext("o", "original", DATA, out), model="resnet18", width=0.25,
+                schedule=Schedule(epochs=2, batch_size=128)).artifact
+    return out, art
+
+
+@pytest.mark.parametrize("options", [{"rounds": 3}, {"distill": "kd"}, {"distill": "at"},
+                                     {"biased_classes": (3, 5), "biased_keep": 0.2}])
+def test_prune_options(original, options):
+    out, art = original
+    rec = prune(StageContext("p", "pruned", DATA, out), model=art, sparsity=0.75, schedule=Schedule(**FAST), **options)
+    m = rec.metrics
+    assert abs(float(m.sparsity) - 0.75) < 0.01 and np.isfinite(float(m.accuracy))
+    if "rounds" in options:
+        assert m.epoch.size == 3  # one retraining epoch per round
+
+
+def test_biased_data_keeps_a_fraction_of_chosen_classes():
+    splits = load_splits(**DATA)
+    b = biased(splits, (3, 5), 0.2, seed=0)
+    for c in range(10):
+        n, k = int((splits.train.y == c).sum()), int((b.train.y == c).sum())
+        assert k == (round(0.2 * n) if c in (3, 5) else n)
+    assert len(b.test) == len(splits.test)
+
+
+@pytest.mark.parametrize("path, value, pattern", [
+    (["stages", "pruned", "sweep", "sparsity"], [0.5, 1.0],
+     r"^stages\.pruned\.sweep\.sparsity: Input should be less than 1 \(got 1\.0\)$"),
+    (["stages", "pruned", "sweep", "sparsity"], [0],
+     r"^stages\.pruned\.sweep\.sparsity: Input should be greater than 0 \(got 0\)$"),
+    (["stages", "pruned", "sweep", "method"], ["magnitude", "lottery"],
+     r"^stages\.pruned\.sweep\.method: Input should be 'magnitude', 'reinit', 'random' or 'filters' \(got 'lottery'\)$"),
+    (["stages", "probe_original", "params", "layers"], ["layer9"],
+     r"^stages\.probe_original\.params\.layers: 'layer9' is not a module of resnet18; e\.g\. conv1, bn1, "),
+    (["stages", "probe_original", "params", "probe"], 64,
+     r"^stages\.similarity\.needs: a and b capture different probe sets \(probe 128 of test vs probe 64 of test\); "),
+    (["stages", "similarity", "needs", "b"], "original",
+     r"^stages\.similarity\.needs\.b: stage 'original' is a 'train' stage; svcca compares 'capture' stages$"),
+])
+def test_bad_pruning_spec(path, value, pattern):
+    spec = copy.deepcopy(SPEC)
+    node = spec
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    with pytest.raises(SpecError) as err:
+        load_spec(spec)
+    assert re.search(pattern, str(err.value)), str(err.value)
