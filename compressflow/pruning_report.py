@@ -53,14 +53,17 @@ def plot_similarity_heatmaps(sim: xr.Dataset, path: Path, title: str) -> Path:
     """Mean SVCCA similarity over seeds, layer × sparsity, one panel per method."""
     plt = _plt()
     methods = list(sim["method"].values) if "method" in sim.dims else [None]
-    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods) + 1.2, 5.2), dpi=120, squeeze=False)
-    for ax, method in zip(axes[0], methods):
+    fig, axes = plt.subplots(1, len(methods), figsize=(2.6 * len(methods) + 2.6, 5.2), dpi=120, squeeze=False,
+                             sharey=True)
+    low = max(0.0, np.floor(10 * float(sim["svcca"].min())) / 10)  # one shared scale, as much contrast as the data has
+    for i, (ax, method) in enumerate(zip(axes[0], methods)):
         s = sim["svcca"].sel({"method": method}) if method is not None else sim["svcca"]
         mean, _ = _over_seeds(s)
         grid = mean.transpose("layer", "sparsity").values
-        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        im = ax.imshow(grid, vmin=low, vmax=1, cmap="viridis", aspect="auto")
         ax.set_xticks(range(grid.shape[1]), [f"{100 * v:g}" for v in mean["sparsity"].values])
-        ax.set_yticks(range(grid.shape[0]), [str(v) for v in mean["layer"].values], fontsize=7)
+        if i == 0:
+            ax.set_yticks(range(grid.shape[0]), [str(v) for v in mean["layer"].values], fontsize=7)
         ax.set_xlabel("sparsity (%)")
         ax.set_title(str(method or ""))
     fig.colorbar(im, ax=axes[0].tolist(), label="SVCCA similarity to the original")

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from compressflow.data import Splits, biased
+from compressflow.errors import SpecError
 from compressflow.flops import macs_per_sample
 from compressflow.nn.models import build_model
 from compressflow.nn.pruning import (agp_sparsity, apply_masks, filter_masks, layer_sparsity, magnitude_masks,
@@ -90,8 +91,6 @@ def prune(
         layers), ``layer_sparsity`` (dim ``layer``), ``macs_dense`` and ``macs_effective``
         (MACs × each layer's weight density); artifact: the pruned checkpoint (masks baked in).
     """
-    if rounds > 1 and method != "magnitude":
-        raise ValueError(f"rounds: iterative pruning is for method 'magnitude' (got method {method!r} with rounds={rounds})")
     splits = ctx.splits()
     if biased_classes:
         splits = biased(splits, biased_classes, biased_keep, seed)
@@ -139,6 +138,20 @@ def prune(
         "macs_effective": _effective_macs(net, splits.sample_shape, density),
     }
     return model_record(ctx, net, hist, name, kwargs, extra)
+
+
+def _check_rounds(spec, name: str) -> None:
+    """Iterative rounds only make sense for ``magnitude`` (the others train from scratch)."""
+    st = spec.stages[name]
+    rounds = [st.params["rounds"]] if "rounds" in st.params else st.sweep.get("rounds", [1])
+    methods = [st.params.get("method", "magnitude")] if "method" not in st.sweep else st.sweep["method"]
+    bad = [m for m in methods if m != "magnitude"]
+    if max(rounds) > 1 and bad:
+        raise SpecError(f"stages.{name}.params.rounds: iterative pruning (rounds > 1) is for method 'magnitude' only, "
+                        f"not {bad[0]!r}; use rounds: 1 or a separate stage")
+
+
+prune.check_spec = _check_rounds
 
 
 def _fit(ctx: StageContext, net: torch.nn.Module, splits: Splits, schedule: Schedule, seed: int, loss_fn,

@@ -127,6 +127,8 @@ def test_biased_data_keeps_a_fraction_of_chosen_classes():
      r"^stages\.pruned\.sweep\.sparsity: Input should be greater than 0 \(got 0\)$"),
     (["stages", "pruned", "sweep", "method"], ["magnitude", "lottery"],
      r"^stages\.pruned\.sweep\.method: Input should be 'magnitude', 'reinit', 'random' or 'filters' \(got 'lottery'\)$"),
+    (["stages", "pruned", "params", "rounds"], 3,
+     r"^stages\.pruned\.params\.rounds: iterative pruning \(rounds > 1\) is for method 'magnitude' only, not 'reinit'; "),
     (["stages", "probe_original", "params", "layers"], ["layer9"],
      r"^stages\.probe_original\.params\.layers: 'layer9' is not a module of resnet18; e\.g\. conv1, bn1, "),
     (["stages", "probe_original", "params", "probe"], 64,
@@ -143,3 +145,16 @@ def test_bad_pruning_spec(path, value, pattern):
     with pytest.raises(SpecError) as err:
         load_spec(spec)
     assert re.search(pattern, str(err.value)), str(err.value)
+
+
+def test_report_draws_pruning_curves_and_heatmaps(study):
+    from compressflow.report import write_report
+
+    out, tree = study
+    text = write_report(tree, out).read_text()
+    assert "## pruned: accuracy vs sparsity" in text and "## similarity: representation similarity" in text
+    acc = tree["pruned"]["accuracy"].sel({"method": "magnitude", "sparsity": 0.5})
+    assert f"| magnitude | {100 * float(acc.mean()):.2f} ± {100 * float(acc.std(ddof=1)):.2f} |" in text
+    for png in ("pruned_accuracy_vs_sparsity.png", "similarity_svcca_heatmap.png"):
+        data = (out / "report" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
