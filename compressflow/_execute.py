@@ -46,6 +46,8 @@ def execute_task(node: Node, data: dict[str, Any], out: str, *upstream: TaskReco
         return task
     ctx = StageContext(node.key, node.stage, data, Path(out))
     fn = STAGES.get(node.op)
+    task.workers_tried = _log_attempt(out, node.key, task.worker)
+    task.attempts = len(task.workers_tried)
     task.start = time.time()
     with current_meter().measure(node.key) as reading:
         try:
@@ -60,6 +62,17 @@ def execute_task(node: Node, data: dict[str, Any], out: str, *upstream: TaskReco
     if task.ok:
         atomic_write_text(path, task.to_json())
     return task
+
+
+def _log_attempt(out: str, key: str, worker: str) -> list[str]:
+    """Append this execution to ``OUT/attempts/<key>.log`` (one line per start; an append of
+    one short line is atomic) and return every worker that started the task so far: a worker
+    killed mid-task leaves its line, so a retry shows up in the ledger."""
+    path = Path(out) / "attempts" / f"{key}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(f"{worker} {time.time():.3f}\n")
+    return [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _inputs(node: Node, upstream: list[TaskRecord]) -> tuple[dict[str, Any], TaskRecord | None]:

@@ -19,11 +19,12 @@ import dask
 import yaml
 from distributed import Client, LocalCluster
 
+from compressflow.cluster_kinds import OPTIONAL_KINDS, make_cluster, security
 from compressflow.errors import InputError, SpecError
 
 __all__ = ["LOCAL_DEFAULTS", "connect", "load_cluster_spec", "local_cluster"]
 
-KINDS = ("local", "address")
+KINDS = ("local", "address", *OPTIONAL_KINDS)
 
 LOCAL_DEFAULTS: dict[str, Any] = {
     "n_workers": None,  # None: min(cores, 4)
@@ -70,10 +71,13 @@ def load_cluster_spec(path: str | os.PathLike) -> dict[str, Any]:
     if kind not in KINDS:
         raise SpecError(f"--cluster: kind {kind!r} in {str(path)!r} is not supported; valid kinds: {', '.join(KINDS)}")
     if kind == "address":
-        if set(raw) - {"address", "timeout"} or "address" not in raw:
-            raise SpecError(f"--cluster: an 'address' cluster spec takes 'address' (required) and 'timeout'; got {sorted(raw)}")
+        if set(raw) - {"address", "timeout", "security"} or "address" not in raw:
+            raise SpecError(f"--cluster: an 'address' cluster spec takes 'address' (required), 'timeout' and "
+                            f"'security'; got {sorted(raw)}")
         return {"kind": kind, **raw}
-    unknown = sorted(set(raw) - set(LOCAL_DEFAULTS))
+    if kind in OPTIONAL_KINDS:  # options go to dask-cuda / dask-jobqueue, which check them
+        return {"kind": kind, **raw}
+    unknown = sorted(set(raw) - set(LOCAL_DEFAULTS) - {"security"})
     if unknown:
         raise SpecError(f"--cluster: unknown option {unknown[0]!r} for a local cluster; valid: {', '.join(LOCAL_DEFAULTS)}")
     return {"kind": kind, **raw}
@@ -112,15 +116,23 @@ def connect(cluster: Any = None, *, timeout: float = 10.0) -> Iterator[Client]:
         yield cluster
         return
     spec = _resolve(cluster)
+    options = {k: v for k, v in spec.items() if k not in ("kind", "security")}
+    sec = security(spec.get("security"))
     if spec["kind"] == "address":
-        client = _attach(spec["address"], float(spec.get("timeout", timeout)))
+        client = _attach(spec["address"], float(spec.get("timeout", timeout)), sec)
         try:
             yield client
         finally:
             client.close()
         return
-    options = {k: v for k, v in spec.items() if k != "kind"}
-    with local_cluster(**options) as lc, Client(lc) as client:
+    if spec["kind"] in OPTIONAL_KINDS:
+        with make_cluster(spec["kind"], {**options, **({"security": sec} if sec else {})}) as oc, \
+                Client(oc, security=sec) as client:
+            yield client
+        return
+    if sec is not None:
+        options.update(security=sec, protocol="tls://")
+    with local_cluster(**options) as lc, Client(lc, security=sec) as client:
         yield client
 
 
@@ -140,9 +152,9 @@ def _resolve(cluster: Any) -> dict[str, Any]:
     )
 
 
-def _attach(address: str, timeout: float) -> Client:
+def _attach(address: str, timeout: float, sec: Any = None) -> Client:
     try:
-        return Client(address, timeout=timeout)
+        return Client(address, timeout=timeout, security=sec)
     except (OSError, TimeoutError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(
@@ -151,3 +163,8 @@ def _attach(address: str, timeout: float) -> Client:
         ) from None
     except ValueError as exc:
         raise InputError(f"--cluster: {address!r} is not a valid scheduler address ({exc})") from None
+    except TypeError as exc:
+        if "TLS" not in str(exc):
+            raise
+        raise InputError(f"--cluster: the scheduler at {address!r} speaks TLS; give the cluster spec a 'security' "
+                         f"entry with its certificates (tls_ca_file, tls_client_cert, tls_client_key)") from None

@@ -65,6 +65,8 @@ class TaskRecord:
     start: float = float("nan")  # POSIX seconds
     end: float = float("nan")
     energy: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0  # executions started, this one included (> 1: a worker died mid-task and Dask retried it)
+    workers_tried: list[str] = field(default_factory=list)
     record: Record | None = None
 
     @property

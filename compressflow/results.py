@@ -82,6 +82,8 @@ def _ledger(tasks: list[TaskRecord], pue: float, intensity: float) -> xr.Dataset
             "ram_kwh": ("task", np.array([energy(t, "ram_kwh") for t in tasks])),
             "co2_g": ("task", co2_grams(kwh, pue, intensity)),
             "energy_method": ("task", [str(t.energy.get("method", "")) for t in tasks]),
+            "attempts": ("task", np.array([t.attempts for t in tasks], dtype=np.int64)),
+            "workers_tried": ("task", [" ".join(t.workers_tried) for t in tasks]),
         },
         coords={"task": [t.key for t in tasks]},
     )

@@ -58,3 +58,63 @@ def test_gpu_request_without_gpu_workers_refused_before_running(client, tmp_path
     with pytest.raises(InputError, match=r"stages\.teacher\.resources\.GPU: needs 1 but no worker offers that much"):
         compressflow.run(spec, cluster=client, out=tmp_path, show_progress=False)
     assert not (tmp_path / "records").exists()
+
+
+@pytest.mark.parametrize("name, extra", [("local-cuda", "cuda"), ("slurm", "slurm")])
+def test_optional_cluster_kinds_name_their_extra(name, extra, capsys):
+    spec = load_cluster_spec(Path(__file__).parent.parent / "clusters" / f"{name}.yaml")
+    assert spec["kind"] == name
+    module = {"cuda": "dask_cuda", "slurm": "dask_jobqueue"}[extra]
+    try:
+        __import__(module)
+        pytest.skip(f"{module} is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(InputError, match=rf"^--cluster: kind '{name}' needs the optional package "
+                                         rf"{module.replace('_', '-')}; install it with: pip install 'compressflow\[{extra}\]'$"):
+        with connect(spec):
+            pass
+    from compressflow.cli import main
+
+    assert main(["run", "tasks/quickstart.yaml", "--cluster", f"clusters/{name}.yaml", "--out", "/nonexistent/never"]) == 2
+
+
+def test_slurm_job_script_requests_gpus_and_advertises_them(monkeypatch):
+    """The SLURM kind's translation of gpus_per_job, checked against a stand-in class that
+    records what dask-jobqueue would receive."""
+    import sys
+    import types
+
+    seen = {}
+
+    class FakeSLURM:
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+
+        def scale(self, jobs):
+            seen["jobs"] = jobs
+
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", types.SimpleNamespace(SLURMCluster=FakeSLURM))
+    from compressflow.cluster_kinds import make_cluster
+
+    make_cluster("slurm", {"jobs": 3, "gpus_per_job": 2, "cores": 8, "memory": "32GB"})
+    assert seen["jobs"] == 3 and "--gpus=2" in seen["job_extra_directives"]
+    assert seen["worker_extra_args"] == ["--resources", "GPU=2"] and seen["cores"] == 8
+
+
+def test_tls_local_cluster_and_address_with_temporary_certificates(tmp_path):
+    from distributed import LocalCluster
+    from distributed.security import Security
+
+    with connect({"kind": "local", "n_workers": 1, "dashboard_address": ":0", "security": "temporary"}) as client:
+        assert client.scheduler.address.startswith("tls://127.0.0.1:")
+        tree = compressflow.run(tiny_spec(), cluster=client, out=tmp_path / "tls", show_progress=False)
+        assert (tree["tasks"]["status"] == "ok").all()
+    sec = Security.temporary()
+    with LocalCluster(n_workers=1, processes=False, protocol="tls://", security=sec, host="127.0.0.1",
+                      dashboard_address=":0") as cluster:
+        with connect({"kind": "address", "address": cluster.scheduler_address, "security": sec}) as client:
+            assert client.submit(lambda: 41 + 1).result() == 42
+        with pytest.raises(InputError, match=r"^--cluster: the scheduler at 'tls://.*' speaks TLS; give the cluster spec a 'security' entry"):
+            with connect({"kind": "address", "address": cluster.scheduler_address, "timeout": 3}):
+                pass
