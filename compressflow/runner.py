@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -10,6 +11,7 @@ from typing import Any
 
 import xarray as xr
 from distributed import Client, as_completed, progress, span
+from distributed.comm.core import CommClosedError
 from distributed.comm.addressing import get_address_host
 
 from compressflow._execute import record_path
@@ -25,6 +27,8 @@ from compressflow.spec import PipelineSpec, load_spec
 from compressflow.store import artifact_problem
 
 __all__ = ["run"]
+
+log = logging.getLogger("compressflow.runner")
 
 
 def run(
@@ -77,11 +81,8 @@ def run(
         say = _printer(show_progress)
         say(f"compressflow: {len(graph.nodes)} tasks in {len(graph.stages)} stages; dashboard {client.dashboard_link}")
         workers = client.scheduler_info(n_workers=-1)["workers"]  # address -> info, read once
-        client.register_plugin(
-            EnergyMeterPlugin(country=spec.energy.country, region=spec.energy.region, pue=spec.energy.pue,
-                              n_workers_on_host=_workers_per_host(workers)),
-            name="compressflow-energy",
-        )
+        _install_meter(client, EnergyMeterPlugin(country=spec.energy.country, region=spec.energy.region,
+                                                 pue=spec.energy.pue, n_workers_on_host=_workers_per_host(workers)))
         _check_resources(workers, graph)
         if show_progress:
             client.subscribe_topic("compressflow-progress", lambda event: say(_progress_line(event)))
@@ -165,6 +166,16 @@ def _gather(client: Client, graph: TaskGraph, futures: dict[str, Any]) -> dict[s
             done[key] = TaskRecord(key, node.stage, node.op, dict(node.point), status="failed",
                                    error=f"{type(exc).__name__}: {exc}".replace("\n", " "))
     return done
+
+
+def _install_meter(client: Client, plugin: EnergyMeterPlugin) -> None:
+    """Register the energy meter on every worker, present and future. The scheduler keeps the
+    plugin before it tells the workers, so a worker that dies meanwhile (its broadcast fails)
+    does not stop the run: its replacement gets the plugin when it joins."""
+    try:
+        client.register_plugin(plugin, name="compressflow-energy")
+    except CommClosedError as exc:
+        log.warning("a worker left while the energy meter was being installed (%s); continuing", exc)
 
 
 def _workers_per_host(workers: dict[str, Any]) -> dict[str, int]:

@@ -59,3 +59,17 @@ def test_report_without_results_exit_2(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no results at" in capsys.readouterr().err
     shutil.rmtree(tmp_path)
+
+
+def test_unwritable_output_and_unreadable_cluster_spec_exit_2(tmp_path, capsys):
+    spec = write(tmp_path, tiny_spec())
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert main(["run", str(spec), "--out", str(blocker / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("compressflow: error: --out: cannot write to") and "choose a writable directory" in err
+    assert len(err.splitlines()) == 1
+    assert main(["run", str(spec), "--cluster", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--cluster: cannot read cluster spec" in err and len(err.splitlines()) == 1
+    assert blocker.read_text() == "not a directory"  # nothing touched

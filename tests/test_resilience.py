@@ -44,3 +44,17 @@ def test_kill_9_of_a_worker_mid_task_is_retried(tmp_path):
     assert victim in first_worker  # the retried task had started on the killed worker
     assert all(str(w) != victim for w in retried.worker.values)  # and finished elsewhere
     assert (ledger.attempts.values >= 1).all()
+
+
+def test_worker_lost_while_the_meter_is_installed_does_not_stop_the_run(caplog):
+    """The benchmark found it: a worker killed during plugin registration made run() raise."""
+    from distributed.comm.core import CommClosedError
+
+    from compressflow.runner import _install_meter
+
+    class Client:
+        def register_plugin(self, plugin, name):
+            raise CommClosedError("in <TCP (closed) ConnectionPool.register_worker_plugin>: Stream is closed")
+
+    _install_meter(Client(), object())
+    assert "a worker left while the energy meter was being installed" in caplog.text
