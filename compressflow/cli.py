@@ -71,7 +71,7 @@ def _report(args: argparse.Namespace) -> int:
         raise InputError(f"report: {exc}") from None
     path = write_report(tree, args.out)
     print(path.read_text())
-    print(f"report: {path}")
+    print(f"report: {path} and {path.with_name('report.html')}")
     return 0
 
 

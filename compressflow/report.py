@@ -99,7 +99,8 @@ def _pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]
 
 
 def write_report(tree: xr.DataTree, out: Path | str) -> Path:
-    """Write ``out/report/report.md`` and its plots; returns the Markdown file's path."""
+    """Write ``out/report/report.md``, its plots, and ``report.html`` (the same and the
+    run-level plots, self-contained); returns the Markdown file's path."""
     folder = Path(out) / "report"
     folder.mkdir(parents=True, exist_ok=True)
     parts = [f"# {tree.attrs.get('name', 'compressflow run')}", "", "## Stages", "", markdown_table(summary_rows(tree))]
@@ -114,5 +115,9 @@ def write_report(tree: xr.DataTree, out: Path | str) -> Path:
         ]
     parts += pruning_sections(tree, folder)
     path = folder / "report.md"
-    path.write_text("\n".join(parts) + "\n")
+    text = "\n".join(parts) + "\n"
+    path.write_text(text)
+    from compressflow.html_report import write_html_report  # (it imports this module)
+
+    write_html_report(tree, folder, text)
     return path

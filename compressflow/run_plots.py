@@ -1,0 +1,181 @@
+"""Plots of a whole run, drawn from its ledger and stage groups: accuracy vs CO₂ over every
+task with the Pareto front, energy per stage, a Gantt chart of tasks per worker, how much of
+each stage ran in parallel, and energy against training time and epochs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["plot_energy_per_stage", "plot_energy_vs_training", "plot_gantt", "plot_pareto_all",
+           "stage_parallelism"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _ledger(tree: xr.DataTree) -> xr.Dataset:
+    return tree["tasks"].to_dataset()
+
+
+def _stage_colors(stages: list[str]) -> dict[str, str]:
+    return {s: f"C{i % 10}" for i, s in enumerate(stages)}
+
+
+def _task_accuracy(tree: xr.DataTree) -> dict[str, float]:
+    """Task key -> test accuracy of the model the task trained (stages that record
+    ``train_flops``; an evaluation's accuracy belongs to the model, not to its cost)."""
+    out: dict[str, float] = {}
+    for name in tree.children:
+        ds = tree[name].to_dataset()
+        if "train_flops" in ds and "accuracy" in ds and "task_key" in ds and ds["accuracy"].dims == ds["task_key"].dims:
+            for key, acc in zip(np.ravel(ds["task_key"].values), np.ravel(ds["accuracy"].values)):
+                if isinstance(key, str) and key and np.isfinite(acc):
+                    out[key] = float(acc)
+    return out
+
+
+def plot_pareto_all(tree: xr.DataTree, path: Path) -> Path | None:
+    """Test accuracy vs gCO₂ of every task that trained a scored model, by stage, and the
+    Pareto front (most accurate for its CO₂). None when no task has both."""
+    ledger = _ledger(tree)
+    acc = _task_accuracy(tree)
+    keys = [k for k in ledger.task.values if k in acc]
+    if not keys:
+        return None
+    plt = _plt()
+    sub = ledger.sel(task=keys)
+    stages = list(dict.fromkeys(sub.stage.values.tolist()))
+    colors = _stage_colors(stages)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    for stage in stages:
+        m = sub.stage.values == stage
+        ax.scatter(sub.co2_g.values[m], [100 * acc[k] for k in sub.task.values[m]], s=22, alpha=0.8,
+                   color=colors[stage], label=stage)
+    pts = sorted(zip(sub.co2_g.values.tolist(), [100 * acc[k] for k in sub.task.values]))
+    front, best = [], -np.inf
+    for co2, a in pts:
+        if a > best:
+            front.append((co2, a))
+            best = a
+    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="k", lw=1, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("CO₂ of the task (g CO₂eq)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_energy_per_stage(tree: xr.DataTree, path: Path) -> Path:
+    """Summed task energy per stage (kWh), split into CPU, GPU and RAM."""
+    ledger = _ledger(tree)
+    stages = list(dict.fromkeys(ledger.stage.values.tolist()))
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(stages) + 1.5), dpi=110)
+    left = np.zeros(len(stages))
+    for part, color in (("cpu_kwh", "C0"), ("gpu_kwh", "C2"), ("ram_kwh", "C1")):
+        vals = np.array([np.nansum(ledger[part].values[ledger.stage.values == s]) for s in stages])
+        ax.barh(stages, vals, left=left, color=color, label=part.replace("_kwh", "").upper())
+        left += vals
+    ax.invert_yaxis()
+    ax.set_xlabel("energy (kWh, summed over the stage's tasks)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_gantt(tree: xr.DataTree, path: Path) -> Path:
+    """One lane per worker; each task a bar from its start to its end, coloured by stage."""
+    ledger = _ledger(tree)
+    ok = ~np.isnat(ledger.start.values) & ~np.isnat(ledger.end.values)
+    sub = ledger.isel(task=ok)
+    t0 = sub.start.values.min()
+    workers = sorted(set(sub.worker.values.tolist()))
+    stages = list(dict.fromkeys(sub.stage.values.tolist()))
+    colors = _stage_colors(stages)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(workers) + 1.8), dpi=110)
+    for i, w in enumerate(workers):
+        m = sub.worker.values == w
+        starts = (sub.start.values[m] - t0) / np.timedelta64(1, "s")
+        ends = (sub.end.values[m] - t0) / np.timedelta64(1, "s")
+        ax.barh([i] * int(m.sum()), ends - starts, left=starts, height=0.6, edgecolor="white", linewidth=0.4,
+                color=[colors[s] for s in sub.stage.values[m]])
+    ax.set_yticks(range(len(workers)), [w.rsplit("/", 1)[-1] for w in workers], fontsize=8)
+    ax.set_xlabel("seconds since the first task started")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[s]) for s in stages]
+    ax.legend(handles, stages, fontsize=7, ncol=min(4, len(stages)), loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def stage_parallelism(tree: xr.DataTree) -> list[tuple[str, ...]]:
+    """Per stage with more than one task: wall time (first start to last end), summed task
+    time, their ratio (the speedup the stage got from running tasks side by side) and that
+    ratio over the workers it used (efficiency)."""
+    ledger = _ledger(tree)
+    rows = [("stage", "tasks", "workers", "wall s", "task time s", "parallel speedup", "efficiency")]
+    for stage in dict.fromkeys(ledger.stage.values.tolist()):
+        sub = ledger.isel(task=ledger.stage.values == stage)
+        if sub.sizes["task"] < 2 or np.isnat(sub.start.values).any():
+            continue
+        wall = float((sub.end.values.max() - sub.start.values.min()) / np.timedelta64(1, "s"))
+        busy = float(sub.duration_s.sum())
+        n = len(set(sub.worker.values.tolist()))
+        rows.append((stage, str(sub.sizes["task"]), str(n), f"{wall:.1f}", f"{busy:.1f}", f"{busy / wall:.2f}",
+                     f"{busy / wall / n:.2f}"))
+    return rows
+
+
+def plot_energy_vs_training(tree: xr.DataTree, path: Path) -> Path | None:
+    """Energy of every training-like task against its duration and against the epochs it
+    trained (per-task totals from the ledger; the 2024 carbon report found both linear)."""
+    ledger = _ledger(tree)
+    xs = []
+    for name in tree.children:
+        ds = tree[name].to_dataset()
+        if "train_loss" not in ds or "task_key" not in ds:
+            continue
+        epochs = np.isfinite(ds["train_loss"].values).sum(axis=-1)
+        for key, e in zip(np.ravel(ds["task_key"].values), np.ravel(epochs)):
+            if isinstance(key, str) and key in ledger.task.values:
+                row = ledger.sel(task=key)
+                xs.append((name, float(row.duration_s), int(e), float(row.energy_kwh)))
+    if not xs:
+        return None
+    plt = _plt()
+    stages = list(dict.fromkeys(x[0] for x in xs))
+    colors = _stage_colors(stages)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    for s in stages:
+        pts = [x for x in xs if x[0] == s]
+        a.scatter([p[1] for p in pts], [1e3 * p[3] for p in pts], color=colors[s], s=18, label=s)
+        b.scatter([p[2] for p in pts], [1e3 * p[3] for p in pts], color=colors[s], s=18, label=s)
+    a.set_xlabel("task duration (s)")
+    b.set_xlabel("epochs trained")
+    for ax in (a, b):
+        ax.set_ylabel("energy (Wh)")
+        ax.grid(alpha=0.3)
+    a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
