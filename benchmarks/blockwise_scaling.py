@@ -66,8 +66,9 @@ def measure(run, n_workers: int, spec_: dict, base: Path, out: Path) -> tuple[fl
     return wall, busy, float(blocks.energy_kwh.sum()), {str(w) for w in blocks.worker.values}
 
 
-def cache_vs_recompute(base: Path, layers: list[str]) -> list[tuple[str, float, float]]:
-    """Seconds to get each layer's train inputs/targets from the cache and by recomputing."""
+def cache_vs_recompute(base: Path, layers: list[str]) -> list[tuple[str, float, float, float]]:
+    """Seconds to get each layer's train inputs/targets from the Zarr cache, by recomputing
+    the teacher prefix, and from raw NumPy ``.npy`` files of the same arrays (the floor)."""
     import time
 
     from compressflow.data import load_splits
@@ -82,10 +83,16 @@ def cache_vs_recompute(base: Path, layers: list[str]) -> list[tuple[str, float, 
     rows = []
     for layer in layers:
         t0 = time.perf_counter()
-        _layer_data(net, layer, splits, cache)
+        x_in, y_out = _layer_data(net, layer, splits, cache)
         t1 = time.perf_counter()
         _layer_data(net, layer, splits, None)
-        rows.append((layer, t1 - t0, time.perf_counter() - t1))
+        t2 = time.perf_counter()
+        npy = base / f"{layer}.npz"
+        np.save(npy.with_suffix(".in.npy"), x_in.numpy())
+        np.save(npy.with_suffix(".out.npy"), y_out.numpy())
+        t3 = time.perf_counter()
+        np.load(npy.with_suffix(".in.npy")), np.load(npy.with_suffix(".out.npy"))
+        rows.append((layer, t1 - t0, t2 - t1, time.perf_counter() - t3))
     return rows
 
 
@@ -138,13 +145,13 @@ def peak_memory(base: Path) -> dict[str, tuple[float, float]]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     import compressflow
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--skip-sim", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         compressflow.run({**spec(args.epochs), "stages": {k: v for k, v in spec(args.epochs)["stages"].items()
@@ -166,18 +173,22 @@ def main() -> None:
         print(f"{label:18s} {t2:6.1f} {t1 / t2:8.2f} {t1 / t2 / 2:10.2f} {e1 / e2:8.2f} {b2 / b1:9.3f} "
               f"{2 * t2 - b2:7.1f} {used}")
     print(f"activation cache on disk: {size / 2**20:.1f} MiB ({len(LAYERS)} layers, train + val)")
-    for layer, cached, recomputed in reads:
+    for layer, cached, recomputed, raw in reads:
         print(f"  {layer:16s} read from cache {cached * 1e3:7.1f} ms, recompute prefix {recomputed * 1e3:7.1f} ms "
-              f"-> recompute/cache {recomputed / cached:.2f}")
+              f"-> recompute/cache {recomputed / cached:.2f}; raw .npy read {raw * 1e3:6.1f} ms -> cache/raw "
+              f"{cached / raw:.2f}")
     (lp, lg), (kp, kg) = memory["layer"], memory["kd"]
     print(f"peak resident memory during the task (fresh process, torch imported, data loaded): one layer task "
           f"{lp:.0f} MB (+{lg:.0f} MB over its start), whole-teacher KD task {kp:.0f} MB (+{kg:.0f} MB) -> growth "
           f"ratio {lg / max(kg, 1e-9):.2f}")
+    sim = None
     if not args.skip_sim:
         sys.path.insert(0, str(Path(__file__).parent))
         import scheduling_sim
 
-        scheduling_sim.main([])
+        sim = scheduling_sim.main([])
+    return {"t1": t1, "e1": e1, "b1": b1, "policies": rows, "cache_mib": size / 2**20, "reads": reads,
+            "memory": memory, "sim": sim}
 
 
 if __name__ == "__main__":

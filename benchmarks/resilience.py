@@ -66,13 +66,13 @@ def one_run(out: Path, tasks: int, seconds: float, kill: bool, rng: random.Rando
     return wall, ok, int((ledger.attempts > 1).sum())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--tasks", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         base = [one_run(Path(tmp) / f"calm{i}", args.tasks, args.seconds, False, rng)[0] for i in range(3)]
@@ -86,6 +86,7 @@ def main() -> None:
           f"{[r for _, _, r in results]}")
     print(f"median wall time: undisturbed {calm:.2f} s (3 runs), with a kill {killed:.2f} s -> extra "
           f"{killed - calm:.2f} s ({killed / calm:.2f}x)")
+    return {"runs": args.runs, "complete": complete, "calm_s": calm, "killed_s": killed}
 
 
 if __name__ == "__main__":

@@ -8,16 +8,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from compressflow.run_plots import pyplot, save_figure
+
 __all__ = ["plot_accuracy_vs_sparsity", "plot_similarity_heatmaps", "pruning_sections"]
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _over_seeds(da: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
@@ -28,7 +21,7 @@ def _over_seeds(da: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
 
 def plot_accuracy_vs_sparsity(pruned: xr.Dataset, path: Path, title: str) -> Path:
     """Test accuracy (mean ± std over seeds) against sparsity, one line per method."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     methods = pruned["method"].values if "method" in pruned.dims else [None]
     for method in methods:
@@ -43,15 +36,12 @@ def plot_accuracy_vs_sparsity(pruned: xr.Dataset, path: Path, title: str) -> Pat
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_similarity_heatmaps(sim: xr.Dataset, path: Path, title: str) -> Path:
     """Mean SVCCA similarity over seeds, layer × sparsity, one panel per method."""
-    plt = _plt()
+    plt = pyplot()
     methods = list(sim["method"].values) if "method" in sim.dims else [None]
     fig, axes = plt.subplots(1, len(methods), figsize=(2.6 * len(methods) + 2.6, 5.2), dpi=120, squeeze=False,
                              sharey=True)

@@ -9,17 +9,26 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-__all__ = ["plot_energy_per_stage", "plot_energy_vs_training", "plot_gantt", "plot_pareto_all",
-           "stage_parallelism"]
+__all__ = ["plot_energy_per_stage", "plot_energy_vs_training", "plot_gantt", "plot_pareto_all", "pyplot",
+           "save_figure", "stage_parallelism"]
 
 
-def _plt():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write and close ``fig``; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path)
+    pyplot().close(fig)
+    return path
 
 
 def _ledger(tree: xr.DataTree) -> xr.Dataset:
@@ -51,7 +60,7 @@ def plot_pareto_all(tree: xr.DataTree, path: Path) -> Path | None:
     keys = [k for k in ledger.task.values if k in acc]
     if not keys:
         return None
-    plt = _plt()
+    plt = pyplot()
     sub = ledger.sel(task=keys)
     stages = list(dict.fromkeys(sub.stage.values.tolist()))
     colors = _stage_colors(stages)
@@ -72,17 +81,14 @@ def plot_pareto_all(tree: xr.DataTree, path: Path) -> Path | None:
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_energy_per_stage(tree: xr.DataTree, path: Path) -> Path:
     """Summed task energy per stage (kWh), split into CPU, GPU and RAM."""
     ledger = _ledger(tree)
     stages = list(dict.fromkeys(ledger.stage.values.tolist()))
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(stages) + 1.5), dpi=110)
     left = np.zeros(len(stages))
     for part, color in (("cpu_kwh", "C0"), ("gpu_kwh", "C2"), ("ram_kwh", "C1")):
@@ -93,10 +99,7 @@ def plot_energy_per_stage(tree: xr.DataTree, path: Path) -> Path:
     ax.set_xlabel("energy (kWh, summed over the stage's tasks)")
     ax.legend(fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_gantt(tree: xr.DataTree, path: Path) -> Path:
@@ -108,7 +111,7 @@ def plot_gantt(tree: xr.DataTree, path: Path) -> Path:
     workers = sorted(set(sub.worker.values.tolist()))
     stages = list(dict.fromkeys(sub.stage.values.tolist()))
     colors = _stage_colors(stages)
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(workers) + 1.8), dpi=110)
     for i, w in enumerate(workers):
         m = sub.worker.values == w
@@ -121,10 +124,7 @@ def plot_gantt(tree: xr.DataTree, path: Path) -> Path:
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[s]) for s in stages]
     ax.legend(handles, stages, fontsize=7, ncol=min(4, len(stages)), loc="upper center", bbox_to_anchor=(0.5, -0.25))
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def stage_parallelism(tree: xr.DataTree) -> list[tuple[str, ...]]:
@@ -161,7 +161,7 @@ def plot_energy_vs_training(tree: xr.DataTree, path: Path) -> Path | None:
                 xs.append((name, float(row.duration_s), int(e), float(row.energy_kwh)))
     if not xs:
         return None
-    plt = _plt()
+    plt = pyplot()
     stages = list(dict.fromkeys(x[0] for x in xs))
     colors = _stage_colors(stages)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
@@ -175,7 +175,4 @@ def plot_energy_vs_training(tree: xr.DataTree, path: Path) -> Path | None:
         ax.set_ylabel("energy (Wh)")
         ax.grid(alpha=0.3)
     a.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
