@@ -314,6 +314,18 @@ class EnergyMeter:
                 self._open_segment()
             self._fill(reading, window, time.perf_counter() - t0)
 
+    def energy_so_far(self) -> float:
+        """kWh measured so far in the innermost open window (the task running now), for
+        per-epoch energy curves: the CodeCarbon segment is closed and reopened, so what it
+        measured is added to the window. ``nan`` outside a window."""
+        with self._lock:
+            if not self._active or self._tracker is None:
+                return _NAN
+            self._close_segment()
+            self._open_segment()
+            w = self._active[-1]
+            return w.cpu + w.gpu + w.ram
+
     # -- segments: one CodeCarbon task at a time, shared by the windows open during it ----------
 
     def _open_segment(self) -> None:

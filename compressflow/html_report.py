@@ -68,7 +68,7 @@ def write_html_report(tree: xr.DataTree, folder: Path, markdown: str) -> Path:
         ("Accuracy vs CO₂ over all tasks", plot_pareto_all(tree, folder / "pareto_all.png")),
         ("Energy per stage", plot_energy_per_stage(tree, folder / "energy_per_stage.png")),
         ("Tasks per worker", plot_gantt(tree, folder / "gantt.png")),
-        ("Energy vs training time and epochs", plot_energy_vs_training(tree, folder / "energy_vs_training.png")),
+        ("Energy vs epoch and vs time", plot_energy_vs_training(tree, folder / "energy_vs_training.png")),
     ]
     for title, png in sections:
         if png is not None:

@@ -146,33 +146,36 @@ def stage_parallelism(tree: xr.DataTree) -> list[tuple[str, ...]]:
 
 
 def plot_energy_vs_training(tree: xr.DataTree, path: Path) -> Path | None:
-    """Energy of every training-like task against its duration and against the epochs it
-    trained (per-task totals from the ledger; the 2024 carbon report found both linear)."""
-    ledger = _ledger(tree)
-    xs = []
+    """Cumulative energy of every training task against its epochs and against its wall
+    time, one line per task (the meter is read at the end of each epoch; the 2024 carbon
+    report found both linear). None when no task recorded an energy curve."""
+    curves = []
     for name in tree.children:
         ds = tree[name].to_dataset()
-        if "train_loss" not in ds or "task_key" not in ds:
+        if "energy_curve_kwh" not in ds or "elapsed_curve_s" not in ds:
             continue
-        epochs = np.isfinite(ds["train_loss"].values).sum(axis=-1)
-        for key, e in zip(np.ravel(ds["task_key"].values), np.ravel(epochs)):
-            if isinstance(key, str) and key in ledger.task.values:
-                row = ledger.sel(task=key)
-                xs.append((name, float(row.duration_s), int(e), float(row.energy_kwh)))
-    if not xs:
+        energy = ds["energy_curve_kwh"].transpose(..., "epoch")
+        elapsed = ds["elapsed_curve_s"].transpose(..., "epoch")
+        epochs = energy["epoch"].values
+        for e, t in zip(energy.values.reshape(-1, len(epochs)), elapsed.values.reshape(-1, len(epochs))):
+            ok = np.isfinite(e) & np.isfinite(t)
+            if ok.sum() >= 1:
+                curves.append((name, epochs[ok], t[ok], 1e3 * e[ok]))
+    if not curves:
         return None
     plt = pyplot()
-    stages = list(dict.fromkeys(x[0] for x in xs))
-    colors = _stage_colors(stages)
+    colors = _stage_colors(list(dict.fromkeys(c[0] for c in curves)))
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
-    for s in stages:
-        pts = [x for x in xs if x[0] == s]
-        a.scatter([p[1] for p in pts], [1e3 * p[3] for p in pts], color=colors[s], s=18, label=s)
-        b.scatter([p[2] for p in pts], [1e3 * p[3] for p in pts], color=colors[s], s=18, label=s)
-    a.set_xlabel("task duration (s)")
-    b.set_xlabel("epochs trained")
+    seen = set()
+    for stage, epochs, elapsed, wh in curves:
+        label = None if stage in seen else stage
+        seen.add(stage)
+        a.plot(epochs, wh, marker=".", color=colors[stage], alpha=0.7, label=label)
+        b.plot(elapsed, wh, marker=".", color=colors[stage], alpha=0.7)
+    a.set_xlabel("epoch")
+    b.set_xlabel("wall time since training started (s)")
     for ax in (a, b):
-        ax.set_ylabel("energy (Wh)")
+        ax.set_ylabel("cumulative energy (Wh)")
         ax.grid(alpha=0.3)
     a.legend(fontsize=7)
     return save_figure(fig, path)

@@ -32,7 +32,7 @@ def test_html_is_self_contained_with_the_run_plots(report):
     path, tree = report
     text = path.read_text()
     for title in ("Stages", "Accuracy vs CO₂ over all tasks", "Energy per stage", "Tasks per worker",
-                  "Energy vs training time and epochs", "Parallelism per stage"):
+                  "Energy vs epoch and vs time", "Parallelism per stage"):
         assert f">{title}<" in text, title
     assert 'src="file:' not in text and text.count('src="data:image/png;base64,') >= 4
     for png in ("pareto_all.png", "energy_per_stage.png", "gantt.png", "energy_vs_training.png"):

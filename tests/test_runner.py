@@ -81,3 +81,15 @@ def test_quickstart_reaches_90_percent(client, tmp_path):
     assert float(tree["teacher"]["accuracy"]) >= 0.90
     assert float(tree["test"]["accuracy"]) == pytest.approx(float(tree["teacher"]["accuracy"]))
     assert (tree["tasks"]["energy_kwh"] > 0).all()
+
+
+def test_energy_is_metered_per_epoch(client, tmp_path):
+    tree = compressflow.run(tiny_spec(params={"model": "resnet18", "width": 0.125, "epochs": 3, "batch_size": 128}),
+                            cluster=client, out=tmp_path, show_progress=False)
+    teacher = tree["teacher"].to_dataset()
+    curve, elapsed = teacher.energy_curve_kwh.values, teacher.elapsed_curve_s.values
+    assert curve.shape == (3,) and np.isfinite(curve).all() and (curve > 0).all()
+    assert (np.diff(curve) > 0).all() and (np.diff(elapsed) > 0).all()
+    total = float(tree["tasks"]["energy_kwh"].sel(task=str(teacher.task_key.values)))
+    assert curve[-1] <= total * (1 + 1e-9)  # read inside the task's own meter window
+    assert teacher.energy_curve_kwh.attrs["units"].startswith("kWh (cumulative")

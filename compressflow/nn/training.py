@@ -35,6 +35,8 @@ class History:
     train_accuracy: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
+    energy_kwh: list[float] = field(default_factory=list)  # cumulative at each epoch's end (when metered)
+    elapsed_s: list[float] = field(default_factory=list)  # cumulative wall time at each epoch's end
     train_samples: int = 0
     eval_samples: int = 0
     train_time_s: float = 0.0
@@ -99,6 +101,7 @@ def fit(
     loss_fn: LossFn = cross_entropy,
     device: torch.device | str = "cpu",
     on_epoch: Callable[[int, History], None] | None = None,
+    energy: Callable[[], float] | None = None,
 ) -> History:
     """Train ``model`` in place on ``splits.train``, evaluating on ``splits.val`` every epoch.
 
@@ -116,6 +119,9 @@ def fit(
         ``loss_fn(logits, x, y)``; cross-entropy by default.
     on_epoch : callable, optional
         ``on_epoch(epoch, history)`` after each epoch (progress reporting).
+    energy : callable, optional
+        Returns the energy (kWh) measured so far; read after each epoch into
+        ``history.energy_kwh`` (e.g. ``current_meter().energy_so_far``).
 
     Returns
     -------
@@ -131,6 +137,7 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     ops = splits.augment if augment else ()
     hist = History()
+    started = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
         t0 = time.perf_counter()
@@ -156,6 +163,9 @@ def fit(
         hist.train_accuracy.append(correct / seen)
         hist.val_accuracy.append(accuracy(model, splits.val, device=device))
         hist.eval_samples += len(splits.val)
+        hist.elapsed_s.append(time.perf_counter() - started)
+        if energy is not None:
+            hist.energy_kwh.append(energy())
         if on_epoch is not None:
             on_epoch(epoch, hist)
     model.eval()

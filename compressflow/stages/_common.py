@@ -11,6 +11,7 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field
 
 from compressflow.data import Splits
+from compressflow.energy import current_meter
 from compressflow.flops import macs_per_sample, param_count, train_step_flops_per_sample
 from compressflow.nn.models import build_model
 from compressflow.metrics import classification_metrics
@@ -54,7 +55,8 @@ UNITS = {
     "train_accuracy": "1", "lr": "1", "params": "count", "macs": "MAC/sample (forward)",
     "train_flops": "FLOP (forward+backward of every training step, plus any teacher forwards; FLOP = 2 MAC)",
     "task_flops": "FLOP (everything the task computed: training steps + evaluation forwards)",
-    "train_time_s": "s", "train_samples": "samples",
+    "train_time_s": "s", "train_samples": "samples", "elapsed_curve_s": "s (cumulative, end of each epoch)",
+    "energy_curve_kwh": "kWh (cumulative, end of each epoch; CPU+GPU+RAM as metered)",
 }
 
 
@@ -66,12 +68,16 @@ def with_units(ds: xr.Dataset) -> xr.Dataset:
 
 
 def curves(hist: History) -> dict[str, tuple[str, list[float]]]:
-    """Per-epoch curves as ``epoch``-dimension variables."""
+    """Per-epoch curves as ``epoch``-dimension variables (energy and elapsed time are
+    cumulative from the task's start of training; energy is ``nan`` when not metered)."""
+    n = len(hist.val_accuracy)
     return {
         "train_loss": ("epoch", hist.train_loss),
         "train_accuracy": ("epoch", hist.train_accuracy),
         "val_accuracy_curve": ("epoch", hist.val_accuracy),
         "lr": ("epoch", hist.lr),
+        "elapsed_curve_s": ("epoch", hist.elapsed_s if len(hist.elapsed_s) == n else [float("nan")] * n),
+        "energy_curve_kwh": ("epoch", hist.energy_kwh if len(hist.energy_kwh) == n else [float("nan")] * n),
     }
 
 
@@ -106,7 +112,8 @@ def fit_model(ctx: StageContext, *, model: str, width: float, seed: int, schedul
     def report(epoch: int, hist: History) -> None:
         ctx.progress(epoch=epoch, of=schedule.epochs, loss=hist.train_loss[-1], val_accuracy=hist.val_accuracy[-1])
 
-    hist = fit(net, splits, seed=seed, loss_fn=loss_fn, device=ctx.device, on_epoch=report, **schedule.model_dump())
+    hist = fit(net, splits, seed=seed, loss_fn=loss_fn, device=ctx.device, on_epoch=report,
+               energy=current_meter().energy_so_far, **schedule.model_dump())
     return net, hist, kwargs
 
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from compressflow.data import Splits, biased
+from compressflow.energy import current_meter
 from compressflow.errors import SpecError
 from compressflow.flops import macs_per_sample
 from compressflow.nn.models import build_model
@@ -163,10 +164,13 @@ def _fit(ctx: StageContext, net: torch.nn.Module, splits: Splits, schedule: Sche
 
     if isinstance(loss_fn, _AttentionTransfer):
         loss_fn.attach(net)
-    hist = fit(net, splits, seed=seed, loss_fn=loss_fn, device=ctx.device, on_epoch=report, **schedule.model_dump())
+    hist = fit(net, splits, seed=seed, loss_fn=loss_fn, device=ctx.device, on_epoch=report,
+               energy=current_meter().energy_so_far, **schedule.model_dump())
     if before is None or not before.val_accuracy:
         return hist
-    for field in ("train_loss", "train_accuracy", "val_accuracy", "lr"):  # rounds of iterative pruning, in order
+    offset = before.elapsed_s[-1] if before.elapsed_s else 0.0
+    before.elapsed_s.extend(offset + t for t in hist.elapsed_s)
+    for field in ("train_loss", "train_accuracy", "val_accuracy", "lr", "energy_kwh"):  # rounds, in order
         getattr(before, field).extend(getattr(hist, field))
     before.train_time_s += hist.train_time_s
     before.train_samples += hist.train_samples
