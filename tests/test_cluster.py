@@ -118,3 +118,15 @@ def test_tls_local_cluster_and_address_with_temporary_certificates(tmp_path):
         with pytest.raises(InputError, match=r"^--cluster: the scheduler at 'tls://.*' speaks TLS; give the cluster spec a 'security' entry"):
             with connect({"kind": "address", "address": cluster.scheduler_address, "timeout": 3}):
                 pass
+
+
+def test_embedded_cluster_listens_on_loopback_only():
+    from distributed import Client
+
+    from compressflow.cluster import local_cluster
+
+    with local_cluster(n_workers=1) as cluster, Client(cluster) as client:  # the defaults, unchanged
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert client.dashboard_link.startswith("http://127.0.0.1:")
+        workers = client.scheduler_info()["workers"]
+        assert all(addr.startswith("tcp://127.0.0.1:") for addr in workers)
