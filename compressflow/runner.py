@@ -11,8 +11,8 @@ from typing import Any
 
 import xarray as xr
 from distributed import Client, as_completed, progress, span
-from distributed.comm.core import CommClosedError
 from distributed.comm.addressing import get_address_host
+from distributed.comm.core import CommClosedError
 
 from compressflow._execute import record_path
 from compressflow.cluster import connect

@@ -3,6 +3,7 @@ fitting a fresh model, and recording it (checkpoint, curves, accuracy, costs).""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -16,11 +17,12 @@ from compressflow.flops import macs_per_sample, param_count, train_step_flops_pe
 from compressflow.nn.models import build_model
 from compressflow.metrics import classification_metrics
 from compressflow.nn.training import History, LossFn, cross_entropy, fit, predict
-from compressflow.records import Record
+from compressflow.records import Artifact, Record
 from compressflow.stages._context import StageContext
-from compressflow.store import save_checkpoint
+from compressflow.store import artifact_digest, save_checkpoint
 
-__all__ = ["UNITS", "PositiveInt", "Schedule", "Width", "curves", "fit_model", "model_costs", "model_record", "with_units"]
+__all__ = ["UNITS", "PositiveInt", "Schedule", "Width", "curves", "fit_model", "model_costs", "model_record", "with_units",
+           "zarr_record"]
 
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -139,3 +141,11 @@ def model_record(ctx: StageContext, net: torch.nn.Module, hist: History, model: 
         coords={"epoch": list(range(1, len(hist.val_accuracy) + 1)), **table5.coords},
     )
     return Record(with_units(metrics), artifact)
+
+
+def zarr_record(path: Path, meta: dict[str, Any], **metrics: Any) -> Record:
+    """The record of a stage that wrote a Zarr store at ``path``: ``metrics`` plus its size
+    on disk (``store_bytes``), and the store as a hashed ``zarr`` artifact."""
+    ds = xr.Dataset({**metrics, "store_bytes": sum(f.stat().st_size for f in path.rglob("*") if f.is_file())})
+    ds["store_bytes"].attrs["units"] = "bytes"
+    return Record(ds, Artifact("zarr", str(path), artifact_digest(path), meta))

@@ -31,7 +31,7 @@ from compressflow.nn.surgery import layer_io_batched, replaceable_layers, splice
 from compressflow.nn.training import accuracy, fit
 from compressflow.records import Artifact, Record, Upstream
 from compressflow.registries import STAGES
-from compressflow.stages._common import PositiveInt, Schedule, model_record, with_units
+from compressflow.stages._common import PositiveInt, Schedule, model_record, with_units, zarr_record
 from compressflow.stages._context import StageContext
 from compressflow.stages._layer_check import check_blockwise_layers
 from compressflow.stages._signature import BlockName
@@ -56,10 +56,7 @@ def activations(ctx: StageContext, *, model: Artifact, layers: tuple[str, ...] |
     names = replaceable_layers(net, include=layers, exclude=exclude)
     path = write_activations(net, {"train": splits.train.x, "val": splits.val.x}, names, ctx.artifact_path(".zarr"),
                              batch_size=batch_size, attrs={"model_sha256": model.sha256})
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    metrics = xr.Dataset({"n_layers": len(names), "store_bytes": size})
-    metrics["store_bytes"].attrs["units"] = "bytes"
-    return Record(metrics, Artifact("zarr", str(path), artifact_digest(path), {"layers": names}))
+    return zarr_record(path, {"layers": names}, n_layers=len(names))
 
 
 @STAGES.register

@@ -23,11 +23,11 @@ from compressflow.nn.surgery import replaceable_layers
 from compressflow.records import Artifact, Record
 from compressflow.registries import STAGES
 from compressflow.similarity import as_matrix, linear_cka, svcca as svcca_similarity
-from compressflow.stages._common import PositiveInt
+from compressflow.stages._common import PositiveInt, zarr_record
 from compressflow.stages._context import StageContext
 from compressflow.stages._layer_check import check_module_names
 from compressflow.stages._signature import stage_signature
-from compressflow.store import artifact_digest, load_checkpoint
+from compressflow.store import load_checkpoint
 
 __all__ = ["capture", "svcca"]
 
@@ -56,10 +56,7 @@ def capture(ctx: StageContext, *, model: Artifact, layers: tuple[str, ...] | Non
     path = write_activations(net, {split: x}, names, ctx.artifact_path(".zarr"), kinds=("out",),
                              attrs={"model_sha256": model.sha256, "probe_sha256": probe_hash, "probe_size": len(x),
                                     "probe_split": split})
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    metrics = xr.Dataset({"probe_size": len(x), "store_bytes": size})
-    metrics["store_bytes"].attrs["units"] = "bytes"
-    return Record(metrics, Artifact("zarr", str(path), artifact_digest(path), {"layers": names, "probe_sha256": probe_hash}))
+    return zarr_record(path, {"layers": names, "probe_sha256": probe_hash}, probe_size=len(x))
 
 
 @STAGES.register
