@@ -36,8 +36,11 @@ def execute_task(node: Node, data: dict[str, Any], out: str, *upstream: TaskReco
     """
     path = record_path(out, node.key)
     done = TaskRecord.load(path)
-    if done is not None and done.ok:
-        return done  # finished in an earlier run: reuse, do not recompute
+    if done is not None and done.ok:  # finished in an earlier run: reuse, do not recompute
+        # the same work may have been reached from another spec (another stage name, a seed
+        # given as a parameter rather than a sweep axis): label it as this node
+        done.stage, done.point = node.stage, dict(node.point)
+        return done
     task = TaskRecord(node.key, node.stage, node.op, dict(node.point), worker=_worker_name())
     inputs, broken = _inputs(node, list(upstream))
     if broken:

@@ -45,3 +45,20 @@ def test_interrupted_run_resumes_without_recomputing(client, tmp_path):
     np.testing.assert_allclose(a.elapsed_s, b.elapsed_s, atol=0.2)  # each task slept its 0.6 s
     assert list(tree["tasks"]["task"].values) == list(fresh["tasks"]["task"].values)
     assert json.loads(tree.attrs["spec"]) == json.loads(fresh.attrs["spec"])
+
+
+def test_work_reused_by_another_spec_is_labelled_by_the_new_spec(client, tmp_path):
+    # a task's key is its work (op, parameters, inputs), not its stage name or how its values
+    # were given: a second spec reaching the same work reuses it, under its own labels
+    first = {"name": "one", "stages": {"single": {"op": "wait", "params": {"label": 1}}}}
+    second = {"name": "two", "stages": {"swept": {"op": "wait", "sweep": {"label": [1, 2]}}}}
+    compressflow.run(first, cluster=client, out=tmp_path, show_progress=False)
+    (reused,) = [p.stem for p in (tmp_path / "records").glob("*.json")]
+    tree = compressflow.run(second, cluster=client, out=tmp_path, show_progress=False)
+    ledger = tree["tasks"].to_dataset()
+    assert reused in ledger.task.values and ledger.sizes["task"] == 2
+    assert list(ledger.stage.values) == ["swept", "swept"]
+    assert json.loads(str(ledger.point.sel(task=reused).values)) == {"label": 1}
+    swept = tree["swept"].to_dataset()
+    assert list(swept.label.values) == [1, 2] and str(swept.task_key.sel(label=1).values) == reused
+    assert len((tmp_path / "attempts" / f"{reused}.log").read_text().splitlines()) == 1  # not recomputed

@@ -4,12 +4,14 @@ valid choices, and the CLI exits 2 without a traceback."""
 import copy
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from compressflow import SpecError, load_spec
 from compressflow.cli import main
+from compressflow.graph import build_graph
 from conftest import tiny_spec
 
 
@@ -191,3 +193,21 @@ def test_required_param_may_come_from_the_sweep_or_is_named():
     spec["stages"]["blocks"]["sweep"] = {}
     with pytest.raises(SpecError, match=r"^stages\.blocks\.params\.layer: op 'replace_layer' requires 'layer'; set it in params or sweep$"):
         load_spec(spec)
+
+
+TASKS = Path(__file__).resolve().parents[1] / "tasks"
+# every study the project ships, with its task count (train/distill/... tasks after sweeps)
+SHIPPED_TASKS = {"quickstart": 2, "stkd": 100, "stkd_dml_long": 13, "stkd_dml_tau2": 34, "blockwise": 40,
+                 "pruning": 123}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_TASKS))
+def test_shipped_task_files_validate_and_expand(name, tmp_path):
+    path = TASKS / f"{name}.yaml"
+    graph = build_graph(load_spec(path), tmp_path)
+    assert len(graph.nodes) == SHIPPED_TASKS[name]
+
+
+def test_every_shipped_task_file_is_checked():
+    shipped = {p.stem for p in TASKS.glob("*.yaml")}
+    assert shipped == set(SHIPPED_TASKS)
