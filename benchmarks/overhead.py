@@ -18,6 +18,7 @@ Usage: ``python benchmarks/overhead.py [--tasks 200] [--epochs 5]``
 from __future__ import annotations
 
 import argparse
+import importlib
 import subprocess
 import sys
 import tempfile
@@ -50,19 +51,21 @@ def per_task_overhead(client: Client, n: int) -> tuple[float, float]:
     return runner, plain
 
 
-TASK_IMPORTS = "import compressflow._execute, compressflow.energy, compressflow.stages"
+TASK_MODULES = ("compressflow._execute", "compressflow.energy", "compressflow.stages")
 
 
 def warm_worker() -> None:
     """Import on a worker what its first compressflow task would (a no-op where the worker
     already did, e.g. when it re-imported this script as its main module)."""
-    exec(TASK_IMPORTS)
+    for name in TASK_MODULES:
+        importlib.import_module(name)
 
 
 def cold_import_s() -> float:
     """Seconds a fresh Python process spends importing what a compressflow task needs: paid
     once per worker process, by its first task."""
-    code = f"import time; t = time.perf_counter(); {TASK_IMPORTS}; print(time.perf_counter() - t)"
+    code = (f"import importlib, time; t = time.perf_counter(); "
+            f"[importlib.import_module(m) for m in {TASK_MODULES!r}]; print(time.perf_counter() - t)")
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
