@@ -11,9 +11,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from compressflow.energy import current_meter
+from compressflow._attempts import AttemptLog
+from compressflow.energy import co2_grams, current_meter
 from compressflow.graph import Node
-from compressflow.records import TaskRecord
+from compressflow.records import RecordError, TaskRecord, read_record
 from compressflow.registries import STAGES
 from compressflow.stages._context import StageContext
 from compressflow.stages._signature import stage_signature
@@ -33,10 +34,13 @@ def execute_task(node: Node, data: dict[str, Any], out: str, *upstream: TaskReco
 
     Never raises for a failing stage: the failure becomes ``status="failed"`` with the error
     message, and downstream tasks become ``upstream_failed``, so independent work goes on.
+    A persisted record is reused only when it passes :func:`~compressflow.records.read_record`
+    (the runner has hashed its artifact before submitting); a bad one is logged and the task
+    runs again.
     """
     path = record_path(out, node.key)
-    done = TaskRecord.load(path)
-    if done is not None and done.ok:  # finished in an earlier run: reuse, do not recompute
+    done = _reusable(path, out)
+    if done is not None:  # finished in an earlier run: reuse, do not recompute
         # the same work may have been reached from another spec (another stage name, a seed
         # given as a parameter rather than a sweep axis): label it as this node
         done.stage, done.point = node.stage, dict(node.point)
@@ -49,10 +53,11 @@ def execute_task(node: Node, data: dict[str, Any], out: str, *upstream: TaskReco
         return task
     ctx = StageContext(node.key, node.stage, data, Path(out))
     fn = STAGES.get(node.op)
-    task.workers_tried = _log_attempt(out, node.key, task.worker)
+    attempt = AttemptLog(out, node.key, task.worker)
+    task.workers_tried = attempt.start()
     task.attempts = len(task.workers_tried)
     task.start = time.time()
-    with current_meter().measure(node.key) as reading:
+    with current_meter().measure(node.key, on_sample=attempt.energy) as reading:
         try:
             task.record = stage_signature(node.op).call(fn, ctx, node.params, inputs)
             task.status = "ok"
@@ -61,21 +66,36 @@ def execute_task(node: Node, data: dict[str, Any], out: str, *upstream: TaskReco
             task.error = f"{type(exc).__name__}: {exc}".replace("\n", " ")
             log.error("task %s (%s) failed:\n%s", node.key, node.stage, traceback.format_exc())
     task.end = time.time()
-    task.energy = reading.as_dict()
+    attempt.end(task.status, reading.cpu_kwh, reading.gpu_kwh, reading.ram_kwh)
+    task.energy = with_lost_energy(reading.as_dict(), attempt.lost())
     if task.ok:
-        atomic_write_text(path, task.to_json())
+        atomic_write_text(path, task.to_json(root=out))
     return task
 
 
-def _log_attempt(out: str, key: str, worker: str) -> list[str]:
-    """Append this execution to ``OUT/attempts/<key>.log`` (one line per start; an append of
-    one short line is atomic) and return every worker that started the task so far: a worker
-    killed mid-task leaves its line, so a retry shows up in the ledger."""
-    path = Path(out) / "attempts" / f"{key}.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(f"{worker} {time.time():.3f}\n")
-    return [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def with_lost_energy(energy: dict[str, Any], lost: dict[str, float]) -> dict[str, Any]:
+    """This attempt's reading plus the energy of the task's attempts that did not finish
+    (``lost``, per component): what the task really cost. ``energy_lost_kwh`` keeps the lost
+    part; ``co2_g`` follows the new total."""
+    total = dict(energy)
+    for name, kwh in lost.items():
+        total[name] = float(total.get(name, float("nan"))) + kwh
+    total["energy_lost_kwh"] = sum(lost.values())
+    total["energy_kwh"] = sum(float(total.get(name, float("nan"))) for name in lost)
+    if "pue" in total and "intensity_g_per_kwh" in total:
+        total["co2_g"] = co2_grams(total["energy_kwh"], total["pue"], total["intensity_g_per_kwh"])
+    return total
+
+
+def _reusable(path: Path, out: str) -> TaskRecord | None:
+    try:
+        done = read_record(path, out, check_hash=False)
+    except FileNotFoundError:
+        return None
+    except RecordError as exc:
+        log.warning("record %s is not reused and its task runs again: %s", path, exc)
+        return None
+    return done if done.ok else None
 
 
 def _inputs(node: Node, upstream: list[TaskRecord]) -> tuple[dict[str, Any], TaskRecord | None]:

@@ -46,7 +46,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -184,6 +184,8 @@ def _quiet_codecarbon() -> None:
 @dataclass(eq=False)
 class _Window:
     name: str
+    on_sample: Callable[[float, float, float], None] | None = None
+    thread: int = field(default_factory=threading.get_ident)
     cpu: float = 0.0
     gpu: float = 0.0
     ram: float = 0.0
@@ -285,13 +287,18 @@ class EnergyMeter:
             tracker.stop()
 
     @contextmanager
-    def measure(self, name: str) -> Iterator[EnergyReading]:
+    def measure(self, name: str, on_sample: Callable[[float, float, float], None] | None = None
+                ) -> Iterator[EnergyReading]:
         """Measure the energy of the ``with`` block; the reading is filled in on exit, also on error.
 
         Parameters
         ----------
         name : str
             Task label (used for CodeCarbon's task name and in error messages).
+        on_sample : callable, optional
+            ``on_sample(cpu_kwh, gpu_kwh, ram_kwh)``, called with the window's energy so far
+            at each :meth:`energy_so_far` (each epoch), e.g. to log it where a killed task's
+            energy survives.
 
         Yields
         ------
@@ -299,7 +306,7 @@ class EnergyMeter:
         """
         self.start()
         reading = EnergyReading(intensity_g_per_kwh=self.intensity_g_per_kwh, pue=self.pue, country=self.country)
-        window = _Window(str(name))
+        window = _Window(str(name), on_sample)
         with self._lock:
             self._close_segment()
             self._active.append(window)
@@ -315,16 +322,24 @@ class EnergyMeter:
             self._fill(reading, window, time.perf_counter() - t0)
 
     def energy_so_far(self) -> float:
-        """kWh measured so far in the innermost open window (the task running now), for
-        per-epoch energy curves: the CodeCarbon segment is closed and reopened, so what it
-        measured is added to the window. ``nan`` outside a window."""
+        """kWh measured so far in the calling thread's open window (the task running in this
+        thread; else the innermost), for per-epoch energy curves: the CodeCarbon segment is
+        closed and reopened, so what it measured is added to the window. ``nan`` outside a
+        window. Calls the window's ``on_sample``."""
         with self._lock:
             if not self._active or self._tracker is None:
                 return _NAN
             self._close_segment()
             self._open_segment()
-            w = self._active[-1]
-            return w.cpu + w.gpu + w.ram
+            me = threading.get_ident()
+            w = next((w for w in reversed(self._active) if w.thread == me), self._active[-1])
+            cpu, gpu, ram = w.cpu, w.gpu, w.ram
+        if w.on_sample is not None and not w.errors:
+            try:
+                w.on_sample(cpu, gpu, ram)
+            except Exception as exc:  # a full disk must not fail the task that is being measured
+                log.warning("energy sample of task %r not logged: %s", w.name, exc)
+        return cpu + gpu + ram
 
     # -- segments: one CodeCarbon task at a time, shared by the windows open during it ----------
 

@@ -17,19 +17,26 @@ import numpy as np
 import xarray as xr
 
 from compressflow.energy import carbon_intensity, co2_grams
+from compressflow.errors import InputError
 from compressflow.graph import TaskGraph
 from compressflow.records import TaskRecord
 from compressflow.registries import SUMMARIES
 from compressflow import summaries as _summaries  # noqa: F401  (registers the study-level tables)
 from compressflow.store import replace_dir
 
-__all__ = ["build_results", "open_results", "save_results", "summary_rows", "summary_table"]
+__all__ = ["build_results", "check_results_store", "open_results", "save_results", "summary_rows", "summary_table"]
 
 LEDGER_UNITS = {
     "duration_s": "s", "energy_kwh": "kWh", "cpu_kwh": "kWh", "gpu_kwh": "kWh", "ram_kwh": "kWh",
-    "co2_g": "g CO2eq",
+    "energy_lost_kwh": "kWh", "facility_kwh": "kWh", "co2_g": "g CO2eq",
 }
-STAGE_LEDGER = ("status", "duration_s", "energy_kwh", "co2_g")
+LEDGER_DESCRIPTIONS = {
+    "energy_kwh": "IT energy (CPU + GPU + RAM, no PUE), attempts that did not finish included",
+    "energy_lost_kwh": "IT energy of attempts that did not finish (worker killed, stage failed); included in energy_kwh",
+    "facility_kwh": "facility energy = energy_kwh x pue (includes PUE, as STKD's Eq. 4)",
+    "co2_g": "energy_kwh x pue x carbon intensity",
+}
+STAGE_LEDGER = ("status", "duration_s", "energy_kwh", "facility_kwh", "co2_g")
 
 
 def build_results(graph: TaskGraph, tasks: Mapping[str, TaskRecord]) -> xr.DataTree:
@@ -80,6 +87,8 @@ def _ledger(tasks: list[TaskRecord], pue: float, intensity: float) -> xr.Dataset
             "cpu_kwh": ("task", np.array([energy(t, "cpu_kwh") for t in tasks])),
             "gpu_kwh": ("task", np.array([energy(t, "gpu_kwh") for t in tasks])),
             "ram_kwh": ("task", np.array([energy(t, "ram_kwh") for t in tasks])),
+            "energy_lost_kwh": ("task", np.array([energy(t, "energy_lost_kwh") for t in tasks])),
+            "facility_kwh": ("task", kwh * pue),
             "co2_g": ("task", co2_grams(kwh, pue, intensity)),
             "energy_method": ("task", [str(t.energy.get("method", "")) for t in tasks]),
             "attempts": ("task", np.array([t.attempts for t in tasks], dtype=np.int64)),
@@ -89,6 +98,8 @@ def _ledger(tasks: list[TaskRecord], pue: float, intensity: float) -> xr.Dataset
     )
     for name, unit in LEDGER_UNITS.items():
         ds[name].attrs["units"] = unit
+    for name, text in LEDGER_DESCRIPTIONS.items():
+        ds[name].attrs["description"] = text
     return ds
 
 
@@ -135,16 +146,76 @@ def _axis_labeller(values: list) -> Callable[[Any], Any]:
     return lambda v: json.dumps(v, sort_keys=True)
 
 
+#: root attribute that marks a store compressflow wrote (its value: the store's format version)
+STORE_MARKER = "compressflow_results"
+
+
 def save_results(tree: xr.DataTree, out: Path | str) -> Path:
     """Write ``tree`` to ``out/results.zarr`` atomically (the previous results stay readable
-    until the new store is complete). Returns the store path."""
+    until the new store is complete). Returns the store path.
+
+    Raises
+    ------
+    InputError
+        If ``out/results.zarr`` exists and is not a store compressflow wrote (see
+        :func:`check_results_store`): it is left as it is.
+    """
+    check_results_store(out)
     target = Path(out) / "results.zarr"
     portable = tree.map_over_datasets(_variable_length_strings)
+    portable.attrs[STORE_MARKER] = 1
     with warnings.catch_warnings():
         # consolidated metadata is what makes the store open fast; zarr flags it as not yet in the v3 spec
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         replace_dir(target, lambda tmp: portable.to_zarr(tmp, mode="w", consolidated=True))
     return target
+
+
+def check_results_store(out: Path | str) -> None:
+    """Refuse to replace ``out/results.zarr`` unless it is absent, an empty folder, or a store
+    compressflow wrote and nothing else: a Zarr v3 group whose root carries
+    :data:`STORE_MARKER` (or, from versions before the marker, the ``name``/``spec``/
+    ``created`` attributes and a ``tasks`` group), holding only Zarr's own files
+    (``zarr.json`` and chunks under ``c``). Replacing a store deletes it, so anything
+    else there may be someone's work.
+
+    Raises
+    ------
+    InputError
+        Naming the path and why it is not a compressflow store.
+    """
+    path = Path(out) / "results.zarr"
+    if not path.exists() and not path.is_symlink():
+        return
+    why = _not_a_store(path)
+    if why is not None:
+        raise InputError(f"--out: {str(path)!r} exists and is not a compressflow results store ({why}); "
+                         f"it would be replaced: move it away or choose another --out")
+
+
+def _not_a_store(path: Path) -> str | None:
+    if path.is_symlink():
+        return "it is a symbolic link"
+    if not path.is_dir():
+        return "it is a file"
+    if not any(path.iterdir()):
+        return None  # an empty folder: replacing it loses nothing
+    try:
+        root = json.loads((path / "zarr.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "no readable zarr.json at its root"
+    attrs = root.get("attributes") if isinstance(root, dict) else None
+    if not isinstance(attrs, dict):
+        return "its zarr.json has no attributes"
+    legacy = {"name", "spec", "created"} <= set(attrs) and (path / "tasks" / "zarr.json").is_file()
+    if STORE_MARKER not in attrs and not legacy:
+        return f"its root has no {STORE_MARKER!r} attribute"
+    for f in path.rglob("*"):
+        rel = f.relative_to(path)
+        # Zarr v3 writes only zarr.json metadata and chunks under c/ (a 0-d array's chunk is c itself)
+        if f.is_symlink() or (not f.is_dir() and f.name != "zarr.json" and "c" not in rel.parts):
+            return f"it holds {rel.as_posix()!r}, which compressflow did not write"
+    return None
 
 
 def _variable_length_strings(ds: xr.Dataset) -> xr.Dataset:

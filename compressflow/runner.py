@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import socket
 import sys
 import tempfile
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +24,8 @@ from compressflow.data import load_splits
 from compressflow.energy import EnergyMeterPlugin
 from compressflow.errors import InputError
 from compressflow.graph import TaskGraph, build_graph
-from compressflow.records import TaskRecord
-from compressflow.results import build_results, open_results, save_results
+from compressflow.records import RecordError, TaskRecord, read_record
+from compressflow.results import build_results, open_results, check_results_store, save_results
 from compressflow.scheduling import assign, durations_from_ledger
 from compressflow.spec import PipelineSpec, load_spec
 from compressflow.store import artifact_problem
@@ -74,9 +78,15 @@ def run(
     spec = load_spec(spec)
     out = Path(out) if out is not None else Path("runs") / spec.name
     _check_writable(out)
+    with _run_lock(out):
+        return _run_locked(spec, cluster, out, show_progress)
+
+
+def _run_locked(spec: PipelineSpec, cluster: Any, out: Path, show_progress: bool) -> xr.DataTree:
+    check_results_store(out)
     load_splits(**spec.data.options())  # a missing dataset directory fails here, not on a worker
     graph = build_graph(spec, out.resolve())
-    _check_reused_artifacts(graph, out)
+    _check_reused_records(graph, out.resolve())
     with connect(cluster) as client:
         say = _printer(show_progress)
         say(f"compressflow: {len(graph.nodes)} tasks in {len(graph.stages)} stages; dashboard {client.dashboard_link}")
@@ -201,19 +211,62 @@ def _check_resources(workers: dict[str, Any], graph: TaskGraph) -> None:
                 )
 
 
-def _check_reused_artifacts(graph: TaskGraph, out: Path) -> None:
-    """A finished task is reused only with its artifact intact: a checkpoint or activation
-    cache that went missing or changed since is reported before any task runs (nothing is
-    deleted; the message says how to recompute it)."""
+def _check_reused_records(graph: TaskGraph, out: Path) -> None:
+    """Validate every finished record this run would reuse (:func:`read_record`: schema, key,
+    digest, metrics, its artifact present and matching its sha256; a record a downstream
+    stage takes an artifact from must have one). A bad record is not reused: it is moved,
+    with its artifact if that changed, to ``OUT/rejected/<key>/`` (nothing is deleted), the
+    reason is printed once, here (also with ``--quiet``: it is a warning, not progress), and
+    the task runs again."""
+    consumed = {k for node in graph.nodes.values() for k in node.needs.values() if isinstance(k, str)}
     for key, node in graph.nodes.items():
         path = record_path(out, key)
-        done = TaskRecord.load(path)
-        if done is None or not done.ok or done.record is None or done.record.artifact is None:
+        try:
+            done = read_record(path, out)
+        except FileNotFoundError:
             continue
-        problem = artifact_problem(done.record.artifact)
-        if problem is not None:
-            raise InputError(f"stages.{node.stage}: {problem}; it belongs to the finished task {key}: "
-                             f"delete {str(path)!r} to recompute it")
+        except RecordError as exc:
+            why = str(exc)
+        else:
+            if not (done.ok and key in consumed and (done.record is None or done.record.artifact is None)):
+                continue
+            why = "has no artifact, but a downstream stage needs one"
+        moved = _reject(out, path, why)
+        message = (f"compressflow: warning: record {str(path)!r} of stage {node.stage!r} is not reused ({why}); "
+                   f"the task runs again; the old record is kept in {str(moved)!r}")
+        print(message, file=sys.stderr, flush=True)
+
+
+def _reject(out: Path, record: Path, why: str) -> Path:
+    """Move a bad record (and its artifact, when that is ours and no longer matches its hash)
+    to ``OUT/rejected/<key>[.n]/`` with ``why.txt``; return that folder."""
+    base = out / "rejected" / record.stem
+    target, n = base, 1
+    while target.exists():
+        target, n = base.with_name(f"{base.name}.{n}"), n + 1
+    target.mkdir(parents=True)
+    (target / "why.txt").write_text(why + "\n", encoding="utf-8")
+    try:
+        art = TaskRecord.from_json(record.read_text(encoding="utf-8"), out).record.artifact
+    except Exception:  # unreadable record: it has no artifact we can trust to be ours
+        art = None
+    if art is not None and _inside(Path(art.path), out / "artifacts") and artifact_problem(art) is not None \
+            and Path(art.path).exists():
+        os.replace(art.path, target / Path(art.path).name)
+    os.replace(record, target / record.name)
+    return target
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+#: what compressflow keeps under ``--out``; each must be a directory (or absent)
+RUN_DIRS = ("records", "attempts", "artifacts", "rejected")
 
 
 def _check_writable(out: Path) -> None:
@@ -223,6 +276,47 @@ def _check_writable(out: Path) -> None:
             pass
     except OSError as exc:
         raise InputError(f"--out: cannot write to {str(out)!r} ({exc.strerror}); choose a writable directory") from None
+    for name in RUN_DIRS:
+        path = out / name
+        if path.is_symlink() and not path.exists():
+            raise InputError(f"--out: {str(path)!r} is a broken symbolic link; compressflow keeps its {name} there: "
+                             f"remove the link or choose another --out")
+        if path.exists() and not path.is_dir():
+            raise InputError(f"--out: {str(path)!r} is a file, not a directory; compressflow keeps its {name} there: "
+                             f"move the file away or choose another --out")
+
+
+@contextmanager
+def _run_lock(out: Path):
+    """Hold ``OUT/.lock`` (``fcntl.flock``) for the whole run, so two runs never work in one
+    run directory at once; the file names the holder. The kernel drops the lock when its
+    process ends, however it ends, so a crashed run leaves nothing to clean up (the file
+    stays, with the last holder's details)."""
+    path = out / ".lock"
+    try:
+        fh = open(path, "a+", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--out: cannot open the run lock {str(path)!r} ({exc.strerror}); "
+                         f"remove it if it is not a file, or choose another --out") from None
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = " ".join(fh.read(500).split()) or "unknown"
+            raise InputError(f"--out: {str(out)!r} is in use by another compressflow run ({holder}); "
+                             f"wait for it to finish or choose another --out") from None
+        except OSError as exc:
+            raise InputError(f"--out: cannot lock {str(path)!r} ({exc.strerror}); "
+                             f"use a run directory on a filesystem with file locks") from None
+        fh.seek(0)
+        fh.truncate()
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        fh.write(f"pid {os.getpid()} on host {socket.gethostname()}, started {started}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()  # releases the lock
 
 
 def _printer(enabled: bool):
