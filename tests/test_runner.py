@@ -11,8 +11,8 @@ from compressflow.energy import carbon_intensity
 from conftest import tiny_spec
 
 LEDGER_VARS = {"stage", "op", "worker", "status", "start", "end", "duration_s", "energy_kwh", "cpu_kwh", "gpu_kwh",
-               "ram_kwh", "co2_g"}
-STAGE_VARS = {"accuracy", "val_accuracy", "energy_kwh", "co2_g", "train_flops", "params", "macs"}
+               "ram_kwh", "energy_lost_kwh", "facility_kwh", "co2_g"}
+STAGE_VARS = {"accuracy", "val_accuracy", "energy_kwh", "facility_kwh", "co2_g", "train_flops", "params", "macs"}
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,15 @@ def test_every_task_has_energy_and_co2(tiny_run):
     assert (ledger.energy_kwh > 0).all() and (ledger.co2_g > 0).all()
     np.testing.assert_allclose(ledger.energy_kwh, ledger.cpu_kwh + ledger.gpu_kwh + ledger.ram_kwh, rtol=1e-9)
     np.testing.assert_allclose(ledger.co2_g, ledger.energy_kwh * 1.5 * carbon_intensity("FRA"), rtol=1e-9)
+    # STKD's kWh include PUE (its Eq. 4); ours are IT energy, and facility_kwh is the PUE-scaled figure
+    np.testing.assert_allclose(ledger.facility_kwh, ledger.energy_kwh * 1.5, rtol=1e-12)
+    assert ledger.facility_kwh.attrs["units"] == "kWh" and "includes PUE" in ledger.facility_kwh.attrs["description"]
+    assert "no PUE" in ledger.energy_kwh.attrs["description"]
+    assert (ledger.energy_lost_kwh == 0).all()  # no attempt was lost
+    for stage in ("teacher", "test"):
+        group = tree[stage].to_dataset()
+        np.testing.assert_allclose(group.facility_kwh, group.energy_kwh * 1.5, rtol=1e-12)
+        assert group.facility_kwh.attrs["units"] == "kWh"
     assert all("cpu=" in m for m in ledger.energy_method.values)
     # the runner told each worker how many workers share its host (2), so host-wide RAM power is split
     assert all("n_workers_on_host=2" in m for m in ledger.energy_method.values)
