@@ -275,7 +275,8 @@ def _digest(payload: dict[str, Any]) -> str:
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
-    return "a number" if kind == (int, float) else {str: "a string", dict: "a mapping", list: "a list", int: "an integer"}[kind]
+    names = {str: "a string", dict: "a mapping", list: "a list", int: "an integer"}
+    return "a number" if kind == (int, float) else names[kind]
 
 
 def _short(value: Any, limit: int = 60) -> str:

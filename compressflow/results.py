@@ -32,7 +32,8 @@ LEDGER_UNITS = {
 }
 LEDGER_DESCRIPTIONS = {
     "energy_kwh": "IT energy (CPU + GPU + RAM, no PUE), attempts that did not finish included",
-    "energy_lost_kwh": "IT energy of attempts that did not finish (worker killed, stage failed); included in energy_kwh",
+    "energy_lost_kwh": "IT energy of attempts that did not finish (worker killed, stage failed); "
+                       "included in energy_kwh",
     "facility_kwh": "facility energy = energy_kwh x pue (includes PUE, as STKD's Eq. 4)",
     "co2_g": "energy_kwh x pue x carbon intensity",
 }

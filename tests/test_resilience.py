@@ -15,6 +15,18 @@ import compressflow
 from compressflow.cluster import local_cluster
 
 
+def _worker_inside_a_task(attempts, deadline: float) -> str:
+    from compressflow._attempts import parse_attempts
+
+    while time.time() < deadline:
+        for log in attempts.glob("*.log") if attempts.exists() else []:
+            running = [a for a in parse_attempts(log.read_text().splitlines()).values() if not a.status]
+            if running:
+                return running[-1].worker
+        time.sleep(0.02)
+    raise AssertionError("no task started within the deadline")
+
+
 def test_kill_9_of_a_worker_mid_task_is_retried(tmp_path):
     from distributed import Client
 
@@ -26,12 +38,9 @@ def test_kill_9_of_a_worker_mid_task_is_retried(tmp_path):
         runner = threading.Thread(target=lambda: result.setdefault(
             "tree", compressflow.run(spec, cluster=client, out=tmp_path, show_progress=False)))
         runner.start()
-        attempts = tmp_path / "attempts"
-        deadline = time.time() + 30
-        while time.time() < deadline and len(list(attempts.glob("*.log")) if attempts.exists() else []) < 2:
-            time.sleep(0.05)  # both workers are inside a task now
-        time.sleep(0.5)
-        victim = sorted(pids)[0]
+        # kill a worker that the attempt logs show inside a task (started, not ended), whatever the
+        # machine's load does to the timing (a worker between tasks would leave nothing to retry)
+        victim = _worker_inside_a_task(tmp_path / "attempts", deadline=time.time() + 60)
         os.kill(pids[victim], signal.SIGKILL)
         runner.join(timeout=120)
     tree = result["tree"]

@@ -105,8 +105,8 @@ def test_missing_or_corrupt_cache_on_rerun_is_recomputed_and_nothing_deleted(cli
     tree = compressflow.run(SPEC, cluster=client, out=tmp_path, show_progress=False)
     (warning,) = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert re.search(r"^compressflow: warning: record '.*activations-\w+\.json' of stage 'cache' is not reused "
-                     r"\(zarr '.*\.zarr' does not match its recorded sha256 \(modified or torn\)\); the task runs again",
-                     warning), warning
+                     r"\(zarr '.*\.zarr' does not match its recorded sha256 \(modified or torn\)\); "
+                     r"the task runs again", warning), warning
     assert (tree["tasks"]["status"] == "ok").all()
     kept = tmp_path / "rejected" / cache_record.stem
     assert (kept / store.name).is_dir() and (kept / cache_record.name).is_file()  # the torn store is kept, not deleted
