@@ -126,6 +126,7 @@ def _starts(out: Path) -> dict[str, int]:
     return {p.stem: len(p.read_text().splitlines()) for p in (out / "attempts").glob("*.log")}
 
 
+@pytest.mark.slow
 def test_editing_an_ignored_data_option_reruns_nothing(client, tmp_path):
     spec = tiny_spec()
     first = compressflow.run(spec, cluster=client, out=tmp_path, show_progress=False)
@@ -138,6 +139,7 @@ def test_editing_an_ignored_data_option_reruns_nothing(client, tmp_path):
     np.testing.assert_array_equal(again["test"]["accuracy"].values, first["test"]["accuracy"].values)
 
 
+@pytest.mark.slow
 def test_bumping_an_op_version_reruns_exactly_it_and_downstream(client, tmp_path, monkeypatch):
     spec = tiny_spec()
     spec["stages"]["other"] = {"op": "wait", "sweep": {"label": [0, 1]}}

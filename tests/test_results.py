@@ -65,6 +65,7 @@ def _record(out, key: str) -> xr.Dataset:
     return TaskRecord.load(out / "records" / f"{key}.json").record.metrics
 
 
+@pytest.mark.slow
 def test_sweeping_lr_builds_and_keeps_the_lr_curve(every_op):
     out, tree, records = every_op
     assert set(records) == set(STAGES), "add the new op to EVERY_OP"
@@ -80,6 +81,7 @@ def test_sweeping_lr_builds_and_keeps_the_lr_curve(every_op):
     assert str(grid.task_key.sel(lr=0.1).values) == str(tree["teacher"]["task_key"].values)
 
 
+@pytest.mark.slow
 def test_sweeping_sparsity_keeps_the_achieved_sparsity(every_op):
     out, tree, _ = every_op
     pruned = xr.open_datatree(out / "results.zarr", engine="zarr")["pruned"].to_dataset().load()
@@ -108,6 +110,7 @@ def _tasks(graph: TaskGraph, metrics: list[xr.Dataset]) -> dict[str, TaskRecord]
             for i, (n, m) in enumerate(zip(next(iter(graph.stages.values())), metrics))}
 
 
+@pytest.mark.slow  # needs one real record per op (the every_op run)
 @pytest.mark.parametrize("axis", ALL_PARAMS)
 @pytest.mark.parametrize("op", STAGES.list())
 def test_a_sweep_axis_never_collides_with_a_recorded_variable(every_op, op, axis):
