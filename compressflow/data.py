@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from compressflow.errors import DataError
+from compressflow.errors import DataError, one_line
 from compressflow.registries import DATASETS
 
 AUGMENT_OPS: tuple[str, ...] = ("crop", "flip", "rotate")
@@ -623,7 +623,7 @@ def _read_pickle(name: str, path: Path, *keys: str) -> list[Any]:
         raise DataError(f"{name}: refused to unpickle {str(path)!r}: {exc} is not allowed in a "
                         f"CIFAR batch ({_PICKLE_ALLOWED}); re-extract the official python archive") from None
     except Exception as exc:  # truncated or foreign files fail in many ways; all mean "bad file"
-        raise DataError(f"{name}: cannot unpickle {str(path)!r} ({type(exc).__name__}: {_one_line(exc)}); "
+        raise DataError(f"{name}: cannot unpickle {str(path)!r} ({type(exc).__name__}: {one_line(exc)}); "
                         "re-extract the official python archive") from None
     if not isinstance(obj, dict):
         raise DataError(f"{name}: {str(path)!r} holds a {type(obj).__name__}, not the official dict format; "
@@ -663,12 +663,6 @@ def _describe(value: Any) -> str:
     return f"of shape {arr.shape} ({arr.dtype})"
 
 
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    """An exception's message on one line, cut to ``limit`` characters (some span pages)."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _read_images(paths: list[Path]) -> np.ndarray:
     """Decode to one (N, 3, H, W) uint8 array at the first image's size, in threads (PIL releases the GIL).
 
@@ -693,10 +687,10 @@ def _read_images(paths: list[Path]) -> np.ndarray:
         except DataError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # PIL's own, larger limit
-            raise too_large(path, _one_line(exc)) from None
+            raise too_large(path, one_line(exc)) from None
         except Exception as exc:  # PIL fails in many ways (not an image, truncated, bad header): all mean "bad file"
             raise DataError(f"tinyimagenet: cannot read image {str(path)!r} ({type(exc).__name__}: "
-                            f"{_one_line(exc)}); replace it with the official file") from None
+                            f"{one_line(exc)}); replace it with the official file") from None
 
     with warnings.catch_warnings():
         # PIL warns (and decodes) between its own limit and twice it; our smaller limit refuses those anyway
@@ -715,7 +709,7 @@ def _read_text(name: str, path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{name}: cannot read {str(path)!r} as UTF-8 text ({type(exc).__name__}: "
-                        f"{_one_line(exc)}); re-extract the official archive") from None
+                        f"{one_line(exc)}); re-extract the official archive") from None
 
 
 def _check_int(field: str, value: Any, minimum: int) -> int:
