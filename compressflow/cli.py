@@ -67,7 +67,7 @@ def _report(args: argparse.Namespace) -> int:
 
     try:
         tree = open_results(args.out)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, InputError) as exc:  # no store, or one that cannot be read (damaged, foreign)
         raise InputError(f"report: {exc}") from None
     path = write_report(tree, args.out)
     print(path.read_text())
