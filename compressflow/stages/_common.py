@@ -54,7 +54,7 @@ class Schedule(BaseModel):
 
 UNITS = {
     "accuracy": "1", "val_accuracy": "1", "best_val_accuracy": "1", "train_loss": "loss units",
-    "train_accuracy": "1", "lr": "1", "params": "count", "macs": "MAC/sample (forward)",
+    "train_accuracy": "1", "lr_curve": "1", "params": "count", "macs": "MAC/sample (forward)",
     "train_flops": "FLOP (forward+backward of every training step, plus any teacher forwards; FLOP = 2 MAC)",
     "task_flops": "FLOP (everything the task computed: training steps + evaluation forwards)",
     "train_time_s": "s", "train_samples": "samples", "elapsed_curve_s": "s (cumulative, end of each epoch)",
@@ -77,7 +77,7 @@ def curves(hist: History) -> dict[str, tuple[str, list[float]]]:
         "train_loss": ("epoch", hist.train_loss),
         "train_accuracy": ("epoch", hist.train_accuracy),
         "val_accuracy_curve": ("epoch", hist.val_accuracy),
-        "lr": ("epoch", hist.lr),
+        "lr_curve": ("epoch", hist.lr),
         "elapsed_curve_s": ("epoch", hist.elapsed_s if len(hist.elapsed_s) == n else [float("nan")] * n),
         "energy_curve_kwh": ("epoch", hist.energy_kwh if len(hist.energy_kwh) == n else [float("nan")] * n),
     }
