@@ -95,3 +95,55 @@ def test_derived_seeds_are_stable_and_distinct():
     seeds = {derived_seed(m, s, p) for m in ("reinit", "random", "magnitude", "filters") for s in range(3)
              for p in ("init", "data", "mask")}
     assert len(seeds) == 36 and all(0 <= s < 2**63 for s in seeds) and not seeds & {0, 1, 2}
+
+
+def test_agp_prunes_at_the_scheduled_epochs(monkeypatch, original, tmp_path):
+    """``filters`` with 4 AGP steps over 8 epochs: the plan puts the steps at epochs
+    round(k · 4 / 3) = 0 (before training), 1, 3 and 4 (mid-training), at the cubic
+    levels s_k = s_f + (s_i − s_f)(1 − k/3)³ from 10 % to the target; the model's filter
+    sparsity during each epoch must be exactly the planned level, and the target from
+    mid-training on."""
+    out, art = original
+    target, steps, epochs = 0.5, 4, 8
+    levels = [target + (0.1 - target) * (1 - k / 3) ** 3 for k in range(steps)]  # 0.1, 0.3815, 0.4852, 0.5
+    plan = {0: levels[0], 1: levels[1], 3: levels[2], 4: levels[3]}
+    in_force = {}  # epoch → filter sparsity of a layer while that epoch trains
+    real = prune_module.fit
+
+    def spy(model, splits, *, on_epoch, epochs, **kw):
+        def during(epoch_done, hist):
+            on_epoch(epoch_done, hist)  # the AGP step (if any) for the epochs after this one
+            in_force[epoch_done + 1] = _filter_sparsity(model)
+        in_force[1] = _filter_sparsity(model)
+        return real(model, splits, on_epoch=during, epochs=epochs, **kw)
+
+    monkeypatch.setattr(prune_module, "fit", spy)
+    rec = prune(StageContext("agp", "pruned", DATA, tmp_path), model=art, method="filters", sparsity=target,
+                agp_steps=steps, schedule=Schedule(epochs=epochs, batch_size=512))
+    current = levels[0]
+    for epoch in range(1, epochs + 1):
+        if epoch - 1 in plan:  # a step at the end of epoch e is in force from epoch e + 1 on
+            current = plan[epoch - 1]
+        for name, (zero, filters) in in_force[epoch].items():
+            assert zero == round(current * filters), (epoch, name, zero, filters, current)
+    assert all(zero == round(target * n) for zero, n in in_force[5].values())  # the target at mid-training
+    sizes = {k: v[1] for k, v in in_force[1].items()}
+    assert any(round(a * n) != round(b * n) for n in sizes.values() for a, b in zip(levels, levels[1:]))
+    assert float(rec.metrics.sparsity) == pytest.approx(
+        np.average([round(target * n) / n for n in sizes.values()], weights=_conv_sizes(art)), abs=1e-6)
+
+
+def _filter_sparsity(model) -> dict[str, tuple[int, int]]:
+    """(zero output filters, filters) of every prunable conv, from the weights in force."""
+    out = {}
+    for name in prunable_layers(model):
+        m = model.get_submodule(name)
+        w = (m.weight_orig * m.weight_mask if hasattr(m, "weight_orig") else m.weight).detach()
+        if w.ndim == 4:
+            out[name] = (int((w.flatten(1).abs().sum(1) == 0).sum()), w.shape[0])
+    return out
+
+
+def _conv_sizes(art) -> list[int]:
+    net = load_checkpoint(art)
+    return [net.get_submodule(n).weight.numel() for n in prunable_layers(net) if net.get_submodule(n).weight.ndim == 4]
