@@ -20,3 +20,12 @@ class DataError(InputError):
 
 
 __all__ = ["DataError", "InputError", "SpecError"]
+
+
+class SpecWarning(UserWarning):
+    """A spec that validates but probably does not do what was meant (e.g. a schedule that
+    leaves almost no epochs at the base learning rate). The CLI prints it as one
+    ``compressflow: warning: <message>`` line; the run goes on."""
+
+
+__all__ += ["SpecWarning"]

@@ -41,7 +41,7 @@ from compressflow.nn.pruning import (agp_sparsity, apply_masks, filter_masks, la
 from compressflow.nn.training import History, accuracy, cross_entropy, fit
 from compressflow.records import Artifact, Record
 from compressflow.registries import LOSSES, STAGES
-from compressflow.stages._common import PositiveInt, Schedule, model_record
+from compressflow.stages._common import PositiveInt, Schedule, check_schedule, model_record
 from compressflow.stages._context import StageContext
 from compressflow.store import load_checkpoint
 
@@ -215,6 +215,9 @@ def _check_attention(spec, name: str) -> None:
 def _check_spec(spec, name: str) -> None:
     _check_rounds(spec, name)
     _check_attention(spec, name)
+    st = spec.stages[name]
+    if {"reinit", "random"} & set(st.sweep.get("method", [st.params.get("method", "magnitude")])):
+        check_schedule(spec, name)  # these train from scratch; magnitude/filters fine-tune
 
 
 prune.check_spec = _check_spec
