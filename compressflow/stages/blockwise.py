@@ -196,7 +196,8 @@ def rejection(drop: float, macs_before: float, macs_after: float, max_drop: floa
     reasons = []
     if not macs_after < macs_before:
         ratio = macs_after / macs_before if macs_before else float("inf")
-        reasons.append(f"{'more MACs than' if macs_after > macs_before else 'as many MACs as'} the layer ({ratio:.2f}×)")
+        more = "more MACs than" if macs_after > macs_before else "as many MACs as"
+        reasons.append(f"{more} the layer ({ratio:.2f}×)")
     if not np.isfinite(drop):
         reasons.append(f"accuracy drop not measured ({drop})")
     elif not drop < max_drop:

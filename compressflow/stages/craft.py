@@ -90,8 +90,8 @@ def craft(
         names = names[::-1]
     teacher_val = accuracy(teacher_net, splits.val, device=ctx.device)
     current = load_checkpoint(teacher, ctx.device).eval()
-    steps: dict[str, list] = {k: [] for k in ("accepted", "reject_reason", "accuracy_drop", "mse", "spliced_val_accuracy",
-                                              "macs_before", "macs_after", "val_accuracy_after")}
+    steps: dict[str, list] = {k: [] for k in ("accepted", "reject_reason", "accuracy_drop", "mse",
+                                              "spliced_val_accuracy", "macs_before", "macs_after", "val_accuracy_after")}
     kept: dict[str, tuple[float, float]] = {}
     for i, layer in enumerate(names):
         x_in, y_out = layer_io_batched(current.eval(), layer, splits.train.x)

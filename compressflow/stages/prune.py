@@ -113,8 +113,9 @@ def prune(
     name, kwargs = model.meta["model"], model.meta["kwargs"]
     loss_fn = _loss(ctx, distill, teacher or model, temperature, alpha, at_beta)
     if method in ("reinit", "random"):
+        mask_gen = torch.Generator().manual_seed(derived_seed(method, seed, "mask"))
         masks = (magnitude_masks(original, sparsity) if method == "reinit"
-                 else random_masks(original, sparsity, torch.Generator().manual_seed(derived_seed(method, seed, "mask"))))
+                 else random_masks(original, sparsity, mask_gen))
         net = fresh_model(name, kwargs, method, seed).to(ctx.device)
         apply_masks(net, masks)
         hist = _fit(ctx, net, splits, schedule, derived_seed(method, seed, "data"), loss_fn)
@@ -204,7 +205,8 @@ def _check_attention(spec, name: str) -> None:
             try:
                 found[arg] = (built[0], stage_outputs(built[1]))
             except InputError as exc:
-                raise SpecError(f"stages.{name}.params.distill: attention transfer on model {built[0]!r}: {exc}") from None
+                raise SpecError(f"stages.{name}.params.distill: attention transfer on model {built[0]!r}: "
+                                f"{exc}") from None
     if len(found) == 2 and len(found["model"][1]) != len(found["teacher"][1]):
         (m, a), (t, b) = found["model"], found["teacher"]
         raise SpecError(f"stages.{name}.params.distill: attention transfer pairs the stages of model {m!r} "

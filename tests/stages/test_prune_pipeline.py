@@ -114,7 +114,8 @@ def _prune_seen(monkeypatch, out, art, **options):
 
     with monkeypatch.context() as m:
         m.setattr(prune_module, "fit", spy)
-        rec = prune(StageContext("p", "pruned", DATA, out), model=art, sparsity=0.75, schedule=Schedule(**FAST), **options)
+        rec = prune(StageContext("p", "pruned", DATA, out), model=art, sparsity=0.75, schedule=Schedule(**FAST),
+                    **options)
     return rec, load_checkpoint(rec.artifact).state_dict(), counts
 
 

@@ -9,8 +9,7 @@ import torch
 
 import compressflow.stages._common as common_module
 import compressflow.stages.prune as prune_module
-from compressflow.data import load_splits
-from compressflow.nn.pruning import layer_sparsity, prunable_layers
+from compressflow.nn.pruning import prunable_layers
 from compressflow.stages._common import Schedule
 from compressflow.stages._context import StageContext
 from compressflow.stages.prune import derived_seed, prune
