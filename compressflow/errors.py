@@ -19,6 +19,12 @@ class DataError(InputError):
     """A dataset that cannot be loaded as asked (missing files, wrong options)."""
 
 
+class SpecWarning(UserWarning):
+    """A spec that validates but probably does not do what was meant (e.g. a schedule that
+    leaves almost no epochs at the base learning rate). The CLI prints it as one
+    ``compressflow: warning: <message>`` line; the run goes on."""
+
+
 def one_line(exc: BaseException, limit: int = 200) -> str:
     """A library exception's message on one line, cut to ``limit`` characters (some span pages),
     for quoting inside an :class:`InputError`."""
@@ -26,4 +32,4 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["DataError", "InputError", "SpecError", "one_line"]
+__all__ = ["DataError", "InputError", "SpecError", "SpecWarning", "one_line"]
