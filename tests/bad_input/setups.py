@@ -23,3 +23,11 @@ def out_is_a_file(tmp: Path, out: Path) -> None:
     """The run directory path exists as a regular file."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("not a directory\n")
+
+
+# --- cluster (cluster specs) ---------------------------------------------------------------
+
+@setup
+def cluster_not_utf8(tmp: Path, out: Path) -> None:
+    """A cluster spec saved as Latin-1: byte 11 is é (0xE9), not valid UTF-8."""
+    (tmp / "latin1.yaml").write_bytes("# host: caf\u00e9\nkind: local\n".encode("latin-1"))
