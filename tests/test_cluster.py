@@ -329,3 +329,18 @@ def test_run_whose_workers_keep_dying_stops_with_one_line(client, tmp_path, monk
     assert re.match(r"compressflow: error: cluster: stopped the run because its workers keep dying: no worker has "
                     r"been alive for \d+ s; .*Finished tasks are kept", err[0])
     assert {p.name: p.read_bytes() for p in (out / "records").glob("*.json")} == records
+
+
+@pytest.mark.parametrize("amount", [float("nan"), float("inf"), 2])
+def test_resource_request_no_worker_can_meet_is_refused_not_waited_for(amount):
+    """A NaN request compared below every offer (NaN < x is False), so the run submitted a
+    task no worker could take and waited forever; it is now refused like any unmet request."""
+    from types import SimpleNamespace
+
+    from compressflow.runner import _check_resources
+
+    graph = SimpleNamespace(stages={"teacher": [SimpleNamespace(resources={"GPU": amount})]})
+    with pytest.raises(InputError, match=r"^stages\.teacher\.resources\.GPU: needs .* but no worker offers that much"):
+        _check_resources({"tls://127.0.0.1:1": {"resources": {"GPU": 1}}}, graph)
+    _check_resources({"tls://127.0.0.1:1": {"resources": {"GPU": 1}}},
+                     SimpleNamespace(stages={"teacher": [SimpleNamespace(resources={"GPU": 1})]}))
