@@ -261,3 +261,9 @@ def results_foreign_store(tmp: Path, out: Path) -> None:
 def results_store_is_a_file(tmp: Path, out: Path) -> None:
     out.mkdir(parents=True)
     (out / "results.zarr").write_text("not a store\n")
+# --- cluster (cluster specs) ---------------------------------------------------------------
+
+@setup
+def cluster_not_utf8(tmp: Path, out: Path) -> None:
+    """A cluster spec saved as Latin-1: byte 11 is é (0xE9), not valid UTF-8."""
+    (tmp / "latin1.yaml").write_bytes("# host: caf\u00e9\nkind: local\n".encode("latin-1"))
