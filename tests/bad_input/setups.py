@@ -261,6 +261,8 @@ def results_foreign_store(tmp: Path, out: Path) -> None:
 def results_store_is_a_file(tmp: Path, out: Path) -> None:
     out.mkdir(parents=True)
     (out / "results.zarr").write_text("not a store\n")
+
+
 # --- cluster (cluster specs) ---------------------------------------------------------------
 
 @setup
