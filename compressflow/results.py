@@ -23,7 +23,7 @@ import numpy as np
 import xarray as xr
 
 from compressflow.energy import carbon_intensity, co2_grams
-from compressflow.errors import InputError, SpecError
+from compressflow.errors import InputError, SpecError, one_line
 from compressflow.graph import TaskGraph
 from compressflow.records import TaskRecord
 from compressflow.registries import SUMMARIES
@@ -283,14 +283,56 @@ def open_results(out: Path | str) -> xr.DataTree:
     ------
     FileNotFoundError
         If there is no results store there.
+    InputError
+        If the store cannot be read as compressflow results: damaged metadata, a chunk that
+        does not decode, or another program's Zarr store (no ``/tasks`` ledger). One line
+        naming the store and, where it is one array, that array.
     """
     path = Path(out)
     if path.name != "results.zarr":
         path = path / "results.zarr"
     if not path.exists():
         raise FileNotFoundError(f"no results at {str(path)!r}; run `compressflow run SPEC --out DIR` first")
-    with xr.open_datatree(path, engine="zarr") as tree:
-        return tree.load()
+
+    def unreadable(detail: str) -> InputError:
+        return InputError(f"{str(path)!r} is not a readable compressflow results store ({detail}); "
+                          "re-run the spec with the same --out to rebuild it from the finished tasks' records")
+
+    try:
+        with warnings.catch_warnings():
+            # a store without consolidated metadata is not ours; it is refused below, not warned about
+            warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated metadata",
+                                    category=RuntimeWarning)
+            with xr.open_datatree(path, engine="zarr") as tree:
+                try:
+                    tree = tree.load()
+                except Exception as exc:  # a damaged chunk (zstd, truncated, wrong size): find which array
+                    raise unreadable(_first_unreadable(tree) or f"{type(exc).__name__}: {one_line(exc)}") from None
+    except InputError:
+        raise
+    except Exception as exc:  # unparsable or missing metadata, not a Zarr store at all
+        raise unreadable(f"{type(exc).__name__}: {one_line(exc)}") from None
+    ledger = tree.children.get("tasks")
+    missing = [v for v in _LEDGER_NEEDED if ledger is None or v not in ledger.data_vars]
+    if ledger is None or "task" not in ledger.dims or missing:
+        raise unreadable("no /tasks ledger" if ledger is None else
+                         f"its /tasks ledger lacks {', '.join(missing) or 'the task dimension'}")
+    return tree
+
+
+_LEDGER_NEEDED = ("stage", "op", "status", "duration_s", "energy_kwh", "co2_g")  # what the summary reads
+
+
+def _first_unreadable(tree: xr.DataTree) -> str | None:
+    """``node/variable: error`` for the first array of a lazily opened tree that cannot be read."""
+    for node in tree.subtree:
+        for name, var in node.variables.items():
+            try:
+                var.values
+            except Exception as exc:
+                where = "/".join(p for p in (node.path.strip("/"), str(name)) if p)
+                return f"{where}: {type(exc).__name__}: {one_line(exc)}"
+    return None
 
 
 def summary_rows(tree: xr.DataTree) -> list[tuple[str, ...]]:

@@ -103,7 +103,7 @@ def test_missing_or_corrupt_cache_on_rerun_is_recomputed_and_nothing_deleted(cli
     before = {p.name: p.stat().st_mtime_ns for p in records if p != cache_record}
     capsys.readouterr()
     tree = compressflow.run(SPEC, cluster=client, out=tmp_path, show_progress=False)
-    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "warning: record" in line]
     assert re.search(r"^compressflow: warning: record '.*activations-\w+\.json' of stage 'cache' is not reused "
                      r"\(zarr '.*\.zarr' does not match its recorded sha256 \(modified or torn\)\); "
                      r"the task runs again", warning), warning
