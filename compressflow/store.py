@@ -3,6 +3,7 @@ atomically replaced directory trees (the results store)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -24,6 +25,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "load_checkpoint",
+    "load_weights",
     "replace_dir",
     "save_checkpoint",
     "sha256_file",
@@ -119,22 +121,8 @@ def load_checkpoint(artifact: Artifact, device: torch.device | str = "cpu") -> t
     from compressflow.nn.models import build_model
     from compressflow.nn.surgery import set_module
 
-    path = Path(artifact.path)
-    problem = artifact_problem(artifact)
-    if problem is not None:
-        raise InputError(f"{problem}; re-run the stage that produced it")
-
-    def bad(what: str) -> InputError:
-        # the hash matched, so the record itself points at this file: it was written so, or both were edited
-        return InputError(f"checkpoint {str(path)!r} is not a compressflow checkpoint ({what}); "
-                          "re-run the stage that produced it")
-
-    try:
-        blob = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError ... for foreign bytes
-        raise bad(f"{type(exc).__name__}: {_torch_load_detail(exc)}") from None
-    if not isinstance(blob, dict):
-        raise bad(f"it holds a {type(blob).__name__}, not a dict")
+    blob = load_weights(artifact, device)
+    bad = functools.partial(_not_a, artifact)
     expected = {"model": str, "kwargs": dict, "state_dict": dict, "surgery": dict}
     for key, kind in expected.items():
         if key not in blob and key != "surgery":
@@ -149,6 +137,34 @@ def load_checkpoint(artifact: Artifact, device: torch.device | str = "cpu") -> t
     except Exception as exc:  # unknown model/block, bad kwargs, missing or misshapen weights
         raise bad(f"{type(exc).__name__}: {one_line(exc)}") from None
     return model.to(device)
+
+
+def load_weights(artifact: Artifact, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The dict saved in a checkpoint or block artifact, verified against its recorded sha256
+    and read weights-only (a file cannot run code).
+
+    Raises
+    ------
+    InputError
+        If the file is missing, its hash differs from the artifact's, or it is not a
+        weights-only torch file holding a dict: one line naming the file.
+    """
+    problem = artifact_problem(artifact)
+    if problem is not None:
+        raise InputError(f"{problem}; re-run the stage that produced it")
+    try:
+        blob = torch.load(Path(artifact.path), map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError ... for foreign bytes
+        raise _not_a(artifact, f"{type(exc).__name__}: {_torch_load_detail(exc)}") from None
+    if not isinstance(blob, dict):
+        raise _not_a(artifact, f"it holds a {type(blob).__name__}, not a dict")
+    return blob
+
+
+def _not_a(artifact: Artifact, what: str) -> InputError:
+    # the hash matched, so the record itself points at this file: it was written so, or both were edited
+    return InputError(f"{artifact.kind} {artifact.path!r} is not a compressflow {artifact.kind} ({what}); "
+                      "re-run the stage that produced it")
 
 
 def _torch_load_detail(exc: BaseException) -> str:

@@ -104,3 +104,28 @@ def test_hash_is_still_checked_first(tmp_path, good_blob):
     path.write_bytes(b"swapped after the record was written")
     with pytest.raises(InputError, match=r"does not match its recorded sha256"):
         load_checkpoint(art)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"not a torch file", r"not a compressflow block \(UnpicklingError|RuntimeError"),
+    ("payload", r"not a compressflow block \(UnpicklingError: .*posix.system|builtins"),
+    ({"layer": "conv1", "block": "ds2"}, r"does not rebuild a 'ds2' block for this teacher \(KeyError: 'state_dict'\)"),
+    ({"layer": "nope", "block": "ds2", "state_dict": {}}, r"does not rebuild a 'ds2' block .*AttributeError"),
+])
+def test_a_block_artifact_that_is_not_a_block_is_one_line(tmp_path, content, fragment):
+    """assemble reads each replace_layer block through the same verified weights-only loader as
+    checkpoints: a file that matches its recorded hash but is not a block is one InputError line
+    naming it, and a crafted one runs nothing."""
+    from compressflow.stages.blockwise import _load_block
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "b.block.pt"
+    if content == "payload":
+        content = torch_bytes(Payload(os.system, f"touch {marker}"))
+    path.write_bytes(content if isinstance(content, bytes) else torch_bytes(content))
+    art = Artifact("block", str(path), sha256_file(path), {"layer": "conv1", "block": "ds2"})
+    with pytest.raises(InputError) as err:
+        _load_block(art, build_model("resnet18", **KWARGS), torch.device("cpu"))
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and re.search(fragment, msg), msg
+    assert not marker.exists()

@@ -26,6 +26,7 @@ from pydantic import Field
 
 from compressflow.activations import read_layer, write_activations
 from compressflow.data import Splits
+from compressflow.errors import InputError, one_line
 from compressflow.flops import macs_per_sample, param_count
 from compressflow.nn.blocks import make_block
 from compressflow.nn.surgery import layer_io_batched, replaceable_layers, spliced
@@ -36,7 +37,7 @@ from compressflow.stages._common import PositiveInt, Schedule, model_record, wit
 from compressflow.stages._context import StageContext
 from compressflow.stages._layer_check import check_blockwise_layers
 from compressflow.stages._signature import BlockName
-from compressflow.store import artifact_digest, atomic_write_bytes, load_checkpoint
+from compressflow.store import artifact_digest, atomic_write_bytes, load_checkpoint, load_weights
 
 __all__ = ["activations", "assemble", "rejection", "replace_layer"]
 
@@ -242,10 +243,8 @@ def assemble(
         if layer is not None:
             reasons[layer] = reason
         if not reason:
-            blob = torch.load(task.record.artifact.path, map_location=ctx.device, weights_only=True)
-            blk = make_block(blob["block"], net.get_submodule(blob["layer"]))
-            blk.load_state_dict(blob["state_dict"])
-            chosen[blob["layer"]] = (blob["block"], blk, m)
+            name, blk = _load_block(task.record.artifact, net, ctx.device)
+            chosen[name] = (task.record.artifact.meta["block"], blk, m)
     student = spliced(net, {layer: b for layer, (_, b, _) in chosen.items()})
     hist = fit(student, splits, seed=seed, device=ctx.device, **schedule.model_dump())
     extra = {
@@ -260,3 +259,17 @@ def assemble(
     }
     surgery = {layer: name for layer, (name, _, _) in chosen.items()}
     return model_record(ctx, student, hist, teacher.meta["model"], teacher.meta["kwargs"], extra, surgery=surgery)
+
+
+def _load_block(artifact: Artifact, net: torch.nn.Module, device: torch.device) -> tuple[str, torch.nn.Module]:
+    """The replacement block of a ``replace_layer`` artifact, rebuilt for ``net``'s layer:
+    hash-checked and weights-only like every checkpoint (a bad file is one InputError line)."""
+    blob = load_weights(artifact, device)
+    try:
+        layer = blob["layer"]
+        blk = make_block(blob["block"], net.get_submodule(layer))
+        blk.load_state_dict(blob["state_dict"])
+    except Exception as exc:  # missing keys, an unknown block or layer, misshapen weights
+        raise InputError(f"block {artifact.path!r} does not rebuild a {artifact.meta.get('block')!r} block for this "
+                         f"teacher ({type(exc).__name__}: {one_line(exc)}); re-run its replace_layer task") from None
+    return layer, blk.to(device)
