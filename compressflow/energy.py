@@ -57,7 +57,20 @@ from distributed.comm.addressing import get_address_host
 from compressflow import _nvml
 from compressflow.errors import InputError
 
-__all__ = ["EnergyMeter", "EnergyMeterPlugin", "EnergyReading", "carbon_intensity", "co2_grams", "current_meter"]
+__all__ = ["EnergyMeter", "EnergyMeterPlugin", "EnergyReading", "MeterCompatibilityError", "carbon_intensity",
+           "co2_grams", "current_meter"]
+
+#: CodeCarbon releases the meter is tested with (pyproject.toml bounds the dependency to these).
+TESTED_CODECARBON = ">=3.3.2,<3.4"
+
+#: What the meter reads of CodeCarbon beyond its public API (checked by :meth:`EnergyMeter.start`):
+#: object → attributes. The hardware objects are found by class name in ``tracker._hardware``.
+CODECARBON_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "OfflineEmissionsTracker": ("_hardware", "_tasks", "start_task", "stop_task"),
+    "CPU": ("_mode", "_tdp", "_tracking_mode", "_cpu_count"),
+    "RAM": ("_force_ram_power",),
+    "stop_task() result": ("cpu_energy", "ram_energy"),
+}
 
 log = logging.getLogger(__name__)
 _NAN = float("nan")
@@ -176,6 +189,39 @@ def _is_number(x: Any, kind: type | tuple[type, ...] = (int, float)) -> bool:
     return isinstance(x, kind) and not isinstance(x, bool)
 
 
+class MeterCompatibilityError(InputError):
+    """The installed CodeCarbon lacks something the meter relies on: the numbers it would
+    produce could not be trusted, so the meter refuses to start."""
+
+
+def check_codecarbon_api(tracker: Any, task_data: Any) -> None:
+    """Raise :class:`MeterCompatibilityError` unless ``tracker`` (a started
+    ``OfflineEmissionsTracker``) and ``task_data`` (what its ``stop_task`` returned) have every
+    attribute in :data:`CODECARBON_ATTRIBUTES`.
+
+    CodeCarbon exposes how it measures (CPU model or counter, TDP, RAM model) only through
+    private attributes, which may change in any release; a silent fallback would mislabel
+    every reading, so a missing one stops the meter loudly instead.
+    """
+    import codecarbon
+
+    hardware = {type(hw).__name__: hw for hw in getattr(tracker, "_hardware", None) or []}
+    objects = {"OfflineEmissionsTracker": tracker, "CPU": hardware.get("CPU"), "RAM": hardware.get("RAM"),
+               "stop_task() result": task_data}
+    missing = []
+    for where, attrs in CODECARBON_ATTRIBUTES.items():
+        obj = objects[where]
+        if obj is None:
+            missing.append(f"{where} (no such hardware object)")
+        else:
+            missing += [f"{where}.{attr}" for attr in attrs if not hasattr(obj, attr)]
+    if missing:
+        raise MeterCompatibilityError(
+            f"energy: CodeCarbon {getattr(codecarbon, '__version__', '?')} lacks {', '.join(missing)}, which the "
+            f"energy meter reads; install a tested release: pip install 'codecarbon{TESTED_CODECARBON}'"
+        )
+
+
 def _quiet_codecarbon() -> None:
     # The tracker sets its level only after logging its first INFO/WARNING lines.
     logging.getLogger("codecarbon").setLevel(logging.ERROR)
@@ -268,7 +314,12 @@ class EnergyMeter:
             # The hardware probe (CPU model → TDP table, GPU scan) happens on the first
             # window; pay it here, once per worker, rather than inside the first task.
             tracker.start_task("compressflow-warmup")
-            tracker.stop_task("compressflow-warmup")
+            warmup = tracker.stop_task("compressflow-warmup")
+            try:
+                check_codecarbon_api(tracker, warmup)
+            except MeterCompatibilityError:
+                tracker.stop()
+                raise
             self._tracker = tracker
             self._describe_hardware(tracker)
             if device is not None:
@@ -349,7 +400,7 @@ class EnergyMeter:
         try:
             data = self._tracker.stop_task(label)
             # CodeCarbon keeps every finished task for the tracker's lifetime; a worker runs thousands.
-            getattr(self._tracker, "_tasks", {}).pop(label, None)
+            self._tracker._tasks.pop(label, None)
             if data is None:
                 raise RuntimeError("CodeCarbon returned no data for the window")
             gpu = self._gpu.kwh_since(gpu_mj) if self._gpu is not None and gpu_mj is not None else 0.0
@@ -381,18 +432,18 @@ class EnergyMeter:
 
     def _describe_hardware(self, tracker: Any) -> None:
         # CodeCarbon exposes how it measures only on its hardware objects (private attributes).
-        hardware = {getattr(hw, "chip_part", type(hw).__name__).upper(): hw for hw in getattr(tracker, "_hardware", [])}
+        hardware = {type(hw).__name__: hw for hw in tracker._hardware}  # attributes checked by check_codecarbon_api
         cpu, ram, n = hardware.get("CPU"), hardware.get("RAM"), self.n_workers_on_host
-        mode, tdp = getattr(cpu, "_mode", type(cpu).__name__), getattr(cpu, "_tdp", None)
+        mode, tdp = cpu._mode, cpu._tdp
         self._cpu_split = self._ram_split = n
-        if mode == "cpu_load" and getattr(cpu, "_tracking_mode", None) == "process":
+        if mode == "cpu_load" and cpu._tracking_mode == "process":
             self._cpu_split = 1  # already this process's own share
             cpu_m = f"cpu=codecarbon:cpu-load(tdp={tdp:g}W x process CPU-time share of {cpu._cpu_count} logical CPUs)"
         elif mode == "constant":
             cpu_m = f"cpu=codecarbon:tdp-constant(50% of tdp={tdp:g}W, whole machine)/n_workers_on_host={n}"
         else:
             cpu_m = f"cpu=codecarbon:{mode}(energy counter, whole machine)/n_workers_on_host={n}"
-        forced = getattr(ram, "_force_ram_power", None)
+        forced = ram._force_ram_power
         ram_m = f"forced {forced:g}W" if forced is not None else "DIMM model of process RSS, 10W floor"
         self._cpu_ram_method = f"{cpu_m};ram=codecarbon:ram({ram_m})/n_workers_on_host={n}"
 

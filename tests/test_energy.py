@@ -18,6 +18,7 @@ import time
 
 import psutil
 import pytest
+from pathlib import Path
 
 from compressflow import _nvml, energy
 from compressflow.energy import EnergyMeter, EnergyMeterPlugin, EnergyReading, carbon_intensity, co2_grams
@@ -157,16 +158,66 @@ def test_empty_window_overhead_is_small(meter):
     assert statistics.median(times) < 0.025
 
 
-def test_ram_is_split_over_workers_on_host():
-    one, two = EnergyMeter(n_workers_on_host=1), EnergyMeter(n_workers_on_host=2)
-    ram_w = []
-    for m in (one, two):
-        with m.measure("ram") as r:
-            time.sleep(0.3)
-        m.stop()
-        ram_w.append(r.ram_kwh * 3.6e6 / r.duration_s)
-        assert "n_workers_on_host" in r.method
-    assert ram_w[1] == pytest.approx(ram_w[0] / 2, rel=0.05)
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_ram_is_split_over_workers_on_host(n):
+    """The host's RAM figure is CodeCarbon's reading divided by the workers on the host: checked
+    on the meter's inputs (what CodeCarbon returned for the same window), not on wall-clock
+    power, which moves with machine load."""
+    m = EnergyMeter(n_workers_on_host=n)
+    m.start()
+    raw = []
+    stop_task = m._tracker.stop_task
+
+    def recording_stop_task(label):
+        data = stop_task(label)
+        raw.append(data)
+        return data
+
+    m._tracker.stop_task = recording_stop_task
+    with m.measure("ram") as r:
+        time.sleep(0.2)
+    m.stop()
+    assert len(raw) == 1 and raw[0].ram_energy > 0
+    assert r.ram_kwh == pytest.approx(raw[0].ram_energy / n, rel=1e-12)
+    assert f"n_workers_on_host={n}" in r.method.split(";ram=")[1]
+
+
+def test_meter_refuses_a_codecarbon_without_the_attributes_it_reads(monkeypatch):
+    """A CodeCarbon release that renamed a private attribute the meter reads fails loudly at
+    meter start, naming what is missing and the tested range, instead of mislabelling readings."""
+    from compressflow.energy import TESTED_CODECARBON, MeterCompatibilityError, check_codecarbon_api
+
+    m = EnergyMeter()
+    m.start()
+    tracker = m._tracker
+    cpu = next(h for h in tracker._hardware if type(h).__name__ == "CPU")
+    tracker.start_task("x")
+    data = tracker.stop_task("x")
+    check_codecarbon_api(tracker, data)  # the installed release passes
+    m.stop()
+    del cpu._tdp  # as a release that renamed it would leave it
+    with pytest.raises(MeterCompatibilityError, match=r"lacks CPU\._tdp, which the energy meter reads"):
+        check_codecarbon_api(tracker, data)
+
+    required = {**energy.CODECARBON_ATTRIBUTES, "RAM": ("_force_ram_power", "_renamed_in_a_later_release")}
+    monkeypatch.setattr(energy, "CODECARBON_ATTRIBUTES", required)
+    fresh = EnergyMeter()
+    with pytest.raises(MeterCompatibilityError) as err:
+        fresh.start()
+    msg = str(err.value)
+    assert "\n" not in msg and "RAM._renamed_in_a_later_release" in msg and TESTED_CODECARBON in msg
+    assert fresh._tracker is None  # no half-started meter
+
+
+def test_installed_codecarbon_is_in_the_declared_tested_range():
+    import codecarbon
+    from packaging.specifiers import SpecifierSet
+
+    from compressflow.energy import TESTED_CODECARBON
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert f'"codecarbon{TESTED_CODECARBON}"' in pyproject
+    assert codecarbon.__version__ in SpecifierSet(TESTED_CODECARBON)
 
 
 def test_concurrent_windows_in_one_process_are_split_not_double_counted(meter):
