@@ -77,6 +77,16 @@ class DataSpec(BaseModel):
             raise ValueError(DATASETS.unknown_message(v))
         return v
 
+    @field_validator("augment")
+    @classmethod
+    def _known_augmentations(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        from compressflow.data import AUGMENT_OPS
+
+        for op in v or ():
+            if op not in AUGMENT_OPS:
+                raise ValueError(f"unknown augmentation {op!r}; valid choices: {', '.join(AUGMENT_OPS)}")
+        return v
+
     @field_validator("channels")
     @classmethod
     def _channels(cls, v: int | None) -> int | None:
@@ -216,7 +226,9 @@ def _read_yaml(path: Path) -> Any:
     where = str(path)
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_SPEC_BYTES + 1)
+            # read(n) allocates n bytes up front: ask for what the file holds (a pipe has no size)
+            size = os.fstat(f.fileno()).st_size or MAX_SPEC_BYTES
+            data = f.read(min(size, MAX_SPEC_BYTES) + 1)
     except FileNotFoundError:
         raise SpecError(f"spec: file {where!r} does not exist") from None
     except OSError as exc:
@@ -260,6 +272,15 @@ class _SpecLoader(yaml.SafeLoader):
         self._path: list[Any] = []  # keys leading to the node being composed, for messages
         self._sizes: dict[int, int] = {}  # id(node) -> its node count, aliases expanded
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        # Python refuses to convert an integer of more than 4,300 digits; say where it is
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            digits = sum(c.isdigit() for c in node.value)
+            raise SpecError(f"spec: {self._where!r} line {node.start_mark.line + 1}: an integer of {digits:,} digits "
+                            f"({node.value[:12]}...); integers must fit in 64 bits") from None
+
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         event = self.peek_event()
         line = event.start_mark.line + 1
@@ -299,6 +320,9 @@ class _SpecLoader(yaml.SafeLoader):
                                 f"{self._where!r} (first at line {earlier.start_mark.line + 1}); remove one "
                                 f"(YAML would silently keep the last)")
         return node
+
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:int", _SpecLoader.construct_yaml_int)
 
 
 def one_line(exc: ValidationError) -> str:
@@ -388,10 +412,12 @@ def _check_stages(spec: PipelineSpec) -> None:
 
 def reserved_stage_names() -> dict[str, str]:
     """Names the results tree uses for itself: ``tasks`` (the ledger) and every study-level
-    summary registered in :data:`~compressflow.registries.SUMMARIES` (a summary may also
-    write ``<name>_<stage>`` groups, so that prefix is reserved too). Name → what uses it."""
+    summary registered in :data:`~compressflow.registries.SUMMARIES`. A summary may also
+    write ``<name>_<stage>`` groups and the report finds its groups by prefix, so every name
+    starting with a summary's name is reserved too. Name → what uses it."""
     return {"tasks": "the ledger (the results' /tasks group)",
-            **{name: f"the study-level summary group /{name} (and /{name}_<stage>)" for name in SUMMARIES}}
+            **{name: f"the study-level summary groups /{name}* (the report reads every group so named)"
+               for name in SUMMARIES}}
 
 
 def _stage_name_problem(names: list[Any]) -> str | None:
@@ -402,7 +428,8 @@ def _stage_name_problem(names: list[Any]) -> str | None:
     seen: dict[str, str] = {}
     for name in names:
         if not isinstance(name, str):
-            reason = f"it is {shown(name)} of type {type(name).__name__}, not a string"
+            kind = {type(None): "null", bool: "boolean", int: "integer", float: "number"}.get(type(name), "value")
+            reason = f"it is a YAML {kind}, not a string"
         elif not name:
             reason = "it is empty"
         elif len(name) > MAX_STAGE_NAME:
@@ -417,7 +444,7 @@ def _stage_name_problem(names: list[Any]) -> str | None:
             return f"stages: stage name {shown(name)} is not allowed: {reason}; {_NAME_RULE}"
         low = name.lower()
         for word, used_by in reserved.items():
-            if low == word or (word != "tasks" and low.startswith(f"{word}_")):
+            if low == word or (word != "tasks" and low.startswith(word)):
                 return f"stages.{name}: {name!r} is reserved for {used_by}; rename the stage"
         if low in seen:
             return (f"stages.{name}: {name!r} and {seen[low]!r} differ only in case; their result groups would "

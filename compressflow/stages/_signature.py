@@ -73,7 +73,7 @@ def field_path(where: str, *keys: Any) -> str:
     for key in keys:
         if isinstance(key, int) and not isinstance(key, bool):
             out += f"[{key}]"
-        elif isinstance(key, str) and (_BARE.fullmatch(key) or key == "[key]"):
+        elif isinstance(key, str) and _BARE.fullmatch(key):
             out += f".{key}" if out else key
         else:
             out += f"[{shown(key)}]"
@@ -96,9 +96,13 @@ def shown(value: Any) -> str:
 def describe_error(err: dict[str, Any], where: str = "") -> str:
     """One pydantic error as ``field.path: message (got value)`` on one line. An error raised
     as ``PydanticCustomError("spec_line", "{line}", {"line": ...})`` is already a whole line."""
-    msg = err["msg"].removeprefix("Value error, ").replace("\n", " ")
+    # YAML has lists, not tuples
+    msg = err["msg"].removeprefix("Value error, ").replace("\n", " ").replace("a valid tuple", "a list")
     if err["type"] == "spec_line":
         return msg
+    if err["loc"][-1:] == ("[key]",):  # pydantic's marker for a bad mapping key: name the mapping
+        return (f"{field_path(where, *err['loc'][:-2])}: the key {shown(err.get('input'))} is not a name; "
+                f"keys here are strings")
     loc = field_path(where, *err["loc"])
     if "valid choices" in msg:
         return f"{loc}: {msg}"
