@@ -2,7 +2,8 @@
 table (with the date and the machine) is also written to ``benchmarks/RESULTS.md``.
 
 Runs ``overhead.py`` (per-task overhead vs plain Dask, training throughput vs bare PyTorch,
-energy-meter cost), ``blockwise_scaling.py`` (speedup, efficiency and greenup per policy;
+energy-meter cost), ``tls_overhead.py`` (per-task cost of the embedded cluster's default TLS
+vs plain TCP), ``blockwise_scaling.py`` (speedup, efficiency and greenup per policy;
 Zarr activation read vs recomputing the prefix and vs raw NumPy; memory; and the
 ``scheduling_sim.py`` makespans) and ``resilience.py`` (runs completed with a worker killed).
 
@@ -38,7 +39,7 @@ def machine() -> str:
             f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
-def rows_from(over: dict, block: dict, res: dict) -> list[tuple[str, str, str]]:
+def rows_from(over: dict, block: dict, res: dict, tls: dict) -> list[tuple[str, str, str]]:
     from compressflow.scheduling import lower_bound
 
     rows = [
@@ -48,6 +49,10 @@ def rows_from(over: dict, block: dict, res: dict) -> list[tuple[str, str, str]]:
         ("training throughput vs bare PyTorch (same memory layout)", f"{over['bare_same_layout_s'] / over['train_s']:.3f}", "≥ 0.95"),
         ("training throughput vs bare PyTorch (default layout)", f"{over['bare_default_s'] / over['train_s']:.3f}", ""),
         ("energy meter: empty task window", f"{over['meter_window_ms']:.2f} ms", ""),
+        ("per task through the runner, TLS (default) vs plain TCP", f"{tls['tls_runner_ms']:.1f} vs "
+         f"{tls['tcp_runner_ms']:.1f} ms ({tls['runner_ratio']:.2f}×)", ""),
+        ("per task through plain `client.submit`, TLS vs plain TCP", f"{tls['tls_plain_ms']:.2f} vs "
+         f"{tls['tcp_plain_ms']:.2f} ms ({tls['plain_ratio']:.2f}×)", ""),
     ]
     t1 = block["t1"]
     for label, t2, b2, e2, _ in block["policies"]:
@@ -85,13 +90,15 @@ def main() -> None:
     import blockwise_scaling
     import overhead
     import resilience
+    import tls_overhead
 
     t0 = time.perf_counter()
     over = overhead.main(["--tasks", "50", "--epochs", "2"] if args.quick else [])
+    tls = tls_overhead.main(["--tasks", "50", "--repeats", "1"] if args.quick else [])
     block = blockwise_scaling.main(["--epochs", "6"] if args.quick else [])
     res = resilience.main(["--runs", "3"] if args.quick else [])
     elapsed = time.perf_counter() - t0
-    rows = rows_from(over, block, res)
+    rows = rows_from(over, block, res, tls)
     width = max(len(r[0]) for r in rows)
     print(f"\n{'measure':{width}s}  {'result':40s}  target")
     for name, value, target in rows:

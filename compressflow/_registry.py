@@ -49,9 +49,7 @@ class Registry(Generic[T]):
         """
 
         def add(item: T) -> T:
-            key = name or getattr(item, "__name__", None)
-            if not key:
-                raise ValueError(f"cannot register {item!r} as a {self.kind}: give it a name")
+            key = self._name_of(item, name)
             if key in self._items:
                 raise ValueError(f"{self.kind} {key!r} is already registered")
             self._items[key] = item
@@ -60,6 +58,13 @@ class Registry(Generic[T]):
         if obj is None:
             return add
         return add(obj)
+
+    def _name_of(self, item: T, name: str | None) -> str:
+        """The name ``item`` registers under: ``name``, else its ``__name__``."""
+        key = name or getattr(item, "__name__", None)
+        if not key:
+            raise ValueError(f"cannot register {item!r} as a {self.kind}: give it a name")
+        return key
 
     def get(self, name: str) -> T:
         """Return the object registered as ``name``.
@@ -91,5 +96,62 @@ class Registry(Generic[T]):
         return len(self._items)
 
     def __repr__(self) -> str:
-        return f"Registry({self.kind!r}, {self.list()})"
+        return f"{type(self).__name__}({self.kind!r}, {self.list()})"
+
+
+class OpRegistry(Registry[T]):
+    """The op registry: a :class:`Registry` whose entries also carry a code ``version``.
+
+    An op's version is part of every task key of that op (see :mod:`compressflow.keys`):
+    bump it when a change to the op's code changes what it computes, and every finished
+    task of that op, and everything downstream of it, runs again on the next run; other
+    ops' records are still reused. Unchanged ops keep version 1.
+
+    Examples
+    --------
+    >>> OPS = OpRegistry("op")
+    >>> @OPS.register
+    ... def train(ctx):
+    ...     pass
+    >>> @OPS.register(version=2)
+    ... def prune(ctx):
+    ...     pass
+    >>> OPS.version("train"), OPS.version("prune")
+    (1, 2)
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self._versions: dict[str, int] = {}
+
+    def register(self, obj: T | None = None, *, name: str | None = None, version: int = 1):
+        """Register ``obj`` as :meth:`Registry.register` does, with its code ``version``.
+
+        Raises
+        ------
+        ValueError
+            If the name is taken or ``version`` is not an integer >= 1.
+        """
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"{self.kind} version must be an integer >= 1, got {version!r}")
+
+        def add(item: T) -> T:
+            Registry.register(self, item, name=name)
+            self._versions[self._name_of(item, name)] = version
+            return item
+
+        if obj is None:
+            return add
+        return add(obj)
+
+    def version(self, name: str) -> int:
+        """The code version ``name`` was registered with (1 unless it said otherwise).
+
+        Raises
+        ------
+        UnknownNameError
+            If ``name`` is not registered.
+        """
+        self.get(name)
+        return self._versions[name]
 

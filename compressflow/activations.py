@@ -4,7 +4,7 @@ inputs/targets; representation comparisons read a layer of two models).
 
 Layout of one store (a directory, replaced atomically when written)::
 
-    <layer>/<split>/in    float32 (N, C, H, W), chunked by sample, zstd-compressed
+    <layer>/<split>/in    float32 (N, C, H, W), chunked by sample, zstd-compressed with checksums
     <layer>/<split>/out   float32 (N, C', H', W')
 
 with the writer's provenance (model hash, data, layers, splits) in the root attributes."""
@@ -20,10 +20,13 @@ import torch
 import zarr
 from torch import nn
 
-from compressflow.errors import InputError
+from compressflow.errors import InputError, one_line
 from compressflow.store import replace_dir
 
-__all__ = ["read_layer", "read_output", "store_info", "write_activations"]
+# zstd's frame checksum: a chunk changed after writing fails to decode instead of reading as other numbers
+_CHECKSUMMED = zarr.codecs.ZstdCodec(level=0, checksum=True)
+
+__all__ = ["StoredArray", "read_layer", "read_output", "store_info", "write_activations"]
 
 
 @torch.no_grad()
@@ -74,6 +77,7 @@ def write_activations(model: nn.Module, inputs: Mapping[str, torch.Tensor], laye
                         arr = arrays[(layer, kind)] = root.create_array(
                             f"{layer}/{split}/{kind}", shape=(len(x), *value.shape[1:]), dtype="float32",
                             chunks=(min(samples_per_chunk, len(x)), *value.shape[1:]),
+                            compressors=_CHECKSUMMED,
                         )
                     arr[start:start + len(value)] = value
 
@@ -101,28 +105,72 @@ def _capture(model: nn.Module, modules: dict[str, nn.Module], x: torch.Tensor) -
 
 
 def store_info(path: Path | str) -> dict[str, Any]:
-    """The store's attributes (layers, splits and the writer's provenance)."""
+    """The store's attributes (layers, splits and the writer's provenance).
+
+    Raises
+    ------
+    InputError
+        No store at ``path``, or one that is not a readable activation store.
+    """
     return dict(_open(path).attrs)
 
 
-def read_layer(path: Path | str, layer: str, split: str) -> tuple[zarr.Array, zarr.Array]:
+def read_layer(path: Path | str, layer: str, split: str) -> tuple[StoredArray, StoredArray]:
     """The lazily read ``in`` and ``out`` arrays of one layer on one split (slice them to load).
 
     Raises
     ------
     InputError
-        Unknown layer or split (the message lists the stored ones).
+        Unknown layer or split (the message lists the stored ones), or a store that cannot
+        be read (also when a slice meets a corrupted chunk): one line naming the store.
     """
     root = _open(path)
     _check_stored(root, path, layer, split)
-    return root[f"{layer}/{split}/in"], root[f"{layer}/{split}/out"]
+    return _array(root, path, f"{layer}/{split}/in"), _array(root, path, f"{layer}/{split}/out")
 
 
-def read_output(path: Path | str, layer: str, split: str) -> zarr.Array:
+def read_output(path: Path | str, layer: str, split: str) -> StoredArray:
     """The lazily read ``out`` array of one layer on one split (see :func:`read_layer`)."""
     root = _open(path)
     _check_stored(root, path, layer, split)
-    return root[f"{layer}/{split}/out"]
+    return _array(root, path, f"{layer}/{split}/out")
+
+
+class StoredArray:
+    """One array of an activation store, read when sliced; a chunk that cannot be decoded
+    (corrupted, truncated, deleted) is an :class:`InputError` naming the store, not a codec's
+    traceback from deep inside a task."""
+
+    def __init__(self, array: zarr.Array, store: Path | str, name: str) -> None:
+        self._array, self._store, self.name = array, store, name
+
+    shape = property(lambda self: self._array.shape)
+    chunks = property(lambda self: self._array.chunks)
+    dtype = property(lambda self: self._array.dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, selection: Any) -> np.ndarray:
+        try:
+            return self._array[selection]
+        except (IndexError, TypeError) as exc:  # a caller's bad index, not a bad store
+            raise IndexError(f"activations: {self.name} of {str(self._store)!r}: {exc}") from None
+        except Exception as exc:  # zstd/JSON/shape errors of a damaged chunk
+            raise _unreadable(self._store, f"array {self.name!r}: {type(exc).__name__}: {one_line(exc)}") from None
+
+
+def _array(root: zarr.Group, path: Path | str, name: str) -> StoredArray:
+    try:
+        array = root[name]
+    except KeyError:
+        raise InputError(f"activations: {str(path)!r} holds no {name.rsplit('/', 1)[-1]!r} arrays (it keeps "
+                         f"{', '.join(root.attrs.get('kinds', ['?']))}); it was written by another stage") from None
+    except Exception as exc:
+        raise _unreadable(path, f"array {name!r}: {type(exc).__name__}: {one_line(exc)}") from None
+    if not isinstance(array, zarr.Array):
+        raise _unreadable(path, f"{name!r} is a group, not an array")
+    return StoredArray(array, path, name)
 
 
 def _check_stored(root: zarr.Group, path: Path | str, layer: str, split: str) -> None:
@@ -134,6 +182,19 @@ def _check_stored(root: zarr.Group, path: Path | str, layer: str, split: str) ->
 
 def _open(path: Path | str) -> zarr.Group:
     try:
-        return zarr.open_group(str(path), mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        root = zarr.open_group(str(path), mode="r")
+    except (FileNotFoundError, NotADirectoryError, zarr.errors.GroupNotFoundError):
         raise InputError(f"activations: no store at {str(path)!r}; run the stage that writes it first") from None
+    except Exception as exc:  # unparsable zarr.json, an array where the group belongs, ...
+        raise _unreadable(path, f"{type(exc).__name__}: {one_line(exc)}") from None
+    attrs = root.attrs
+    for key in ("layers", "splits"):
+        value = attrs.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _unreadable(path, f"its attributes have no list of {key!r}")
+    return root
+
+
+def _unreadable(path: Path | str, detail: str) -> InputError:
+    return InputError(f"activations: {str(path)!r} is not a readable activation store ({detail}); "
+                      "re-run the stage that writes it (delete its record to force that)")

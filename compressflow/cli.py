@@ -6,7 +6,9 @@ Exit codes: 0 success; 1 some tasks failed (everything else is still written); 2
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+import warnings
 from collections.abc import Sequence
 
 __all__ = ["main"]
@@ -31,7 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from compressflow.errors import InputError
 
     try:
-        return {"run": _run, "report": _report, "list": _list}[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+            return {"run": _run, "report": _report, "list": _list}[args.command](args)
     except InputError as exc:
         print(f"compressflow: error: {exc}", file=sys.stderr)
         return 2
@@ -42,6 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def _show_warning(previous, message, category, filename, lineno, file=None, line=None) -> None:
+    """A spec warning as one ``compressflow: warning:`` line; any other warning as Python shows it."""
+    from compressflow.errors import SpecWarning
+
+    if issubclass(category, SpecWarning):
+        print(f"compressflow: warning: {message}", file=sys.stderr)
+    else:
+        previous(message, category, filename, lineno, file, line)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -67,7 +81,7 @@ def _report(args: argparse.Namespace) -> int:
 
     try:
         tree = open_results(args.out)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, InputError) as exc:  # no store, or one that cannot be read (damaged, foreign)
         raise InputError(f"report: {exc}") from None
     path = write_report(tree, args.out)
     print(path.read_text())

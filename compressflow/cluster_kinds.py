@@ -8,35 +8,71 @@ is imported only when its kind is asked for (the error names the extra to instal
   ``gpus_per_job`` GPUs requested from SLURM and advertised as the same resource.
 
 Both, like ``local`` and ``address``, accept ``security``: ``temporary`` (a throw-away
-self-signed certificate, for testing) or Dask's TLS settings (``tls_ca_file``,
-``tls_client_cert``, ``tls_client_key``, ``require_encryption``, ...)."""
+self-signed certificate held in memory by this process), ``none`` (plain TCP) or Dask's TLS
+settings (``tls_ca_file``, ``tls_client_cert``, ``tls_client_key``, ``require_encryption``,
+...). Only the embedded ``local`` kind defaults to ``temporary``: the workers of the others
+are started elsewhere (other jobs, other machines), which a throw-away certificate held by
+this process cannot reach without writing it to a shared disk."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from compressflow.errors import InputError
 
-__all__ = ["OPTIONAL_KINDS", "make_cluster", "security"]
+__all__ = ["OPTIONAL_KINDS", "SECURITY_CHOICES", "make_cluster", "security"]
 
 OPTIONAL_KINDS = ("local-cuda", "slurm")
 
 
-def security(value: Any):
-    """A ``distributed.security.Security`` from a cluster spec's ``security`` entry."""
+#: How a spec asks for TLS: ``temporary`` (throw-away credentials), ``none`` (plain TCP), or
+#: a mapping of Dask's TLS settings (the keyword arguments of ``distributed.security.Security``).
+SECURITY_CHOICES = ("temporary: TLS with throw-away credentials held only by this process, "
+                    "none: plain TCP (no authentication), or a mapping of Dask TLS settings "
+                    "(tls_ca_file, tls_client_cert, tls_client_key, require_encryption, ...)")
+
+
+def security(value: Any, default: Any = None):
+    """A ``distributed.security.Security`` (or ``None``: plain TCP) from a cluster spec's
+    ``security`` entry; ``null``/absent means ``default``.
+
+    Raises
+    ------
+    InputError
+        Anything else than ``temporary``, ``none``, a ``Security`` or a mapping of TLS settings
+        whose files exist (one line naming the bad setting).
+    """
     from distributed.security import Security
 
-    if value is None or isinstance(value, Security):
+    if value is None:
+        value = default
+    if value is None or value == "none":
+        return None
+    if isinstance(value, Security):
         return value
     if value == "temporary":
-        return Security.temporary()
+        return Security.temporary()  # needs `cryptography`, a declared dependency
     if isinstance(value, dict):
+        for key, setting in value.items():
+            if key not in Security.__slots__ or key == "extra_conn_args":
+                valid = ", ".join(k for k in Security.__slots__ if k != "extra_conn_args")
+                raise InputError(f"--cluster: security: unknown TLS setting {key!r}; valid: {valid}")
+            if key == "require_encryption":
+                if not isinstance(setting, bool):
+                    raise InputError(f"--cluster: security.require_encryption: {setting!r} is not allowed; give true or false")
+            elif key in ("tls_min_version", "tls_max_version"):
+                continue  # ssl.TLSVersion members; Security checks them
+            elif not isinstance(setting, str) or not setting:
+                raise InputError(f"--cluster: security.{key}: {setting!r} is not allowed; give a file path (PEM)")
+            elif key != "tls_ciphers" and "\n" not in setting and not os.path.isfile(setting):
+                raise InputError(f"--cluster: security.{key}: no such file {setting!r}; give the path of a PEM file")
         try:
             return Security(**value)
-        except TypeError as exc:
-            raise InputError(f"--cluster: security: {exc}; give Dask TLS settings such as tls_ca_file, "
-                             f"tls_client_cert, tls_client_key") from None
-    raise InputError(f"--cluster: security must be 'temporary' or a mapping of Dask TLS settings, got {value!r}")
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"--cluster: security: {str(exc).splitlines()[0]}; give Dask TLS settings such as "
+                             f"tls_ca_file, tls_client_cert, tls_client_key") from None
+    raise InputError(f"--cluster: security: {value!r} is not allowed; give {SECURITY_CHOICES}")
 
 
 def make_cluster(kind: str, options: dict[str, Any]):

@@ -16,6 +16,7 @@ import numbers
 import os
 import pickle
 import threading
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 import dataclasses
@@ -27,13 +28,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from compressflow.errors import DataError
+from compressflow.errors import DataError, one_line
 from compressflow.registries import DATASETS
 
 AUGMENT_OPS: tuple[str, ...] = ("crop", "flip", "rotate")
 MAX_ROTATION_DEG = 15.0
 _CHUNK = 4096  # images converted at a time, so a large split never exists twice as float32
 _IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
+MAX_IMAGE_PIXELS = 4096 * 4096  # a Tiny ImageNet image is 64×64; anything past 16.8 MP is not one (or a bomb)
 _LOAD_LOCK = threading.Lock()  # else each thread of a Dask worker would load the same dataset at once
 _SYNTHETIC_SIGNAL = 0.25  # pattern amplitude against unit noise: a linear model gets ~80 %, not 100 %
 
@@ -308,7 +310,9 @@ def _register_cifar(layout: _CifarLayout) -> None:
     load.__doc__ = (f"{layout.name} from the official python-pickle archive under ``root`` (the folder holding "
                     f"``{layout.folder}/``, or that folder). The official test split is the test split; val "
                     "is a stratified ``val_fraction`` of the official train split. Default size 32, 3 channels, "
-                    "augmentation crop + flip + rotate (ALGORITHMS §1). The files are unpickled: use trusted data.")
+                    "augmentation crop + flip + rotate (ALGORITHMS §1). The batches are read by a restricted "
+                    "unpickler that builds only dicts, lists, bytes/str, numbers and numpy arrays, so a "
+                    "crafted file cannot run code: it is refused with a DataError naming the global it asks for.")
     DATASETS.register(load)
 
 
@@ -325,16 +329,21 @@ def _load_cifar(layout: _CifarLayout, root: str | None, opts: _Options) -> Split
                     f"no {title} python batches", layout.expected,
                     "the 'python version' archive from the CIFAR site, extracted")
     (names,) = _read_pickle(layout.name, where / layout.meta, layout.names_key)
-    names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, (bytes, str)) for n in names):
+        raise DataError(f"{layout.name}: {str(where / layout.meta)!r} has {layout.names_key!r} of type "
+                        f"{type(names).__name__}; expected the official non-empty list of class names")
+    names = tuple(n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names)
 
     def read(files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
         for f in files:
-            data, labels = _read_pickle(layout.name, where / f, "data", layout.label_key)
-            data, labels = np.asarray(data, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
-            if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-                raise DataError(f"{layout.name}: {str(where / f)!r} holds data of shape {data.shape} and "
-                                f"{len(labels)} labels; expected N×3072 uint8 rows (3×32×32, CHW) and N labels")
+            raw_data, raw_labels = _read_pickle(layout.name, where / f, "data", layout.label_key)
+            data, labels = _as_array(raw_data, np.uint8), _as_array(raw_labels, np.int64)
+            if (data is None or labels is None or data.ndim != 2 or data.shape[1] != 3072
+                    or labels.ndim != 1 or len(labels) != len(data)):
+                raise DataError(f"{layout.name}: {str(where / f)!r} holds data {_describe(raw_data)} and labels "
+                                f"{_describe(raw_labels)}; expected N×3072 uint8 rows (3×32×32, CHW) and N "
+                                "integer labels; re-extract the official python archive")
             if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
                 raise DataError(f"{layout.name}: {str(where / f)!r} has labels outside 0..{len(names) - 1}")
             xs.append(data.reshape(-1, 3, 32, 32))  # official rows are channel-major: R plane, G, B
@@ -355,17 +364,19 @@ def tinyimagenet(*, root: str | None = None, image_size: int | None = None, chan
     ``train/<wnid>/images/*.JPEG``, ``val/images/*.JPEG``, ``val/val_annotations.txt`` and
     optionally ``words.txt`` (class names). The official test labels are not public, so the
     official *val* split is the test split here and val is a stratified ``val_fraction`` of
-    train. Default size 64, 3 channels, augmentation crop + flip + rotate.
+    train. Default size 64, 3 channels, augmentation crop + flip + rotate. An image larger than
+    :data:`MAX_IMAGE_PIXELS` is refused from its header, before it is decoded, and any file
+    PIL cannot decode is a DataError naming it.
     """
     opts = _options(image_size, channels, augment, val_fraction, None, seed, 64, AUGMENT_OPS)
     where = _locate("tinyimagenet", root, "tiny-imagenet-200", ("wnids.txt", "train", "val/val_annotations.txt"),
                     "no Tiny ImageNet folder", "wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG and "
                     "val/val_annotations.txt", "tiny-imagenet-200.zip from the CS231n site, extracted")
-    wnids = (where / "wnids.txt").read_text().split()
+    wnids = _read_text("tinyimagenet", where / "wnids.txt").split()
     index = {w: i for i, w in enumerate(wnids)}
     words = {}
     if (where / "words.txt").exists():
-        for line in (where / "words.txt").read_text().splitlines():
+        for line in _read_text("tinyimagenet", where / "words.txt").splitlines():
             wnid, _, text = line.partition("\t")
             words[wnid.strip()] = text.split(",")[0].strip()  # first synonym: short enough for reports
     files, labels = [], []
@@ -377,7 +388,7 @@ def tinyimagenet(*, root: str | None = None, image_size: int | None = None, chan
         files += found
         labels += [index[wnid]] * len(found)
     n = len(files)
-    for line in (where / "val" / "val_annotations.txt").read_text().splitlines():
+    for line in _read_text("tinyimagenet", where / "val" / "val_annotations.txt").splitlines():
         name, wnid = (line.split("\t") + [""])[:2]
         if name.strip():
             if wnid not in index:
@@ -531,40 +542,174 @@ def _locate(name: str, root: str | os.PathLike[str] | None, inner: str, required
     raise DataError(f"{name}: {what} under {str(base)!r} — expected {base / inner}/{expected} ({source}){detail}")
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for something a CIFAR batch never holds; the message says what (``global 'posix.system'``)."""
+
+
+class _NdarrayToken:
+    """What ``numpy.ndarray`` unpickles to: numpy names it only as the first argument of
+    ``_reconstruct``, so the token stands for it there and refuses to be called (``ndarray(shape)``
+    would allocate a size of the file's choosing)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        raise _RefusedGlobal("a call of numpy.ndarray")
+
+
+_NDARRAY = _NdarrayToken()
+
+
+def _latin1_encode(text: str, encoding: str = "latin1", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as Python 3 pickles bytes at protocols 0-2 (always latin-1); any other codec
+    (``zlib_codec``, ``base64`` ...) is no part of a bytes round trip and is refused."""
+    if encoding.replace("-", "").replace("_", "").lower() not in ("latin1", "iso88591") or not isinstance(text, str):
+        raise _RefusedGlobal(f"a call of _codecs.encode with the codec {encoding!r}")
+    return text.encode("latin1", errors)
+
+
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    """The callables numpy pickles an ndarray, a dtype and a numpy scalar with, under each module
+    spelling they are written with: ``numpy.core`` (numpy 1.x and the Python 2 originals) and
+    ``numpy._core`` (numpy 2). Taken from numpy's own ``__reduce__`` so they are the real functions."""
+    real_reconstruct = np.zeros(1).__reduce__()[0]
+
+    def reconstruct(cls: Any, shape: Any, dtype: Any) -> np.ndarray:
+        # numpy always pickles _reconstruct(ndarray, (0,), b'b') and sets the real shape and bytes in
+        # __setstate__, which checks them against the data actually in the file; any other call
+        # would allocate whatever size the file names
+        if cls is not _NDARRAY or tuple(shape) != (0,):
+            raise _RefusedGlobal(f"a call of numpy's _reconstruct with shape {str(shape)[:40]}")
+        return real_reconstruct(np.ndarray, (0,), dtype)
+
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # protocol 5: _frombuffer(bytes, dtype, shape, order)
+    scalar = np.int64(0).__reduce__()[0]  # scalar(dtype, bytes): a numpy integer in a label list
+    found: dict[tuple[str, str], Any] = {("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): np.dtype}
+    for pkg in ("numpy.core", "numpy._core"):
+        found[(f"{pkg}.multiarray", "_reconstruct")] = reconstruct
+        found[(f"{pkg}.multiarray", "scalar")] = scalar
+        found[(f"{pkg}.numeric", "_frombuffer")] = frombuffer
+    return found
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what the official CIFAR python batches (and Python 3 re-pickles of them) hold.
+
+    ``pickle`` runs whatever callable a file names (``os.system``, ``builtins.exec`` ...), and
+    :meth:`find_class` is the one door every named global passes through (``GLOBAL``,
+    ``STACK_GLOBAL``, ``INST``/``OBJ`` and the copyreg extension codes), so admitting only numpy's
+    array, dtype and scalar reconstruction and latin-1 ``_codecs.encode`` leaves a file nothing
+    to call. dicts, lists, tuples, bytes, str, int and float need no global at all.
+    """
+
+    _allowed = {**_numpy_globals(), ("_codecs", "encode"): _latin1_encode}
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise _RefusedGlobal(f"global {module + '.' + name!r}") from None
+
+    def persistent_load(self, pid: Any) -> Any:  # no official file refers to objects outside itself
+        raise _RefusedGlobal(f"a persistent id ({str(pid)[:40]!r})")
+
+
+_PICKLE_ALLOWED = "only numpy arrays, lists, dicts, bytes, str, int"
+
+
 def _read_pickle(name: str, path: Path, *keys: str) -> list[Any]:
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")  # the official archives were pickled by Python 2
+            obj = _CifarUnpickler(f, encoding="bytes").load()  # the official archives were pickled by Python 2
+    except _RefusedGlobal as exc:
+        raise DataError(f"{name}: refused to unpickle {str(path)!r}: {exc} is not allowed in a "
+                        f"CIFAR batch ({_PICKLE_ALLOWED}); re-extract the official python archive") from None
     except Exception as exc:  # truncated or foreign files fail in many ways; all mean "bad file"
-        raise DataError(f"{name}: cannot unpickle {str(path)!r} ({type(exc).__name__}: {exc}); "
+        raise DataError(f"{name}: cannot unpickle {str(path)!r} ({type(exc).__name__}: {one_line(exc)}); "
                         "re-extract the official python archive") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{name}: {str(path)!r} holds a {type(obj).__name__}, not the official dict format; "
+                        "re-extract the official python archive")
     values = []
     for key in keys:  # official files have bytes keys; copies re-pickled under Python 3 may have str
-        found = [obj[k] for k in (key.encode(), key) if isinstance(obj, dict) and k in obj]
+        found = [obj[k] for k in (key.encode(), key) if k in obj]
         if not found:
             raise DataError(f"{name}: {str(path)!r} has no {key!r} entry; expected the official dict format")
         values.append(found[0])
     return values
 
 
+def _as_array(value: Any, dtype: type) -> np.ndarray | None:
+    """``value`` as an array of ``dtype`` when it holds integers in that dtype's range, else None
+    (text, floats, ragged lists or out-of-range values in a foreign file are not silently cast)."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):  # ragged nested lists
+        return None
+    if arr.size == 0:
+        return arr.astype(dtype)
+    info = np.iinfo(dtype)
+    if arr.dtype.kind not in "iu" or arr.min() < info.min or arr.max() > info.max:
+        return None
+    return arr.astype(dtype, copy=False)
+
+
+def _describe(value: Any) -> str:
+    """What a foreign file holds where an array belongs, for an error message."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or arr.dtype.kind == "O":
+        return f"of type {type(value).__name__}"
+    return f"of shape {arr.shape} ({arr.dtype})"
+
+
 def _read_images(paths: list[Path]) -> np.ndarray:
-    """Decode to one (N, 3, H, W) uint8 array at the first image's size, in threads (PIL releases the GIL)."""
+    """Decode to one (N, 3, H, W) uint8 array at the first image's size, in threads (PIL releases the GIL).
+
+    Each file's header is checked before its pixels are decoded: an image of more than
+    :data:`MAX_IMAGE_PIXELS` pixels (Tiny ImageNet's are 64×64) is refused, so a crafted
+    "decompression bomb" costs nothing, and every decoding failure is a DataError naming the file.
+    """
     from PIL import Image
+
+    def too_large(path: Path, detail: str) -> DataError:
+        return DataError(f"tinyimagenet: image {str(path)!r} is too large to be a Tiny ImageNet image ({detail}; "
+                         f"at most {MAX_IMAGE_PIXELS:,} pixels are decoded, and the official images are 64×64); "
+                         "replace it with the official file")
 
     def read(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
         try:
-            with Image.open(path) as im:
+            with Image.open(path) as im:  # reads the header only
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise too_large(path, f"{im.width}×{im.height} pixels")
                 im = im.convert("RGB")
                 return np.asarray(im if size is None or im.size == size else im.resize(size, Image.BILINEAR))
-        except OSError as exc:  # includes missing files and PIL's UnidentifiedImageError
-            raise DataError(f"tinyimagenet: cannot read image {str(path)!r} ({exc})") from None
+        except DataError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # PIL's own, larger limit
+            raise too_large(path, one_line(exc)) from None
+        except Exception as exc:  # PIL fails in many ways (not an image, truncated, bad header): all mean "bad file"
+            raise DataError(f"tinyimagenet: cannot read image {str(path)!r} ({type(exc).__name__}: "
+                            f"{one_line(exc)}); replace it with the official file") from None
 
-    first = read(paths[0])
-    out = np.empty((len(paths), *first.shape), dtype=np.uint8)
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for i, img in enumerate(pool.map(lambda p: read(p, (first.shape[1], first.shape[0])), paths)):
-            out[i] = img
+    with warnings.catch_warnings():
+        # PIL warns (and decodes) between its own limit and twice it; our smaller limit refuses those anyway
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        first = read(paths[0])
+        out = np.empty((len(paths), *first.shape), dtype=np.uint8)
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            for i, img in enumerate(pool.map(lambda p: read(p, (first.shape[1], first.shape[0])), paths)):
+                out[i] = img
     return out.transpose(0, 3, 1, 2)
+
+
+def _read_text(name: str, path: Path) -> str:
+    """A dataset's text file (class lists, annotations), or a DataError naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{name}: cannot read {str(path)!r} as UTF-8 text ({type(exc).__name__}: "
+                        f"{one_line(exc)}); re-extract the official archive") from None
 
 
 def _check_int(field: str, value: Any, minimum: int) -> int:
@@ -584,4 +729,4 @@ def _check_ops(ops: Any, field: str) -> tuple[str, ...]:
     return tuple(op for op in AUGMENT_OPS if op in given)
 
 
-__all__ = ["AUGMENT_OPS", "MAX_ROTATION_DEG", "Split", "Splits", "augment_batch", "batches", "biased", "load_splits"]
+__all__ = ["AUGMENT_OPS", "MAX_IMAGE_PIXELS", "MAX_ROTATION_DEG", "Split", "Splits", "augment_batch", "batches", "biased", "load_splits"]

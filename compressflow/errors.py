@@ -19,4 +19,17 @@ class DataError(InputError):
     """A dataset that cannot be loaded as asked (missing files, wrong options)."""
 
 
-__all__ = ["DataError", "InputError", "SpecError"]
+class SpecWarning(UserWarning):
+    """A spec that validates but probably does not do what was meant (e.g. a schedule that
+    leaves almost no epochs at the base learning rate). The CLI prints it as one
+    ``compressflow: warning: <message>`` line; the run goes on."""
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """A library exception's message on one line, cut to ``limit`` characters (some span pages),
+    for quoting inside an :class:`InputError`."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+__all__ = ["DataError", "InputError", "SpecError", "SpecWarning", "one_line"]

@@ -1,6 +1,7 @@
 """Spec → task graph. Each stage expands to one node per sweep point; a node's key is
-``f"{op}-{tokenize(op, params, data, upstream keys)}"``, so an unchanged node keeps its key
-across runs (finished work is reused) and identical nodes collapse into one task.
+:func:`compressflow.keys.task_key` of (op, its code version, validated params, the data
+options its dataset uses, upstream keys), so an unchanged node keeps its key across runs and
+library upgrades (finished work is reused) and identical nodes collapse into one task.
 
 Sweep points and ``needs`` combine like this: a stage runs once per combination of its own
 sweep values and its upstream stages' points; axes with the same name are *aligned*, not
@@ -17,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import dask
-from dask.base import tokenize
 from dask.delayed import Delayed
 
+from compressflow.keys import task_key
 from compressflow.spec import PipelineSpec
 from compressflow.stages._signature import stage_signature
 
@@ -88,7 +89,7 @@ def build_graph(spec: PipelineSpec, out: Path | str) -> TaskGraph:
             own = {k: v for k, v in point.items() if k in st.sweep}
             params = sig.validate({**st.params, **own}, where=f"stages.{name}")
             needs = {arg: node.key for arg, node in upstream.items()} | gathered
-            key = f"{st.op}-{tokenize(st.op, params, data, needs)}"
+            key = task_key(st.op, params, data, needs)
             node = Node(key, name, st.op, params, point, needs, dict(st.resources))
             nodes.append(node)
             if key not in delayed:

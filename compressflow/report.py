@@ -12,7 +12,7 @@ import xarray as xr
 from compressflow.pruning_report import pruning_sections
 from compressflow.results import summary_rows
 
-__all__ = ["kd_table", "markdown_table", "plot_kd_pareto", "write_report"]
+__all__ = ["kd_notes", "kd_table", "markdown_table", "plot_kd_pareto", "write_report"]
 
 
 def markdown_table(rows: Sequence[Sequence[str]]) -> str:
@@ -23,9 +23,34 @@ def markdown_table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _pm(mean: float, std: float) -> str:
+    """``mean ± std %``; ``± —`` where the std is undefined (a single run)."""
+    return f"{100 * mean:.2f} ± " + (f"{100 * std:.2f} %" if np.isfinite(std) else "— %")
+
+
+def _best_tau(c: xr.Dataset) -> str:
+    tied = int(c["tied"]) if "tied" in c else 1
+    best = f"{float(c.best_temperature):g}"
+    return best if tied <= 1 else f"{best} (tie: {c['tied_temperatures'].item()})"
+
+
+def kd_notes(comparison: xr.Dataset) -> list[str]:
+    """Lines that qualify the table: τ ties on validation, and single-run rows."""
+    notes = []
+    for loss in comparison["loss"].values:
+        c = comparison.sel(loss=loss)
+        if "tied" in c and int(c["tied"]) > 1:
+            notes.append(f"Note: for {loss}, τ = {c['tied_temperatures'].item()} tie on validation accuracy; "
+                         f"τ = {float(c.best_temperature):g} is reported, but the grid does not single out a best τ.")
+    if (comparison["n_runs"] < 2).any():
+        notes.append("Note: — marks a standard deviation that one run cannot give (sweep more seeds).")
+    return notes
+
+
 def kd_table(comparison: xr.Dataset) -> str:
     """STKD Table 4 from a ``kd_comparison`` group: per loss, the tuned grid and the
-    stochastic run, and the energy ratio."""
+    stochastic run, and the energy ratio. A tie for the best τ is shown in the τ column
+    (see :func:`kd_notes`), a single run's std as —."""
     rows = [("loss", "method", "test accuracy (mean ± std)", "best τ (val)", "runs", "GFLOPs", "kWh", "gCO₂",
              "energy ratio")]
     for loss in comparison["loss"].values:
@@ -35,8 +60,8 @@ def kd_table(comparison: xr.Dataset) -> str:
             tuned = method == "tuned"
             rows.append((
                 str(loss), str(method),
-                f"{100 * float(m.accuracy_mean):.2f} ± {100 * float(m.accuracy_std):.2f} %",
-                f"{float(c.best_temperature):g}" if tuned else "drawn per batch",
+                _pm(float(m.accuracy_mean), float(m.accuracy_std)),
+                _best_tau(c) if tuned else "drawn per batch",
                 str(int(m.n_runs)),
                 f"{float(m.gflops):.4g}", f"{float(m.energy_kwh):.3g}", f"{float(m.co2_g):.3g}",
                 f"{float(c.energy_ratio):.2f}× (grid of {int(c.grid_points)})" if tuned else "1×",
@@ -68,7 +93,8 @@ def plot_kd_pareto(tree: xr.DataTree, comparison: xr.Dataset, path: Path) -> Pat
         for method, marker in (("tuned", "s"), ("stochastic", "*")):
             m = c.sel({"method": method})
             x, y = float(m.co2_g), 100 * float(m.accuracy_mean)
-            ax.errorbar(x, y, yerr=100 * float(m.accuracy_std), fmt=marker, ms=11 if marker == "*" else 8,
+            std = float(m.accuracy_std)
+            ax.errorbar(x, y, yerr=100 * std if np.isfinite(std) else None, fmt=marker, ms=11 if marker == "*" else 8,
                         color=color, mec="black", label=f"{loss}: {method}" + (" (whole grid)" if method == "tuned" else ""))
             points.append((x, y))
     front = _pareto_front(points)
@@ -111,7 +137,8 @@ def write_report(tree: xr.DataTree, out: Path | str) -> Path:
             "", f"## {name}: grid search vs stochastic temperature", "",
             f"Grid stage `{comparison.attrs['grid_stage']}`, stochastic stage `{comparison.attrs['stochastic_stage']}`; "
             f"best τ by {comparison.attrs['selection']}. Costs are totals over all runs of each method.",
-            "", kd_table(comparison), "", f"![accuracy vs CO₂]({png.name})",
+            "", kd_table(comparison), *[x for note in kd_notes(comparison) for x in ("", note)],
+            "", f"![accuracy vs CO₂]({png.name})",
         ]
     parts += pruning_sections(tree, folder)
     path = folder / "report.md"

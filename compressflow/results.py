@@ -2,7 +2,13 @@
 
 Layout: ``/tasks`` is the ledger (dimension ``task``, one entry per task); ``/<stage>`` holds
 that stage's metrics with its sweep axes as dimensions. Every variable has ``units`` in its
-attrs. The store opens with plain ``xarray.open_datatree(path, engine="zarr")``."""
+attrs. The store opens with plain ``xarray.open_datatree(path, engine="zarr")``.
+
+A recorded variable (or dimension) whose name is also a dimension of its stage group (a sweep
+axis: e.g. ``prune``'s achieved ``sparsity`` when ``sparsity`` is swept), or one of the names
+the group adds from the ledger (``status``, ``duration_s``, ``energy_kwh``, ``co2_g``,
+``task_key``), is kept as ``<name>_recorded`` with ``attrs["recorded_name"] = <name>``; the
+group's ``attrs["renamed"]`` (JSON) maps every renamed variable back to its recorded name."""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import numpy as np
 import xarray as xr
 
 from compressflow.energy import carbon_intensity, co2_grams
+from compressflow.errors import InputError, SpecError, one_line
 from compressflow.graph import TaskGraph
 from compressflow.records import TaskRecord
 from compressflow.registries import SUMMARIES
@@ -30,6 +37,9 @@ LEDGER_UNITS = {
     "co2_g": "g CO2eq",
 }
 STAGE_LEDGER = ("status", "duration_s", "energy_kwh", "co2_g")
+#: suffix of a recorded variable renamed because its name is a dimension or ledger variable of its group
+RECORDED_SUFFIX = "_recorded"
+LEDGER_GROUP = "tasks"
 
 
 def build_results(graph: TaskGraph, tasks: Mapping[str, TaskRecord]) -> xr.DataTree:
@@ -44,11 +54,21 @@ def build_results(graph: TaskGraph, tasks: Mapping[str, TaskRecord]) -> xr.DataT
     ledger.attrs.update(
         {"carbon_intensity_g_per_kwh": intensity, "pue": spec.energy.pue, "country": spec.energy.country}
     )
-    groups: dict[str, xr.Dataset] = {"/tasks": ledger}
+    groups: dict[str, xr.Dataset] = {f"/{LEDGER_GROUP}": ledger}
     for stage, nodes in graph.stages.items():
+        if stage == LEDGER_GROUP:  # the spec refuses it; this guards the ledger if a caller skipped that
+            raise SpecError(f"stages.{stage}: the name {stage!r} is taken by the results ledger "
+                            f"(/{LEDGER_GROUP}); rename the stage (its finished tasks are reused)")
         groups[f"/{stage}"] = _stage_dataset(graph, stage, [tasks[n.key] for n in nodes], ledger)
     for name in SUMMARIES:
-        groups.update(SUMMARIES.get(name)(spec, groups))
+        summary = SUMMARIES.get(name)(spec, groups)
+        taken = [path for path in summary if path in groups]
+        if taken:
+            what = "results ledger" if taken[0] == f"/{LEDGER_GROUP}" else "stage"
+            raise SpecError(f"stages.{taken[0].lstrip('/')}: the name {taken[0].lstrip('/')!r} is taken by the "
+                            f"study summary {name!r}, which would overwrite that {what} group; rename the stage "
+                            "(its finished tasks are reused)")
+        groups.update(summary)
     tree = xr.DataTree.from_dict(groups)
     tree.attrs.update(
         {
@@ -102,26 +122,56 @@ def _datetimes(seconds: list[float]) -> np.ndarray:
 
 def _stage_dataset(graph: TaskGraph, stage: str, tasks: list[TaskRecord], ledger: xr.Dataset) -> xr.Dataset:
     axes = graph.axes(stage)
-    label = {axis: _axis_labeller([t.point[axis] for t in tasks]) for axis in axes}
+    # a task shared with another stage (same work, e.g. a teacher that is also one point of an
+    # lr grid) carries that stage's point; this stage's nodes say where it sits here
+    points = [node.point for node in graph.stages[stage]]
+    label = {axis: _axis_labeller([p[axis] for p in points]) for axis in axes}
     parts = []
-    for task in tasks:
+    renamed: dict[str, str] = {}
+    for task, point in zip(tasks, points, strict=True):
         ds = task.record.metrics.copy() if task.record is not None else xr.Dataset()
+        ds = _keep_recorded(ds, (*axes, *STAGE_LEDGER, "task_key"), renamed)
         for name in STAGE_LEDGER:
             ds[name] = ledger[name].sel(task=task.key).drop_vars("task")
         ds["task_key"] = task.key
         if axes:
-            ds = ds.expand_dims({axis: [label[axis](task.point[axis])] for axis in axes})
+            ds = ds.expand_dims({axis: [label[axis](point[axis])] for axis in axes})
         parts.append(ds)
     merged = xr.merge(parts, join="outer", compat="no_conflicts", combine_attrs="drop_conflicts")
     st = graph.spec.stages[stage]
     merged.attrs.update({"op": st.op, "params": json.dumps(st.params), "needs": json.dumps(st.needs), "sweep_axes": axes,
                          "scheduling_policy": st.scheduling.policy})
+    if renamed:
+        merged.attrs["renamed"] = json.dumps(renamed, sort_keys=True)
     for name in merged.data_vars:  # merge keeps attrs of the first part only if all agree
         for p in parts:
             if name in p and "units" in p[name].attrs:
                 merged[name].attrs["units"] = p[name].attrs["units"]
                 break
     return merged
+
+
+def _keep_recorded(ds: xr.Dataset, reserved: tuple[str, ...], renamed: dict[str, str]) -> xr.Dataset:
+    """``ds`` with every variable or dimension named in ``reserved`` renamed to
+    ``<name>_recorded`` (suffixed again while that is taken too), so neither a sweep axis nor a
+    ledger variable replaces or collides with a recorded value. Adds each rename to ``renamed``."""
+    names = set(ds.variables) | set(ds.dims)
+    clash = [n for n in reserved if n in names]
+    if not clash:
+        return ds
+    mapping = {}
+    for name in clash:
+        new = name + RECORDED_SUFFIX
+        while new in names or new in reserved:
+            new += RECORDED_SUFFIX
+        mapping[name] = new
+        names.add(new)
+    ds = ds.rename(mapping)
+    for old, new in mapping.items():
+        if new in ds.variables:
+            ds[new].attrs["recorded_name"] = old
+        renamed[new] = old
+    return ds
 
 
 def _axis_labeller(values: list) -> Callable[[Any], Any]:
@@ -162,14 +212,56 @@ def open_results(out: Path | str) -> xr.DataTree:
     ------
     FileNotFoundError
         If there is no results store there.
+    InputError
+        If the store cannot be read as compressflow results: damaged metadata, a chunk that
+        does not decode, or another program's Zarr store (no ``/tasks`` ledger). One line
+        naming the store and, where it is one array, that array.
     """
     path = Path(out)
     if path.name != "results.zarr":
         path = path / "results.zarr"
     if not path.exists():
         raise FileNotFoundError(f"no results at {str(path)!r}; run `compressflow run SPEC --out DIR` first")
-    with xr.open_datatree(path, engine="zarr") as tree:
-        return tree.load()
+
+    def unreadable(detail: str) -> InputError:
+        return InputError(f"{str(path)!r} is not a readable compressflow results store ({detail}); "
+                          "re-run the spec with the same --out to rebuild it from the finished tasks' records")
+
+    try:
+        with warnings.catch_warnings():
+            # a store without consolidated metadata is not ours; it is refused below, not warned about
+            warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated metadata",
+                                    category=RuntimeWarning)
+            with xr.open_datatree(path, engine="zarr") as tree:
+                try:
+                    tree = tree.load()
+                except Exception as exc:  # a damaged chunk (zstd, truncated, wrong size): find which array
+                    raise unreadable(_first_unreadable(tree) or f"{type(exc).__name__}: {one_line(exc)}") from None
+    except InputError:
+        raise
+    except Exception as exc:  # unparsable or missing metadata, not a Zarr store at all
+        raise unreadable(f"{type(exc).__name__}: {one_line(exc)}") from None
+    ledger = tree.children.get("tasks")
+    missing = [v for v in _LEDGER_NEEDED if ledger is None or v not in ledger.data_vars]
+    if ledger is None or "task" not in ledger.dims or missing:
+        raise unreadable("no /tasks ledger" if ledger is None else
+                         f"its /tasks ledger lacks {', '.join(missing) or 'the task dimension'}")
+    return tree
+
+
+_LEDGER_NEEDED = ("stage", "op", "status", "duration_s", "energy_kwh", "co2_g")  # what the summary reads
+
+
+def _first_unreadable(tree: xr.DataTree) -> str | None:
+    """``node/variable: error`` for the first array of a lazily opened tree that cannot be read."""
+    for node in tree.subtree:
+        for name, var in node.variables.items():
+            try:
+                var.values
+            except Exception as exc:
+                where = "/".join(p for p in (node.path.strip("/"), str(name)) if p)
+                return f"{where}: {type(exc).__name__}: {one_line(exc)}"
+    return None
 
 
 def summary_rows(tree: xr.DataTree) -> list[tuple[str, ...]]:

@@ -194,7 +194,7 @@ def _check_resources(workers: dict[str, Any], graph: TaskGraph) -> None:
             offered[name] = max(offered.get(name, 0), amount)
     for stage, nodes in graph.stages.items():
         for name, amount in nodes[0].resources.items():
-            if offered.get(name, 0) < amount:
+            if not offered.get(name, 0) >= amount:  # also refuses a NaN request, which no worker can meet
                 raise InputError(
                     f"stages.{stage}.resources.{name}: needs {amount:g} but no worker offers that much "
                     f"(workers offer {offered or 'no resources'}); use a GPU cluster spec or drop the request"

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from compressflow.errors import InputError
+from compressflow.errors import InputError, one_line
 from compressflow.records import Artifact
 
 __all__ = [
@@ -111,7 +111,9 @@ def load_checkpoint(artifact: Artifact, device: torch.device | str = "cpu") -> t
     Raises
     ------
     InputError
-        If the file is missing or its hash differs from the artifact's.
+        If the file is missing, its hash differs from the artifact's, or it is not a
+        compressflow checkpoint that rebuilds its model (not a weights-only torch file, keys
+        missing, an unknown model, weights of the wrong names or shapes): one line naming the file.
     """
     from compressflow.nn.blocks import make_block
     from compressflow.nn.models import build_model
@@ -121,12 +123,42 @@ def load_checkpoint(artifact: Artifact, device: torch.device | str = "cpu") -> t
     problem = artifact_problem(artifact)
     if problem is not None:
         raise InputError(f"{problem}; re-run the stage that produced it")
-    blob = torch.load(path, map_location=device, weights_only=True)
-    model = build_model(blob["model"], **blob["kwargs"])
-    for layer, block in blob.get("surgery", {}).items():
-        set_module(model, layer, make_block(block, model.get_submodule(layer)))
-    model.load_state_dict(blob["state_dict"])
+
+    def bad(what: str) -> InputError:
+        # the hash matched, so the record itself points at this file: it was written so, or both were edited
+        return InputError(f"checkpoint {str(path)!r} is not a compressflow checkpoint ({what}); "
+                          "re-run the stage that produced it")
+
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError ... for foreign bytes
+        raise bad(f"{type(exc).__name__}: {_torch_load_detail(exc)}") from None
+    if not isinstance(blob, dict):
+        raise bad(f"it holds a {type(blob).__name__}, not a dict")
+    expected = {"model": str, "kwargs": dict, "state_dict": dict, "surgery": dict}
+    for key, kind in expected.items():
+        if key not in blob and key != "surgery":
+            raise bad(f"no {key!r} entry; it holds {', '.join(map(repr, blob)) or 'nothing'}")
+        if key in blob and not isinstance(blob[key], kind):
+            raise bad(f"{key!r} is a {type(blob[key]).__name__}, not a {kind.__name__}")
+    try:
+        model = build_model(blob["model"], **blob["kwargs"])
+        for layer, block in blob.get("surgery", {}).items():
+            set_module(model, layer, make_block(block, model.get_submodule(layer)))
+        model.load_state_dict(blob["state_dict"])
+    except Exception as exc:  # unknown model/block, bad kwargs, missing or misshapen weights
+        raise bad(f"{type(exc).__name__}: {one_line(exc)}") from None
     return model.to(device)
+
+
+def _torch_load_detail(exc: BaseException) -> str:
+    """What went wrong in ``torch.load``, without its page of advice (which ends by suggesting
+    ``weights_only=False``: exactly what must not be done with a file that fails here)."""
+    text = str(exc)
+    if text.startswith("Weights only load failed"):
+        lines = [line.split("WeightsUnpickler error:")[-1].strip() for line in text.splitlines()[1:]]
+        text = " ".join(line for line in lines if line and not line.startswith("Check the documentation"))
+    return one_line(text or type(exc).__name__)
 
 
 def replace_dir(target: Path, write: Callable[[Path], None]) -> None:

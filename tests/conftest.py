@@ -11,12 +11,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 @pytest.fixture(scope="session")
 def client():
-    """A real two-worker LocalCluster (processes, one thread each), as the runner builds it."""
+    """A real two-worker LocalCluster (processes, one thread each), as the runner builds it,
+    but on plain TCP (``security="none"``): tests pass its address to the CLI as a string, which
+    carries no TLS credentials. The TLS default is tested in tests/test_cluster.py."""
     from distributed import Client
 
     from compressflow.cluster import local_cluster
 
-    with local_cluster(n_workers=2, dashboard_address=":0") as cluster, Client(cluster) as c:
+    with local_cluster(n_workers=2, dashboard_address=":0", security="none") as cluster, Client(cluster) as c:
         yield c
 
 

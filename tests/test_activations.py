@@ -1,5 +1,7 @@
 """The Zarr activation store gives back exactly what the layers saw."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -51,3 +53,89 @@ def test_failed_write_keeps_previous_store(model_and_data, tmp_path):
     with pytest.raises(AttributeError):
         write_activations(net, {"val": data["val"]}, ["conv1", "no.such.layer"], path)
     assert read_layer(path, "conv1", "val")[0].shape[0] == 20  # the old store is intact
+
+
+# ---------------------------------------------------------------------------- damaged or foreign stores
+
+
+@pytest.fixture()
+def store(model_and_data, tmp_path):
+    net, data = model_and_data
+    return write_activations(net, {"val": data["val"]}, ["conv1"], tmp_path / "a.zarr", samples_per_chunk=8)
+
+
+def chunk_of(store, kind="in"):
+    return store / "conv1" / "val" / kind / "c" / "0" / "0" / "0" / "0"
+
+
+def unreadable(store, detail):
+    return rf"^activations: {re.escape(repr(str(store)))} is not a readable activation store \({detail}.*\); re-run"
+
+
+@pytest.mark.parametrize(("damage", "detail"), [
+    (lambda b: b"garbage" * 5, r"array 'conv1/val/in': RuntimeError: Zstd decompression error"),
+    (lambda b: b[: len(b) // 2], r"array 'conv1/val/in': RuntimeError: Zstd decompression error"),
+    # one byte changed inside the compressed data: only the zstd frame checksum notices
+    (lambda b: b[:-8] + bytes([b[-8] ^ 0xFF]) + b[-7:], r"array 'conv1/val/in': RuntimeError: Zstd decompression"),
+])
+def test_a_corrupted_chunk_names_the_store(store, damage, detail):
+    chunk = chunk_of(store)
+    chunk.write_bytes(damage(chunk.read_bytes()))
+    cin, cout = read_layer(store, "conv1", "val")  # lazily: opening does not read chunks
+    assert cout[:].shape == (20, *cout.shape[1:])  # the intact array still reads
+    with pytest.raises(InputError, match=unreadable(store, detail)) as info:
+        cin[:]
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("file", "text", "detail"), [
+    ("zarr.json", "{not json", r"JSONDecodeError: Expecting property name"),
+    ("zarr.json", '{"zarr_format": 3, "node_type": "group", "attributes": {}}', r"its attributes have no list of 'layers'"),
+    ("zarr.json", '{"zarr_format": 3, "node_type": "group", "attributes": {"layers": "conv1", "splits": []}}',
+     r"its attributes have no list of 'layers'"),
+    ("conv1/val/in/zarr.json", '{"shape": [', r"array 'conv1/val/in': JSONDecodeError"),
+])
+def test_damaged_metadata_names_the_store(store, file, text, detail):
+    (store / file).write_text(text)
+    with pytest.raises(InputError, match=unreadable(store, detail)):
+        read_layer(store, "conv1", "val")
+
+
+def test_a_foreign_zarr_array_or_file_is_not_a_store(tmp_path):
+    import zarr
+
+    zarr.create_array(str(tmp_path / "arr.zarr"), shape=(3,), dtype="f4")
+    with pytest.raises(InputError, match=unreadable(tmp_path / "arr.zarr", r"ContainsArrayError")):
+        store_info(tmp_path / "arr.zarr")
+    (tmp_path / "file.zarr").write_text("x")
+    with pytest.raises(InputError, match=r"no store at .*file.zarr"):
+        store_info(tmp_path / "file.zarr")
+
+
+def test_a_capture_store_has_no_inputs(model_and_data, tmp_path):
+    net, data = model_and_data
+    path = write_activations(net, {"val": data["val"]}, ["conv1"], tmp_path / "a.zarr", kinds=("out",))
+    with pytest.raises(InputError, match=r"holds no 'in' arrays \(it keeps out\)"):
+        read_layer(path, "conv1", "val")
+
+
+def test_svcca_refuses_a_store_that_is_not_a_capture(model_and_data, tmp_path):
+    from compressflow.records import Artifact
+    from compressflow.stages._context import StageContext
+    from compressflow.stages.representations import svcca
+
+    net, data = model_and_data
+    probe = {"probe_sha256": "p", "probe_size": 20, "probe_split": "val"}
+    good = write_activations(net, {"val": data["val"]}, ["conv1"], tmp_path / "good.zarr", kinds=("out",), attrs=probe)
+    blockwise = write_activations(net, {"val": data["val"]}, ["conv1"], tmp_path / "blockwise.zarr")  # no probe
+    ctx = StageContext("k", "similarity", out=tmp_path)
+    art = {p: Artifact("zarr", str(p), "unchecked") for p in (good, blockwise)}
+    same = svcca(ctx, a=art[good], b=art[good], keep=5)
+    np.testing.assert_allclose(same.metrics.svcca.values, 1.0, atol=1e-5)  # a store against itself
+    with pytest.raises(InputError, match=rf"^svcca.b: {re.escape(repr(str(blockwise)))} is not a capture store "
+                                         r"\(its attributes have no str 'probe_sha256'\)"):
+        svcca(ctx, a=art[good], b=art[blockwise])
+    chunk = good / "conv1" / "val" / "out" / "c" / "0" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:100])
+    with pytest.raises(InputError, match=unreadable(good, r"array 'conv1/val/out': RuntimeError: Zstd")):
+        svcca(ctx, a=art[good], b=art[good])

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import math
+import os
 import pickle
+import re
+import shutil
 import statistics
 import time
+import warnings
+import zlib
 from collections import Counter
 
 import numpy as np
@@ -112,8 +118,46 @@ CIFAR = {  # folder, train files, test file, meta file, label key, label-names k
 }
 
 
-def write_cifar(base, name, n_train=40, n_test=10, k=5, seed=0):
-    """Write a tiny archive in the official format; return (train CHW uint8, labels, test ..., names)."""
+class Py2Pickler(pickle._Pickler):
+    """Writes what Python 2's cPickle wrote for the official batches: bytes as Python 2 ``str``
+    (SHORT_BINSTRING/BINSTRING, or STRING at protocol 0, never ``_codecs.encode``) and numpy's
+    globals under their numpy-1 module ``numpy.core.multiarray``."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_py2_str(self, obj):
+        if self.proto == 0:
+            self.write(pickle.STRING + repr(obj)[1:].encode("ascii") + b"\n")
+        elif len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + len(obj).to_bytes(4, "little") + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_str
+    dispatch[str] = lambda self, obj: self.save_py2_str(obj.encode("ascii"))  # Python 2 text was str too
+
+    def save_global(self, obj, name=None):
+        module = getattr(obj, "__module__", None)
+        module = module.replace("numpy._core", "numpy.core") if module else module
+        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode())
+        self.memoize(obj)
+
+
+def dump_py2(obj, f, protocol=2):
+    Py2Pickler(f, protocol).dump(obj)
+
+
+def dump_py3(obj, f, protocol=4):
+    """A copy re-pickled under Python 3: str keys and class names (as ``pickle.load(encoding="latin1")`` gives)."""
+    def text(v):
+        return v.decode() if isinstance(v, bytes) else [text(i) for i in v] if isinstance(v, list) else v
+    pickle.dump({k.decode(): text(v) for k, v in obj.items()}, f, protocol=protocol)
+
+
+def write_cifar(base, name, n_train=40, n_test=10, k=5, seed=0, dump=dump_py2):
+    """Write a tiny archive in the official format (``dump`` writes each dict); return (train CHW
+    uint8, labels, test ..., names)."""
     folder, train_files, test_file, meta_file, label_key, names_key = CIFAR[name]
     rng = np.random.default_rng(seed)
     out = base / folder
@@ -123,7 +167,7 @@ def write_cifar(base, name, n_train=40, n_test=10, k=5, seed=0):
     if name == "cifar100":
         meta[b"coarse_label_names"] = [b"super"]
     with open(out / meta_file, "wb") as f:
-        pickle.dump(meta, f, protocol=2)
+        dump(meta, f)
 
     def make(n):
         hwc = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
@@ -138,13 +182,22 @@ def write_cifar(base, name, n_train=40, n_test=10, k=5, seed=0):
         if name == "cifar100":
             batch[b"coarse_labels"] = [0] * len(images)
         with open(out / file, "wb") as f:
-            pickle.dump(batch, f, protocol=2)
+            dump(batch, f)
     return x, y, xt, yt, tuple(n.decode() for n in names)
 
 
+DUMPS = {  # how a CIFAR file may have been written: the Python 2 originals, and copies re-pickled by Python 3
+    "py2-protocol2": lambda obj, f: dump_py2(obj, f, 2),  # the official files
+    "py2-protocol0": lambda obj, f: dump_py2(obj, f, 0),
+    "py3-bytes-keys-protocol2": lambda obj, f: pickle.dump(obj, f, protocol=2),  # bytes via _codecs.encode
+    **{f"py3-str-keys-protocol{p}": (lambda obj, f, p=p: dump_py3(obj, f, p)) for p in (2, 3, 4, 5)},
+}
+
+
+@pytest.mark.parametrize("dump", list(DUMPS))
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
-def test_cifar_reads_official_pickles_exactly(tmp_path, name):
-    x, y, xt, yt, names = write_cifar(tmp_path, name)
+def test_cifar_reads_official_pickles_exactly(tmp_path, name, dump):
+    x, y, xt, yt, names = write_cifar(tmp_path, name, dump=DUMPS[dump])
     s = load_splits(name, root=str(tmp_path), val_fraction=0.25, seed=1)
     assert s.class_names == names and s.num_classes == 5 and s.sample_shape == (3, 32, 32)
     assert s.augment == AUGMENT_OPS and (len(s.train), len(s.val), len(s.test)) == (30, 10, 10)
@@ -177,6 +230,101 @@ def test_cifar_foreign_file_is_a_data_error(tmp_path):
     write_cifar(tmp_path, "cifar10")
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(DataError, match="cannot unpickle .*test_batch"):
+        DATASETS.get("cifar10")(root=tmp_path, val_fraction=0.25)
+
+
+class Payload:
+    """Unpickling this runs ``call(*args)``: what a crafted batch does to a plain ``pickle.load``."""
+
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+def craft_batch(tmp_path, payload, file="data_batch_1"):
+    """An official cifar10 tree whose ``file`` hides ``payload`` in its dict."""
+    write_cifar(tmp_path, "cifar10")
+    path = tmp_path / "cifar-10-batches-py" / file
+    with open(path, "rb") as f:
+        batch = pickle.load(f, encoding="bytes")
+    batch[b"data"] = payload
+    with open(path, "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    return path
+
+
+@pytest.mark.parametrize(("call", "refused"), [(os.system, "posix.system"), (open, "io.open"),
+                                              (shutil.rmtree, "shutil.rmtree")])
+def test_cifar_crafted_pickle_is_refused_before_it_runs(tmp_path, call, refused):
+    marker = tmp_path / "pwned"
+    args = {os.system: (f"touch {marker}",), open: (str(marker), "w"), shutil.rmtree: (str(marker),)}[call]
+    if call is shutil.rmtree:
+        marker.mkdir()  # what the payload would delete
+    path = craft_batch(tmp_path, Payload(call, *args))
+    with pytest.raises(DataError) as info:
+        DATASETS.get("cifar10")(root=tmp_path, val_fraction=0.25)
+    assert marker.exists() == (call is shutil.rmtree)  # nothing created, nothing deleted
+    message = str(info.value)
+    assert message == (f"cifar10: refused to unpickle {str(path)!r}: global {refused!r} is not allowed in a CIFAR "
+                       "batch (only numpy arrays, lists, dicts, bytes, str, int); re-extract the official python "
+                       "archive")
+    if call is open:  # the file really is dangerous: a plain pickle.load runs it
+        with open(path, "rb") as f:
+            pickle.load(f, encoding="bytes")[b"data"].close()
+        assert marker.exists()
+
+
+@pytest.mark.parametrize(("body", "refused"), [
+    # numpy's array globals used otherwise than numpy pickles arrays: calling ndarray(shape) or
+    # _reconstruct with a size of the file's choosing would allocate it (1 TB here)
+    (b"cnumpy\nndarray\n(I1000000000000\ntR", "a call of numpy.ndarray"),
+    (b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n(I1000000000000\ntS'b'\ntR",
+     "a call of numpy's _reconstruct with shape (1000000000000,)"),
+    # _codecs.encode is admitted for latin-1 only (how Python 3 pickles bytes); other codecs are code paths
+    (b"c_codecs\nencode\n(Vx\nVzlib_codec\ntR", "a call of _codecs.encode with the codec 'zlib_codec'"),
+    (b"cbuiltins\neval\n(V1\ntR", "global 'builtins.eval'"),
+    (b"c__builtin__\neval\n(S'1'\ntR", "global '__builtin__.eval'"),  # Python 2 spelling, not mapped
+    (b"ccopyreg\n_reconstructor\n(cbuiltins\nobject\nNNtR", "global 'copyreg._reconstructor'"),
+])
+def test_cifar_refuses_every_other_use_of_globals(tmp_path, body, refused):
+    write_cifar(tmp_path, "cifar10")
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    path.write_bytes(b"(dp0\nS'data'\n" + body + b"\ns.")  # protocol 0: {'data': <body>}
+    with pytest.raises(DataError, match=r"^cifar10: refused to unpickle .*test_batch': " + re.escape(refused)):
+        DATASETS.get("cifar10")(root=tmp_path, val_fraction=0.25)
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({b"data": "not pixels"}, r"holds data of shape \(\) \(<U10\) and labels of shape \(2,\) \(int64\)"),
+    ({b"data": np.zeros((2, 3072), np.float32)}, r"holds data of shape \(2, 3072\) \(float32\)"),  # not cast
+    ({b"data": np.full((2, 3072), 300)}, r"holds data of shape \(2, 3072\) \(int64\)"),  # out of uint8 range
+    ({b"labels": [0, 1, 2]}, r"holds data of shape \(2, 3072\) \(uint8\) and labels of shape \(3,\)"),
+    ({b"labels": [[0], [1]]}, r"holds data .* and labels of shape \(2, 1\)"),
+    ({b"labels": [0, 9]}, r"has labels outside 0..4"),
+    ({b"labels": {0: 1}}, r"holds data .* and labels of type dict"),
+])
+def test_cifar_wrong_contents_are_one_line_errors(tmp_path, change, expected):
+    write_cifar(tmp_path, "cifar10")
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], **change}
+    path.write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(DataError, match=r"^cifar10: '.*test_batch' " + expected) as info:
+        DATASETS.get("cifar10")(root=tmp_path, val_fraction=0.25)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (pickle.dumps([1, 2], protocol=2), r"batches.meta' holds a list, not the official dict format"),
+    (pickle.dumps({b"label_names": 7}, protocol=2), r"'label_names' of type int; expected the official non-empty"),
+    (pickle.dumps({b"other": 1}, protocol=2), r"has no 'label_names' entry"),
+    (b"\x80\x02}q\x00(U\x04data", r"cannot unpickle .*batches.meta' \(EOFError"),  # truncated
+])
+def test_cifar_foreign_meta_is_a_data_error(tmp_path, content, expected):
+    write_cifar(tmp_path, "cifar10")
+    (tmp_path / "cifar-10-batches-py" / "batches.meta").write_bytes(content)
+    with pytest.raises(DataError, match=expected):
         DATASETS.get("cifar10")(root=tmp_path, val_fraction=0.25)
 
 
@@ -234,6 +382,76 @@ def test_tinyimagenet_bad_layouts(tmp_path):
     with pytest.raises(DataError, match="lacks val/val_annotations.txt") as info:
         DATASETS.get("tinyimagenet")(root=tmp_path)
     assert "tiny-imagenet-200/wnids.txt" in str(info.value)
+
+
+def png_header_only(width, height):
+    """A PNG whose header claims ``width`` × ``height`` RGB pixels with the pixel data of at most
+    8 rows (compressed zeros, under a kilobyte): a naive decoder would allocate ``3·width·height`` bytes."""
+    def chunk(kind, data):
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes((1 + 3 * width) * min(height, 8))))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize(("width", "height", "expected"), [
+    (20000, 20000, r"is too large to be a Tiny ImageNet image \(Image size \(400000000 pixels\) exceeds limit"),
+    (10000, 10000, r"is too large to be a Tiny ImageNet image \(Image size \(100000000 pixels\) exceeds limit"),
+    (5000, 4000, r"is too large to be a Tiny ImageNet image \(5000×4000 pixels; at most 16,777,216 pixels"),
+])
+def test_tinyimagenet_refuses_oversized_images_from_the_header(tmp_path, width, height, expected):
+    """400 MP is past PIL's own bomb limit (an error), 100 MP between its warning and its error,
+    20 MP under both but past ours: each is refused before any pixel is decoded."""
+    root, _ = write_tinyimagenet(tmp_path)
+    bomb = root / "train" / WNIDS[1] / "images" / f"{WNIDS[1]}_3.JPEG"
+    bomb.write_bytes(png_header_only(width, height))  # a PNG named .JPEG: PIL goes by content
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a DecompressionBombWarning would be a second line on stderr
+        with pytest.raises(DataError, match=rf"^tinyimagenet: image {re.escape(repr(str(bomb)))} " + expected) as info:
+            DATASETS.get("tinyimagenet")(root=root, val_fraction=0.2)
+    assert "\n" not in str(info.value) and str(info.value).endswith("replace it with the official file")
+
+
+def test_tinyimagenet_png_header_is_what_pil_reads():
+    """The crafted header is a real PNG header: PIL reports its claimed size, and 8×8 decodes."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png_header_only(8, 8))) as im:
+        assert im.size == (8, 8) and np.asarray(im.convert("RGB")).shape == (8, 8, 3)
+    with Image.open(io.BytesIO(png_header_only(5000, 4000))) as im:
+        assert im.size == (5000, 4000)
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    ("garbage", r"\(UnidentifiedImageError: cannot identify image file"),
+    ("truncated", r"\(OSError: image file is truncated"),
+    ("empty", r"\(UnidentifiedImageError: cannot identify image file"),
+    ("directory", r"\(IsADirectoryError: "),
+])
+def test_tinyimagenet_undecodable_images_are_data_errors(tmp_path, damage, expected):
+    root, _ = write_tinyimagenet(tmp_path)
+    path = root / "val" / "images" / "val_2.JPEG"
+    if damage == "garbage":
+        path.write_bytes(b"this is not a JPEG at all" * 10)
+    elif damage == "truncated":
+        Image.effect_noise((64, 64), 60).convert("RGB").save(path, "JPEG", quality=95)
+        path.write_bytes(path.read_bytes()[:1500])  # header intact, entropy-coded data cut short
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        path.unlink()
+        path.mkdir()
+    with pytest.raises(DataError, match=rf"^tinyimagenet: cannot read image {re.escape(repr(str(path)))} " + expected):
+        DATASETS.get("tinyimagenet")(root=root, val_fraction=0.2)
+
+
+@pytest.mark.parametrize("file", ["wnids.txt", "val/val_annotations.txt", "words.txt"])
+def test_tinyimagenet_text_files_that_are_not_utf8(tmp_path, file):
+    root, _ = write_tinyimagenet(tmp_path)
+    (root / file).write_bytes(b"\xff\xfe\x00n0144\x80")
+    with pytest.raises(DataError, match=rf"^tinyimagenet: cannot read '.*{file}' as UTF-8 text \(UnicodeDecodeError"):
+        DATASETS.get("tinyimagenet")(root=root, val_fraction=0.2)
 
 
 # ---------------------------------------------------------------------------- synthetic

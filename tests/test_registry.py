@@ -39,3 +39,27 @@ def test_project_registries_hold_builtins():
     assert {"train", "evaluate"} <= set(STAGES.list())
     assert {"digits", "cifar10", "cifar100", "tinyimagenet", "synthetic"} <= set(DATASETS.list())
     assert {"resnet18", "mobilenet_v2", "vgg16", "wrn_16_1"} <= set(MODELS.list())
+
+
+def test_op_registry_carries_a_code_version():
+    from compressflow._registry import OpRegistry
+
+    ops = OpRegistry("op")
+    ops.register(lambda ctx: None, name="plain")
+
+    @ops.register(version=3)
+    def bumped(ctx):
+        return None
+
+    assert ops.version("plain") == 1 and ops.version("bumped") == 3
+    assert ops.get("bumped") is bumped and ops.list() == ["bumped", "plain"]
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="version must be an integer >= 1"):
+            ops.register(lambda ctx: None, name=f"bad{bad}", version=bad)
+    assert "bad0" not in ops
+    with pytest.raises(UnknownNameError, match="valid choices: bumped, plain"):
+        ops.version("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        ops.register(lambda ctx: None, name="plain", version=2)
+    assert ops.version("plain") == 1
+    assert all(STAGES.version(op) >= 1 for op in STAGES)

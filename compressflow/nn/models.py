@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -39,6 +40,7 @@ __all__ = [
     "resnet34",
     "resnet50",
     "shufflenet_v2",
+    "stage_outputs",
     "vgg16",
     "wrn_16_1",
     "wrn_40_2",
@@ -308,6 +310,64 @@ def wrn_40_2(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0)
 def wrn_16_1(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> nn.Module:
     """Wide ResNet 16-1 (2 blocks per group, widening 1); 0.18 M parameters at width 1."""
     return _wide_resnet(16, 1, num_classes, in_channels, width)
+
+
+# ------------------------------------------------------------------------ stages
+
+
+def stage_outputs(model: nn.Module) -> list[str]:
+    """Names of the modules whose outputs end the network's stages (its residual groups),
+    input side first: where attention transfer compares feature maps (ALGORITHMS §4).
+
+    A stage is a run of blocks at one spatial resolution; its output is that of its last
+    block, before the next stage downsamples. Per family:
+
+    * ResNet: ``layer1`` … ``layer4``; Wide ResNet: ``block1`` … ``block3`` (the residual
+      groups, as in Zagoruyko & Komodakis's code);
+    * ShuffleNetV2: ``stage2`` … ``stage4``;
+    * MobileNetV2: the last inverted-residual block at each resolution (the block before
+      each stride-2 block, and the last one; the final 1×1 expansion conv is the head);
+    * VGG: the last activation before each max-pool (its five conv stages).
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model built by :func:`build_model` (any width or input size).
+
+    Returns
+    -------
+    list of str
+        Module names as in ``model.named_modules()``.
+
+    Raises
+    ------
+    InputError
+        For a model with no stages of a family listed above (e.g. a user-registered one).
+
+    Examples
+    --------
+    >>> stage_outputs(build_model("wrn_16_1"))
+    ['block1', 'block2', 'block3']
+    """
+    children = dict(model.named_children())
+    if isinstance(model, torchvision.models.MobileNetV2):
+        blocks = list(model.features)[1:-1]  # between the stem and the 1x1 head conv
+        ends = [i for i in range(1, len(blocks)) if blocks[i].stride != 1] + [len(blocks)]
+        return [f"features.{i}" for i in ends]  # features.i is blocks[i - 1]
+    if isinstance(model, torchvision.models.ShuffleNetV2):
+        return [n for n in children if re.fullmatch(r"stage\d+", n)]
+    for pattern in (r"layer\d+", r"block\d+"):  # ResNet, Wide ResNet
+        groups = [n for n in children if re.fullmatch(pattern, n)]
+        if groups:
+            return groups
+    features = children.get("features")
+    if isinstance(features, nn.Sequential) and any(isinstance(m, nn.MaxPool2d) for m in features):  # VGG
+        mods = list(features)
+        return [f"features.{i - 1}" for i, m in enumerate(mods) if isinstance(m, nn.MaxPool2d) and i > 0]
+    raise InputError(
+        f"{type(model).__name__} has no residual groups or stages compressflow knows (attention transfer compares "
+        f"the outputs of a network's stages); supported families: resnet*, wrn_*, mobilenet_v2, shufflenet_v2, vgg16"
+    )
 
 
 # ------------------------------------------------------------------------ lookup

@@ -3,6 +3,8 @@ fitting a fresh model, and recording it (checkpoint, curves, accuracy, costs).""
 
 from __future__ import annotations
 
+import itertools
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -13,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from compressflow.data import Splits
 from compressflow.energy import current_meter
+from compressflow.errors import SpecWarning
 from compressflow.flops import macs_per_sample, param_count, train_step_flops_per_sample
 from compressflow.nn.models import build_model
 from compressflow.metrics import classification_metrics
@@ -21,8 +24,8 @@ from compressflow.records import Artifact, Record
 from compressflow.stages._context import StageContext
 from compressflow.store import artifact_digest, save_checkpoint
 
-__all__ = ["UNITS", "PositiveInt", "Schedule", "Width", "curves", "fit_model", "model_costs", "model_record", "with_units",
-           "zarr_record"]
+__all__ = ["MIN_BASE_RATE_EPOCHS", "UNITS", "PositiveInt", "Schedule", "Width", "base_rate_epochs", "check_schedule",
+           "curves", "fit_model", "model_costs", "model_record", "with_units", "zarr_record"]
 
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -52,9 +55,59 @@ class Schedule(BaseModel):
     augment: bool = True
 
 
+MIN_BASE_RATE_EPOCHS = 2.0
+"""A model trained from scratch with fewer epochs than this at the full base rate gets a
+:class:`~compressflow.errors.SpecWarning` at spec time (2 epochs with the default 1-epoch
+warm-up and milestones at 30/60/80 % leave none, and train every student to chance)."""
+
+
+def base_rate_epochs(epochs: float, warmup_epochs: float, milestones: tuple[float, ...], gamma: float) -> float:
+    """Epochs trained at the full base rate: from the end of the linear warm-up to the first
+    milestone (to the end when there is none or ``gamma`` is 1), never below 0.
+
+    Examples
+    --------
+    >>> base_rate_epochs(2, 1.0, (0.3, 0.6, 0.8), 0.2)  # the first decay at epoch 0.6, mid-warm-up
+    0.0
+    >>> base_rate_epochs(100, 1.0, (0.3, 0.6, 0.8), 0.2)
+    29.0
+    """
+    end = epochs if not milestones or gamma == 1 else min(milestones) * epochs
+    return max(0.0, min(end, epochs) - warmup_epochs)
+
+
+def check_schedule(spec: Any, name: str) -> None:
+    """Spec-time check of stage ``name``'s training schedule: warn (``SpecWarning``, naming the
+    stage and the epochs) when a sweep point leaves fewer than :data:`MIN_BASE_RATE_EPOCHS`
+    epochs at the base rate. For ops that train a model from scratch (``train``, ``distill``,
+    ``prune`` with ``reinit``/``random``); a fine-tuning schedule is short on purpose."""
+    from compressflow.stages._signature import stage_signature  # (it imports the op registry)
+
+    st = spec.stages[name]
+    sig = stage_signature(st.op)
+    fields = ("epochs", "warmup_epochs", "milestones", "gamma")
+    axes = [f for f in fields if f in st.sweep]
+    worst = None
+    for values in itertools.product(*(st.sweep[a] for a in axes)):
+        point = {**st.params, **{a: st.sweep[a][0] for a in st.sweep}, **dict(zip(axes, values))}
+        p = sig.validate(point, where=f"stages.{name}.params")
+        left = base_rate_epochs(p["epochs"], p["warmup_epochs"], tuple(p["milestones"]), p["gamma"])
+        if left < MIN_BASE_RATE_EPOCHS and (worst is None or left < worst[0]):
+            worst = (left, p)
+    if worst is not None:
+        left, p = worst
+        first = f"first milestone {min(p['milestones']):g} (epoch {min(p['milestones']) * p['epochs']:g})" \
+            if p["milestones"] and p["gamma"] != 1 else "no milestone"
+        warnings.warn(
+            f"stages.{name}: epochs {p['epochs']} with warmup_epochs {p['warmup_epochs']:g} and {first} leave "
+            f"{left:.1f} epochs at the base learning rate (fewer than {MIN_BASE_RATE_EPOCHS:g}); the model may train "
+            f"to chance; raise epochs, shorten warmup_epochs or move the milestones later",
+            SpecWarning, stacklevel=2)
+
+
 UNITS = {
     "accuracy": "1", "val_accuracy": "1", "best_val_accuracy": "1", "train_loss": "loss units",
-    "train_accuracy": "1", "lr": "1", "params": "count", "macs": "MAC/sample (forward)",
+    "train_accuracy": "1", "lr_curve": "1", "params": "count", "macs": "MAC/sample (forward)",
     "train_flops": "FLOP (forward+backward of every training step, plus any teacher forwards; FLOP = 2 MAC)",
     "task_flops": "FLOP (everything the task computed: training steps + evaluation forwards)",
     "train_time_s": "s", "train_samples": "samples", "elapsed_curve_s": "s (cumulative, end of each epoch)",
@@ -77,7 +130,7 @@ def curves(hist: History) -> dict[str, tuple[str, list[float]]]:
         "train_loss": ("epoch", hist.train_loss),
         "train_accuracy": ("epoch", hist.train_accuracy),
         "val_accuracy_curve": ("epoch", hist.val_accuracy),
-        "lr": ("epoch", hist.lr),
+        "lr_curve": ("epoch", hist.lr),
         "elapsed_curve_s": ("epoch", hist.elapsed_s if len(hist.elapsed_s) == n else [float("nan")] * n),
         "energy_curve_kwh": ("epoch", hist.energy_kwh if len(hist.energy_kwh) == n else [float("nan")] * n),
     }

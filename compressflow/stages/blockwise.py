@@ -7,9 +7,10 @@
   labels), reading only that layer's arrays from the cache (or, with no cache, recomputing
   the teacher prefix batch by batch); every ``eval_every`` epochs splice the block into the
   teacher, score it on the validation split and keep the best weights.
-* ``assemble`` — a fan-in over every ``replace_layer`` task: accept the blocks whose spliced
-  accuracy drop is under ``max_drop``, splice them all into the student, fine-tune briefly,
-  and record its test accuracy, MACs and params against the teacher's.
+* ``assemble`` — a fan-in over every ``replace_layer`` task: accept the blocks that cost fewer
+  MACs than their layer and whose spliced accuracy drop is under ``max_drop``
+  (:func:`rejection`), splice them all into the student, fine-tune briefly, and record its
+  test accuracy, MACs and params against the teacher's, and why each other block was refused.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from compressflow.stages._layer_check import check_blockwise_layers
 from compressflow.stages._signature import BlockName
 from compressflow.store import artifact_digest, atomic_write_bytes, load_checkpoint
 
-__all__ = ["activations", "assemble", "replace_layer"]
+__all__ = ["activations", "assemble", "rejection", "replace_layer"]
 
 
 @STAGES.register
@@ -164,6 +165,46 @@ def _layer_data(net: torch.nn.Module, layer: str, splits: Splits,
     return layer_io_batched(net, layer, splits.train.x)
 
 
+def rejection(drop: float, macs_before: float, macs_after: float, max_drop: float) -> str:
+    """Why a replacement block is refused, or ``""`` when it is accepted: a block must cost
+    fewer MACs than the layer it replaces *and* lose less than ``max_drop`` accuracy.
+
+    Parameters
+    ----------
+    drop : float
+        Validation accuracy lost with the block spliced in (fraction; may be negative).
+    macs_before, macs_after : float
+        Forward MACs per sample of the layer and of the block.
+    max_drop : float
+        The accuracy threshold (a drop must be strictly below it).
+
+    Returns
+    -------
+    str
+        ``""``, or the reasons joined by ``"; "``, e.g. ``"more MACs than the layer (1.10×)"``,
+        ``"accuracy drop 0.031 > max_drop 0.02"``.
+
+    Examples
+    --------
+    >>> rejection(0.01, 432, 475, 0.02)
+    'more MACs than the layer (1.10×)'
+    >>> rejection(0.031, 432, 100, 0.02)
+    'accuracy drop 0.031 > max_drop 0.02'
+    >>> rejection(-0.01, 432, 100, 0.02)
+    ''
+    """
+    reasons = []
+    if not macs_after < macs_before:
+        ratio = macs_after / macs_before if macs_before else float("inf")
+        more = "more MACs than" if macs_after > macs_before else "as many MACs as"
+        reasons.append(f"{more} the layer ({ratio:.2f}×)")
+    if not np.isfinite(drop):
+        reasons.append(f"accuracy drop not measured ({drop})")
+    elif not drop < max_drop:
+        reasons.append(f"accuracy drop {drop:.3f} {'>' if drop > max_drop else '='} max_drop {max_drop:g}")
+    return "; ".join(reasons)
+
+
 @STAGES.register
 def assemble(
     ctx: StageContext,
@@ -174,26 +215,33 @@ def assemble(
     schedule: Schedule = Schedule(epochs=3, lr=0.01, warmup_epochs=0),
     seed: int = 0,
 ) -> Record:
-    """Splice every block whose spliced validation accuracy fell by less than ``max_drop``
-    into the teacher, fine-tune the student on ``schedule`` and record it.
+    """Splice every block that is cheaper than its layer and whose spliced validation
+    accuracy fell by less than ``max_drop`` (:func:`rejection`) into the teacher, fine-tune
+    the student on ``schedule`` and record it.
 
     Returns
     -------
     Record
-        As ``train`` for the student, plus ``accepted`` (dim ``layer``, bool),
+        As ``train`` for the student, plus per layer (dim ``layer``) ``accepted`` (bool) and
+        ``reject_reason`` (``""`` for an accepted block, else e.g. ``"more MACs than the layer
+        (1.10×)"``, ``"accuracy drop 0.031 > max_drop 0.02"`` or ``"task failed: …"``),
         ``teacher_accuracy``, ``teacher_macs``/``teacher_params`` and the replaced layers'
         ``layers_macs_before``/``layers_macs_after``; artifact: the student's checkpoint.
     """
     splits = ctx.splits()
     net = load_checkpoint(teacher, ctx.device).eval()
-    chosen, accepted = {}, {}
+    chosen, reasons = {}, {}
     for task in blocks:
         layer = task.point.get("layer") or (task.record.artifact.meta["layer"] if task.ok else None)
-        m = task.record.metrics if task.ok else None
-        ok = bool(m is not None and float(m["accuracy_drop"]) < max_drop)
+        if not task.ok:
+            first = (task.error or "").strip().splitlines()
+            reason = f"task {task.status.replace('_', ' ')}" + (f": {first[0][:200]}" if first else "")
+        else:
+            m = task.record.metrics
+            reason = rejection(float(m["accuracy_drop"]), float(m["macs_before"]), float(m["macs_after"]), max_drop)
         if layer is not None:
-            accepted[layer] = ok
-        if ok:
+            reasons[layer] = reason
+        if not reason:
             blob = torch.load(task.record.artifact.path, map_location=ctx.device, weights_only=True)
             blk = make_block(blob["block"], net.get_submodule(blob["layer"]))
             blk.load_state_dict(blob["state_dict"])
@@ -201,8 +249,9 @@ def assemble(
     student = spliced(net, {layer: b for layer, (_, b, _) in chosen.items()})
     hist = fit(student, splits, seed=seed, device=ctx.device, **schedule.model_dump())
     extra = {
-        "accepted": ("layer", np.array(list(accepted.values()), dtype=bool)),
-        "layer": ("layer", list(accepted)),
+        "accepted": ("layer", np.array([not r for r in reasons.values()], dtype=bool)),
+        "reject_reason": ("layer", list(reasons.values())),
+        "layer": ("layer", list(reasons)),
         "teacher_accuracy": accuracy(net, splits.test, device=ctx.device),
         "teacher_macs": macs_per_sample(net, splits.sample_shape),
         "teacher_params": param_count(net),
@@ -211,4 +260,3 @@ def assemble(
     }
     surgery = {layer: name for layer, (name, _, _) in chosen.items()}
     return model_record(ctx, student, hist, teacher.meta["model"], teacher.meta["kwargs"], extra, surgery=surgery)
-

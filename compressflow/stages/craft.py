@@ -5,10 +5,11 @@ tasks.
 Layers are replaced one at a time, each block trained on the *current* model — the one that
 already holds the earlier replacements — so a block learns to map the inputs its layer really
 receives after the changes upstream to what the original layer makes of them. ``top_down``
-goes from the input towards the output; ``bottom_up`` the other way. A block is kept when the
-current model's validation accuracy with it stays within ``max_drop`` of the teacher's; the
-model is then fine-tuned for ``step_epochs`` before the next layer, and for ``schedule`` at
-the end.
+goes from the input towards the output; ``bottom_up`` the other way. A block is kept by the
+rule of ``assemble`` (:func:`~compressflow.stages.blockwise.rejection`): it must cost fewer
+MACs than the layer, and the current model's validation accuracy with it must stay within
+``max_drop`` of the teacher's; the model is then fine-tuned for ``step_epochs`` before the
+next layer, and for ``schedule`` at the end.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from compressflow.stages._common import PositiveInt, Schedule, model_record
 from compressflow.stages._context import StageContext
 from compressflow.stages._layer_check import check_blockwise_layers
 from compressflow.stages._signature import BlockName
-from compressflow.stages.blockwise import train_block
+from compressflow.stages.blockwise import rejection, train_block
 from compressflow.store import load_checkpoint
 
 __all__ = ["craft"]
@@ -62,8 +63,8 @@ def craft(
         Each block's training, as ``replace_layer`` (``epochs``, ``batch_size``, ``lr``), on the current
         model's inputs and outputs of the layer (unaugmented train split).
     max_drop : float
-        A block stays if the current model's validation accuracy with it is at most this far
-        below the teacher's.
+        A block stays if it costs fewer MACs than the layer and the current model's validation
+        accuracy with it is less than this far below the teacher's.
     step_epochs : int
         Fine-tuning epochs of the whole current model after each kept block (cross-entropy,
         at ``schedule``'s rate; 0: none).
@@ -75,9 +76,12 @@ def craft(
     Record
         As ``assemble``: the student's test metrics and costs, ``teacher_accuracy``,
         ``teacher_macs``/``teacher_params``, ``layers_macs_before``/``after`` of the kept
-        blocks; per step (dim ``step``, in replacement order) ``layer``, ``accepted``,
-        ``mse``, ``spliced_val_accuracy`` and ``val_accuracy_after`` (after that step's
-        fine-tuning); artifact: the student's checkpoint.
+        blocks, ``teacher_val_accuracy``; per step (dim ``step``, in replacement order)
+        ``step_layer``, ``accepted``, ``reject_reason`` (as ``assemble``'s), ``accuracy_drop``
+        (teacher's validation accuracy − the current model's with the block), ``mse``,
+        ``spliced_val_accuracy``, ``macs_before``/``macs_after`` (layer, block) and
+        ``val_accuracy_after`` (after that step's fine-tuning); artifact: the student's
+        checkpoint.
     """
     splits = ctx.splits()
     teacher_net = load_checkpoint(teacher, ctx.device).eval()
@@ -86,13 +90,16 @@ def craft(
         names = names[::-1]
     teacher_val = accuracy(teacher_net, splits.val, device=ctx.device)
     current = load_checkpoint(teacher, ctx.device).eval()
-    steps: dict[str, list] = {k: [] for k in ("accepted", "mse", "spliced_val_accuracy", "val_accuracy_after")}
+    steps: dict[str, list] = {k: [] for k in ("accepted", "reject_reason", "accuracy_drop", "mse",
+                                              "spliced_val_accuracy", "macs_before", "macs_after", "val_accuracy_after")}
     kept: dict[str, tuple[float, float]] = {}
     for i, layer in enumerate(names):
         x_in, y_out = layer_io_batched(current.eval(), layer, splits.train.x)
         blk, m = train_block(ctx, current, layer, block, x_in, y_out, epochs=block_epochs, batch_size=block_batch_size,
                              lr=block_lr, eval_every=eval_every, seed=seed + i)
-        ok = teacher_val - float(m["spliced_val_accuracy"]) < max_drop
+        drop = teacher_val - float(m["spliced_val_accuracy"])
+        reason = rejection(drop, float(m["macs_before"]), float(m["macs_after"]), max_drop)
+        ok = not reason
         if ok:
             set_module(current, layer, blk)
             kept[layer] = (float(m["macs_before"]), float(m["macs_after"]))
@@ -100,15 +107,18 @@ def craft(
                 fit(current, splits, seed=seed + i, device=ctx.device,
                     **{**schedule.model_dump(), "epochs": step_epochs})
         steps["accepted"].append(ok)
-        steps["mse"].append(float(m["mse"]))
-        steps["spliced_val_accuracy"].append(float(m["spliced_val_accuracy"]))
+        steps["reject_reason"].append(reason)
+        steps["accuracy_drop"].append(drop)
+        for k in ("mse", "spliced_val_accuracy", "macs_before", "macs_after"):
+            steps[k].append(float(m[k]))
         steps["val_accuracy_after"].append(accuracy(current.eval(), splits.val, device=ctx.device))
         ctx.progress(step=i + 1, of=len(names), layer=layer, accepted=ok, val_accuracy=steps["val_accuracy_after"][-1])
     hist = fit(current, splits, seed=seed, device=ctx.device, **schedule.model_dump())
     extra = {
         "step_layer": ("step", names),
-        **{k: ("step", np.array(v)) for k, v in steps.items()},
+        **{k: ("step", v if k == "reject_reason" else np.array(v)) for k, v in steps.items()},
         "order": order,
+        "teacher_val_accuracy": teacher_val,
         "teacher_accuracy": accuracy(teacher_net, splits.test, device=ctx.device),
         "teacher_macs": macs_per_sample(teacher_net, splits.sample_shape),
         "teacher_params": param_count(teacher_net),

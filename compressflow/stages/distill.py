@@ -13,7 +13,7 @@ from compressflow.flops import macs_per_sample
 from compressflow.nn.temperature import check_temperature, temperature_policy
 from compressflow.records import Artifact, Record
 from compressflow.registries import LOSSES, STAGES
-from compressflow.stages._common import Schedule, Width, fit_model, model_record
+from compressflow.stages._common import Schedule, Width, check_schedule, fit_model, model_record
 from compressflow.stages._context import StageContext
 from compressflow.stages._signature import LossName, ModelName
 from compressflow.store import load_checkpoint
@@ -79,6 +79,9 @@ def distill(
     net, hist, kwargs = fit_model(ctx, model=model, width=width, seed=seed, schedule=schedule, loss_fn=loss_fn)
     return model_record(ctx, net, hist, model, kwargs, _temperature_vars(policy),
                         teacher_macs=macs_per_sample(teacher_net, splits.sample_shape))
+
+
+distill.check_spec = check_schedule  # warns when the schedule leaves ~no epochs at the base rate
 
 
 def _temperature_vars(policy) -> dict[str, Any]:

@@ -89,7 +89,7 @@ def svcca(ctx: StageContext, *, a: Artifact, b: Artifact, layers: tuple[str, ...
     InputError
         Captures of different probe sets (or lengths), or a layer a store lacks.
     """
-    ia, ib = store_info(a.path), store_info(b.path)
+    ia, ib = _capture_info(a, "a"), _capture_info(b, "b")
     if (ia["probe_sha256"], ia["probe_size"]) != (ib["probe_sha256"], ib["probe_size"]):
         raise InputError(f"svcca: a and b were captured on different probe sets ({ia['probe_size']} "
                          f"{ia['probe_split']} images vs {ib['probe_size']} {ib['probe_split']}); capture both "
@@ -119,6 +119,17 @@ def svcca(ctx: StageContext, *, a: Artifact, b: Artifact, layers: tuple[str, ...
         grid = np.array([[svcca_similarity(mats[0][p], mats[1][q], keep)[0] for q in lb] for p in la])
         metrics["svcca_cross"] = xr.DataArray(grid, dims=("layer_a", "layer_b"), coords={"layer_a": la, "layer_b": lb})
     return Record(metrics)
+
+
+def _capture_info(store: Artifact, arg: str) -> dict:
+    """A capture store's attributes, checked to be what ``capture`` writes (one line naming the store otherwise)."""
+    info = store_info(store.path)
+    kinds = {"probe_sha256": str, "probe_size": int, "probe_split": str}
+    for key, kind in kinds.items():
+        if not isinstance(info.get(key), kind):
+            raise InputError(f"svcca.{arg}: {store.path!r} is not a capture store (its attributes have no "
+                             f"{kind.__name__} {key!r}); compare the outputs of 'capture' stages")
+    return info
 
 
 def _same_probe(spec, name: str) -> None:

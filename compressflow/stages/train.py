@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from compressflow.records import Record
 from compressflow.registries import STAGES
-from compressflow.stages._common import Schedule, Width, fit_model, model_record
+from compressflow.stages._common import Schedule, Width, check_schedule, fit_model, model_record
 from compressflow.stages._context import StageContext
 from compressflow.stages._signature import ModelName
 
@@ -42,3 +42,6 @@ def train(
     """
     net, hist, kwargs = fit_model(ctx, model=model, width=width, seed=seed, schedule=schedule)
     return model_record(ctx, net, hist, model, kwargs)
+
+
+train.check_spec = check_schedule  # warns when the schedule leaves ~no epochs at the base rate

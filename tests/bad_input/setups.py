@@ -23,3 +23,249 @@ def out_is_a_file(tmp: Path, out: Path) -> None:
     """The run directory path exists as a regular file."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("not a directory\n")
+
+
+# --- data ---
+# Crafted dataset files and damaged stores for tests/bad_input/data.yaml. Each writes a tiny tree
+# in the official layout under {tmp} (CIFAR: {tmp}/cifar, Tiny ImageNet: {tmp}/tin) and then
+# spoils one file, or a hand-built results store under {out}; the cases point `data.root` there.
+
+import io as _io
+import os as _os
+import pickle as _pickle
+import zlib as _zlib
+
+_CIFAR10 = ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "batches.meta",
+            b"labels", b"label_names")
+_CIFAR100 = ("cifar-100-python", ["train"], "test", "meta", b"fine_labels", b"fine_label_names")
+
+
+class _Payload:
+    """Unpickling this calls ``call(*args)``: what a crafted batch hides."""
+
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+def _cifar(tmp: Path, layout=_CIFAR10, **override) -> Path:
+    """An official-format CIFAR tree of 2 classes (2 images per file); ``override`` maps a file
+    name to the dict or raw bytes to write there instead."""
+    import numpy as np
+
+    folder, train, test, meta, label_key, names_key = layout
+    where = tmp / "cifar" / folder
+    where.mkdir(parents=True)
+    files = {meta: {names_key: [b"cat", b"dog"], b"num_vis": 3072}}
+    for i, name in enumerate([*train, test]):
+        files[name] = {b"batch_label": name.encode(), label_key: [0, 1],
+                       b"data": np.full((2, 3072), i, dtype=np.uint8), b"filenames": [b"a.png", b"b.png"]}
+    for name, content in {**files, **override}.items():
+        if content is None:
+            continue
+        data = content if isinstance(content, bytes) else _pickle.dumps(content, protocol=2)
+        (where / name).write_bytes(data)
+    return where
+
+
+@setup
+def cifar10_batch_runs_shell(tmp: Path, out: Path) -> None:
+    """data_batch_1 would run `touch {tmp}/pwned` through os.system when unpickled."""
+    _cifar(tmp, data_batch_1={b"data": _Payload(_os.system, f"touch {tmp / 'pwned'}"), b"labels": [0]})
+
+
+@setup
+def cifar10_batch_opens_file(tmp: Path, out: Path) -> None:
+    """test_batch would create {tmp}/pwned through open(..., 'w') when unpickled."""
+    _cifar(tmp, test_batch={b"data": _Payload(open, str(tmp / "pwned"), "w"), b"labels": [0]})
+
+
+@setup
+def cifar100_train_evals(tmp: Path, out: Path) -> None:
+    """cifar100's train file would eval a string (builtins.eval)."""
+    _cifar(tmp, _CIFAR100, train={b"data": _Payload(eval, "print('pwned')"), b"fine_labels": [0]})
+
+
+@setup
+def cifar10_meta_allocates(tmp: Path, out: Path) -> None:
+    """batches.meta asks numpy's _reconstruct for a 1 TB array (how numpy never pickles one)."""
+    _cifar(tmp, **{"batches.meta": b"(dp0\nS'label_names'\ncnumpy.core.multiarray\n_reconstruct\n"
+                                   b"(cnumpy\nndarray\n(I1000000000000\ntS'b'\ntRs."})
+
+
+@setup
+def cifar10_missing_batch(tmp: Path, out: Path) -> None:
+    _cifar(tmp, data_batch_3=None)
+
+
+@setup
+def cifar10_truncated_batch(tmp: Path, out: Path) -> None:
+    import numpy as np
+
+    full = _pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}, protocol=2)
+    _cifar(tmp, data_batch_2=full[: len(full) // 2])
+
+
+@setup
+def cifar10_wrong_shape(tmp: Path, out: Path) -> None:
+    import numpy as np
+
+    _cifar(tmp, data_batch_4={b"data": np.zeros((2, 1024), np.uint8), b"labels": [0, 1]})  # grey 32×32 rows
+
+
+@setup
+def cifar10_labels_out_of_range(tmp: Path, out: Path) -> None:
+    import numpy as np
+
+    _cifar(tmp, test_batch={b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 7]})
+
+
+@setup
+def cifar10_float_pixels(tmp: Path, out: Path) -> None:
+    import numpy as np
+
+    _cifar(tmp, data_batch_1={b"data": np.full((2, 3072), 0.5, np.float32), b"labels": [0, 1]})
+
+
+@setup
+def cifar10_meta_not_a_dict(tmp: Path, out: Path) -> None:
+    _cifar(tmp, **{"batches.meta": [b"cat", b"dog"]})
+
+
+@setup
+def cifar100_foreign_file(tmp: Path, out: Path) -> None:
+    _cifar(tmp, _CIFAR100, test=b"PK\x03\x04 a zip file, not a pickle")
+
+
+def _png(width: int, height: int) -> bytes:
+    """A PNG header claiming width × height RGB pixels, followed by (at most) 8 rows of data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + _zlib.crc32(kind + data).to_bytes(4, "big")
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", _zlib.compress(bytes((1 + 3 * width) * min(height, 8)))) + chunk(b"IEND", b""))
+
+
+def _tinyimagenet(tmp: Path, spoil: Callable[[Path], None] | None = None) -> Path:
+    """An official-layout tiny-imagenet-200 of 2 classes, 2 train images each, 2 val images;
+    ``spoil(root)`` then damages it."""
+    from PIL import Image
+
+    root = tmp / "tin" / "tiny-imagenet-200"
+    wnids = ["n01443537", "n02123045"]
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    for k, wnid in enumerate(wnids):
+        (root / "train" / wnid / "images").mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (64, 64), (200 * k, 40, 40 + i)).save(root / "train" / wnid / "images" / f"{wnid}_{i}.JPEG")
+        Image.new("RGB", (64, 64), (200 * k, 40, 90)).save(root / "val" / "images" / f"val_{k}.JPEG")
+    (root / "val" / "val_annotations.txt").write_text("".join(f"val_{k}.JPEG\t{w}\t0\t0\t63\t63\n"
+                                                              for k, w in enumerate(wnids)))
+    if spoil is not None:
+        spoil(root)
+    return root
+
+
+@setup
+def tinyimagenet_400mp_png(tmp: Path, out: Path) -> None:
+    """A train image whose PNG header claims 20000×20000 pixels (400 MP), in under a kilobyte."""
+    _tinyimagenet(tmp, lambda r: (r / "train/n02123045/images/n02123045_1.JPEG").write_bytes(_png(20000, 20000)))
+
+
+@setup
+def tinyimagenet_20mp_png(tmp: Path, out: Path) -> None:
+    """5000×4000: under PIL's own bomb limit, over compressflow's MAX_IMAGE_PIXELS."""
+    _tinyimagenet(tmp, lambda r: (r / "val/images/val_1.JPEG").write_bytes(_png(5000, 4000)))
+
+
+@setup
+def tinyimagenet_garbage_jpeg(tmp: Path, out: Path) -> None:
+    _tinyimagenet(tmp, lambda r: (r / "train/n01443537/images/n01443537_1.JPEG").write_bytes(b"GIF? no." * 40))
+
+
+@setup
+def tinyimagenet_truncated_jpeg(tmp: Path, out: Path) -> None:
+    from PIL import Image
+
+    def spoil(root: Path) -> None:
+        buf = _io.BytesIO()
+        Image.effect_noise((64, 64), 60).convert("RGB").save(buf, "JPEG", quality=95)
+        (root / "val/images/val_0.JPEG").write_bytes(buf.getvalue()[:1500])
+
+    _tinyimagenet(tmp, spoil)
+
+
+@setup
+def tinyimagenet_missing_val_image(tmp: Path, out: Path) -> None:
+    _tinyimagenet(tmp, lambda r: (r / "val/images/val_1.JPEG").unlink())
+
+
+@setup
+def tinyimagenet_wnids_not_utf8(tmp: Path, out: Path) -> None:
+    _tinyimagenet(tmp, lambda r: (r / "wnids.txt").write_bytes(b"n01443537\n\xff\xfen02123045\n"))
+
+
+@setup
+def tinyimagenet_annotations_not_utf8(tmp: Path, out: Path) -> None:
+    _tinyimagenet(tmp, lambda r: (r / "val/val_annotations.txt").write_bytes(b"val_0.JPEG\t\x80\x81\n"))
+
+
+def _results(out: Path) -> Path:
+    """``out/results.zarr`` as save_results writes it, from a small hand-built tree."""
+    import numpy as np
+    import xarray as xr
+
+    from compressflow.results import save_results
+
+    ledger = xr.Dataset(
+        {"stage": ("task", ["teacher", "test"]), "op": ("task", ["train", "evaluate"]),
+         "status": ("task", ["ok", "ok"]), "duration_s": ("task", np.array([1.5, 0.25])),
+         "energy_kwh": ("task", np.array([1e-5, 2e-6])), "co2_g": ("task", np.array([0.004, 0.0008]))},
+        coords={"task": ["train-1", "evaluate-2"]})
+    tree = xr.DataTree.from_dict({"/tasks": ledger, "/teacher": xr.Dataset({"accuracy": 0.9}),
+                                  "/test": xr.Dataset({"accuracy": 0.875})})
+    return save_results(tree, out)
+
+
+@setup
+def results_chunk_corrupted(tmp: Path, out: Path) -> None:
+    (_results(out) / "tasks" / "duration_s" / "c" / "0").write_bytes(b"junk")
+
+
+@setup
+def results_chunk_truncated(tmp: Path, out: Path) -> None:
+    chunk = _results(out) / "teacher" / "accuracy" / "c"
+    chunk.write_bytes(chunk.read_bytes()[:6])
+
+
+@setup
+def results_metadata_corrupted(tmp: Path, out: Path) -> None:
+    (_results(out) / "zarr.json").write_text('{"zarr_format": 3, "node_type": "gro')
+
+
+@setup
+def results_foreign_store(tmp: Path, out: Path) -> None:
+    """A Zarr group another program wrote: no /tasks ledger."""
+    import xarray as xr
+
+    from compressflow.results import save_results
+
+    save_results(xr.DataTree.from_dict({"/images": xr.Dataset({"x": ("i", [1, 2, 3])})}), out)
+
+
+@setup
+def results_store_is_a_file(tmp: Path, out: Path) -> None:
+    out.mkdir(parents=True)
+    (out / "results.zarr").write_text("not a store\n")
+
+
+# --- cluster (cluster specs) ---------------------------------------------------------------
+
+@setup
+def cluster_not_utf8(tmp: Path, out: Path) -> None:
+    """A cluster spec saved as Latin-1: byte 11 is é (0xE9), not valid UTF-8."""
+    (tmp / "latin1.yaml").write_bytes("# host: caf\u00e9\nkind: local\n".encode("latin-1"))

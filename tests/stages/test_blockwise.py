@@ -104,18 +104,59 @@ def test_assemble_threshold_and_failed_layers(teacher_and_cache, tmp_path):
 
     out, teacher, cache = teacher_and_cache
     tasks = []
-    for layer, drop in (("layer1.0.conv1", 0.01), ("layer1.0.conv2", 0.05)):
+    for layer, drop in (("layer1.0.conv1", 0.01), ("layer1.0.conv2", 0.05), ("layer1.1.conv1", 0.02)):
         rec = replace_layer(StageContext(f"r-{layer}", "blocks", DATA, out), teacher=teacher, activations=cache,
                             layer=layer, epochs=1, eval_every=1)
         rec.metrics["accuracy_drop"] = drop  # pin the measured drop to test the threshold exactly
         tasks.append(TaskRecord(f"k-{layer}", "blocks", "replace_layer", {"layer": layer}, status="ok", record=rec))
     tasks.append(TaskRecord("k-failed", "blocks", "replace_layer", {"layer": "layer2.0.conv1"}, status="failed",
-                            error="RuntimeError: boom"))
+                            error="RuntimeError: boom\nTraceback ..."))
     rec = assemble(StageContext("s", "student", DATA, tmp_path), teacher=teacher, blocks=tasks, max_drop=0.02,
                    schedule=Schedule(epochs=1))
     accepted = dict(zip(rec.metrics.layer.values.tolist(), rec.metrics.accepted.values.tolist()))
-    assert accepted == {"layer1.0.conv1": True, "layer1.0.conv2": False, "layer2.0.conv1": False}
+    assert accepted == {"layer1.0.conv1": True, "layer1.0.conv2": False, "layer1.1.conv1": False,
+                        "layer2.0.conv1": False}
+    reasons = dict(zip(rec.metrics.layer.values.tolist(), rec.metrics.reject_reason.values.tolist()))
+    assert reasons == {"layer1.0.conv1": "", "layer1.0.conv2": "accuracy drop 0.050 > max_drop 0.02",
+                       "layer1.1.conv1": "accuracy drop 0.020 = max_drop 0.02",  # the drop must be *below* it
+                       "layer2.0.conv1": "task failed: RuntimeError: boom"}
     student = load_checkpoint(rec.artifact)
     assert type(student.get_submodule("layer1.0.conv1")).__name__ == "ReplacementBlock"
     assert isinstance(student.get_submodule("layer1.0.conv2"), torch.nn.Conv2d)
     assert rec.artifact.meta["surgery"] == {"layer1.0.conv1": "ds2"}
+
+
+def test_assemble_refuses_a_block_costlier_than_its_layer(teacher_and_cache, tmp_path):
+    """The stem conv1 (1 → 16 channels at width 0.25 on greyscale) costs 9·1·16 = 144 MACs per
+    pixel; its ds2 block costs 9·1 + 1·16 + 9·16 + 16·16 = 425 (depthwise 3×3, pointwise, twice):
+    2.95× the layer. It must be refused even with a perfect accuracy (drop pinned to −0.1)."""
+    from compressflow.records import TaskRecord
+    from compressflow.stages.blockwise import assemble
+
+    out, teacher, cache = teacher_and_cache
+    tasks = []
+    for layer in ("conv1", "layer2.0.conv2"):
+        rec = replace_layer(StageContext(f"r-{layer}", "blocks", DATA, out), teacher=teacher, activations=cache,
+                            layer=layer, epochs=1, eval_every=1)
+        rec.metrics["accuracy_drop"] = -0.1
+        tasks.append(TaskRecord(f"k-{layer}", "blocks", "replace_layer", {"layer": layer}, status="ok", record=rec))
+    m = tasks[0].record.metrics
+    hw = 8 * 8
+    assert float(m.macs_before) == 9 * 1 * 16 * hw and float(m.macs_after) == (9 * 1 + 1 * 16 + 9 * 16 + 16 * 16) * hw
+    rec = assemble(StageContext("s", "student", DATA, tmp_path), teacher=teacher, blocks=tasks, max_drop=1.0,
+                   schedule=Schedule(epochs=1))
+    reasons = dict(zip(rec.metrics.layer.values.tolist(), rec.metrics.reject_reason.values.tolist()))
+    assert reasons == {"conv1": "more MACs than the layer (2.95×)", "layer2.0.conv2": ""}
+    assert rec.metrics.accepted.values.tolist() == [False, True]
+    assert rec.artifact.meta["surgery"] == {"layer2.0.conv2": "ds2"}
+    assert float(rec.metrics.layers_macs_after) < float(rec.metrics.layers_macs_before)
+
+
+def test_rejection_rule():
+    from compressflow.stages.blockwise import rejection
+
+    assert rejection(0.0, 100, 40, 0.02) == ""
+    assert rejection(-0.5, 100, 40, 0.0) == ""  # a block that improves accuracy is fine
+    assert rejection(0.0, 100, 100, 0.02) == "as many MACs as the layer (1.00×)"
+    assert rejection(0.031, 432, 475, 0.02) == "more MACs than the layer (1.10×); accuracy drop 0.031 > max_drop 0.02"
+    assert rejection(float("nan"), 100, 40, 0.02) == "accuracy drop not measured (nan)"

@@ -110,7 +110,8 @@ def test_missing_or_corrupt_cache_on_rerun_exit_2_and_nothing_deleted(client, tm
     spec_file.write_text(yaml.safe_dump(SPEC))
     capsys.readouterr()
     assert main(["run", str(spec_file), "--out", str(tmp_path), "--cluster", client.scheduler_info()["address"]]) == 2
-    err_text = capsys.readouterr().err.strip()
+    err_text = "\n".join(line for line in capsys.readouterr().err.strip().splitlines()
+                          if not line.startswith("compressflow: warning: "))  # the 1-epoch teacher warns
     assert re.search(r"stages\.cache: zarr '.*' is missing; it belongs to the finished task", err_text), err_text
     assert len(err_text.splitlines()) == 1 and "Traceback" not in err_text
     assert sorted((tmp_path / "records").glob("*.json")) == records  # nothing already computed was deleted

@@ -73,14 +73,51 @@ def test_each_block_is_trained_on_the_current_model(teacher, captured, order):
     assert np.isfinite(rec.metrics.val_accuracy_after.values).all()
 
 
-def test_a_block_over_the_threshold_is_not_kept(teacher):
+def test_a_block_is_kept_by_the_rule_whatever_training_gives(teacher):
+    """At ``max_drop: 0`` a block stays only if it *raised* the validation accuracy: whether
+    that happens depends on training, so assert the rule on what was measured, step by step."""
+    from compressflow.stages.blockwise import rejection
+
     out, art = teacher
     rec = craft(StageContext("c-none", "craft", DATA, out), teacher=art, max_drop=0.0, **FAST)
-    assert not rec.metrics.accepted.values.any()  # a drop < 0 never happens
-    assert rec.artifact.meta.get("surgery", {}) == {}
+    m = rec.metrics
+    teacher_val = float(m.teacher_val_accuracy)
     student = load_checkpoint(rec.artifact)
-    assert all(isinstance(student.get_submodule(layer), torch.nn.Conv2d) for layer in LAYERS)
-    assert float(rec.metrics.layers_macs_before) == 0.0
+    for i, layer in enumerate(m.step_layer.values.tolist()):
+        drop = float(m.accuracy_drop[i])
+        assert drop == pytest.approx(teacher_val - float(m.spliced_val_accuracy[i]))
+        reason = rejection(drop, float(m.macs_before[i]), float(m.macs_after[i]), 0.0)
+        assert str(m.reject_reason.values[i]) == reason
+        assert bool(m.accepted[i]) == (drop < 0 and float(m.macs_after[i]) < float(m.macs_before[i])) == (not reason)
+        kept = type(student.get_submodule(layer)).__name__ == "ReplacementBlock"
+        assert kept == bool(m.accepted[i])
+    assert set(rec.artifact.meta.get("surgery", {})) == {l for l, a in zip(LAYERS, m.accepted.values) if a}
+    kept_macs = sum(float(b) for b, a in zip(m.macs_before.values, m.accepted.values) if a)
+    assert float(m.layers_macs_before) == pytest.approx(kept_macs)
+
+
+def test_craft_refuses_costlier_or_worse_blocks(teacher, monkeypatch):
+    """The spliced accuracies pinned (1.0: no drop; 0.0: a drop of the whole teacher accuracy):
+    conv1's block costs 2.95× the stem conv and is refused even at 1.0."""
+    out, art = teacher
+    real = craft_module.train_block
+    pinned = {"conv1": 1.0, "layer1.0.conv1": 0.0, "layer2.0.conv1": 1.0}
+
+    def pin(ctx, net, layer, block, x_in, y_out, **kw):
+        blk, m = real(ctx, net, layer, block, x_in, y_out, **kw)
+        m["spliced_val_accuracy"] = pinned[layer]
+        return blk, m
+
+    monkeypatch.setattr(craft_module, "train_block", pin)
+    rec = craft(StageContext("c-pin", "craft", DATA, out), teacher=art, max_drop=0.02,
+                **{**FAST, "layers": tuple(pinned), "step_epochs": 0})
+    m = rec.metrics
+    teacher_val = float(m.teacher_val_accuracy)
+    assert teacher_val > 0.02
+    assert m.reject_reason.values.tolist() == ["more MACs than the layer (2.95×)",
+                                               f"accuracy drop {teacher_val:.3f} > max_drop 0.02", ""]
+    assert m.accepted.values.tolist() == [False, False, True]
+    assert rec.artifact.meta["surgery"] == {"layer2.0.conv1": "ds2"}
 
 
 def test_fine_tuning_between_steps_feeds_the_next_block(teacher, captured):

@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 import compressflow
 from compressflow import SpecError, load_spec
@@ -100,15 +101,94 @@ def original(tmp_path_factory):
     return out, art
 
 
-@pytest.mark.parametrize("options", [{"rounds": 3}, {"distill": "kd"}, {"distill": "at"},
+def _prune_seen(monkeypatch, out, art, **options):
+    """Run prune (sparsity 0.75, one epoch) and return its record, its final weights and the
+    class counts of every training split it fitted on (a spy on the fit it calls)."""
+    import compressflow.stages.prune as prune_module
+
+    counts, real = [], prune_module.fit
+
+    def spy(model, splits, **kw):
+        counts.append(np.bincount(splits.train.y.numpy(), minlength=10))
+        return real(model, splits, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(prune_module, "fit", spy)
+        rec = prune(StageContext("p", "pruned", DATA, out), model=art, sparsity=0.75, schedule=Schedule(**FAST),
+                    **options)
+    return rec, load_checkpoint(rec.artifact).state_dict(), counts
+
+
+@pytest.fixture(scope="module")
+def plain(original, tmp_path_factory):
+    """The same prune with no option: what each option must change."""
+    mp = pytest.MonkeyPatch()
+    try:
+        return _prune_seen(mp, tmp_path_factory.mktemp("plain"), original[1])
+    finally:
+        mp.undo()
+
+
+@pytest.mark.parametrize("options", [{"rounds": 3}, {"distill": "kd"}, {"distill": "at"}, {"distill": "kd+at"},
                                      {"biased_classes": (3, 5), "biased_keep": 0.2}])
-def test_prune_options(original, options):
+def test_prune_options(original, plain, monkeypatch, options):
     out, art = original
-    rec = prune(StageContext("p", "pruned", DATA, out), model=art, sparsity=0.75, schedule=Schedule(**FAST), **options)
+    rec, weights, counts = _prune_seen(monkeypatch, out, art, **options)
     m = rec.metrics
     assert abs(float(m.sparsity) - 0.75) < 0.01 and np.isfinite(float(m.accuracy))
+    base_rec, base_weights, base_counts = plain
+    # the option changed what was trained: other final weights than the same seed without it
+    assert any(not torch.equal(weights[k], base_weights[k]) for k in base_weights)
     if "rounds" in options:
-        assert m.epoch.size == 3  # one retraining epoch per round
+        assert m.epoch.size == 3 and len(counts) == 3  # one retraining epoch per round
+        return
+    assert len(counts) == 1
+    if "biased_classes" in options:  # the training split seen by fit lost 80 % of classes 3 and 5
+        full = load_splits(**DATA).train.y.numpy()
+        expected = np.bincount(full, minlength=10)
+        expected[[3, 5]] = np.round(0.2 * expected[[3, 5]])
+        np.testing.assert_array_equal(counts[0], expected)
+        np.testing.assert_array_equal(base_counts[0], np.bincount(full, minlength=10))
+    else:  # a teacher term in the loss: another loss from the first epoch on, on the same data
+        np.testing.assert_array_equal(counts[0], base_counts[0])
+        assert float(m.train_loss[0]) != pytest.approx(float(base_rec.metrics.train_loss[0]), rel=1e-3)
+
+
+def test_options_add_their_terms_to_the_loss(original, monkeypatch):
+    """KD, AT and KD+AT each put their own term in the training loss: on the first batch the
+    loss is the base term plus exactly what the option adds (computed from the loss pieces)."""
+    import compressflow.stages.prune as prune_module
+    from compressflow.nn.losses import hkd
+
+    out, art = original
+    first = {}
+    real = prune_module.fit
+
+    def spy(model, splits, *, loss_fn, **kw):
+        def wrapped(logits, x, y):
+            loss = loss_fn(logits, x, y)
+            maps = [[m.detach().clone() for m in getattr(loss_fn, side, [])] for side in ("student_maps", "teacher_maps")]
+            first.setdefault(kw["seed"], (loss.detach(), logits.detach(), x, y, maps))
+            return loss
+        return real(model, splits, loss_fn=wrapped, **kw)
+
+    monkeypatch.setattr(prune_module, "fit", spy)
+    teacher = load_checkpoint(art).eval()
+    for distill in ("none", "kd", "at", "kd+at"):
+        first.clear()
+        prune(StageContext("p", "pruned", DATA, out), model=art, method="magnitude", sparsity=0.5, distill=distill,
+              temperature=4.0, alpha=0.9, schedule=Schedule(**FAST))
+        (loss, logits, x, y, (s_maps, t_maps)), = first.values()
+        with torch.no_grad():
+            t_logits = teacher(x)
+        ce = torch.nn.functional.cross_entropy(logits, y)
+        kd = hkd(logits, t_logits, y, 4.0, alpha=0.9)
+        base = kd if "kd" in distill else ce
+        if "at" in distill:
+            at = prune_module.attention_transfer(s_maps, t_maps, 1000.0)
+            assert len(s_maps) == 4 and float(at) > 0 and t_maps[0].shape[2:] == x.shape[2:]  # layer1 keeps H×W
+            base = base + at
+        assert float(loss) == pytest.approx(float(base), rel=1e-5), distill
 
 
 def test_biased_data_keeps_a_fraction_of_chosen_classes():
