@@ -1,26 +1,58 @@
 """Pipeline specs: YAML → validated, frozen data, checked against the registries before any
 task runs. Every problem becomes one :class:`~compressflow.errors.SpecError` line that names
-the field, quotes the bad value and lists what is valid."""
+the field, quotes the bad value and lists what is valid.
+
+A spec is data from a file anyone may have written, so reading it is bounded: at most
+:data:`MAX_SPEC_BYTES` of UTF-8 text, YAML nested at most :data:`MAX_YAML_DEPTH` levels and
+expanding to at most :data:`MAX_YAML_NODES` nodes (an alias counts as a copy of what it
+names, so an alias bomb is refused before anything is built), no duplicate keys; values are
+validated strictly (no coercion of ``true`` to 1 or ``'0.1'`` to 0.1; numbers finite; integers
+within 64 bits); stage names are safe identifiers that the results tree does not use for
+itself; and the sweeps may expand to at most :data:`MAX_TASKS` tasks, counted before any
+task is built."""
 
 from __future__ import annotations
 
 import graphlib
+import math
 import os
+import re
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from compressflow import stages as _stages  # noqa: F401  (registers the built-in ops)
+from compressflow import summaries as _summaries  # noqa: F401  (registers the study-level groups)
 from compressflow.errors import SpecError
-from compressflow.registries import DATASETS, STAGES
-from compressflow.stages._signature import stage_signature
+from compressflow.registries import DATASETS, STAGES, SUMMARIES
+from compressflow.stages._signature import (Seed, check_numbers, describe_error, field_path, shown, stage_signature,
+                                            yaml_tuples)
 
-__all__ = ["DataSpec", "EnergySpec", "PipelineSpec", "SchedulingSpec", "StageSpec", "load_spec", "one_line"]
+__all__ = ["MAX_SPEC_BYTES", "MAX_STAGE_NAME", "MAX_TASKS", "MAX_YAML_DEPTH", "MAX_YAML_NODES", "DataSpec", "EnergySpec",
+           "PipelineSpec", "SchedulingSpec", "StageSpec", "load_spec", "one_line", "reserved_stage_names", "task_counts"]
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
+#: the most tasks a spec may expand to (a typo such as a 1,000-value sweep crossed with
+#: another is refused before anything is built); raise it for a genuinely larger study
+MAX_TASKS = 10_000
+#: the longest stage name: it becomes a Zarr group, a DataTree key and part of file names
+MAX_STAGE_NAME = 64
+#: the largest spec file read
+MAX_SPEC_BYTES = 4 * 2**20
+#: the deepest YAML nesting accepted (a spec needs about six levels)
+MAX_YAML_DEPTH = 32
+#: the most YAML nodes a spec may expand to, each alias counted as a copy of its anchor
+MAX_YAML_NODES = 100_000
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+_STAGE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_NAME_RULE = f"use letters, digits, _ and - (start with a letter or _), at most {MAX_STAGE_NAME} characters"
+# the work a task count may do joining aligned sweep axes before it gives up counting exactly
+_COUNT_BUDGET = 1_000_000
 
 
 class DataSpec(BaseModel):
@@ -32,17 +64,27 @@ class DataSpec(BaseModel):
     channels: int | None = None
     val_fraction: float = Field(default=0.15, gt=0, lt=1)
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
-    seed: int = 0
+    seed: Seed = 0
     root: str | None = None
-    augment: tuple[str, ...] | None = None
-    num_samples: int = Field(default=1000, ge=20)
-    num_classes: int = Field(default=10, ge=2)
+    augment: yaml_tuples(tuple[str, ...] | None) = None
+    num_samples: int = Field(default=1000, ge=20, le=10_000_000)
+    num_classes: int = Field(default=10, ge=2, le=100_000)
 
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, v: str) -> str:
         if v not in DATASETS:
             raise ValueError(DATASETS.unknown_message(v))
+        return v
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augmentations(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        from compressflow.data import AUGMENT_OPS
+
+        for op in v or ():
+            if op not in AUGMENT_OPS:
+                raise ValueError(f"unknown augmentation {op!r}; valid choices: {', '.join(AUGMENT_OPS)}")
         return v
 
     @field_validator("channels")
@@ -115,6 +157,15 @@ class PipelineSpec(BaseModel):
     energy: EnergySpec = Field(default_factory=EnergySpec)
     stages: dict[str, StageSpec] = Field(min_length=1)
 
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _safe_stage_names(cls, stages: Any) -> Any:
+        if isinstance(stages, Mapping):
+            problem = _stage_name_problem(list(stages))
+            if problem:
+                raise PydanticCustomError("spec_line", "{line}", {"line": problem})
+        return stages
+
     def order(self) -> list[str]:
         """Stage names in dependency order (upstream first)."""
         graph = {name: set(st.needs.values()) for name, st in self.stages.items()}
@@ -153,45 +204,136 @@ def load_spec(spec: str | os.PathLike | Mapping[str, Any] | PipelineSpec) -> Pip
         raw = dict(spec)
     else:
         raise SpecError(f"spec: expected a YAML path or a mapping, got {type(spec).__name__}")
+    if raw is None:
+        raise SpecError(f"spec: {str(spec)!r} is empty; a spec is a mapping of name, data, energy and stages "
+                        f"(see tasks/quickstart.yaml)")
     if not isinstance(raw, dict):
-        raise SpecError(f"spec: the top level must be a mapping of name/data/energy/stages, got {type(raw).__name__}")
+        kind = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+            type(raw), f"a {type(raw).__name__}")
+        raise SpecError(f"spec: the top level must be a mapping of name, data, energy and stages, got {kind} "
+                        f"({shown(raw)})")
+    check_numbers(raw, "", max_depth=MAX_YAML_DEPTH)
     try:
         parsed = PipelineSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(one_line(exc)) from None
     _check_stages(parsed)
+    _check_size(parsed)
     return parsed
 
 
 def _read_yaml(path: Path) -> Any:
+    where = str(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            # read(n) allocates n bytes up front: ask for what the file holds (a pipe has no size)
+            size = os.fstat(f.fileno()).st_size or MAX_SPEC_BYTES
+            data = f.read(min(size, MAX_SPEC_BYTES) + 1)
     except FileNotFoundError:
-        raise SpecError(f"spec: file {str(path)!r} does not exist") from None
+        raise SpecError(f"spec: file {where!r} does not exist") from None
     except OSError as exc:
-        raise SpecError(f"spec: cannot read {str(path)!r}: {exc.strerror}") from None
+        raise SpecError(f"spec: cannot read {where!r}: {exc.strerror}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"spec: {where!r} is larger than {MAX_SPEC_BYTES // 2**20} MiB; a spec is a small YAML file")
     try:
-        # safe_load: a spec is data and can never construct objects or run code
-        return yaml.safe_load(text)
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SpecError(f"spec: {where!r} is not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} "
+                        f"(line {line}) cannot be decoded; save the file as UTF-8") from None
+    loader = None
+    try:
+        # a safe loader: a spec is data and can never construct objects or run code
+        loader = _SpecLoader(text, where)
+        return loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow, e.g. NUL
+            at = f" at character {exc.position}"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"spec: {str(path)!r} is not valid YAML{where}: {problem}") from None
+        raise SpecError(f"spec: {where!r} is not valid YAML{at}: {problem}") from None
+    except SpecError:
+        raise
+    except ValueError as exc:  # a value YAML resolves but Python refuses, e.g. an integer of 5,000 digits
+        raise SpecError(f"spec: {where!r} holds a value that cannot be read: {str(exc).split(';')[0]}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, bounded: nesting depth, the node count with aliases expanded
+    (counted while composing, before any Python object is built) and duplicate keys."""
+
+    def __init__(self, text: str, where: str) -> None:
+        super().__init__(text)
+        self._where = where
+        self._path: list[Any] = []  # keys leading to the node being composed, for messages
+        self._sizes: dict[int, int] = {}  # id(node) -> its node count, aliases expanded
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        # Python refuses to convert an integer of more than 4,300 digits; say where it is
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            digits = sum(c.isdigit() for c in node.value)
+            raise SpecError(f"spec: {self._where!r} line {node.start_mark.line + 1}: an integer of {digits:,} digits "
+                            f"({node.value[:12]}...); integers must fit in 64 bits") from None
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if len(self._path) >= MAX_YAML_DEPTH:
+            raise SpecError(f"spec: {self._where!r} nests deeper than {MAX_YAML_DEPTH} levels at line {line}; "
+                            f"a spec needs only a few")
+        self._path.append(index.value if isinstance(index, yaml.ScalarNode) else index)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._path.pop()
+        size = self._sizes.get(id(node))
+        if size is None:
+            if isinstance(event, yaml.AliasEvent):  # the anchored node is still being composed
+                raise SpecError(f"spec: {self._where!r} line {line}: the alias *{event.anchor} refers to a node "
+                                f"that contains it; a spec cannot be recursive")
+            children = (node.value if isinstance(node, yaml.SequenceNode)
+                        else [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else ())
+            size = 1 + sum(self._sizes[id(c)] for c in children)
+            if size > MAX_YAML_NODES:
+                raise SpecError(f"spec: {self._where!r} expands to more than {MAX_YAML_NODES:,} YAML nodes by line "
+                                f"{node.end_mark.line + 1} (each alias counts as a copy of what it names); "
+                                f"refusing to build it")
+            self._sizes[id(node)] = size
+        return node
+
+    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
+        first: dict[tuple[str, str], yaml.Node] = {}
+        for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue  # merge keys (<<) legitimately repeat what they merge
+            earlier = first.setdefault((key.tag, key.value), key)
+            if earlier is not key:
+                where = field_path("", *(k for k in self._path if k is not None))
+                raise SpecError(f"{where}: duplicate key {key.value!r} at line {key.start_mark.line + 1} of "
+                                f"{self._where!r} (first at line {earlier.start_mark.line + 1}); remove one "
+                                f"(YAML would silently keep the last)")
+        return node
+
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:int", _SpecLoader.construct_yaml_int)
 
 
 def one_line(exc: ValidationError) -> str:
     """The first pydantic error as ``field.path: message (got value)`` on one line."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "spec"
-    msg = err["msg"].removeprefix("Value error, ")
+    loc = field_path("", *err["loc"])
     if err["type"] == "extra_forbidden":
-        return f"{loc}: unknown key {str(err['loc'][-1])!r}; {_valid_keys(exc.title, err['loc'])}"
+        return f"{loc}: unknown key {shown(err['loc'][-1])}; {_valid_keys(exc.title, err['loc'])}"
     if err["type"] == "missing":
         return f"{loc}: required field is missing"
-    if "valid choices" in msg:
-        return f"{loc}: {msg}"
-    return f"{loc}: {msg} (got {err.get('input')!r})".replace("\n", " ")
+    return describe_error(err)
 
 
 def _valid_keys(model_title: str, loc: tuple) -> str:
@@ -217,13 +359,14 @@ def _check_stages(spec: PipelineSpec) -> None:
             raise SpecError(f"{where}.op: {STAGES.unknown_message(st.op)}")
         sig = stage_signature(st.op)
         for arg, upstream in st.needs.items():
+            at = field_path(f"{where}.needs", arg)
             if arg not in sig.artifacts:
                 valid = ", ".join(sig.artifacts) or "none (this op takes no upstream stage)"
-                raise SpecError(f"{where}.needs.{arg}: op {st.op!r} has no input {arg!r}; valid inputs: {valid}")
+                raise SpecError(f"{at}: op {st.op!r} has no input {shown(arg)}; valid inputs: {valid}")
             if upstream not in spec.stages:
-                raise SpecError(f"{where}.needs.{arg}: no stage named {upstream!r}; stages are: {', '.join(names)}")
+                raise SpecError(f"{at}: no stage named {shown(upstream)}; stages are: {', '.join(names)}")
             if upstream == name:
-                raise SpecError(f"{where}.needs.{arg}: a stage cannot need itself")
+                raise SpecError(f"{at}: a stage cannot need itself")
         missing = [a for a in sig.required_artifacts if a not in st.needs]
         if missing:
             raise SpecError(
@@ -231,14 +374,13 @@ def _check_stages(spec: PipelineSpec) -> None:
                 f"add e.g. needs: {{{missing[0]}: <stage name>}}"
             )
         for axis, values in st.sweep.items():
+            at = field_path(f"{where}.sweep", axis)
             if axis not in sig.params:
-                raise SpecError(
-                    f"{where}.sweep.{axis}: op {st.op!r} has no parameter {axis!r}; valid: {', '.join(sig.params)}"
-                )
+                raise SpecError(f"{at}: op {st.op!r} has no parameter {shown(axis)}; valid: {', '.join(sig.params)}")
             if not values:
-                raise SpecError(f"{where}.sweep.{axis}: the sweep is empty; give at least one value")
+                raise SpecError(f"{at}: the sweep is empty; give at least one value")
             if axis in st.params:
-                raise SpecError(f"{where}.sweep.{axis}: {axis!r} is both in params and in sweep; keep one")
+                raise SpecError(f"{at}: {axis!r} is both in params and in sweep; keep one")
         first_point = {axis: values[0] for axis, values in st.sweep.items()}  # a swept param may be required
         try:
             sig.validate({**st.params, **first_point}, where=f"{where}.params")
@@ -252,11 +394,11 @@ def _check_stages(spec: PipelineSpec) -> None:
                 sig.validate({**st.params, **first_point, axis: value}, where=f"{where}.sweep")
         key_by = st.scheduling.key_by
         if key_by is not None and key_by not in st.sweep:
-            raise SpecError(f"{where}.scheduling.key_by: {key_by!r} is not a sweep axis of this stage; "
+            raise SpecError(f"{where}.scheduling.key_by: {shown(key_by)} is not a sweep axis of this stage; "
                             f"sweep axes: {', '.join(st.sweep) or 'none'}")
-        bad = [k for k, v in st.resources.items() if v <= 0]
-        if bad:
-            raise SpecError(f"{where}.resources.{bad[0]}: must be > 0 (got {st.resources[bad[0]]!r})")
+        for resource, amount in st.resources.items():
+            if not amount > 0:  # Dask waits forever for a worker offering 0, a negative or NaN amount
+                raise SpecError(f"{field_path(f'{where}.resources', resource)}: must be > 0 (got {amount!r})")
     try:
         spec.order()
     except graphlib.CycleError as exc:
@@ -266,3 +408,154 @@ def _check_stages(spec: PipelineSpec) -> None:
         check = getattr(STAGES.get(st.op), "check_spec", None)
         if check is not None:
             check(spec, name)
+
+
+def reserved_stage_names() -> dict[str, str]:
+    """Names the results tree uses for itself: ``tasks`` (the ledger) and every study-level
+    summary registered in :data:`~compressflow.registries.SUMMARIES`. A summary may also
+    write ``<name>_<stage>`` groups and the report finds its groups by prefix, so every name
+    starting with a summary's name is reserved too. Name → what uses it."""
+    return {"tasks": "the ledger (the results' /tasks group)",
+            **{name: f"the study-level summary groups /{name}* (the report reads every group so named)"
+               for name in SUMMARIES}}
+
+
+def _stage_name_problem(names: list[Any]) -> str | None:
+    """Why a stage name cannot be used, as a message line, or None. A stage name becomes a
+    Zarr group path, a DataTree key and part of file names, so it is a plain identifier;
+    names are compared ignoring case as a case-insensitive file system would."""
+    reserved = reserved_stage_names()
+    seen: dict[str, str] = {}
+    for name in names:
+        if not isinstance(name, str):
+            kind = {type(None): "null", bool: "boolean", int: "integer", float: "number"}.get(type(name), "value")
+            reason = f"it is a YAML {kind}, not a string"
+        elif not name:
+            reason = "it is empty"
+        elif len(name) > MAX_STAGE_NAME:
+            reason = f"it has {len(name)} characters"
+        elif not _STAGE_NAME.fullmatch(name):
+            bad = name[0] if not re.fullmatch(r"[A-Za-z_]", name[0]) else next(
+                c for c in name if not re.fullmatch(r"[A-Za-z0-9_-]", c))
+            reason = f"it {'starts with' if bad == name[0] else 'contains'} {bad!r}"
+        else:
+            reason = None
+        if reason:
+            return f"stages: stage name {shown(name)} is not allowed: {reason}; {_NAME_RULE}"
+        low = name.lower()
+        for word, used_by in reserved.items():
+            if low == word or (word != "tasks" and low.startswith(word)):
+                return f"stages.{name}: {name!r} is reserved for {used_by}; rename the stage"
+        if low in seen:
+            return (f"stages.{name}: {name!r} and {seen[low]!r} differ only in case; their result groups would "
+                    f"collide on a case-insensitive file system; rename one")
+        seen[low] = name
+    return None
+
+
+def _check_size(spec: PipelineSpec) -> None:
+    """Refuse a spec that expands to more than :data:`MAX_TASKS` tasks, before any is built."""
+    try:
+        counts = task_counts(spec)
+    except _TooMany as exc:
+        raise SpecError(f"stages.{exc.stage}: the sweeps expand to too many tasks to count (more than "
+                        f"{_COUNT_BUDGET:,} aligned combinations); the limit is {MAX_TASKS:,} tasks: sweep "
+                        f"fewer values or split the study") from None
+    total = sum(counts.values())
+    if total > MAX_TASKS:
+        big = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+        detail = ", ".join(f"{name}: {n:,}" for name, n in big if n)
+        raise SpecError(f"stages: the sweeps expand to {total:,} tasks ({detail}), more than the limit of "
+                        f"{MAX_TASKS:,}; sweep fewer values or split the study into several specs")
+
+
+def task_counts(spec: PipelineSpec) -> dict[str, int]:
+    """Tasks per stage, counted from the sweep sizes and the upstream points without building
+    any (or materialising a product of sweeps).
+
+    The rule is :mod:`compressflow.graph`'s: a stage runs once per consistent combination of
+    its own sweep values and one point of each (non fan-in) upstream stage, where axes with
+    the same name are aligned, not crossed. The count is of graph nodes per stage; identical
+    nodes (the same op, params and upstream) collapse into one task, so a run may have fewer.
+
+    Examples
+    --------
+    >>> spec = load_spec({"name": "demo", "stages": {
+    ...     "teacher": {"op": "train", "sweep": {"seed": [0, 1, 2]}},
+    ...     "student": {"op": "distill", "needs": {"teacher": "teacher"},
+    ...                 "sweep": {"seed": [0, 1, 2], "temperature": [2, 4, 8, 16]}}}})
+    >>> task_counts(spec)
+    {'teacher': 3, 'student': 12}
+    """
+    points: dict[str, _Points] = {}
+    for name in spec.order():
+        st = spec.stages[name]
+        fan_in = stage_signature(st.op).fan_in
+        pts = _Points([])
+        for arg, upstream in st.needs.items():
+            if arg not in fan_in:
+                pts = pts.join(points[upstream], name)
+        for axis, values in st.sweep.items():
+            pts = pts.join(_Points([((axis,), Counter((_hashable(v),) for v in values))]), name)
+        points[name] = pts
+    return {name: pts.size for name, pts in points.items()}
+
+
+class _TooMany(Exception):
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+
+class _Points:
+    """A stage's sweep points as a product of independent factors, each a multiset of rows
+    over its own axes (row → how many nodes have it). Crossing with a new axis adds a factor
+    (nothing is enumerated); only factors whose axes are aligned are joined row by row."""
+
+    def __init__(self, factors: list[tuple[tuple[str, ...], Counter]]) -> None:
+        self.factors = factors
+
+    @property
+    def size(self) -> int:
+        return math.prod(sum(rows.values()) for _, rows in self.factors)
+
+    def join(self, other: _Points, stage: str) -> _Points:
+        factors = list(self.factors)
+        for factor in other.factors:
+            touching = [f for f in factors if set(f[0]) & set(factor[0])]
+            factors = [f for f in factors if all(f is not t for t in touching)]
+            for f in sorted(touching, key=lambda f: -len(set(f[0]) & set(factor[0]))):
+                factor = _join(factor, f, stage)
+            factors.append(factor)
+        return _Points(factors)
+
+
+def _join(a: tuple[tuple[str, ...], Counter], b: tuple[tuple[str, ...], Counter], stage: str):
+    """Natural join of two factors on their shared axes, multiplicities multiplied."""
+    (axes_a, rows_a), (axes_b, rows_b) = a, b
+    shared = [x for x in axes_a if x in axes_b]
+    key_a = [axes_a.index(x) for x in shared]
+    key_b = [axes_b.index(x) for x in shared]
+    extra = [i for i, x in enumerate(axes_b) if x not in axes_a]
+    index: dict[tuple, list[tuple[tuple, int]]] = defaultdict(list)
+    for row, n in rows_b.items():
+        index[tuple(row[i] for i in key_b)].append((tuple(row[i] for i in extra), n))
+    out: Counter = Counter()
+    work = 0
+    for row, n in rows_a.items():
+        for more, m in index.get(tuple(row[i] for i in key_a), ()):
+            out[row + more] += n * m
+            work += 1
+            if work > _COUNT_BUDGET:
+                raise _TooMany(stage)
+    return axes_a + tuple(axes_b[i] for i in extra), out
+
+
+def _hashable(value: Any) -> Any:
+    """A hashable stand-in equal exactly when the values are (1 == 1.0, as the graph compares)."""
+    if isinstance(value, Mapping):
+        return frozenset((k, _hashable(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, set):
+        return frozenset(_hashable(v) for v in value)
+    return value

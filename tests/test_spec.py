@@ -1,17 +1,20 @@
 """Spec validation: every bad input is one line naming the field, the bad value and the
 valid choices, and the CLI exits 2 without a traceback."""
 
-import copy
+import re
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import pytest
 import yaml
 
+import compressflow.runner
 from compressflow import SpecError, load_spec
 from compressflow.cli import main
 from compressflow.graph import build_graph
+from compressflow.spec import MAX_TASKS, MAX_YAML_NODES, task_counts
 from conftest import tiny_spec
 
 
@@ -19,69 +22,10 @@ def _errors(capsys) -> str:
     """stderr without spec-warning lines (a short tiny schedule warns before the error line)."""
     return "\n".join(l for l in capsys.readouterr().err.strip().splitlines() if not l.startswith("compressflow: warning: "))
 
-def _set(path, value):
-    def mutate(spec):
-        node = spec
-        *parents, last = path
-        for p in parents:
-            node = node.setdefault(p, {})
-        if value is DELETE:
-            node.pop(last)
-        else:
-            node[last] = value
-        return spec
 
-    return mutate
-
-
-DELETE = object()
-
-BAD = [
-    ("unknown top-level key", _set(["nmae"], "x"), r"^nmae: unknown key 'nmae'; valid keys: name, data, energy, stages$"),
-    ("missing name", _set(["name"], DELETE), r"^name: required field is missing$"),
-    ("unknown op", _set(["stages", "teacher", "op"], "trian"), r"^stages\.teacher\.op: unknown op 'trian'; valid choices: .*evaluate.*train"),
-    ("unknown model", _set(["stages", "teacher", "params", "model"], "resnet19"),
-     r"^stages\.teacher\.params\.model: unknown model 'resnet19'; valid choices: .*resnet18"),
-    ("unknown param", _set(["stages", "teacher", "params", "epochz"], 3),
-     r"^stages\.teacher\.params\.epochz: op 'train' has no parameter 'epochz'; valid: model, width, epochs"),
-    ("wrong type", _set(["stages", "teacher", "params", "epochs"], "many"),
-     r"^stages\.teacher\.params\.epochs: .*integer.* \(got 'many'\)$"),
-    ("out of range", _set(["stages", "teacher", "params", "width"], -1),
-     r"^stages\.teacher\.params\.width: .*greater than 0 \(got -1\)$"),
-    ("unknown dataset", _set(["data", "dataset"], "mnist"),
-     r"^data\.dataset: unknown dataset 'mnist'; valid choices: cifar10, cifar100, digits, synthetic, tinyimagenet$"),
-    ("bad channels", _set(["data", "channels"], 2), r"^data\.channels: channels must be 1 or 3, got 2 \(got 2\)$"),
-    ("unknown country", _set(["energy", "country"], "XYZ"), r"^energy\.country: .*'XYZ'"),
-    ("pue below 1", _set(["energy", "pue"], 0.5), r"^energy\.pue: .*greater than or equal to 1 \(got 0\.5\)$"),
-    ("empty sweep", _set(["stages", "teacher", "sweep"], {"seed": []}),
-     r"^stages\.teacher\.sweep\.seed: the sweep is empty; give at least one value$"),
-    ("sweep of unknown param", _set(["stages", "teacher", "sweep"], {"temperature": [2, 4]}),
-     r"^stages\.teacher\.sweep\.temperature: op 'train' has no parameter 'temperature'; valid: model"),
-    ("bad value inside a sweep", _set(["stages", "teacher", "sweep"], {"momentum": [0.9, 1.5]}),
-     r"^stages\.teacher\.sweep\.momentum: .*less than 1 \(got 1\.5\)$"),
-    ("param both fixed and swept", _set(["stages", "teacher", "sweep"], {"epochs": [1, 2]}),
-     r"^stages\.teacher\.sweep\.epochs: 'epochs' is both in params and in sweep; keep one$"),
-    ("needs a missing stage", _set(["stages", "test", "needs"], {"model": "teachr"}),
-     r"^stages\.test\.needs\.model: no stage named 'teachr'; stages are: teacher, test$"),
-    ("needs an unknown input", _set(["stages", "test", "needs"], {"modle": "teacher"}),
-     r"^stages\.test\.needs\.modle: op 'evaluate' has no input 'modle'; valid inputs: model$"),
-    ("required input missing", _set(["stages", "test", "needs"], {}),
-     r"^stages\.test\.needs: op 'evaluate' needs an upstream stage for 'model'"),
-    ("stages empty", _set(["stages"], {}), r"^stages: .*at least 1 item"),
-    ("bad stage name type", _set(["stages", "teacher"], "train"), r"^stages\.teacher: .*(dictionary|StageSpec)"),
-    ("resources must be positive", _set(["stages", "teacher", "resources"], {"GPU": 0}),
-     r"^stages\.teacher\.resources\.GPU: must be > 0 \(got 0\.0\)$"),
-]
-
-
-@pytest.mark.parametrize("case, mutate, pattern", BAD, ids=[b[0] for b in BAD])
-def test_bad_spec_one_line_message(case, mutate, pattern):
-    spec = mutate(copy.deepcopy(tiny_spec()))
-    with pytest.raises(SpecError) as err:
-        load_spec(spec)
-    msg = str(err.value)
-    assert "\n" not in msg
-    assert __import__("re").search(pattern, msg), msg
+# The one-line messages for bad specs (fields, YAML hazards, stage names, numbers, sweep size)
+# are cases of the bad-input matrix: tests/bad_input/spec.yaml. The tests here check what a
+# table of messages cannot: memory, where the refusal happens, and what must still load.
 
 
 def test_dependency_cycle(tmp_path):
@@ -174,7 +118,7 @@ def _distill_spec(**params):
 def test_bad_distill_params(params, pattern):
     with pytest.raises(SpecError) as err:
         load_spec(_distill_spec(**params))
-    assert __import__("re").search(pattern, str(err.value)), str(err.value)
+    assert re.search(pattern, str(err.value)), str(err.value)
 
 
 def test_distill_needs_missing_stage_and_bad_tau_in_sweep():
@@ -215,3 +159,132 @@ def test_shipped_task_files_validate_and_expand(name, tmp_path):
 def test_every_shipped_task_file_is_checked():
     shipped = {p.stem for p in TASKS.glob("*.yaml")}
     assert shipped == set(SHIPPED_TASKS)
+
+
+def test_task_counts_agree_with_the_graph_per_stage(tmp_path):
+    """The count that guards the sweep limit is the graph's own, stage by stage, without
+    building it: checked on every shipped study and on aligned sweep axes."""
+    for path in sorted(TASKS.glob("*.yaml")):
+        spec = load_spec(path)
+        graph = build_graph(spec, tmp_path)
+        assert task_counts(spec) == {name: len(nodes) for name, nodes in graph.stages.items()}, path.name
+    aligned = _distill_spec()
+    aligned["stages"]["teacher"]["sweep"] = {"seed": [0, 1, 2]}
+    aligned["stages"]["kd"]["sweep"] = {"seed": [0, 1, 2], "temperature": [2, 4, 8, 16]}
+    # 3 teachers; the students align on seed (3, not 3 × 3) and cross temperature (× 4)
+    assert task_counts(load_spec(aligned)) == {"teacher": 3, "test": 3, "kd": 12}
+
+
+def _seed_sweep(n):
+    spec = tiny_spec()
+    spec["stages"]["teacher"]["sweep"] = {"seed": list(range(n))}
+    return spec
+
+
+def test_sweep_limit_is_exact_at_the_boundary():
+    # n teachers and one evaluation of each: 2n tasks
+    assert sum(task_counts(load_spec(_seed_sweep(MAX_TASKS // 2))).values()) == MAX_TASKS
+    with pytest.raises(SpecError, match=rf"^stages: the sweeps expand to {MAX_TASKS + 2:,} tasks "
+                                        rf"\(teacher: {MAX_TASKS // 2 + 1:,}, test: {MAX_TASKS // 2 + 1:,}\), "
+                                        rf"more than the limit of {MAX_TASKS:,}; "):
+        load_spec(_seed_sweep(MAX_TASKS // 2 + 1))
+
+
+def _nothing_built(monkeypatch):
+    """Make building the graph or starting a cluster fail the test: a refused spec must be
+    refused by load_spec, before either."""
+    started = []
+
+    def forbidden(what):
+        def fn(*args, **kwargs):
+            started.append(what)
+            raise AssertionError(f"{what} was called for a spec that must be refused at load")
+        return fn
+
+    monkeypatch.setattr(compressflow.runner, "build_graph", forbidden("build_graph"))
+    monkeypatch.setattr(compressflow.runner, "connect", forbidden("connect"))
+    return started
+
+
+def test_huge_sweep_refused_with_its_size_before_the_graph_is_built(tmp_path, capsys, monkeypatch):
+    started = _nothing_built(monkeypatch)
+    spec = tiny_spec()
+    # 1,000 × 1,000 = a million teachers, a million evaluations: counted, never enumerated
+    spec["stages"]["teacher"]["sweep"] = {"seed": list(range(1000)), "lr": [(i + 1) / 1000 for i in range(1000)]}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = _errors(capsys)
+    assert err == ("compressflow: error: stages: the sweeps expand to 2,000,000 tasks (teacher: 1,000,000, "
+                           "test: 1,000,000), more than the limit of 10,000; sweep fewer values or split the study "
+                           "into several specs")
+    assert started == []
+
+
+@pytest.mark.parametrize("name", ["a/b", "../../etc", "a\0b", "a\nb", "", ".", "x" * 300, "tasks", "kd_comparison"],
+                         ids=["slash", "dotdot", "nul", "newline", "empty", "dot", "300-chars", "tasks", "summary"])
+def test_stage_names_that_crashed_the_results_are_refused_before_any_cluster(name, tmp_path, capsys, monkeypatch):
+    """These names used to train every task and then crash building the results (exit 1)."""
+    started = _nothing_built(monkeypatch)
+    spec = tiny_spec()
+    spec["stages"][name] = {"op": "evaluate", "needs": {"model": "teacher"}}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = _errors(capsys)
+    assert len(err.splitlines()) == 1 and err.startswith("compressflow: error: stages")
+    assert "rename the stage" in err or "use letters, digits, _ and -" in err
+    assert started == [] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["teacher2", "_private", "kd-grid", "A_b-9", "t" * 64, "tasks_v2", "kd"])
+def test_safe_stage_names_are_accepted(name):
+    spec = tiny_spec()
+    spec["stages"][name] = {"op": "evaluate", "needs": {"model": "teacher"}}
+    assert name in load_spec(spec).stages
+
+
+def _alias_bomb(levels):
+    """A model name made of ``levels`` lists, each ten aliases of the one before: a few
+    hundred bytes that expand to 10**levels strings."""
+    items = ["&a0 [x, x, x, x, x, x, x, x, x, x]"]
+    items += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    return ("name: bomb\nstages:\n  t:\n    op: train\n    params:\n      model:\n"
+            + "".join(f"        - {item}\n" for item in items))
+
+
+@pytest.mark.parametrize("levels", [6, 9])
+def test_alias_bomb_is_refused_without_expanding_it(levels, tmp_path):
+    """Before, a bomb of a million strings took 18 s and its quoted value grew the error
+    message to megabytes (a billion: gigabytes, then abort). Now the composer counts the
+    expansion and stops at MAX_YAML_NODES, whatever the bomb's size."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb(levels))
+    assert path.stat().st_size < 1000
+    tracemalloc.start()
+    try:
+        with pytest.raises(SpecError, match=rf"expands to more than {MAX_YAML_NODES:,} YAML nodes by line 11 "):
+            load_spec(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20  # measured: 0.05 MiB; the expanded bomb is 10**levels strings
+
+
+def test_strict_numbers_still_accept_what_a_spec_means():
+    """No coercion, yet an integer is a float, a YAML list is a tuple, and a stochastic
+    temperature is a pair of integers."""
+    spec = _distill_spec(temperature={"stochastic": [2, 20]}, alpha=1, milestones=[0.5, 0.75])
+    spec["stages"]["teacher"]["params"].update(width=1, lr=1, weight_decay=0, momentum=0, seed=2**63 - 1)
+    spec["stages"]["teacher"]["sweep"] = {"warmup_epochs": [0, 1]}
+    spec["stages"]["teacher"]["resources"] = {"GPU": 1}
+    spec["stages"]["cache"] = {"op": "activations", "needs": {"model": "teacher"}, "params": {"layers": ["conv1"]}}
+    spec["data"].update(val_fraction=0.25, augment=["flip", "crop"], seed=7)
+    spec["energy"] = {"pue": 2, "country": "FRA"}
+    parsed = load_spec(spec)
+    teacher = parsed.stages["teacher"]
+    assert teacher.params["lr"] == 1 and teacher.params["seed"] == 2**63 - 1
+    assert teacher.resources == {"GPU": 1.0} and parsed.energy.pue == 2.0
+    assert parsed.data.augment == ("flip", "crop")
+    assert parsed.stages["kd"].params["temperature"] == {"stochastic": [2, 20]}
+    assert task_counts(parsed) == {"teacher": 2, "test": 2, "kd": 2, "cache": 2}
