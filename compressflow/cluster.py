@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import dask
-import yaml
 from dask.utils import format_bytes, parse_bytes
 from distributed import Client, LocalCluster
 
+from compressflow._yaml import read_yaml
 from compressflow.cluster_kinds import OPTIONAL_KINDS, SECURITY_CHOICES, make_cluster, security
 from compressflow.errors import InputError, SpecError
 
@@ -252,30 +252,6 @@ def check_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
 # Reading a cluster spec file
 # ---------------------------------------------------------------------------------------
 
-class _StrictLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses duplicate keys (the last would silently win) and
-    aliases (a cluster spec has no use for them; an alias bomb would expand in memory)."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise yaml.constructor.ConstructorError(None, None, "aliases (*name) are not allowed in a cluster spec", mark)
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            with contextlib.suppress(TypeError):
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_MAX_SPEC_BYTES = 1 << 20
-
-
 def load_cluster_spec(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check a cluster spec YAML: ``kind`` (``local`` by default, ``address``,
     ``local-cuda`` or ``slurm``) plus its options (see ``OPTIONS``).
@@ -283,25 +259,12 @@ def load_cluster_spec(path: str | os.PathLike) -> dict[str, Any]:
     Raises
     ------
     SpecError
-        Unreadable, not UTF-8, not valid YAML (duplicate keys included), not a mapping,
+        Unreadable, not UTF-8, not valid or unbounded YAML (duplicate keys, deep nesting and
+        alias expansion included; see :func:`compressflow._yaml.read_yaml`), not a mapping,
         unknown kind, unknown option or bad value (one line).
     """
     where = repr(str(path))
-    try:
-        data = Path(path).read_bytes()
-        if len(data) > _MAX_SPEC_BYTES:
-            raise SpecError(f"--cluster: {where} is {len(data)} bytes; a cluster spec is at most {_MAX_SPEC_BYTES}")
-        text = data.decode("utf-8")
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
-    except OSError as exc:
-        raise SpecError(f"--cluster: cannot read cluster spec {where}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"--cluster: {where} is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); "
-                        "save it as UTF-8") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"--cluster: {where} is not valid YAML: {' '.join(str(exc).split())}") from None
-    except RecursionError:
-        raise SpecError(f"--cluster: {where} is nested too deeply to be a cluster spec") from None
+    raw = read_yaml(path, field="--cluster", what="a cluster spec")
     if not isinstance(raw, dict):
         raise SpecError(f"--cluster: {where} must be a mapping with a 'kind' key (one of {', '.join(KINDS)}), "
                         f"got {type(raw).__name__}")
