@@ -79,5 +79,5 @@ def test_unwritable_output_and_unreadable_cluster_spec_exit_2(tmp_path, capsys):
     assert len(err.splitlines()) == 1
     assert main(["run", str(spec), "--cluster", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "r")]) == 2
     err = _errors(capsys)
-    assert "--cluster: cannot read cluster spec" in err and len(err.splitlines()) == 1
+    assert "--cluster: file " in err and "missing.yaml' does not exist" in err and len(err.splitlines()) == 1
     assert blocker.read_text() == "not a directory"  # nothing touched
