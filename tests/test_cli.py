@@ -3,6 +3,7 @@
 import shutil
 
 import numpy as np
+import pytest
 import yaml
 
 from compressflow.cli import main
@@ -19,6 +20,7 @@ def write(tmp_path, spec, name="spec.yaml"):
     return path
 
 
+@pytest.mark.slow
 def test_run_with_cluster_file_then_report(tmp_path, capsys):
     cluster = write(tmp_path, {"kind": "local", "n_workers": 1, "dashboard_address": ":0"}, "cluster.yaml")
     out = tmp_path / "run"

@@ -47,6 +47,7 @@ def dask_cli_cluster(tmp_path):
                 p.kill()
 
 
+@pytest.mark.slow
 def test_pipeline_on_a_cluster_started_with_the_dask_cli(dask_cli_cluster, tmp_path, capsys):
     import compressflow
 

@@ -107,6 +107,7 @@ def test_slurm_job_script_requests_gpus_and_advertises_them(monkeypatch):
     assert seen["worker_extra_args"] == ["--resources", "GPU=2"] and seen["cores"] == 8
 
 
+@pytest.mark.slow
 def test_tls_local_cluster_and_address_with_temporary_certificates(tmp_path):
     from distributed import LocalCluster
     from distributed.security import Security

@@ -80,6 +80,7 @@ def _cli(*argv: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_a_folder_named_results_zarr_that_is_not_ours_is_refused_and_kept(client, tmp_path):
     out = tmp_path / "run"
     mine = out / "results.zarr" / "notes.txt"
@@ -148,6 +149,7 @@ with _run_lock(Path(sys.argv[1])):
 """
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_locked_run_directory_is_refused_naming_the_holder(client, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -174,6 +176,7 @@ def test_a_second_run_into_a_locked_run_directory_is_refused_naming_the_holder(c
     assert f"pid {holder.pid} " not in (out / ".lock").read_text()  # the new holder's details
 
 
+@pytest.mark.slow
 def test_two_cli_runs_at_once_the_second_is_refused(client, tmp_path):
     out = tmp_path / "run"
     spec = tmp_path / "spec.yaml"

@@ -250,6 +250,7 @@ def _child_window(barrier, queue) -> None:
     queue.put(r)
 
 
+@pytest.mark.slow
 def test_two_worker_processes_do_not_each_report_the_whole_machine():
     """Each process gets its own CPU share; CodeCarbon's machine mode would give each the whole machine."""
     from codecarbon import OfflineEmissionsTracker
@@ -289,6 +290,7 @@ def _task_on_worker(seconds: float):
     return r, energy._plugin_users, energy.current_meter().country
 
 
+@pytest.mark.slow
 def test_plugin_on_local_cluster():
     from distributed import Client, LocalCluster
 

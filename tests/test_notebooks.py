@@ -10,6 +10,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.slow  # each notebook runs a pipeline on a real kernel and cluster
+
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 SMALL = {
     "01_quickstart": "EPOCHS = 1\nIMAGE_SIZE = 8\nN_WORKERS = 2",

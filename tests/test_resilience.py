@@ -27,6 +27,7 @@ def _worker_inside_a_task(attempts, deadline: float) -> str:
     raise AssertionError("no task started within the deadline")
 
 
+@pytest.mark.slow
 def test_kill_9_of_a_worker_mid_task_is_retried(tmp_path):
     from distributed import Client
 
@@ -103,6 +104,7 @@ def test_attempt_log_arithmetic():
     assert total["method"] == "m"
 
 
+@pytest.mark.slow
 def test_energy_of_a_killed_attempt_counts_in_the_task_total(tmp_path):
     from distributed import Client
 

@@ -27,6 +27,7 @@ def _starts(out, key) -> int:
     return len(parse_attempts((out / "attempts" / f"{key}.log").read_text().splitlines()))
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_without_recomputing(client, tmp_path):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(SPEC))

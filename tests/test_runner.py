@@ -84,6 +84,7 @@ def test_rerun_reuses_finished_tasks(client, tiny_run):
     assert list(reopened["tasks"].task.values) == list(tree["tasks"].task.values)
 
 
+@pytest.mark.slow
 def test_quickstart_reaches_90_percent(client, tmp_path):
     root = Path(__file__).resolve().parents[1]
     tree = compressflow.run(root / "tasks" / "quickstart.yaml", cluster=client, out=tmp_path, show_progress=False)

@@ -73,6 +73,7 @@ def test_cli_exit_2_and_one_line(tmp_path, capsys):
     assert (out / "keep.txt").read_text() == "earlier work"  # nothing computed is deleted
 
 
+@pytest.mark.slow
 def test_cli_subprocess_no_traceback(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("name: x\nstages: {t: {op: distil}}\n")

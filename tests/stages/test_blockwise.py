@@ -55,6 +55,7 @@ def test_replace_layer_learns_the_layer_and_costs_less(teacher_and_cache):
     assert Path(rec.artifact.path).exists() and rec.artifact.meta == {"layer": layer, "block": "ds2"}
 
 
+@pytest.mark.slow
 def test_blockwise_pipeline_fans_in(client, tmp_path):
     layers = ["layer1.0.conv1", "layer3.1.conv2", "layer4.0.conv1"]
     spec = {
