@@ -52,7 +52,7 @@ def measure(run, n_workers: int, spec_: dict, base: Path, out: Path) -> tuple[fl
     """Run the block stage on ``n_workers``, reusing the teacher and cache records of ``base``."""
     from distributed import Client
 
-    from compressflow.cluster import local_cluster
+    from compressflow.engine.cluster import local_cluster
 
     shutil.copytree(base / "records", out / "records")
     for rec in (out / "records").glob("replace_layer-*.json"):
@@ -72,9 +72,9 @@ def cache_vs_recompute(base: Path, layers: list[str]) -> list[tuple[str, float, 
     import time
 
     from compressflow.data import load_splits
-    from compressflow.records import TaskRecord
-    from compressflow.stages.blockwise import _layer_data
-    from compressflow.store import load_checkpoint
+    from compressflow.engine.records import TaskRecord
+    from compressflow.ops.blockwise import _layer_data
+    from compressflow.ops.artifacts import load_checkpoint
 
     recs = [TaskRecord.load(p) for p in (base / "records").glob("*.json")]
     teacher = next(r for r in recs if r.op == "train").record.artifact
@@ -104,10 +104,10 @@ def _peak_rss_mb(job: str, base: str) -> tuple[float, float]:
     import psutil
     import torch
 
-    from compressflow.records import TaskRecord
-    from compressflow.stages._context import StageContext
-    from compressflow.stages.blockwise import replace_layer
-    from compressflow.stages.distill import distill
+    from compressflow.engine.records import TaskRecord
+    from compressflow.ops.context import StageContext
+    from compressflow.ops.blockwise import replace_layer
+    from compressflow.ops.distill import distill
 
     torch.set_num_threads(1)
     recs = [TaskRecord.load(p) for p in (Path(base) / "records").glob("*.json")]

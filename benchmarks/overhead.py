@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from distributed import Client
 
 import compressflow
-from compressflow.cluster import local_cluster
+from compressflow.engine.cluster import local_cluster
 from compressflow.data import augment_batch, load_splits
 from compressflow.nn.models import build_model
 from compressflow.nn.training import optimizer_with_schedule
@@ -51,7 +51,7 @@ def per_task_overhead(client: Client, n: int) -> tuple[float, float]:
     return runner, plain
 
 
-TASK_MODULES = ("compressflow._execute", "compressflow.energy", "compressflow.stages")
+TASK_MODULES = ("compressflow.engine.execute", "compressflow.energy", "compressflow.ops")
 
 
 def warm_worker() -> None:

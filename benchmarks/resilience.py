@@ -31,7 +31,7 @@ def one_run(out: Path, tasks: int, seconds: float, kill: bool, rng: random.Rando
     from distributed import Client
 
     import compressflow
-    from compressflow.cluster import local_cluster
+    from compressflow.engine.cluster import local_cluster
 
     with local_cluster(n_workers=2, dashboard_address=":0") as cluster, Client(cluster) as client:
         pids = client.run(os.getpid)

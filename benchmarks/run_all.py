@@ -40,7 +40,7 @@ def machine() -> str:
 
 
 def rows_from(over: dict, block: dict, res: dict, tls: dict) -> list[tuple[str, str, str]]:
-    from compressflow.scheduling import lower_bound
+    from compressflow.engine.scheduling import lower_bound
 
     rows = [
         ("per-task overhead vs plain `client.submit`", f"{over['per_task_ms']:.1f} ms/task "

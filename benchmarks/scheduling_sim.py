@@ -6,7 +6,7 @@ machine. The per-layer times are *shaped after* the uneven VGG16 times in the bl
 distillation paper's figure (first layers ~3.5x the last) — not measured here — and scaled
 by ``--scale``.
 
-Per policy (``compressflow.scheduling.assign``): round robin and bin packing pin each task to
+Per policy (``compressflow.engine.scheduling.assign``): round robin and bin packing pin each task to
 its assigned worker (``workers=[w], allow_other_workers=False``); work stealing submits
 unrestricted and lets Dask's scheduler place and steal. Wall time runs from the first submit
 until every task is done, so it includes Dask's dispatch cost (tens of ms).
@@ -36,7 +36,7 @@ VGG16_SECONDS = [1.40, 1.40, 1.10, 1.10, 0.80, 0.80, 0.80, 0.55, 0.55, 0.55, 0.4
 
 def run_policy(client: Client, policy: str, durations: dict[str, float], workers: list[str], tag: str) -> dict:
     """Submit one sleep task per layer under ``policy``; return measured and predicted makespans."""
-    from compressflow.scheduling import assign, makespan
+    from compressflow.engine.scheduling import assign, makespan
 
     assignment = assign(policy, durations, workers)
     t0 = time.perf_counter()
@@ -62,7 +62,7 @@ def run_policy(client: Client, policy: str, durations: dict[str, float], workers
 def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     # Imported here, not at module level: worker processes are spawned and re-import this
     # script, and importing the compressflow package (torch) there would slow their start.
-    from compressflow.scheduling import POLICIES, lower_bound
+    from compressflow.engine.scheduling import POLICIES, lower_bound
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every task time (default 1.0)")

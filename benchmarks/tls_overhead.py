@@ -24,7 +24,7 @@ from distributed import Client
 sys.path.insert(0, str(Path(__file__).parent))
 from overhead import per_task_overhead, warm_worker  # noqa: E402
 
-from compressflow.cluster import local_cluster  # noqa: E402
+from compressflow.engine.cluster import local_cluster  # noqa: E402
 
 TRANSPORTS = {"tls": "temporary", "tcp": "none"}
 

@@ -11,11 +11,11 @@ Examples
 from importlib.metadata import PackageNotFoundError, version
 
 from compressflow.errors import DataError, InputError, SpecError
-from compressflow.records import Artifact, Record
+from compressflow.engine.records import Artifact, Record
 from compressflow.registries import DATASETS, LOSSES, MODELS, STAGES, Registry
 from compressflow.results import open_results
-from compressflow.runner import run
-from compressflow.spec import load_spec
+from compressflow.engine.runner import run
+from compressflow.engine.spec import load_spec
 
 try:
     __version__ = version("compressflow")

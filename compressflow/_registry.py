@@ -102,7 +102,7 @@ class Registry(Generic[T]):
 class OpRegistry(Registry[T]):
     """The op registry: a :class:`Registry` whose entries also carry a code ``version``.
 
-    An op's version is part of every task key of that op (see :mod:`compressflow.keys`):
+    An op's version is part of every task key of that op (see :mod:`compressflow.engine.keys`):
     bump it when a change to the op's code changes what it computes, and every finished
     task of that op, and everything downstream of it, runs again on the next run; other
     ops' records are still reused. Unchanged ops keep version 1.

@@ -60,7 +60,7 @@ def _show_warning(previous, message, category, filename, lineno, file=None, line
 
 def _run(args: argparse.Namespace) -> int:
     from compressflow.results import summary_table
-    from compressflow.runner import run
+    from compressflow.engine.runner import run
 
     tree = run(args.spec, cluster=args.cluster, out=args.out, show_progress=not args.quiet)
     out = args.out or f"runs/{tree.attrs['name']}"
@@ -91,7 +91,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     import compressflow.nn.models  # noqa: F401  (registers models)
-    import compressflow.spec  # noqa: F401  (registers ops and datasets)
+    import compressflow.engine.spec  # noqa: F401  (registers ops and datasets)
     from compressflow.registries import DATASETS, LOSSES, MODELS, STAGES
 
     for title, reg in (("ops", STAGES), ("models", MODELS), ("datasets", DATASETS), ("losses", LOSSES)):

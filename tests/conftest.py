@@ -16,7 +16,7 @@ def client():
     carries no TLS credentials. The TLS default is tested in tests/test_cluster.py."""
     from distributed import Client
 
-    from compressflow.cluster import local_cluster
+    from compressflow.engine.cluster import local_cluster
 
     with local_cluster(n_workers=2, dashboard_address=":0", security="none") as cluster, Client(cluster) as c:
         yield c

@@ -34,7 +34,7 @@ def test_duplicate_name_raises():
 
 
 def test_project_registries_hold_builtins():
-    import compressflow.spec  # noqa: F401
+    import compressflow.engine.spec  # noqa: F401
 
     assert {"train", "evaluate"} <= set(STAGES.list())
     assert {"digits", "cifar10", "cifar100", "tinyimagenet", "synthetic"} <= set(DATASETS.list())

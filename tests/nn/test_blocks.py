@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from compressflow.flops import macs_per_sample, param_count
+from compressflow.metrics.flops import macs_per_sample, param_count
 from compressflow.nn import blocks  # noqa: F401  (registers)
 from compressflow.nn.blocks import make_block
 from compressflow.nn.models import build_model

@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 from compressflow.errors import InputError
-from compressflow.flops import macs_per_sample, param_count
+from compressflow.metrics.flops import macs_per_sample, param_count
 from compressflow.nn.models import build_model
 from compressflow.registries import MODELS, UnknownNameError
 

@@ -1,0 +1,127 @@
+"""Spec → task graph. Each stage expands to one node per sweep point; a node's key is
+:func:`compressflow.engine.keys.task_key` of (op, its code version, validated params, the data
+options its dataset uses, upstream keys), so an unchanged node keeps its key across runs and
+library upgrades (finished work is reused) and identical nodes collapse into one task.
+
+Sweep points and ``needs`` combine like this: a stage runs once per combination of its own
+sweep values and its upstream stages' points; axes with the same name are *aligned*, not
+crossed (a student swept over ``seed`` that needs a teacher swept over ``seed`` pairs
+student seed s with teacher seed s). A downstream stage therefore carries its upstream's
+sweep axes as dimensions in the results. A *fan-in* input (annotated ``Upstream``) instead
+takes every task of its upstream stage at once, and their axes are consumed, not inherited."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+from dask.delayed import Delayed
+
+from compressflow.engine.keys import task_key
+from compressflow.engine.spec import PipelineSpec
+from compressflow.ops.signature import stage_signature
+
+__all__ = ["Node", "TaskGraph", "build_graph"]
+
+
+@dataclass(frozen=True)
+class Node:
+    """One task: a stage at one sweep point."""
+
+    key: str
+    stage: str
+    op: str
+    params: dict[str, Any]
+    point: dict[str, Any]
+    needs: dict[str, str | tuple[str, ...]] = field(default_factory=dict)  # argument -> upstream key(s)
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TaskGraph:
+    """Nodes per stage (in dependency order) and their ``dask.delayed`` objects."""
+
+    spec: PipelineSpec
+    stages: dict[str, list[Node]]
+    delayed: dict[str, Delayed]
+
+    @property
+    def nodes(self) -> dict[str, Node]:
+        return {n.key: n for nodes in self.stages.values() for n in nodes}
+
+    def axes(self, stage: str) -> list[str]:
+        """The sweep dimensions of a stage's results (upstream axes first)."""
+        seen: dict[str, None] = {}
+        for node in self.stages[stage]:
+            seen.update(dict.fromkeys(node.point))
+        return list(seen)
+
+
+def build_graph(spec: PipelineSpec, out: Path | str) -> TaskGraph:
+    """Expand ``spec`` into nodes and wrap each in a ``dask.delayed`` call of the task executor.
+
+    Parameters
+    ----------
+    spec : PipelineSpec
+        A validated spec.
+    out : path
+        The run directory every worker writes artifacts and records into.
+
+    Returns
+    -------
+    TaskGraph
+    """
+    from compressflow.engine.execute import execute_task
+
+    data = spec.data.options()
+    stages: dict[str, list[Node]] = {}
+    delayed: dict[str, Delayed] = {}
+    for name in spec.order():
+        st = spec.stages[name]
+        sig = stage_signature(st.op)
+        nodes = []
+        per_point = {arg: stages[up] for arg, up in st.needs.items() if arg not in sig.fan_in}
+        gathered = {arg: tuple(n.key for n in stages[up]) for arg, up in st.needs.items() if arg in sig.fan_in}
+        for point, upstream in _points(st.sweep, per_point):
+            own = {k: v for k, v in point.items() if k in st.sweep}
+            params = sig.validate({**st.params, **own}, where=f"stages.{name}")
+            needs = {arg: node.key for arg, node in upstream.items()} | gathered
+            key = task_key(st.op, params, data, needs)
+            node = Node(key, name, st.op, params, point, needs, dict(st.resources))
+            nodes.append(node)
+            if key not in delayed:
+                delayed[key] = dask.delayed(execute_task, pure=True)(
+                    node, data, str(out), *(delayed[k] for k in _flat(needs.values())), dask_key_name=key
+                )
+        stages[name] = nodes
+    return TaskGraph(spec, stages, delayed)
+
+
+def _flat(keys) -> list[str]:
+    """Upstream keys in argument order (a fan-in argument contributes all of its keys)."""
+    return [k for v in keys for k in ((v,) if isinstance(v, str) else v)]
+
+
+def _points(sweep: dict[str, list[Any]], upstream: dict[str, list[Node]]):
+    """Yield ``(point, {arg: upstream node})`` for every consistent combination."""
+    args = list(upstream)
+    for combo in itertools.product(*(upstream[a] for a in args)):
+        merged: dict[str, Any] = {}
+        if not _merge_all(merged, (n.point for n in combo)):
+            continue
+        for values in itertools.product(*sweep.values()):
+            point = dict(merged)
+            if _merge_all(point, [dict(zip(sweep, values))]):
+                yield point, dict(zip(args, combo))
+
+
+def _merge_all(into: dict[str, Any], points) -> bool:
+    for p in points:
+        for k, v in p.items():
+            if k in into and into[k] != v:
+                return False
+            into[k] = v
+    return True

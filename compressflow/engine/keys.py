@@ -1,0 +1,168 @@
+"""Task keys: what a task computes, hashed, so a finished record is reused exactly when the
+same work is asked for again.
+
+A key is ``f"{op}-{digest}"``, where ``digest`` is the first :data:`KEY_HEX_CHARS` (32)
+hexadecimal characters (128 bits) of the SHA-256 of the UTF-8 bytes of the canonical JSON
+(:func:`canonical_json`) of the mapping::
+
+    {"format": KEY_FORMAT, "op": op, "version": <op's code version>,
+     "params": <validated params, defaults filled in>,
+     "data": <the data options the dataset uses, with "dataset">,
+     "needs": {<input>: <upstream key> or [<upstream keys>, in the order the op receives them]}}
+
+Everything that changes what a task computes is in it, and nothing else: not the stage's
+name, not whether a value was a parameter or a sweep axis, not the order of keys in the
+spec, not a data option the dataset ignores (``num_samples`` for ``digits``), and not the
+version of Dask or of any other library. The op's ``version`` (``@STAGES.register(version=2)``)
+is how a code change that alters an op's results invalidates its finished records, and,
+through ``needs``, everything downstream of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+from compressflow.registries import DATASETS, STAGES
+
+__all__ = ["KEY_FORMAT", "KEY_HEX_CHARS", "canonical_json", "dataset_options", "task_key"]
+
+#: the version of this key scheme itself; part of every key, bumped if the rules below change
+KEY_FORMAT = 1
+#: hexadecimal characters of the SHA-256 digest kept in a key (128 bits: collisions are not a concern)
+KEY_HEX_CHARS = 32
+
+
+def canonical_json(obj: Any) -> str:
+    """The one JSON text of ``obj`` that every equal value maps to.
+
+    Rules: mapping keys must be strings and are sorted; no whitespace (separators ``,``
+    and ``:``); tuples and lists are both arrays (order kept); ``None``/``True``/``False``
+    are ``null``/``true``/``false``; an integral finite float is written as the integer it
+    equals (``4.0`` → ``4``, so numbers equal in Python have one text), any other finite
+    float in Python's shortest round-trip form (``0.1``, ``1e-05``), and the non-finite
+    ones as ``NaN``, ``Infinity``, ``-Infinity``; numpy scalars count as their Python
+    value; strings are escaped to ASCII (``\\uXXXX``). Any other type is refused rather
+    than guessed at.
+
+    Parameters
+    ----------
+    obj : JSON-like
+        Nested mappings, lists, tuples, strings, numbers, booleans and ``None``.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    TypeError
+        For a value of another type, or a mapping key that is not a string.
+
+    Examples
+    --------
+    >>> canonical_json({"b": 4.0, "a": (1, 2.5, True, None), "c": {"y": [0.1], "x": "é"}})
+    '{"a":[1,2.5,true,null],"b":4,"c":{"x":"\\\\u00e9","y":[0.1]}}'
+    """
+    return json.dumps(_normalise(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+
+
+def _normalise(obj: Any) -> Any:
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, numbers.Integral):  # int and numpy integers
+        return int(obj)
+    if isinstance(obj, numbers.Real):  # float and numpy floats
+        x = float(obj)
+        return int(x) if math.isfinite(x) and x.is_integer() else x
+    if isinstance(obj, Mapping):
+        bad = [k for k in obj if not isinstance(k, str)]
+        if bad:
+            raise TypeError(f"task key: mapping key {bad[0]!r} is not a string")
+        return {k: _normalise(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_normalise(v) for v in obj]
+    if hasattr(obj, "dtype") and getattr(obj, "shape", None) == () and hasattr(obj, "item"):  # numpy bool_
+        return _normalise(obj.item())
+    raise TypeError(f"task key: cannot key a value of type {type(obj).__name__} ({obj!r})")
+
+
+def dataset_options(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of the spec's ``data`` block that its dataset takes, with ``dataset``.
+
+    The dataset's registered loader says which options it uses: its keyword parameters
+    (one that takes ``**kwargs`` uses them all). So ``root`` does not count for
+    ``digits``, nor ``num_samples``/``num_classes`` for anything but ``synthetic``.
+
+    Parameters
+    ----------
+    data : mapping
+        :meth:`compressflow.engine.spec.DataSpec.options`: ``dataset`` plus every option.
+
+    Returns
+    -------
+    dict
+
+    Examples
+    --------
+    >>> import compressflow.data
+    >>> opts = {"dataset": "digits", "image_size": 8, "seed": 0, "root": "/data", "num_samples": 500}
+    >>> dataset_options(opts)
+    {'dataset': 'digits', 'image_size': 8, 'seed': 0}
+    >>> sorted(dataset_options({**opts, "dataset": "synthetic"}))
+    ['dataset', 'image_size', 'num_samples', 'seed']
+    """
+    params = inspect.signature(DATASETS.get(data["dataset"])).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return dict(data)
+    return {k: v for k, v in data.items() if k == "dataset" or k in params}
+
+
+def task_key(op: str, params: Mapping[str, Any], data: Mapping[str, Any],
+             needs: Mapping[str, str | tuple[str, ...]], *, version: int | None = None) -> str:
+    """The key of the task running ``op`` on ``params``, ``data`` and upstream ``needs``.
+
+    Parameters
+    ----------
+    op : str
+        A registered op.
+    params : mapping
+        The op's validated parameters (defaults filled in).
+    data : mapping
+        The spec's data options (:meth:`~compressflow.engine.spec.DataSpec.options`); only the
+        ones the dataset uses count (:func:`dataset_options`).
+    needs : mapping
+        Input name → the upstream task's key, or a sequence of keys for a fan-in input.
+    version : int, optional
+        The op's code version; default: the one it was registered with
+        (:meth:`compressflow._registry.OpRegistry.version`).
+
+    Returns
+    -------
+    str
+        ``f"{op}-{first 32 hex characters of sha256(canonical JSON)}"`` (module docstring).
+
+    Examples
+    --------
+    >>> import compressflow.data
+    >>> data = {"dataset": "digits", "image_size": 8, "num_samples": 1000}
+    >>> task_key("wait", {"seconds": 0.5, "busy": False, "label": 3}, data, {}, version=1)
+    'wait-22c8950dbf5ad6f639005889063be2bc'
+    >>> task_key("wait", {"label": 3, "busy": False, "seconds": 0.5}, {**data, "num_samples": 9}, {}, version=1)
+    'wait-22c8950dbf5ad6f639005889063be2bc'
+    """
+    payload = {
+        "format": KEY_FORMAT,
+        "op": op,
+        "version": STAGES.version(op) if version is None else version,
+        "params": params,
+        "data": dataset_options(data),
+        "needs": needs,
+    }
+    digest = hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+    return f"{op}-{digest[:KEY_HEX_CHARS]}"

@@ -1,0 +1,298 @@
+"""The small picklable things that travel through the task graph: artifacts (a file + its
+hash), a stage's :class:`Record` and the ledger's :class:`TaskRecord`. Models and tensors
+never travel; records persist as JSON so finished work survives the client."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["Artifact", "Record", "RecordError", "TaskRecord", "Upstream", "read_record"]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file a stage produced, identified by its content hash.
+
+    Parameters
+    ----------
+    kind : str
+        ``"checkpoint"`` or ``"zarr"``.
+    path : str
+        Absolute path (on storage every worker can read); persisted relative to the run
+        directory when it lies inside it, and resolved again when loaded.
+    sha256 : str
+        Hex digest of the file's bytes; loaders verify it.
+    meta : dict
+        Small JSON-able facts a consumer needs (model name and build kwargs, ...).
+    """
+
+    kind: str
+    path: str
+    sha256: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Record:
+    """What a stage function returns: labelled metrics and an optional artifact.
+
+    ``metrics`` is an :class:`xarray.Dataset` of scalars and named-dimension arrays (e.g.
+    ``train_loss`` over ``epoch``) with units in ``attrs["units"]``; the runner stacks the
+    records of a stage along its sweep axes.
+    """
+
+    metrics: xr.Dataset
+    artifact: Artifact | None = None
+
+
+@dataclass
+class TaskRecord:
+    """One entry of the ``/tasks`` ledger: what ran, where, for how long, at what energy."""
+
+    key: str
+    stage: str
+    op: str
+    point: dict[str, Any]
+    status: str = "pending"  # ok | failed | upstream_failed
+    error: str = ""
+    worker: str = ""
+    start: float = float("nan")  # POSIX seconds
+    end: float = float("nan")
+    energy: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0  # executions started, this one included (> 1: a worker died mid-task and Dask retried it)
+    workers_tried: list[str] = field(default_factory=list)
+    record: Record | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def duration_s(self) -> float:
+        return self.end - self.start
+
+    def to_json(self, root: Path | str | None = None) -> str:
+        """The record as JSON, with a ``digest`` (sha256 of the rest) so that an edit shows.
+
+        Parameters
+        ----------
+        root : path, optional
+            The run directory: artifact paths inside it are stored relative to it, so a
+            moved or copied run directory reads its own files (see :meth:`from_json`).
+        """
+        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "record"}
+        if self.record is not None:
+            art = dataclasses.asdict(self.record.artifact) if self.record.artifact else None
+            if art is not None and root is not None:
+                art["path"] = _relative_to(art["path"], Path(root))
+            data["record"] = {"metrics": self.record.metrics.to_dict(data="list"), "artifact": art}
+        payload = json.loads(json.dumps(data, default=_json_default))  # the form a reader will see
+        return json.dumps({**payload, "digest": _digest(payload)})
+
+    @classmethod
+    def from_json(cls, text: str, root: Path | str | None = None) -> TaskRecord:
+        """Parse :meth:`to_json`'s output without checking it (see :func:`read_record`).
+
+        A relative artifact path is resolved against ``root`` (the run directory), or left as
+        it is without one.
+        """
+        data = json.loads(text)
+        data.pop("digest", None)
+        rec = data.pop("record", None)
+        task = cls(**data)
+        if rec is not None:
+            art = rec["artifact"]
+            if art is not None and root is not None:
+                art = {**art, "path": str(Path(root) / art["path"])}  # an absolute path stays as it is
+            task.record = Record(xr.Dataset.from_dict(rec["metrics"]), Artifact(**art) if art else None)
+        return task
+
+    @classmethod
+    def load(cls, path: Path | str, root: Path | str | None = None) -> TaskRecord | None:
+        """The record at ``path``, or None if it is missing or does not pass :func:`read_record`
+        (artifact hash not checked; ``root`` defaults to the run directory ``path`` is in)."""
+        try:
+            return read_record(path, root, check_hash=False)
+        except (FileNotFoundError, RecordError):
+            return None  # missing, torn or bad: the task simply runs again
+
+
+class RecordError(ValueError):
+    """A persisted record that cannot be trusted; the message says why (one line)."""
+
+
+_STATUSES = ("ok", "failed", "upstream_failed")
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "key": str, "stage": str, "op": str, "point": dict, "status": str, "error": str, "worker": str,
+    "start": (int, float), "end": (int, float), "energy": dict, "attempts": int, "workers_tried": list,
+}
+
+
+def read_record(path: Path | str, root: Path | str | None = None, *, check_hash: bool = True) -> TaskRecord:
+    """Read and validate the persisted record ``OUT/records/<key>.json``.
+
+    A record is trusted only when it is what :meth:`TaskRecord.to_json` wrote for this task:
+    every field present with its type, ``key`` equal to the file's name, content matching its
+    ``digest`` (records of earlier versions have none), a finished record with its metrics,
+    accuracies in [0, 1] (the test ``accuracy`` also finite), energies finite and ≥ 0 or NaN,
+    and its artifact present (and, with ``check_hash``, matching its sha256).
+
+    Parameters
+    ----------
+    path : path
+        The record file.
+    root : path, optional
+        The run directory relative artifact paths are resolved against (default: the
+        directory above ``records/``).
+    check_hash : bool
+        Hash the artifact (a checkpoint, or a whole Zarr store) against the record.
+
+    Returns
+    -------
+    TaskRecord
+        With absolute artifact paths.
+
+    Raises
+    ------
+    FileNotFoundError
+        No record at ``path``.
+    RecordError
+        The record is unreadable or fails a check; the message says which.
+    """
+    path = Path(path)
+    root = Path(root) if root is not None else path.resolve().parent.parent
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordError(f"cannot be read ({exc})") from None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise RecordError(f"is not JSON ({type(exc).__name__}: {_short(str(exc))}; torn or edited)") from None
+    if not isinstance(data, dict):
+        raise RecordError(f"is not a JSON object (got {type(data).__name__})")
+    _check_schema(data, path)
+    task = _parse(text, root)
+    _check_values(task)
+    if "digest" in data:  # checked after the specific checks, whose messages say more
+        digest = data.pop("digest")
+        if not isinstance(digest, str) or digest != _digest(data):
+            raise RecordError("content does not match its digest (edited by hand or torn)")
+    art = task.record.artifact if task.record is not None else None
+    if art is not None:
+        from compressflow.ops.artifacts import artifact_problem  # store imports this module
+
+        problem = artifact_problem(art, check_hash=check_hash)
+        if problem is not None:
+            raise RecordError(problem)
+    return task
+
+
+def _check_schema(data: dict[str, Any], path: Path) -> None:
+    missing = [f for f in _FIELDS if f not in data]
+    if missing:
+        raise RecordError(f"has no {', '.join(repr(f) for f in missing)} field")
+    unknown = sorted(set(data) - set(_FIELDS) - {"record", "digest"})
+    if unknown:
+        raise RecordError(f"has unknown field(s) {', '.join(map(repr, unknown))}")
+    for name, kind in _FIELDS.items():
+        value = data[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise RecordError(f"field {name!r} = {_short(value)} is not {_kind_name(kind)}")
+    if data["key"] != path.stem:
+        raise RecordError(f"key {_short(data['key'])} does not match its file name {path.name!r}")
+    if data["status"] not in _STATUSES:
+        raise RecordError(f"status {_short(data['status'])} is not one of {', '.join(_STATUSES)}")
+    if not all(isinstance(w, str) for w in data["workers_tried"]):
+        raise RecordError("field 'workers_tried' is not a list of strings")
+    rec = data.get("record")
+    if data["status"] == "ok":
+        if not isinstance(rec, dict) or not isinstance(rec.get("metrics"), dict):
+            raise RecordError("has status 'ok' but no record of metrics")
+    if rec is not None:
+        if not isinstance(rec, dict) or set(rec) != {"metrics", "artifact"}:
+            raise RecordError("field 'record' is not {metrics, artifact}")
+        art = rec["artifact"]
+        if art is not None:
+            fields = {f.name for f in dataclasses.fields(Artifact)}
+            if (not isinstance(art, dict) or set(art) - fields or not {"kind", "path", "sha256"} <= set(art)
+                    or not all(isinstance(art[f], str) for f in ("kind", "path", "sha256"))
+                    or not isinstance(art.get("meta", {}), dict)):
+                raise RecordError("field 'record.artifact' is not {kind, path, sha256, meta}")
+
+
+def _parse(text: str, root: Path) -> TaskRecord:
+    try:
+        return TaskRecord.from_json(text, root)
+    except Exception as exc:  # untrusted input: any failure to rebuild it means it cannot be reused
+        raise RecordError(f"cannot be parsed ({type(exc).__name__}: {_short(str(exc))})") from None
+
+
+def _check_values(task: TaskRecord) -> None:
+    for name, value in task.energy.items():
+        if name.endswith("_kwh") or name in ("co2_g", "duration_s"):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or math.isinf(value):
+                raise RecordError(f"energy {name} = {_short(value)} is not a finite number ≥ 0 (or NaN)")
+    if task.record is None:
+        return
+    metrics = task.record.metrics
+    for name in metrics.data_vars:
+        # accuracies are fractions; a drop (teacher minus student) may be negative
+        if "accuracy" not in str(name) or "drop" in str(name):
+            continue
+        values = np.asarray(metrics[name].values)
+        if values.dtype.kind not in "fiub":
+            raise RecordError(f"{name} = {_short(values.tolist())} is not a number")
+        values = values.astype(float)
+        if name == "accuracy" and not np.isfinite(values).all():
+            raise RecordError(f"accuracy = {_short(values.tolist())} is not finite")
+        if (np.isinf(values) | (values < 0) | (values > 1)).any():
+            raise RecordError(f"{name} = {_short(values.tolist())} is outside [0, 1]")
+
+
+def _relative_to(path: str, root: Path) -> str:
+    """``path`` relative to ``root`` when it lies inside it (else unchanged)."""
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    canon = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", dict: "a mapping", list: "a list", int: "an integer"}
+    return "a number" if kind == (int, float) else names[kind]
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+Upstream = list[TaskRecord]
+"""Annotation of a *fan-in* stage input: it receives the ledger entries of every task of the
+upstream stage (all sweep points, failed ones included, each with its ``point``, ``status``
+and ``record``), e.g. to gather blockwise-distilled layers into one student."""

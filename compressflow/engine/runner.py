@@ -1,0 +1,334 @@
+"""``run``: validate a spec, build its graph, run it on a Dask cluster, write the results."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import sys
+import tempfile
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+from distributed import Client, as_completed, progress, span
+from distributed.comm.addressing import get_address_host
+from distributed.comm.core import CommClosedError
+
+from compressflow.engine.execute import record_path
+from compressflow.engine.cluster import connect
+from compressflow.data import load_splits
+from compressflow.energy import EnergyMeterPlugin
+from compressflow.errors import InputError
+from compressflow.engine.graph import TaskGraph, build_graph
+from compressflow.engine.records import RecordError, TaskRecord, read_record
+from compressflow.results import build_results, open_results, check_results_store, save_results
+from compressflow.engine.scheduling import assign, durations_from_ledger
+from compressflow.engine.spec import PipelineSpec, load_spec
+from compressflow.ops.artifacts import artifact_problem
+
+__all__ = ["run"]
+
+log = logging.getLogger("compressflow.engine.runner")
+
+
+def run(
+    spec: str | os.PathLike | dict | PipelineSpec,
+    cluster: Any = None,
+    out: str | os.PathLike | None = None,
+    *,
+    show_progress: bool = True,
+) -> xr.DataTree:
+    """Run a compression study and return its results.
+
+    Parameters
+    ----------
+    spec : path, mapping or PipelineSpec
+        The pipeline (see :func:`compressflow.load_spec`).
+    cluster : None, str, path, dict or distributed.Client
+        Where to run: ``None`` starts the embedded ``LocalCluster``; also a cluster spec
+        YAML, a ``tcp://`` scheduler address or an existing client
+        (see :func:`compressflow.engine.cluster.connect`).
+    out : path, optional
+        Run directory (default ``runs/<spec name>``): ``results.zarr``, ``records/`` (one
+        JSON per finished task; a re-run reuses them) and ``artifacts/`` (checkpoints).
+    show_progress : bool
+        Print the dashboard link, a progress bar and per-epoch progress lines.
+
+    Returns
+    -------
+    xarray.DataTree
+        ``/tasks`` (the ledger) and one group per stage; also written to
+        ``out/results.zarr``.
+
+    Raises
+    ------
+    InputError
+        Bad spec, data location, cluster or output directory — before any task runs.
+
+    Examples
+    --------
+    >>> tree = compressflow.run("tasks/quickstart.yaml")            # doctest: +SKIP
+    >>> float(tree["teacher"]["accuracy"])                          # doctest: +SKIP
+    0.96
+    """
+    spec = load_spec(spec)
+    out = Path(out) if out is not None else Path("runs") / spec.name
+    _check_writable(out)
+    with _run_lock(out):
+        return _run_locked(spec, cluster, out, show_progress)
+
+
+def _run_locked(spec: PipelineSpec, cluster: Any, out: Path, show_progress: bool) -> xr.DataTree:
+    check_results_store(out)
+    load_splits(**spec.data.options())  # a missing dataset directory fails here, not on a worker
+    graph = build_graph(spec, out.resolve())
+    _check_reused_records(graph, out.resolve())
+    with connect(cluster) as client:
+        say = _printer(show_progress)
+        say(f"compressflow: {len(graph.nodes)} tasks in {len(graph.stages)} stages; dashboard {client.dashboard_link}")
+        workers = client.scheduler_info(n_workers=-1)["workers"]  # address -> info, read once
+        _install_meter(client, EnergyMeterPlugin(country=spec.energy.country, region=spec.energy.region,
+                                                 pue=spec.energy.pue, n_workers_on_host=_workers_per_host(workers)))
+        _check_resources(workers, graph)
+        if show_progress:
+            client.subscribe_topic("compressflow-progress", lambda event: say(_progress_line(event)))
+        futures = _submit(client, graph, sorted(workers))
+        if show_progress:
+            _show_progress(graph, futures, say)
+        results = _gather(client, graph, futures)
+        if show_progress:
+            client.unsubscribe_topic("compressflow-progress")
+    tree = build_results(graph, results)
+    save_results(tree, out)
+    return tree
+
+
+def _submit(client: Client, graph: TaskGraph, workers: list[str]) -> dict[str, Any]:
+    """Compute stage by stage (upstream first) so each stage's ``resources`` and placement
+    apply to its own tasks only; tasks shared with an earlier stage keep their first
+    submission. Under ``round_robin``/``bin_packing`` each task is pinned to its worker;
+    under ``work_stealing`` with known durations (``durations_from``) the longest tasks get
+    the highest priority (longest first, so no long task starts last and the stage ends
+    evenly), and Dask balances the rest."""
+    futures: dict[str, Any] = {}
+    for stage, nodes in graph.stages.items():
+        keys = [n.key for n in nodes if n.key not in futures]
+        if not keys:
+            continue
+        resources = nodes[0].resources or None
+        sched = graph.spec.stages[stage].scheduling
+        durations = _known_durations(graph, stage, keys)
+        with span(stage):
+            if sched.policy == "work_stealing" and durations is None:
+                submitted = client.compute([graph.delayed[k] for k in keys], resources=resources, optimize_graph=False)
+            elif sched.policy == "work_stealing":  # longest first, in submission order and priority
+                keys = sorted(keys, key=lambda k: -durations[k])
+                submitted = [client.compute(graph.delayed[k], resources=resources, optimize_graph=False,
+                                            priority=len(keys) - i) for i, k in enumerate(keys)]
+            else:
+                placement = assign(sched.policy, durations or dict.fromkeys(keys, 1.0), workers)
+                submitted = [client.compute(graph.delayed[k], resources=resources, optimize_graph=False,
+                                            workers=[placement[k]], allow_other_workers=False) for k in keys]
+        futures.update(zip(keys, submitted))
+    return futures
+
+
+def _known_durations(graph: TaskGraph, stage: str, keys: list[str]) -> dict[str, float] | None:
+    """Task key -> duration from the ledger of ``scheduling.durations_from`` (tasks matched by
+    the ``key_by`` sweep axis; unmatched ones get the mean), or None without one."""
+    sched = graph.spec.stages[stage].scheduling
+    key_by = sched.key_by or next(iter(graph.spec.stages[stage].sweep), None)
+    if sched.durations_from is None or key_by is None:
+        return None
+    try:
+        ledger = open_results(sched.durations_from)["tasks"].to_dataset()
+    except FileNotFoundError as exc:
+        raise InputError(f"stages.{stage}.scheduling.durations_from: {exc}") from None
+    known = durations_from_ledger(ledger, stage, key_by)
+    default = sum(known.values()) / len(known) if known else 1.0
+    return {k: known.get(str(graph.nodes[k].point.get(key_by)), default) for k in keys}
+
+
+def _show_progress(graph: TaskGraph, futures: dict[str, Any], say) -> None:
+    """Dask's progress bar on a terminal; one line per finished task elsewhere (logs, CI)."""
+    if sys.stdout.isatty():
+        progress(list(futures.values()))
+        return
+    nodes = graph.nodes
+    for i, fut in enumerate(as_completed(list(futures.values())), 1):
+        say(f"  done {i}/{len(futures)}: {nodes[fut.key].stage} {fut.key} ({fut.status})")
+
+
+def _gather(client: Client, graph: TaskGraph, futures: dict[str, Any]) -> dict[str, TaskRecord]:
+    """Collect every task's record; a task Dask itself gave up on (e.g. its workers kept
+    dying) becomes a failed record instead of aborting the collection of the others."""
+    nodes = graph.nodes
+    values = client.gather(list(futures.values()), errors="skip")
+    done = {rec.key: rec for rec in values}
+    for key, fut in futures.items():
+        if key not in done:
+            node = nodes[key]
+            exc = fut.exception()
+            done[key] = TaskRecord(key, node.stage, node.op, dict(node.point), status="failed",
+                                   error=f"{type(exc).__name__}: {exc}".replace("\n", " "))
+    return done
+
+
+def _install_meter(client: Client, plugin: EnergyMeterPlugin) -> None:
+    """Register the energy meter on every worker, present and future. The scheduler keeps the
+    plugin before it tells the workers, so a worker that dies meanwhile (its broadcast fails)
+    does not stop the run: its replacement gets the plugin when it joins."""
+    try:
+        client.register_plugin(plugin, name="compressflow-energy")
+    except CommClosedError as exc:
+        log.warning("a worker left while the energy meter was being installed (%s); continuing", exc)
+
+
+def _workers_per_host(workers: dict[str, Any]) -> dict[str, int]:
+    """Host → number of workers on it (host-wide energy shares are split over them)."""
+    counts: dict[str, int] = {}
+    for address in workers:
+        host = get_address_host(address)
+        counts[host] = counts.get(host, 0) + 1
+    return counts
+
+
+def _check_resources(workers: dict[str, Any], graph: TaskGraph) -> None:
+    offered: dict[str, float] = {}
+    for w in workers.values():
+        for name, amount in (w.get("resources") or {}).items():
+            offered[name] = max(offered.get(name, 0), amount)
+    for stage, nodes in graph.stages.items():
+        for name, amount in nodes[0].resources.items():
+            if not offered.get(name, 0) >= amount:  # also refuses a NaN request, which no worker can meet
+                raise InputError(
+                    f"stages.{stage}.resources.{name}: needs {amount:g} but no worker offers that much "
+                    f"(workers offer {offered or 'no resources'}); use a GPU cluster spec or drop the request"
+                )
+
+
+def _check_reused_records(graph: TaskGraph, out: Path) -> None:
+    """Validate every finished record this run would reuse (:func:`read_record`: schema, key,
+    digest, metrics, its artifact present and matching its sha256; a record a downstream
+    stage takes an artifact from must have one). A bad record is not reused: it is moved,
+    with its artifact if that changed, to ``OUT/rejected/<key>/`` (nothing is deleted), the
+    reason is printed once, here (also with ``--quiet``: it is a warning, not progress), and
+    the task runs again."""
+    consumed = {k for node in graph.nodes.values() for k in node.needs.values() if isinstance(k, str)}
+    for key, node in graph.nodes.items():
+        path = record_path(out, key)
+        try:
+            done = read_record(path, out)
+        except FileNotFoundError:
+            continue
+        except RecordError as exc:
+            why = str(exc)
+        else:
+            if not (done.ok and key in consumed and (done.record is None or done.record.artifact is None)):
+                continue
+            why = "has no artifact, but a downstream stage needs one"
+        moved = _reject(out, path, why)
+        message = (f"compressflow: warning: record {str(path)!r} of stage {node.stage!r} is not reused ({why}); "
+                   f"the task runs again; the old record is kept in {str(moved)!r}")
+        print(message, file=sys.stderr, flush=True)
+
+
+def _reject(out: Path, record: Path, why: str) -> Path:
+    """Move a bad record (and its artifact, when that is ours and no longer matches its hash)
+    to ``OUT/rejected/<key>[.n]/`` with ``why.txt``; return that folder."""
+    base = out / "rejected" / record.stem
+    target, n = base, 1
+    while target.exists():
+        target, n = base.with_name(f"{base.name}.{n}"), n + 1
+    target.mkdir(parents=True)
+    (target / "why.txt").write_text(why + "\n", encoding="utf-8")
+    try:
+        art = TaskRecord.from_json(record.read_text(encoding="utf-8"), out).record.artifact
+    except Exception:  # unreadable record: it has no artifact we can trust to be ours
+        art = None
+    if art is not None and _inside(Path(art.path), out / "artifacts") and artifact_problem(art) is not None \
+            and Path(art.path).exists():
+        os.replace(art.path, target / Path(art.path).name)
+    os.replace(record, target / record.name)
+    return target
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+#: what compressflow keeps under ``--out``; each must be a directory (or absent)
+RUN_DIRS = ("records", "attempts", "artifacts", "rejected")
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise InputError(f"--out: cannot write to {str(out)!r} ({exc.strerror}); choose a writable directory") from None
+    for name in RUN_DIRS:
+        path = out / name
+        if path.is_symlink() and not path.exists():
+            raise InputError(f"--out: {str(path)!r} is a broken symbolic link; compressflow keeps its {name} there: "
+                             f"remove the link or choose another --out")
+        if path.exists() and not path.is_dir():
+            raise InputError(f"--out: {str(path)!r} is a file, not a directory; compressflow keeps its {name} there: "
+                             f"move the file away or choose another --out")
+
+
+@contextmanager
+def _run_lock(out: Path):
+    """Hold ``OUT/.lock`` (``fcntl.flock``) for the whole run, so two runs never work in one
+    run directory at once; the file names the holder. The kernel drops the lock when its
+    process ends, however it ends, so a crashed run leaves nothing to clean up (the file
+    stays, with the last holder's details)."""
+    path = out / ".lock"
+    try:
+        fh = open(path, "a+", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--out: cannot open the run lock {str(path)!r} ({exc.strerror}); "
+                         f"remove it if it is not a file, or choose another --out") from None
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = " ".join(fh.read(500).split()) or "unknown"
+            raise InputError(f"--out: {str(out)!r} is in use by another compressflow run ({holder}); "
+                             f"wait for it to finish or choose another --out") from None
+        except OSError as exc:
+            raise InputError(f"--out: cannot lock {str(path)!r} ({exc.strerror}); "
+                             f"use a run directory on a filesystem with file locks") from None
+        fh.seek(0)
+        fh.truncate()
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        fh.write(f"pid {os.getpid()} on host {socket.gethostname()}, started {started}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()  # releases the lock
+
+
+def _printer(enabled: bool):
+    def say(text: str) -> None:
+        if enabled:
+            print(f"\r{text}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _progress_line(event: tuple[float, dict]) -> str:
+    _, msg = event
+    stage = msg.get("stage", "?")
+    rest = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in msg.items() if k not in ("stage", "key"))
+    return f"  [{stage}] {rest}"

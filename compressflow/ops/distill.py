@@ -1,0 +1,98 @@
+"""``distill``: train a student from a frozen teacher with a KD loss and a temperature policy
+(a fixed τ — one grid point — or STKD's stochastic τ drawn per batch)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+from pydantic import AfterValidator, Field
+
+from compressflow.metrics.flops import macs_per_sample
+from compressflow.nn.temperature import check_temperature, temperature_policy
+from compressflow.engine.records import Artifact, Record
+from compressflow.registries import LOSSES, STAGES
+from compressflow.ops.common import Schedule, Width, check_schedule, fit_model, model_record
+from compressflow.ops.context import StageContext
+from compressflow.ops.signature import LossName, ModelName
+from compressflow.ops.artifacts import load_checkpoint
+
+__all__ = ["distill"]
+
+Temperature = Annotated[Any, AfterValidator(check_temperature)]
+
+
+@STAGES.register
+def distill(
+    ctx: StageContext,
+    *,
+    teacher: Artifact,
+    model: ModelName = "mobilenet_v2",
+    width: Width = 0.25,
+    loss: LossName = "hkd",
+    temperature: Temperature = 4.0,
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.95,
+    schedule: Schedule = Schedule(),
+    seed: int = 0,
+) -> Record:
+    """Distil ``teacher`` into a fresh ``model`` (ALGORITHMS §1).
+
+    Parameters
+    ----------
+    teacher : Artifact
+        Upstream checkpoint (``needs: {teacher: <stage>}``); loaded once, kept in eval mode
+        and never updated.
+    model, width : str, float
+        The student.
+    loss : {"hkd", "cmc", "dml", "ce"}
+        KD loss from the loss registry.
+    temperature : float or {"stochastic": [low, high]}
+        A fixed τ (sweep it for a grid search) or a τ drawn per batch uniformly from the
+        integers low..high, applied to teacher and student and to HKD's τ² factor.
+    alpha : float
+        HKD's weight of the distillation term (0.95).
+    schedule : Schedule
+        As for ``train`` (flat parameters in a spec).
+    seed : int
+        Seeds the student's initialisation, batch order, augmentation and the τ draws.
+
+    Returns
+    -------
+    Record
+        As ``train`` (``train_flops`` includes the teacher's forward passes), plus
+        ``tau_mean``, ``stochastic`` (bool), and for stochastic τ the per-step ``tau_draws``
+        (dim ``step``) and their histogram ``tau_count`` (dim ``tau``); artifact: the
+        student's checkpoint.
+    """
+    splits = ctx.splits()
+    teacher_net = load_checkpoint(teacher, ctx.device).eval().to(memory_format=torch.channels_last)
+    teacher_net.requires_grad_(False)
+    policy = temperature_policy(temperature, seed)
+    kd = LOSSES.get(loss)
+
+    def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_logits = teacher_net(x)
+        return kd(logits, teacher_logits, y, policy(), alpha=alpha)
+
+    net, hist, kwargs = fit_model(ctx, model=model, width=width, seed=seed, schedule=schedule, loss_fn=loss_fn)
+    return model_record(ctx, net, hist, model, kwargs, _temperature_vars(policy),
+                        teacher_macs=macs_per_sample(teacher_net, splits.sample_shape))
+
+
+distill.check_spec = check_schedule  # warns when the schedule leaves ~no epochs at the base rate
+
+
+def _temperature_vars(policy) -> dict[str, Any]:
+    draws = np.asarray(policy.draws, dtype=float)
+    if draws.size == 0:
+        return {"tau_mean": policy.tau, "stochastic": False}
+    values = np.arange(policy.low, policy.high + 1)
+    return {
+        "tau_mean": float(draws.mean()),
+        "stochastic": True,
+        "tau_draws": ("step", draws),
+        "tau_count": ("tau", np.array([(draws == v).sum() for v in values], dtype=np.int64)),
+        "tau": ("tau", values),
+    }

@@ -1,0 +1,365 @@
+"""``prune``: unstructured and structured pruning of a trained model (ALGORITHMS §4), with
+optional joint distillation from the original and a biased-data option.
+
+Methods (``PRUNERS``):
+
+* ``magnitude`` — from the trained weights, zero the smallest |w| per layer and retrain; with
+  ``rounds > 1`` iteratively (each round prunes the same fraction of what is left, reaching
+  ``sparsity`` in the last round, and retrains ``epochs``).
+* ``reinit`` — the magnitude mask of the trained model on freshly initialised weights,
+  trained from scratch.
+* ``random`` — a random mask of the same sparsity on fresh weights, trained from scratch.
+* ``filters`` — structured: whole output filters of smallest L1 norm, pruned gradually on
+  the AGP schedule (``agp_steps`` prunings spread over the first half of training, from
+  10 % to ``sparsity``), then fine-tuned for the rest.
+
+Every random stream of a prune task (the fresh initialisation, the random mask, the batch
+order) is seeded from ``(method, seed, purpose)`` through :func:`derived_seed`, never from
+``seed`` alone: ``train`` seeds its initialisation and batch order with the plain seed, so a
+``reinit`` at seed 0 of an original trained at seed 0 would otherwise start from the
+original's own initial weights and see its batches in the same order (ALGORITHMS §4: a
+re-initialisation must draw fresh weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from compressflow.data import Splits, biased
+from compressflow.energy import current_meter
+from compressflow.errors import InputError, SpecError
+from compressflow.metrics.flops import macs_per_sample
+from compressflow.nn.models import build_model, stage_outputs
+from compressflow.nn.pruning import (agp_sparsity, apply_masks, filter_masks, layer_sparsity, magnitude_masks,
+                                     make_permanent, prunable_layers, random_masks)
+from compressflow.nn.training import History, accuracy, cross_entropy, fit
+from compressflow.engine.records import Artifact, Record
+from compressflow.registries import LOSSES, STAGES
+from compressflow.ops.common import PositiveInt, Schedule, check_schedule, model_record
+from compressflow.ops.context import StageContext
+from compressflow.ops.artifacts import load_checkpoint
+
+__all__ = ["DISTILL", "METHODS", "TeacherLoss", "attention_map", "attention_transfer", "derived_seed", "fresh_model",
+           "prune"]
+
+METHODS = ("magnitude", "reinit", "random", "filters")
+DISTILL = ("none", "kd", "at", "kd+at")
+Sparsity = Annotated[float, Field(gt=0, lt=1)]
+
+
+@STAGES.register
+def prune(
+    ctx: StageContext,
+    *,
+    model: Artifact,
+    teacher: Artifact | None = None,
+    method: Literal["magnitude", "reinit", "random", "filters"] = "magnitude",
+    sparsity: Sparsity = 0.5,
+    rounds: PositiveInt = 1,
+    agp_steps: PositiveInt = 4,
+    distill: Literal["none", "kd", "at", "kd+at"] = "none",
+    temperature: Annotated[float, Field(gt=0)] = 4.0,
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.9,
+    at_beta: Annotated[float, Field(ge=0)] = 1000.0,
+    biased_classes: tuple[int, ...] = (),
+    biased_keep: Annotated[float, Field(gt=0, le=1)] = 1.0,
+    schedule: Schedule = Schedule(epochs=10),
+    seed: int = 0,
+) -> Record:
+    """Prune ``model`` (a trained checkpoint) to ``sparsity`` with ``method`` and (re)train it.
+
+    Parameters
+    ----------
+    model : Artifact
+        The trained original (``needs: {model: <stage>}``).
+    teacher : Artifact, optional
+        Distillation teacher for ``distill`` (default: the original ``model``).
+    method : {"magnitude", "reinit", "random", "filters"}
+    sparsity : float
+        Fraction of each prunable layer's weights (or filters) zeroed, in (0, 1).
+    rounds : int
+        Iterative magnitude pruning rounds (``magnitude`` only), each retrained for ``epochs``.
+    agp_steps : int
+        Pruning steps of the AGP schedule (``filters``).
+    distill : {"none", "kd", "at", "kd+at"}
+        Train jointly with Hinton KD (``hkd`` at ``temperature``, weight ``alpha``), attention
+        transfer (ALGORITHMS §4: ``at_beta · Σ_groups mean((q_s − q_t)²)`` over the attention
+        maps at the outputs of the network's residual groups, see :func:`attention_transfer`)
+        added to cross-entropy, or both (the AT term added to the KD loss) from the teacher.
+    biased_classes, biased_keep : tuple of int, float
+        Keep only this fraction of the training samples of these classes (seeded).
+    seed : int
+        Seeds the task's random streams through :func:`derived_seed` with the method, so a
+        fresh initialisation never replays the original's (``train``'s) for any seed.
+
+    Returns
+    -------
+    Record
+        As ``train``, plus ``original_accuracy`` (test), ``target_sparsity``, ``sparsity`` (achieved over the prunable
+        layers), ``layer_sparsity`` (dim ``layer``), ``macs_dense`` and ``macs_effective``
+        (MACs × each layer's weight density); artifact: the pruned checkpoint (masks baked in).
+    """
+    splits = ctx.splits()
+    if biased_classes:
+        splits = biased(splits, biased_classes, biased_keep, seed)
+    original = load_checkpoint(model, ctx.device).eval()
+    original_accuracy = accuracy(original, splits.test, device=ctx.device)
+    name, kwargs = model.meta["model"], model.meta["kwargs"]
+    loss_fn = _loss(ctx, distill, teacher or model, temperature, alpha, at_beta)
+    if method in ("reinit", "random"):
+        mask_gen = torch.Generator().manual_seed(derived_seed(method, seed, "mask"))
+        masks = (magnitude_masks(original, sparsity) if method == "reinit"
+                 else random_masks(original, sparsity, mask_gen))
+        net = fresh_model(name, kwargs, method, seed).to(ctx.device)
+        apply_masks(net, masks)
+        hist = _fit(ctx, net, splits, schedule, derived_seed(method, seed, "data"), loss_fn)
+    elif method == "magnitude":
+        net, hist = original, History()
+        for r in range(1, rounds + 1):
+            apply_masks(net, magnitude_masks(net, 1 - (1 - sparsity) ** (r / rounds)))
+            hist = _fit(ctx, net, splits, schedule, derived_seed(method, seed, f"data/round{r}"), loss_fn, hist)
+    else:
+        net = original
+        levels = agp_sparsity(sparsity, agp_steps)
+        half = schedule.epochs / 2
+        at_epoch = {round(k * half / max(1, agp_steps - 1)): s for k, s in enumerate(levels)}
+        apply_masks(net, filter_masks(net, at_epoch.pop(0)))
+
+        def agp(epoch: int, _: History) -> None:
+            if epoch in at_epoch:
+                apply_masks(net, filter_masks(net, at_epoch[epoch]))
+
+        hist = _fit(ctx, net, splits, schedule, derived_seed(method, seed, "data"), loss_fn, on_epoch=agp)
+    make_permanent(net)
+    per_layer = layer_sparsity(net)
+    layers = prunable_layers(net)
+    sizes = np.array([net.get_submodule(n).weight.numel() for n in layers], dtype=float)
+    density = {n: 1 - per_layer[n] for n in layers}
+    extra = {
+        "target_sparsity": sparsity,
+        "original_accuracy": original_accuracy,
+        "sparsity": float(np.sum([per_layer[n] * k for n, k in zip(layers, sizes)]) / sizes.sum()),
+        "layer_sparsity": ("layer", np.array([per_layer[n] for n in layers])),
+        "layer": ("layer", layers),
+        "macs_dense": macs_per_sample(net, splits.sample_shape),
+        "macs_effective": _effective_macs(net, splits.sample_shape, density),
+    }
+    return model_record(ctx, net, hist, name, kwargs, extra)
+
+
+def derived_seed(method: str, seed: int, purpose: str) -> int:
+    """A 63-bit seed for one random stream of a prune task: the first 8 bytes of
+    sha256(``"compressflow.prune/<method>/<purpose>/<seed>"``), top bit cleared.
+
+    Stable across processes and Python versions (unlike the salted ``hash()``), different
+    per method and purpose, and — being a hash, not ``seed`` itself — never the plain seed
+    that ``train`` gives ``torch.manual_seed`` (for the original's initialisation) and its
+    batch order.
+
+    Examples
+    --------
+    >>> derived_seed("reinit", 0, "init") == derived_seed("reinit", 0, "init") != 0
+    True
+    """
+    text = f"compressflow.prune/{method}/{purpose}/{int(seed)}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+def fresh_model(name: str, kwargs: dict, method: str, seed: int) -> torch.nn.Module:
+    """The freshly initialised model a ``reinit``/``random`` task starts from: ``build_model``
+    under ``torch.manual_seed(derived_seed(method, seed, "init"))``."""
+    torch.manual_seed(derived_seed(method, seed, "init"))
+    return build_model(name, **kwargs)
+
+
+def _check_rounds(spec, name: str) -> None:
+    """Iterative rounds only make sense for ``magnitude`` (the others train from scratch)."""
+    st = spec.stages[name]
+    rounds = [st.params["rounds"]] if "rounds" in st.params else st.sweep.get("rounds", [1])
+    methods = [st.params.get("method", "magnitude")] if "method" not in st.sweep else st.sweep["method"]
+    bad = [m for m in methods if m != "magnitude"]
+    if max(rounds) > 1 and bad:
+        raise SpecError(f"stages.{name}.params.rounds: iterative pruning (rounds > 1) is for method 'magnitude' only, "
+                        f"not {bad[0]!r}; use rounds: 1 or a separate stage")
+
+
+def _check_attention(spec, name: str) -> None:
+    """Attention transfer needs the stages (residual groups) of the student and the teacher,
+    the same number of each: checked on the architectures the spec names, before any task."""
+    from compressflow.ops._layer_check import _build  # (it imports the stage registry)
+
+    st = spec.stages[name]
+    modes = st.sweep.get("distill", [st.params.get("distill", "none")])
+    if not any(m in ("at", "kd+at") for m in modes):
+        return
+    found = {}
+    for arg in ("model", "teacher"):
+        built = _build(spec, st.needs.get(arg))
+        if built is not None:
+            try:
+                found[arg] = (built[0], stage_outputs(built[1]))
+            except InputError as exc:
+                raise SpecError(f"stages.{name}.params.distill: attention transfer on model {built[0]!r}: "
+                                f"{exc}") from None
+    if len(found) == 2 and len(found["model"][1]) != len(found["teacher"][1]):
+        (m, a), (t, b) = found["model"], found["teacher"]
+        raise SpecError(f"stages.{name}.params.distill: attention transfer pairs the stages of model {m!r} "
+                        f"({len(a)}: {', '.join(a)}) with those of teacher {t!r} ({len(b)}: {', '.join(b)}); "
+                        f"use a teacher with as many stages, or distill: kd")
+
+
+def _check_spec(spec, name: str) -> None:
+    _check_rounds(spec, name)
+    _check_attention(spec, name)
+    st = spec.stages[name]
+    if {"reinit", "random"} & set(st.sweep.get("method", [st.params.get("method", "magnitude")])):
+        check_schedule(spec, name)  # these train from scratch; magnitude/filters fine-tune
+
+
+prune.check_spec = _check_spec
+
+
+def _fit(ctx: StageContext, net: torch.nn.Module, splits: Splits, schedule: Schedule, seed: int, loss_fn,
+         before: History | None = None, on_epoch=None) -> History:
+    def report(epoch: int, hist: History) -> None:
+        if on_epoch is not None:
+            on_epoch(epoch, hist)
+        ctx.progress(epoch=epoch, of=schedule.epochs, loss=hist.train_loss[-1], val_accuracy=hist.val_accuracy[-1])
+
+    handles = loss_fn.attach(net) if isinstance(loss_fn, TeacherLoss) else []
+    try:
+        hist = fit(net, splits, seed=seed, loss_fn=loss_fn, device=ctx.device, on_epoch=report,
+                   energy=current_meter().energy_so_far, **schedule.model_dump())
+    finally:
+        for h in handles:
+            h.remove()
+    if before is None or not before.val_accuracy:
+        return hist
+    offset = before.elapsed_s[-1] if before.elapsed_s else 0.0
+    before.elapsed_s.extend(offset + t for t in hist.elapsed_s)
+    for field in ("train_loss", "train_accuracy", "val_accuracy", "lr", "energy_kwh"):  # rounds, in order
+        getattr(before, field).extend(getattr(hist, field))
+    before.train_time_s += hist.train_time_s
+    before.train_samples += hist.train_samples
+    before.eval_samples += hist.eval_samples
+    return before
+
+
+def _loss(ctx: StageContext, distill: str, teacher: Artifact, temperature: float, alpha: float, beta: float):
+    if distill == "none":
+        return cross_entropy
+    t_net = load_checkpoint(teacher, ctx.device).eval()
+    t_net.requires_grad_(False)
+    return TeacherLoss(t_net, kd=(temperature, alpha) if "kd" in distill else None,
+                       at_beta=beta if "at" in distill else None)
+
+
+def attention_map(f: torch.Tensor) -> torch.Tensor:
+    """Zagoruyko & Komodakis's attention map of a feature map ``f`` (B×C×H×W): the mean over
+    channels of ``f²``, flattened to B×HW and ℓ2-normalised per sample."""
+    return F.normalize(f.pow(2).mean(1).flatten(1), dim=1)
+
+
+def attention_transfer(student: list[torch.Tensor], teacher: list[torch.Tensor], beta: float = 1000.0) -> torch.Tensor:
+    """``L_AT = β · Σ_groups mean((q_s − q_t)²)`` (ALGORITHMS §4), ``q`` the
+    :func:`attention_map` of each group's output; the mean runs over the batch and the H×W
+    positions, as in the reference code (``(at(x) − at(y)).pow(2).mean()``).
+
+    Parameters
+    ----------
+    student, teacher : list of torch.Tensor
+        The outputs of the residual groups (B×C×H×W, paired in order; channel counts may
+        differ, spatial sizes must match).
+    beta : float
+        The weight (1000 in the reference).
+
+    Raises
+    ------
+    InputError
+        When the lists differ in length or a pair differs in spatial size.
+    """
+    if len(student) != len(teacher):
+        raise InputError(f"attention transfer: {len(student)} student stages vs {len(teacher)} teacher stages")
+    total = torch.zeros((), device=student[0].device if student else "cpu")
+    for k, (s, t) in enumerate(zip(student, teacher)):
+        if s.shape[0] != t.shape[0] or s.shape[2:] != t.shape[2:]:
+            raise InputError(f"attention transfer: stage {k + 1} maps differ in size (student {tuple(s.shape)}, "
+                             f"teacher {tuple(t.shape)}); AT needs the same batch and H×W")
+        total = total + (attention_map(s) - attention_map(t)).pow(2).mean()
+    return beta * total
+
+
+class TeacherLoss:
+    """``loss_fn(logits, x, y)`` of a prune task trained jointly with a frozen teacher: the
+    base term — cross-entropy, or Hinton KD when ``kd = (temperature, alpha)`` — plus, when
+    ``at_beta`` is set, :func:`attention_transfer` between the student's and the teacher's
+    residual-group outputs (:func:`~compressflow.nn.models.stage_outputs`, paired in order).
+    The teacher runs once per batch; the student's maps are captured by forward hooks that
+    :meth:`attach` puts on it during its own forward pass."""
+
+    def __init__(self, teacher: torch.nn.Module, *, kd: tuple[float, float] | None = None,
+                 at_beta: float | None = None) -> None:
+        self.teacher, self.kd, self.beta = teacher, kd, at_beta
+        self.groups = stage_outputs(teacher) if at_beta is not None else []
+        self.teacher_maps: list[torch.Tensor | None] = [None] * len(self.groups)
+        self.student_maps: list[torch.Tensor | None] = [None] * len(self.groups)
+        for k, name in enumerate(self.groups):
+            teacher.get_submodule(name).register_forward_hook(self._keeper(self.teacher_maps, k))
+
+    @staticmethod
+    def _keeper(store: list, k: int):
+        def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            store[k] = output
+        return hook
+
+    def attach(self, student: torch.nn.Module) -> list:
+        """Hook ``student``'s group outputs; returns the handles (remove them after training)."""
+        if not self.groups:
+            return []
+        names = stage_outputs(student)
+        if len(names) != len(self.groups):
+            raise InputError(f"attention transfer: the student has {len(names)} stages ({', '.join(names)}), the "
+                             f"teacher {len(self.groups)} ({', '.join(self.groups)})")
+        return [student.get_submodule(n).register_forward_hook(self._keeper(self.student_maps, k))
+                for k, n in enumerate(names)]
+
+    def __call__(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t_logits = self.teacher(x)
+        if self.kd is not None:
+            temperature, alpha = self.kd
+            loss = LOSSES.get("hkd")(logits, t_logits, y, temperature, alpha=alpha)
+        else:
+            loss = F.cross_entropy(logits, y)
+        if self.beta is not None:
+            loss = loss + attention_transfer(self.student_maps, self.teacher_maps, self.beta)
+        return loss
+
+
+def _effective_macs(net: torch.nn.Module, shape: tuple[int, ...], density: dict[str, float]) -> float:
+    """Forward MACs if every pruned layer skipped its zero weights: each layer's MACs × its
+    weight density (unpruned layers count in full)."""
+    total = macs_per_sample(net, shape)
+    for name, d in density.items():
+        layer_macs = _layer_macs(net, name, shape)
+        total -= layer_macs * (1 - d)
+    return float(total)
+
+
+def _layer_macs(net: torch.nn.Module, name: str, shape: tuple[int, ...]) -> float:
+    seen: dict[str, torch.Size] = {}
+
+    def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        seen["in"] = inputs[0].shape
+
+    h = net.get_submodule(name).register_forward_hook(hook)
+    with torch.no_grad():
+        net.eval()(torch.zeros(1, *shape))
+    h.remove()
+    return float(macs_per_sample(net.get_submodule(name), tuple(seen["in"][1:])))

@@ -1,0 +1,154 @@
+"""Representation comparisons (ALGORITHMS §4), as two ops:
+
+* ``capture`` — run a model over a fixed probe set (the first ``probe`` images of a split:
+  the same images in the same order for every model of the pipeline) and store chosen
+  layers' outputs in Zarr, with the model's and the probe's hashes.
+* ``svcca`` — compare two captures layer by layer (or every layer with every layer): SVCCA
+  similarity and distance, and linear CKA. Each comparison is its own task and reads only
+  the stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Literal
+
+import numpy as np
+import xarray as xr
+from pydantic import Field
+
+from compressflow.data.activations import read_output, store_info, write_activations
+from compressflow.errors import InputError, SpecError
+from compressflow.nn.surgery import replaceable_layers
+from compressflow.engine.records import Artifact, Record
+from compressflow.registries import STAGES
+from compressflow.metrics.similarity import as_matrix, linear_cka, svcca as svcca_similarity
+from compressflow.ops.common import PositiveInt, zarr_record
+from compressflow.ops.context import StageContext
+from compressflow.ops._layer_check import check_module_names
+from compressflow.ops.signature import stage_signature
+from compressflow.ops.artifacts import load_checkpoint
+
+__all__ = ["capture", "svcca"]
+
+
+@STAGES.register
+def capture(ctx: StageContext, *, model: Artifact, layers: tuple[str, ...] | None = None, probe: PositiveInt = 500,
+            split: Literal["test", "val", "train"] = "test") -> Record:
+    """Store ``layers``' outputs (default: every replaceable conv) of ``model`` on the probe set.
+
+    Returns
+    -------
+    Record
+        ``probe_size``, ``store_bytes``; artifact: the Zarr store (``kind="zarr"``) whose
+        attributes hold ``model_sha256``, ``probe_sha256``, ``probe_size`` and ``probe_split``.
+    """
+    splits = ctx.splits()
+    net = load_checkpoint(model, ctx.device).eval()
+    names = list(layers) if layers else replaceable_layers(net)
+    for name in names:
+        try:
+            net.get_submodule(name)
+        except AttributeError:
+            raise InputError(f"capture.layers: {name!r} is not a module of {model.meta.get('model')}") from None
+    x = getattr(splits, split).x[:probe]
+    probe_hash = hashlib.sha256(x.numpy().tobytes()).hexdigest()
+    path = write_activations(net, {split: x}, names, ctx.artifact_path(".zarr"), kinds=("out",),
+                             attrs={"model_sha256": model.sha256, "probe_sha256": probe_hash, "probe_size": len(x),
+                                    "probe_split": split})
+    return zarr_record(path, {"layers": names, "probe_sha256": probe_hash}, probe_size=len(x))
+
+
+@STAGES.register
+def svcca(ctx: StageContext, *, a: Artifact, b: Artifact, layers: tuple[str, ...] | None = None,
+          keep: Annotated[float, Field(gt=0)] = 20, conv: Literal["pool", "fold"] = "pool", cross: bool = False) -> Record:
+    """Compare the captures ``a`` and ``b`` per layer.
+
+    Parameters
+    ----------
+    a, b : Artifact
+        ``capture`` stores of two models on the same probe set.
+    layers : tuple of str, optional
+        Layers to compare (default: every layer both stores hold).
+    keep : float
+        SVD directions kept (20), or a variance fraction in (0, 1).
+    conv : {"pool", "fold"}
+        Conv maps average-pooled over H×W, or H×W folded into the datapoints.
+    cross : bool
+        Also compare every layer of ``a`` with every layer of ``b`` (``svcca_cross``,
+        dims ``layer_a`` × ``layer_b``).
+
+    Returns
+    -------
+    Record
+        ``svcca`` and ``cka`` (dim ``layer``), ``svcca_distance`` = 1 − ``svcca``, their
+        means ``svcca_mean``/``cka_mean``, and ``svcca_cross`` when asked.
+
+    Raises
+    ------
+    InputError
+        Captures of different probe sets (or lengths), or a layer a store lacks.
+    """
+    ia, ib = _capture_info(a, "a"), _capture_info(b, "b")
+    if (ia["probe_sha256"], ia["probe_size"]) != (ib["probe_sha256"], ib["probe_size"]):
+        raise InputError(f"svcca: a and b were captured on different probe sets ({ia['probe_size']} "
+                         f"{ia['probe_split']} images vs {ib['probe_size']} {ib['probe_split']}); capture both "
+                         f"with the same probe and split")
+    common = [n for n in ia["layers"] if n in ib["layers"]]
+    names = list(layers) if layers else common
+    split = ia["probe_split"]
+
+    def acts(store: Artifact, layer: str) -> np.ndarray:
+        return as_matrix(read_output(store.path, layer, split)[:], conv)
+
+    sim, cka = [], []
+    for layer in names:
+        x, y = acts(a, layer), acts(b, layer)
+        sim.append(svcca_similarity(x, y, keep)[0])
+        cka.append(linear_cka(x, y))
+        ctx.progress(layer=layer, svcca=sim[-1], cka=cka[-1])
+    sim_a = np.array(sim)
+    metrics = xr.Dataset(
+        {"svcca": ("layer", sim_a), "svcca_distance": ("layer", 1 - sim_a), "cka": ("layer", np.array(cka)),
+         "svcca_mean": float(sim_a.mean()), "cka_mean": float(np.mean(cka))},
+        coords={"layer": names},
+    )
+    if cross:
+        la, lb = ia["layers"], ib["layers"]
+        mats = {n: acts(a, n) for n in la}, {n: acts(b, n) for n in lb}
+        grid = np.array([[svcca_similarity(mats[0][p], mats[1][q], keep)[0] for q in lb] for p in la])
+        metrics["svcca_cross"] = xr.DataArray(grid, dims=("layer_a", "layer_b"), coords={"layer_a": la, "layer_b": lb})
+    return Record(metrics)
+
+
+def _capture_info(store: Artifact, arg: str) -> dict:
+    """A capture store's attributes, checked to be what ``capture`` writes (one line naming the store otherwise)."""
+    info = store_info(store.path)
+    kinds = {"probe_sha256": str, "probe_size": int, "probe_split": str}
+    for key, kind in kinds.items():
+        if not isinstance(info.get(key), kind):
+            raise InputError(f"svcca.{arg}: {store.path!r} is not a capture store (its attributes have no "
+                             f"{kind.__name__} {key!r}); compare the outputs of 'capture' stages")
+    return info
+
+
+def _same_probe(spec, name: str) -> None:
+    """Both inputs of an ``svcca`` stage must be captures of the same probe (size and split)."""
+    st = spec.stages[name]
+    probes = {}
+    for arg in ("a", "b"):
+        up = spec.stages[st.needs[arg]]
+        if up.op != "capture":
+            raise SpecError(f"stages.{name}.needs.{arg}: stage {st.needs[arg]!r} is a {up.op!r} stage; "
+                            f"svcca compares 'capture' stages")
+        params = stage_signature("capture").validate(
+            {**up.params, **{k: v[0] for k, v in up.sweep.items()}}, where=f"stages.{st.needs[arg]}.params")
+        probes[arg] = (params["probe"], params["split"])
+    if probes["a"] != probes["b"]:
+        raise SpecError(f"stages.{name}.needs: a and b capture different probe sets (probe {probes['a'][0]} of "
+                        f"{probes['a'][1]} vs probe {probes['b'][0]} of {probes['b'][1]}); give both captures the "
+                        f"same probe and split")
+
+
+capture.check_spec = check_module_names
+svcca.check_spec = _same_probe

@@ -1,0 +1,163 @@
+"""Blockwise distillation stages: cache vs recompute, one layer's block, and the fan-in
+assembly on the real cluster."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import compressflow
+from compressflow.data import load_splits
+from compressflow.nn.surgery import layer_io
+from compressflow.ops.common import Schedule
+from compressflow.ops.context import StageContext
+from compressflow.ops.blockwise import _layer_data, activations, replace_layer
+from compressflow.ops.train import train
+from compressflow.ops.artifacts import load_checkpoint
+
+DATA = {"dataset": "digits", "image_size": 8, "channels": 1}
+
+
+@pytest.fixture(scope="module")
+def teacher_and_cache(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bw")
+    teacher = train(StageContext("t", "teacher", DATA, out), model="resnet18", width=0.25,
+                    schedule=Schedule(epochs=2, batch_size=128)).artifact
+    cache = activations(StageContext("a", "acts", DATA, out), model=teacher).artifact
+    return out, teacher, cache
+
+
+def test_cache_and_recompute_give_the_same_inputs_and_targets(teacher_and_cache):
+    _, teacher, cache = teacher_and_cache
+    net = load_checkpoint(teacher).eval()
+    splits = load_splits(**DATA)
+    assert len(cache.meta["layers"]) == 17  # ResNet18: stem + 16 3x3 convs (1x1 shortcuts excluded)
+    for layer in (cache.meta["layers"][0], cache.meta["layers"][9]):
+        a_in, a_out = _layer_data(net, layer, splits, cache)
+        b_in, b_out = _layer_data(net, layer, splits, None)
+        assert a_in.shape[0] == len(splits.train)
+        torch.testing.assert_close(a_in, b_in, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a_out, b_out, rtol=1e-5, atol=1e-5)
+
+
+def test_replace_layer_learns_the_layer_and_costs_less(teacher_and_cache):
+    out, teacher, cache = teacher_and_cache
+    layer = "layer2.1.conv1"
+    rec = replace_layer(StageContext("r", "blocks", DATA, out), teacher=teacher, activations=cache, layer=layer,
+                        epochs=4, eval_every=2)
+    m = rec.metrics
+    net = load_checkpoint(teacher).eval()
+    x_in, y_out = layer_io(net, layer, load_splits(**DATA).train.x)
+    assert float(m.mse) < float(((y_out - y_out.mean()) ** 2).mean())  # better than predicting the mean
+    assert float(m.macs_after) < 0.4 * float(m.macs_before)
+    assert 0 <= float(m.spliced_val_accuracy) <= 1
+    assert Path(rec.artifact.path).exists() and rec.artifact.meta == {"layer": layer, "block": "ds2"}
+
+
+@pytest.mark.slow
+def test_blockwise_pipeline_fans_in(client, tmp_path):
+    layers = ["layer1.0.conv1", "layer3.1.conv2", "layer4.0.conv1"]
+    spec = {
+        "name": "tiny-blockwise", "data": DATA,
+        "stages": {
+            "teacher": {"op": "train", "params": {"model": "resnet18", "width": 0.25, "epochs": 2, "batch_size": 128}},
+            "cache": {"op": "activations", "needs": {"model": "teacher"}, "params": {"layers": layers}},
+            "blocks": {"op": "replace_layer", "needs": {"teacher": "teacher", "activations": "cache"},
+                       "params": {"epochs": 2}, "sweep": {"layer": layers}},
+            "student": {"op": "assemble", "needs": {"teacher": "teacher", "blocks": "blocks"},
+                        "params": {"max_drop": 1.0, "epochs": 1}},
+        },
+    }
+    tree = compressflow.run(spec, cluster=client, out=tmp_path, show_progress=False)
+    assert (tree["tasks"]["status"] == "ok").all()
+    blocks = tree["blocks"].to_dataset()
+    assert list(blocks.layer.values) == layers
+    student = tree["student"].to_dataset()
+    assert student["accepted"].values.all() and list(student.layer.values) == layers
+    assert float(student.layers_macs_after) < 0.4 * float(student.layers_macs_before)
+    assert float(student.macs) < float(student.teacher_macs)
+    # the student checkpoint rebuilds with its blocks spliced in
+    from compressflow.engine.records import TaskRecord
+
+    key = str(student.task_key.values)
+    rec = TaskRecord.load(Path(tmp_path) / "records" / f"{key}.json")
+    net = load_checkpoint(rec.record.artifact)
+    assert type(net.get_submodule("layer1.0.conv1")).__name__ == "ReplacementBlock"
+    assert np.isfinite(float(student.accuracy))
+
+
+def test_splicing_a_copy_of_the_layer_changes_nothing(teacher_and_cache):
+    import copy
+
+    from compressflow.nn.surgery import spliced
+
+    _, teacher, _ = teacher_and_cache
+    net = load_checkpoint(teacher).eval()
+    x = load_splits(**DATA).val.x[:16]
+    twin = spliced(net, {"layer2.0.conv1": copy.deepcopy(net.get_submodule("layer2.0.conv1"))})
+    torch.testing.assert_close(twin(x), net(x))
+
+
+def test_assemble_threshold_and_failed_layers(teacher_and_cache, tmp_path):
+    from compressflow.engine.records import TaskRecord
+    from compressflow.ops.blockwise import assemble
+
+    out, teacher, cache = teacher_and_cache
+    tasks = []
+    for layer, drop in (("layer1.0.conv1", 0.01), ("layer1.0.conv2", 0.05), ("layer1.1.conv1", 0.02)):
+        rec = replace_layer(StageContext(f"r-{layer}", "blocks", DATA, out), teacher=teacher, activations=cache,
+                            layer=layer, epochs=1, eval_every=1)
+        rec.metrics["accuracy_drop"] = drop  # pin the measured drop to test the threshold exactly
+        tasks.append(TaskRecord(f"k-{layer}", "blocks", "replace_layer", {"layer": layer}, status="ok", record=rec))
+    tasks.append(TaskRecord("k-failed", "blocks", "replace_layer", {"layer": "layer2.0.conv1"}, status="failed",
+                            error="RuntimeError: boom\nTraceback ..."))
+    rec = assemble(StageContext("s", "student", DATA, tmp_path), teacher=teacher, blocks=tasks, max_drop=0.02,
+                   schedule=Schedule(epochs=1))
+    accepted = dict(zip(rec.metrics.layer.values.tolist(), rec.metrics.accepted.values.tolist()))
+    assert accepted == {"layer1.0.conv1": True, "layer1.0.conv2": False, "layer1.1.conv1": False,
+                        "layer2.0.conv1": False}
+    reasons = dict(zip(rec.metrics.layer.values.tolist(), rec.metrics.reject_reason.values.tolist()))
+    assert reasons == {"layer1.0.conv1": "", "layer1.0.conv2": "accuracy drop 0.050 > max_drop 0.02",
+                       "layer1.1.conv1": "accuracy drop 0.020 = max_drop 0.02",  # the drop must be *below* it
+                       "layer2.0.conv1": "task failed: RuntimeError: boom"}
+    student = load_checkpoint(rec.artifact)
+    assert type(student.get_submodule("layer1.0.conv1")).__name__ == "ReplacementBlock"
+    assert isinstance(student.get_submodule("layer1.0.conv2"), torch.nn.Conv2d)
+    assert rec.artifact.meta["surgery"] == {"layer1.0.conv1": "ds2"}
+
+
+def test_assemble_refuses_a_block_costlier_than_its_layer(teacher_and_cache, tmp_path):
+    """The stem conv1 (1 → 16 channels at width 0.25 on greyscale) costs 9·1·16 = 144 MACs per
+    pixel; its ds2 block costs 9·1 + 1·16 + 9·16 + 16·16 = 425 (depthwise 3×3, pointwise, twice):
+    2.95× the layer. It must be refused even with a perfect accuracy (drop pinned to −0.1)."""
+    from compressflow.engine.records import TaskRecord
+    from compressflow.ops.blockwise import assemble
+
+    out, teacher, cache = teacher_and_cache
+    tasks = []
+    for layer in ("conv1", "layer2.0.conv2"):
+        rec = replace_layer(StageContext(f"r-{layer}", "blocks", DATA, out), teacher=teacher, activations=cache,
+                            layer=layer, epochs=1, eval_every=1)
+        rec.metrics["accuracy_drop"] = -0.1
+        tasks.append(TaskRecord(f"k-{layer}", "blocks", "replace_layer", {"layer": layer}, status="ok", record=rec))
+    m = tasks[0].record.metrics
+    hw = 8 * 8
+    assert float(m.macs_before) == 9 * 1 * 16 * hw and float(m.macs_after) == (9 * 1 + 1 * 16 + 9 * 16 + 16 * 16) * hw
+    rec = assemble(StageContext("s", "student", DATA, tmp_path), teacher=teacher, blocks=tasks, max_drop=1.0,
+                   schedule=Schedule(epochs=1))
+    reasons = dict(zip(rec.metrics.layer.values.tolist(), rec.metrics.reject_reason.values.tolist()))
+    assert reasons == {"conv1": "more MACs than the layer (2.95×)", "layer2.0.conv2": ""}
+    assert rec.metrics.accepted.values.tolist() == [False, True]
+    assert rec.artifact.meta["surgery"] == {"layer2.0.conv2": "ds2"}
+    assert float(rec.metrics.layers_macs_after) < float(rec.metrics.layers_macs_before)
+
+
+def test_rejection_rule():
+    from compressflow.ops.blockwise import rejection
+
+    assert rejection(0.0, 100, 40, 0.02) == ""
+    assert rejection(-0.5, 100, 40, 0.0) == ""  # a block that improves accuracy is fine
+    assert rejection(0.0, 100, 100, 0.02) == "as many MACs as the layer (1.00×)"
+    assert rejection(0.031, 432, 475, 0.02) == "more MACs than the layer (1.10×); accuracy drop 0.031 > max_drop 0.02"
+    assert rejection(float("nan"), 100, 40, 0.02) == "accuracy drop not measured (nan)"

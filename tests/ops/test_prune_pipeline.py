@@ -1,0 +1,240 @@
+"""Pruning, representation capture, SVCCA, CEV/SDE and PIEs as one small pipeline on the real
+cluster, plus the pruning options run directly and the bad-input cases."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import compressflow
+from compressflow import SpecError, load_spec
+from compressflow.data import biased, load_splits
+from compressflow.ops.common import Schedule
+from compressflow.ops.context import StageContext
+from compressflow.ops.prune import prune
+from compressflow.ops.train import train
+from compressflow.ops.artifacts import load_checkpoint
+
+DATA = {"dataset": "digits", "image_size": 8, "channels": 1}
+FAST = {"epochs": 1, "batch_size": 256}
+SPEC = {
+    "name": "tiny-pruning", "data": DATA,
+    "stages": {
+        "original": {"op": "train", "params": {"model": "resnet18", "width": 0.25, "epochs": 3, "batch_size": 128}},
+        "pruned": {"op": "prune", "needs": {"model": "original"}, "params": FAST,
+                   "sweep": {"method": ["magnitude", "reinit", "random", "filters"], "sparsity": [0.5], "seed": [0, 1]}},
+        "probe_original": {"op": "capture", "needs": {"model": "original"}, "params": {"probe": 128}},
+        "probe_pruned": {"op": "capture", "needs": {"model": "pruned"}, "params": {"probe": 128}},
+        "similarity": {"op": "svcca", "needs": {"a": "probe_pruned", "b": "probe_original"}, "params": {"keep": 10}},
+        "itself": {"op": "svcca", "needs": {"a": "probe_original", "b": "probe_original"}, "params": {"cross": True}},
+        "bias": {"op": "bias", "needs": {"model": "pruned", "original": "original"}},
+        "pies": {"op": "pie", "needs": {"models": "bias"}},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def study(client, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pruning")
+    return out, compressflow.run(SPEC, cluster=client, out=out, show_progress=False)
+
+
+def test_pruned_layers_hit_their_sparsity(study):
+    _, tree = study
+    assert (tree["tasks"]["status"] == "ok").all()
+    pruned = tree["pruned"].to_dataset().sel(sparsity=0.5)
+    layers = [str(v) for v in pruned.layer.values]
+    assert "fc" not in layers and "conv1" in layers
+    net = load_checkpoint(compressflow.engine.records.TaskRecord.load(
+        study[0] / "records" / f"{str(pruned.task_key.sel({'method': 'magnitude', 'seed': 0}).values)}.json").record.artifact)
+    for method in ("magnitude", "reinit", "random"):
+        for name, frac in zip(layers, pruned.layer_sparsity.sel({"method": method, "seed": 0}).values):
+            n = net.get_submodule(name).weight.numel()
+            assert abs(frac - 0.5) * n <= 1, (method, name, frac)
+    assert (net.fc.weight != 0).all()  # the classifier stays dense
+    filters = pruned.layer_sparsity.sel({"method": "filters", "seed": 0})
+    convs = [i for i, n in enumerate(layers) if net.get_submodule(n).weight.ndim == 4]
+    for i in convs:
+        out_ch = net.get_submodule(layers[i]).weight.shape[0]
+        assert float(filters[i]) == pytest.approx(round(0.5 * out_ch) / out_ch, abs=1e-6)
+    assert (pruned.macs_effective < pruned.macs_dense).all()
+
+
+def test_similarity_per_layer_and_to_itself(study):
+    _, tree = study
+    itself = tree["itself"].to_dataset()
+    np.testing.assert_allclose(itself.svcca.values, 1.0, atol=1e-6)
+    np.testing.assert_allclose(itself.cka.values, 1.0, atol=1e-6)
+    cross = itself.svcca_cross.values
+    np.testing.assert_allclose(np.diag(cross), 1.0, atol=1e-6)
+    assert (cross[~np.eye(len(cross), dtype=bool)] < 1 - 1e-6).all()
+    sim = tree["similarity"].to_dataset()
+    assert sim.svcca.dims == ("method", "sparsity", "seed", "layer")
+    assert ((sim.svcca > 0) & (sim.svcca < 1)).all()
+    np.testing.assert_allclose(sim.svcca_distance, 1 - sim.svcca)
+
+
+def test_bias_and_pies(study):
+    _, tree = study
+    bias = tree["bias"].to_dataset()
+    assert np.isfinite(bias.cev.values).all() and (bias.cev >= 0).all() and (bias.sde >= 0).all()
+    assert bias.fpr_change.dims[-1] == "class"
+    pies = tree["pies"].to_dataset()
+    assert set(pies.pie_count.dims) == {"method", "sparsity"} and (pies.population == 2).all()
+    # recount one population's PIEs from the stored predictions
+    b = bias.sel({"method": "random", "sparsity": 0.5})
+    preds = b.pred.values.astype(int)  # (seed, sample); stage groups hold numbers as float (NaN-fillable)
+    orig = b.original_pred.values[0].astype(int)
+    modal = np.array([np.bincount(col, minlength=10).argmax() for col in preds.T])
+    assert int(pies.pie_count.sel({"method": "random", "sparsity": 0.5})) == int((modal != orig).sum())
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+    out = tmp_path_factory.mktemp("orig")
+    art = train(StageContext("o", "original", DATA, out), model="resnet18", width=0.25,
+                schedule=Schedule(epochs=2, batch_size=128)).artifact
+    return out, art
+
+
+def _prune_seen(monkeypatch, out, art, **options):
+    """Run prune (sparsity 0.75, one epoch) and return its record, its final weights and the
+    class counts of every training split it fitted on (a spy on the fit it calls)."""
+    import compressflow.ops.prune as prune_module
+
+    counts, real = [], prune_module.fit
+
+    def spy(model, splits, **kw):
+        counts.append(np.bincount(splits.train.y.numpy(), minlength=10))
+        return real(model, splits, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(prune_module, "fit", spy)
+        rec = prune(StageContext("p", "pruned", DATA, out), model=art, sparsity=0.75, schedule=Schedule(**FAST),
+                    **options)
+    return rec, load_checkpoint(rec.artifact).state_dict(), counts
+
+
+@pytest.fixture(scope="module")
+def plain(original, tmp_path_factory):
+    """The same prune with no option: what each option must change."""
+    mp = pytest.MonkeyPatch()
+    try:
+        return _prune_seen(mp, tmp_path_factory.mktemp("plain"), original[1])
+    finally:
+        mp.undo()
+
+
+@pytest.mark.parametrize("options", [{"rounds": 3}, {"distill": "kd"}, {"distill": "at"}, {"distill": "kd+at"},
+                                     {"biased_classes": (3, 5), "biased_keep": 0.2}])
+def test_prune_options(original, plain, monkeypatch, options):
+    out, art = original
+    rec, weights, counts = _prune_seen(monkeypatch, out, art, **options)
+    m = rec.metrics
+    assert abs(float(m.sparsity) - 0.75) < 0.01 and np.isfinite(float(m.accuracy))
+    base_rec, base_weights, base_counts = plain
+    # the option changed what was trained: other final weights than the same seed without it
+    assert any(not torch.equal(weights[k], base_weights[k]) for k in base_weights)
+    if "rounds" in options:
+        assert m.epoch.size == 3 and len(counts) == 3  # one retraining epoch per round
+        return
+    assert len(counts) == 1
+    if "biased_classes" in options:  # the training split seen by fit lost 80 % of classes 3 and 5
+        full = load_splits(**DATA).train.y.numpy()
+        expected = np.bincount(full, minlength=10)
+        expected[[3, 5]] = np.round(0.2 * expected[[3, 5]])
+        np.testing.assert_array_equal(counts[0], expected)
+        np.testing.assert_array_equal(base_counts[0], np.bincount(full, minlength=10))
+    else:  # a teacher term in the loss: another loss from the first epoch on, on the same data
+        np.testing.assert_array_equal(counts[0], base_counts[0])
+        assert float(m.train_loss[0]) != pytest.approx(float(base_rec.metrics.train_loss[0]), rel=1e-3)
+
+
+def test_options_add_their_terms_to_the_loss(original, monkeypatch):
+    """KD, AT and KD+AT each put their own term in the training loss: on the first batch the
+    loss is the base term plus exactly what the option adds (computed from the loss pieces)."""
+    import compressflow.ops.prune as prune_module
+    from compressflow.nn.losses import hkd
+
+    out, art = original
+    first = {}
+    real = prune_module.fit
+
+    def spy(model, splits, *, loss_fn, **kw):
+        def wrapped(logits, x, y):
+            loss = loss_fn(logits, x, y)
+            maps = [[m.detach().clone() for m in getattr(loss_fn, side, [])] for side in ("student_maps", "teacher_maps")]
+            first.setdefault(kw["seed"], (loss.detach(), logits.detach(), x, y, maps))
+            return loss
+        return real(model, splits, loss_fn=wrapped, **kw)
+
+    monkeypatch.setattr(prune_module, "fit", spy)
+    teacher = load_checkpoint(art).eval()
+    for distill in ("none", "kd", "at", "kd+at"):
+        first.clear()
+        prune(StageContext("p", "pruned", DATA, out), model=art, method="magnitude", sparsity=0.5, distill=distill,
+              temperature=4.0, alpha=0.9, schedule=Schedule(**FAST))
+        (loss, logits, x, y, (s_maps, t_maps)), = first.values()
+        with torch.no_grad():
+            t_logits = teacher(x)
+        ce = torch.nn.functional.cross_entropy(logits, y)
+        kd = hkd(logits, t_logits, y, 4.0, alpha=0.9)
+        base = kd if "kd" in distill else ce
+        if "at" in distill:
+            at = prune_module.attention_transfer(s_maps, t_maps, 1000.0)
+            assert len(s_maps) == 4 and float(at) > 0 and t_maps[0].shape[2:] == x.shape[2:]  # layer1 keeps H×W
+            base = base + at
+        assert float(loss) == pytest.approx(float(base), rel=1e-5), distill
+
+
+def test_biased_data_keeps_a_fraction_of_chosen_classes():
+    splits = load_splits(**DATA)
+    b = biased(splits, (3, 5), 0.2, seed=0)
+    for c in range(10):
+        n, k = int((splits.train.y == c).sum()), int((b.train.y == c).sum())
+        assert k == (round(0.2 * n) if c in (3, 5) else n)
+    assert len(b.test) == len(splits.test)
+
+
+@pytest.mark.parametrize("path, value, pattern", [
+    (["stages", "pruned", "sweep", "sparsity"], [0.5, 1.0],
+     r"^stages\.pruned\.sweep\.sparsity: Input should be less than 1 \(got 1\.0\)$"),
+    (["stages", "pruned", "sweep", "sparsity"], [0],
+     r"^stages\.pruned\.sweep\.sparsity: Input should be greater than 0 \(got 0\)$"),
+    (["stages", "pruned", "sweep", "method"], ["magnitude", "lottery"],
+     r"^stages\.pruned\.sweep\.method: Input should be 'magnitude', 'reinit', 'random' or 'filters' \(got 'lottery'\)$"),
+    (["stages", "pruned", "params", "rounds"], 3,
+     r"^stages\.pruned\.params\.rounds: iterative pruning \(rounds > 1\) is for method 'magnitude' only, not 'reinit'; "),
+    (["stages", "probe_original", "params", "layers"], ["layer9"],
+     r"^stages\.probe_original\.params\.layers: 'layer9' is not a module of resnet18; e\.g\. conv1, bn1, "),
+    (["stages", "probe_original", "params", "probe"], 64,
+     r"^stages\.similarity\.needs: a and b capture different probe sets \(probe 128 of test vs probe 64 of test\); "),
+    (["stages", "similarity", "needs", "b"], "original",
+     r"^stages\.similarity\.needs\.b: stage 'original' is a 'train' stage; svcca compares 'capture' stages$"),
+])
+def test_bad_pruning_spec(path, value, pattern):
+    spec = copy.deepcopy(SPEC)
+    node = spec
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    with pytest.raises(SpecError) as err:
+        load_spec(spec)
+    assert re.search(pattern, str(err.value)), str(err.value)
+
+
+def test_report_draws_pruning_curves_and_heatmaps(study):
+    from compressflow.report import write_report
+
+    out, tree = study
+    text = write_report(tree, out).read_text()
+    assert "## pruned: accuracy vs sparsity" in text and "## similarity: representation similarity" in text
+    acc = tree["pruned"]["accuracy"].sel({"method": "magnitude", "sparsity": 0.5})
+    assert f"| magnitude | {100 * float(acc.mean()):.2f} ± {100 * float(acc.std(ddof=1)):.2f} |" in text
+    for png in ("pruned_accuracy_vs_sparsity.png", "similarity_svcca_heatmap.png"):
+        data = (out / "report" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000

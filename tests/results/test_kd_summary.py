@@ -1,0 +1,74 @@
+"""Best-τ selection is on validation accuracy, never test."""
+
+import numpy as np
+import xarray as xr
+
+from compressflow.results.kd_comparison import select_temperature
+
+
+def test_selection_uses_val_not_test():
+    temps = [2, 4, 8]
+    # val prefers τ=8 on average over seeds; test would prefer τ=2
+    val = np.array([[0.80, 0.82], [0.85, 0.83], [0.90, 0.91]])
+    test = np.array([[0.99, 0.98], [0.50, 0.50], [0.70, 0.72]])
+    ds = xr.Dataset({"val_accuracy": (("temperature", "seed"), val), "accuracy": (("temperature", "seed"), test)},
+                    coords={"temperature": temps, "seed": [0, 1]})
+    best, acc = select_temperature(ds)
+    assert best == 8
+    assert acc.values.tolist() == [0.70, 0.72]
+
+
+def test_selection_averages_over_seeds_and_skips_failed_runs():
+    val = np.array([[0.95, np.nan], [0.90, 0.92]])  # τ=2: one seed failed; mean of the rest 0.95
+    test = np.array([[0.9, np.nan], [0.8, 0.8]])
+    ds = xr.Dataset({"val_accuracy": (("temperature", "seed"), val), "accuracy": (("temperature", "seed"), test)},
+                    coords={"temperature": [2, 4], "seed": [0, 1]})
+    assert select_temperature(ds)[0] == 2
+
+
+def _spec():
+    from compressflow import load_spec
+
+    student = {"model": "mobilenet_v2", "width": 0.25, "epochs": 10}
+    return load_spec({"name": "t", "stages": {
+        "teacher": {"op": "train", "params": {"epochs": 10}},
+        "grid": {"op": "distill", "needs": {"teacher": "teacher"}, "params": student,
+                 "sweep": {"temperature": [2, 4, 8]}},
+        "stoch": {"op": "distill", "needs": {"teacher": "teacher"},
+                  "params": {**student, "temperature": {"stochastic": [2, 8]}}}}})
+
+
+def _groups(val, test, stoch_test):
+    costs = {"train_flops": 1e9, "energy_kwh": 1e-4, "co2_g": 0.05, "duration_s": 10.0}
+    grid = xr.Dataset({"val_accuracy": ("temperature", val), "accuracy": ("temperature", test),
+                       **{k: ("temperature", [v] * 3) for k, v in costs.items()}}, coords={"temperature": [2, 4, 8]})
+    stoch = xr.Dataset({"val_accuracy": stoch_test, "accuracy": stoch_test, **costs})
+    return {"/teacher": xr.Dataset(), "/grid": grid, "/stoch": stoch}
+
+
+def test_one_seed_has_no_std_and_ties_are_flagged():
+    from compressflow.report import kd_notes, kd_table
+    from compressflow.results.kd_comparison import kd_comparison, tied_temperatures
+
+    # the 2-epoch case of issue 12: every student at chance, every τ tied on validation
+    groups = _groups([0.1, 0.1, 0.1], [0.1, 0.1, 0.1], 0.1)
+    assert tied_temperatures(groups["/grid"]) == [2.0, 4.0, 8.0]
+    comp = kd_comparison(_spec(), groups)["/kd_comparison"]
+    assert np.isnan(comp.accuracy_std.values).all() and (comp.n_runs == 1).all()  # undefined, not 0
+    assert comp.tied.values.tolist() == [3] and str(comp.tied_temperatures.values[0]) == "2, 4, 8"
+    table = kd_table(comp)
+    assert "| hkd | tuned | 10.00 ± — % | 2 (tie: 2, 4, 8) |" in table and "± 0.00" not in table
+    notes = kd_notes(comp)
+    assert notes[0].startswith("Note: for hkd, τ = 2, 4, 8 tie on validation accuracy") and "—" in notes[1]
+    # a clear winner: no tie, no note about ties
+    comp = kd_comparison(_spec(), _groups([0.8, 0.9, 0.85], [0.7, 0.95, 0.9], 0.9))["/kd_comparison"]
+    assert comp.tied.values.tolist() == [1] and comp.best_temperature.values.tolist() == [4]
+    assert "| hkd | tuned | 95.00 ± — % | 4 |" in kd_table(comp)
+    assert not any("tie" in n for n in kd_notes(comp))
+
+
+def test_std_over_seeds_is_the_sample_std():
+    from compressflow.results.kd_comparison import _std
+
+    assert _std(xr.DataArray([0.90, 0.94])) == np.std([0.90, 0.94], ddof=1)
+    assert np.isnan(_std(xr.DataArray([0.90, np.nan])))  # one finite run left

@@ -1,0 +1,160 @@
+"""Building the results tree: every op's records, swept over any parameter, keep every recorded
+value (a recorded variable named like a sweep axis or a ledger variable is kept as
+``<name>_recorded``), and no stage or summary can overwrite the ledger or another group."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import compressflow
+from compressflow.errors import SpecError
+from compressflow.engine.graph import Node, TaskGraph
+from compressflow.engine.records import Record, TaskRecord
+from compressflow.registries import STAGES, SUMMARIES
+from compressflow.results import STAGE_LEDGER, build_results, save_results
+from compressflow.engine.spec import DataSpec, EnergySpec, PipelineSpec, StageSpec
+from compressflow.ops.signature import stage_signature
+
+T = {"model": "resnet18", "width": 0.125, "epochs": 1, "batch_size": 128}
+L = "layer1.0.conv1"
+#: one tiny pipeline with every registered op, `lr` and `sparsity` swept (the two reported crashes/losses)
+EVERY_OP = {
+    "name": "every-op", "data": {"dataset": "digits", "image_size": 8, "channels": 1},
+    "stages": {
+        "teacher": {"op": "train", "params": T},
+        "lr_grid": {"op": "train", "params": T, "sweep": {"lr": [0.1, 0.2]}},  # lr 0.1 is the teacher's task
+        "test": {"op": "evaluate", "needs": {"model": "teacher"}},
+        "student": {"op": "distill", "needs": {"teacher": "teacher"}, "params": {**T, "loss": "hkd"}},
+        "cache": {"op": "activations", "needs": {"model": "teacher"}, "params": {"layers": [L]}},
+        "blocks": {"op": "replace_layer", "needs": {"teacher": "teacher", "activations": "cache"},
+                   "params": {"epochs": 1}, "sweep": {"layer": [L]}},
+        "assembled": {"op": "assemble", "needs": {"teacher": "teacher", "blocks": "blocks"},
+                      "params": {"max_drop": 1.0, "epochs": 1}},
+        "crafted": {"op": "craft", "needs": {"teacher": "teacher"},
+                    "params": {"layers": [L], "block_epochs": 1, "step_epochs": 0, "epochs": 1, "max_drop": 1.0}},
+        "pruned": {"op": "prune", "needs": {"model": "teacher"}, "params": {"epochs": 1, "batch_size": 256},
+                   "sweep": {"sparsity": [0.3, 0.6]}},
+        "probe_original": {"op": "capture", "needs": {"model": "teacher"}, "params": {"probe": 64}},
+        "probe_pruned": {"op": "capture", "needs": {"model": "pruned"}, "params": {"probe": 64}},
+        "similarity": {"op": "svcca", "needs": {"a": "probe_pruned", "b": "probe_original"}, "params": {"keep": 4}},
+        "bias": {"op": "bias", "needs": {"model": "pruned", "original": "teacher"}},
+        "pies": {"op": "pie", "needs": {"models": "bias"}, "params": {"over": "sparsity"}},
+        "idle": {"op": "wait"},
+    },
+}
+ALL_PARAMS = sorted({p for op in STAGES for p in stage_signature(op).params})
+
+
+@pytest.fixture(scope="module")
+def every_op(client, tmp_path_factory):
+    """The run directory, its results and one finished record per op."""
+    out = tmp_path_factory.mktemp("every-op")
+    tree = compressflow.run(EVERY_OP, cluster=client, out=out, show_progress=False)
+    records: dict[str, TaskRecord] = {}
+    for path in sorted((out / "records").glob("*.json")):
+        rec = TaskRecord.load(path)
+        records.setdefault(rec.op, rec)
+    return out, tree, records
+
+
+def _record(out, key: str) -> xr.Dataset:
+    return TaskRecord.load(out / "records" / f"{key}.json").record.metrics
+
+
+@pytest.mark.slow
+def test_sweeping_lr_builds_and_keeps_the_lr_curve(every_op):
+    out, tree, records = every_op
+    assert set(records) == set(STAGES), "add the new op to EVERY_OP"
+    assert (tree["tasks"]["status"] == "ok").all()
+    grid = xr.open_datatree(out / "results.zarr", engine="zarr")["lr_grid"].to_dataset().load()
+    assert list(grid.lr.values) == [0.1, 0.2] and grid["lr_curve"].dims == ("lr", "epoch")
+    for lr in (0.1, 0.2):
+        key = str(grid.task_key.sel(lr=lr).values)
+        np.testing.assert_array_equal(grid["lr_curve"].sel(lr=lr).values, _record(out, key)["lr_curve"].values)
+    # the schedule scales the base rate: every epoch's rate doubles with lr
+    np.testing.assert_allclose(grid["lr_curve"].sel(lr=0.2), 2 * grid["lr_curve"].sel(lr=0.1), rtol=1e-12)
+    # the teacher is the lr=0.1 point: one task, labelled in each stage by that stage's point
+    assert str(grid.task_key.sel(lr=0.1).values) == str(tree["teacher"]["task_key"].values)
+
+
+@pytest.mark.slow
+def test_sweeping_sparsity_keeps_the_achieved_sparsity(every_op):
+    out, tree, _ = every_op
+    pruned = xr.open_datatree(out / "results.zarr", engine="zarr")["pruned"].to_dataset().load()
+    assert list(pruned.sparsity.values) == [0.3, 0.6]  # the axis: the targets
+    achieved = pruned["sparsity_recorded"]
+    assert achieved.attrs["recorded_name"] == "sparsity" and json.loads(pruned.attrs["renamed"]) == {
+        "sparsity_recorded": "sparsity"}
+    for target in (0.3, 0.6):
+        rec = _record(out, str(pruned.task_key.sel(sparsity=target).values))
+        assert float(achieved.sel(sparsity=target)) == float(rec["sparsity"])
+        assert abs(float(rec["sparsity"]) - target) < 0.02 and float(rec["target_sparsity"]) == target
+
+
+def _swept_graph(op: str, axis: str, stage: str = "s", values=(1, 2)) -> TaskGraph:
+    # model_construct: the results code only reads the spec; this sweep need not be a valid spec
+    st = StageSpec.model_construct(op=op, params={}, needs={}, sweep={axis: list(values)}, resources={},
+                                   scheduling=StageSpec.model_fields["scheduling"].default_factory())
+    spec = PipelineSpec.model_construct(name="swept", data=DataSpec(), energy=EnergySpec(), stages={stage: st})
+    nodes = [Node(f"{op}-{i}", stage, op, {}, {axis: v}) for i, v in enumerate(values)]
+    return TaskGraph(spec, {stage: nodes}, {})
+
+
+def _tasks(graph: TaskGraph, metrics: list[xr.Dataset]) -> dict[str, TaskRecord]:
+    return {n.key: TaskRecord(n.key, n.stage, n.op, dict(n.point), status="ok", start=0.0, end=1.0 + i,
+                              energy={"energy_kwh": 1e-6}, record=Record(m))
+            for i, (n, m) in enumerate(zip(next(iter(graph.stages.values())), metrics))}
+
+
+@pytest.mark.slow  # needs one real record per op (the every_op run)
+@pytest.mark.parametrize("axis", ALL_PARAMS)
+@pytest.mark.parametrize("op", STAGES.list())
+def test_a_sweep_axis_never_collides_with_a_recorded_variable(every_op, op, axis):
+    metrics = every_op[2][op].record.metrics
+    graph = _swept_graph(op, axis)
+    group = build_results(graph, _tasks(graph, [metrics, metrics]))["s"].to_dataset()
+    assert list(group[axis].values) == [1, 2] and list(group.status.values) == ["ok", "ok"]
+    assert list(group.duration_s.values) == [1.0, 2.0]  # the ledger's, not a recorded one
+    reserved = {axis, *STAGE_LEDGER, "task_key"}
+    for name, var in metrics.variables.items():
+        kept = f"{name}_recorded" if name in reserved else name
+        dims = tuple(f"{d}_recorded" if d in reserved else d for d in var.dims)
+        for value in (1, 2):
+            got = group[kept].sel({axis: value}) if axis in group[kept].dims else group[kept]
+            assert got.dims == dims, (kept, got.dims)
+            np.testing.assert_array_equal(got.values, var.values, err_msg=kept)
+
+
+def test_recorded_values_equal_to_an_axis_survive_per_point(tmp_path):
+    graph = _swept_graph("prune", "sparsity", values=(0.3, 0.6))
+    metrics = [xr.Dataset({"sparsity": s, "layer_sparsity": ("layer", [s, s + 0.01]), "status": 5.0},
+                          coords={"layer": ["conv1", "fc"]}) for s in (0.2999, 0.5957)]
+    tree = build_results(graph, _tasks(graph, metrics))
+    save_results(tree, tmp_path)
+    with xr.open_datatree(tmp_path / "results.zarr", engine="zarr") as disk:
+        group = disk["s"].to_dataset().load()
+    assert list(group.sparsity.values) == [0.3, 0.6]
+    assert list(group.sparsity_recorded.values) == [0.2999, 0.5957]
+    np.testing.assert_allclose(group.layer_sparsity.sel(sparsity=0.6), [0.5957, 0.6057])
+    assert list(group.status.values) == ["ok", "ok"] and list(group.status_recorded.values) == [5.0, 5.0]
+    assert json.loads(group.attrs["renamed"]) == {"sparsity_recorded": "sparsity", "status_recorded": "status"}
+
+
+def test_a_stage_named_tasks_cannot_overwrite_the_ledger():
+    graph = _swept_graph("wait", "label", stage="tasks")
+    metrics = xr.Dataset({"elapsed_s": 0.0})
+    with pytest.raises(SpecError, match=r"^stages\.tasks: the name 'tasks' is taken by the results ledger"):
+        build_results(graph, _tasks(graph, [metrics, metrics]))
+
+
+@pytest.mark.parametrize("path", ["/s", "/tasks"])
+def test_a_summary_cannot_overwrite_a_group(monkeypatch, path):
+    monkeypatch.setitem(SUMMARIES._items, "clobber", lambda spec, groups: {path: xr.Dataset()})
+    graph = _swept_graph("wait", "label")
+    metrics = xr.Dataset({"elapsed_s": 0.0})
+    with pytest.raises(SpecError, match=rf"^stages\.{path[1:]}: .* taken by the study summary 'clobber'"):
+        build_results(graph, _tasks(graph, [metrics, metrics]))
