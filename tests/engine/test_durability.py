@@ -56,7 +56,7 @@ def test_crash_while_saving_a_checkpoint_keeps_the_loadable_previous(tmp_path, m
 
 def test_crash_while_writing_results_keeps_the_previous_store(client, tmp_path, monkeypatch):
     tree = compressflow.run(tiny_spec(), cluster=client, out=tmp_path, show_progress=False)
-    import compressflow.results as results
+    import compressflow.results.store as results
 
     monkeypatch.setattr(results, "_variable_length_strings", lambda ds: (_ for _ in ()).throw(RuntimeError("crash")))
     with pytest.raises(RuntimeError, match="crash"):

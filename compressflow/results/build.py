@@ -1,0 +1,193 @@
+"""Task records → one labelled :class:`xarray.DataTree` (saved and opened by :mod:`compressflow.results.store`).
+
+Layout: ``/tasks`` is the ledger (dimension ``task``, one entry per task); ``/<stage>`` holds
+that stage's metrics with its sweep axes as dimensions. Every variable has ``units`` in its
+attrs. The store opens with plain ``xarray.open_datatree(path, engine="zarr")``.
+
+A recorded variable (or dimension) whose name is also a dimension of its stage group (a sweep
+axis: e.g. ``prune``'s achieved ``sparsity`` when ``sparsity`` is swept), or one of the names
+the group adds from the ledger (``status``, ``duration_s``, ``energy_kwh``, ``co2_g``,
+``task_key``), is kept as ``<name>_recorded`` with ``attrs["recorded_name"] = <name>``; the
+group's ``attrs["renamed"]`` (JSON) maps every renamed variable back to its recorded name."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+from datetime import datetime, timezone
+
+import numpy as np
+import xarray as xr
+
+from compressflow.energy import carbon_intensity, co2_grams
+from compressflow.errors import SpecError
+from compressflow.engine.graph import TaskGraph
+from compressflow.engine.records import TaskRecord
+from compressflow.registries import SUMMARIES
+from compressflow.results import kd_comparison as _kd_comparison  # noqa: F401  (registers the study-level tables)
+
+__all__ = ["LEDGER_GROUP", "RECORDED_SUFFIX", "STAGE_LEDGER", "build_results"]
+
+LEDGER_UNITS = {
+    "duration_s": "s", "energy_kwh": "kWh", "cpu_kwh": "kWh", "gpu_kwh": "kWh", "ram_kwh": "kWh",
+    "energy_lost_kwh": "kWh", "facility_kwh": "kWh", "co2_g": "g CO2eq",
+}
+LEDGER_DESCRIPTIONS = {
+    "energy_kwh": "IT energy (CPU + GPU + RAM, no PUE), attempts that did not finish included",
+    "energy_lost_kwh": "IT energy of attempts that did not finish (worker killed, stage failed); "
+                       "included in energy_kwh",
+    "facility_kwh": "facility energy = energy_kwh x pue (includes PUE, as STKD's Eq. 4)",
+    "co2_g": "energy_kwh x pue x carbon intensity",
+}
+STAGE_LEDGER = ("status", "duration_s", "energy_kwh", "facility_kwh", "co2_g")
+#: suffix of a recorded variable renamed because its name is a dimension or ledger variable of its group
+RECORDED_SUFFIX = "_recorded"
+LEDGER_GROUP = "tasks"
+
+
+def build_results(graph: TaskGraph, tasks: Mapping[str, TaskRecord]) -> xr.DataTree:
+    """Assemble the results tree of a run.
+
+    CO₂ is (re)computed here from each task's measured kWh with the spec's PUE and the
+    country's offline carbon intensity, so reused records always match the current spec.
+    """
+    spec = graph.spec
+    intensity = carbon_intensity(spec.energy.country, spec.energy.region)
+    ledger = _ledger([tasks[k] for k in graph.nodes], spec.energy.pue, intensity)
+    ledger.attrs.update(
+        {"carbon_intensity_g_per_kwh": intensity, "pue": spec.energy.pue, "country": spec.energy.country}
+    )
+    groups: dict[str, xr.Dataset] = {f"/{LEDGER_GROUP}": ledger}
+    for stage, nodes in graph.stages.items():
+        if stage == LEDGER_GROUP:  # the spec refuses it; this guards the ledger if a caller skipped that
+            raise SpecError(f"stages.{stage}: the name {stage!r} is taken by the results ledger "
+                            f"(/{LEDGER_GROUP}); rename the stage (its finished tasks are reused)")
+        groups[f"/{stage}"] = _stage_dataset(graph, stage, [tasks[n.key] for n in nodes], ledger)
+    for name in SUMMARIES:
+        summary = SUMMARIES.get(name)(spec, groups)
+        taken = [path for path in summary if path in groups]
+        if taken:
+            what = "results ledger" if taken[0] == f"/{LEDGER_GROUP}" else "stage"
+            raise SpecError(f"stages.{taken[0].lstrip('/')}: the name {taken[0].lstrip('/')!r} is taken by the "
+                            f"study summary {name!r}, which would overwrite that {what} group; rename the stage "
+                            "(its finished tasks are reused)")
+        groups.update(summary)
+    tree = xr.DataTree.from_dict(groups)
+    tree.attrs.update(
+        {
+            "name": spec.name,
+            "spec": json.dumps(spec.model_dump(mode="json")),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    return tree
+
+
+def _ledger(tasks: list[TaskRecord], pue: float, intensity: float) -> xr.Dataset:
+    def energy(t: TaskRecord, name: str) -> float:
+        return float(t.energy.get(name, np.nan))
+
+    kwh = np.array([energy(t, "energy_kwh") for t in tasks])
+    ds = xr.Dataset(
+        {
+            "stage": ("task", [t.stage for t in tasks]),
+            "op": ("task", [t.op for t in tasks]),
+            "worker": ("task", [t.worker for t in tasks]),
+            "status": ("task", [t.status for t in tasks]),
+            "error": ("task", [t.error for t in tasks]),
+            "point": ("task", [json.dumps(t.point, default=str) for t in tasks]),
+            "start": ("task", _datetimes([t.start for t in tasks])),
+            "end": ("task", _datetimes([t.end for t in tasks])),
+            "duration_s": ("task", np.array([t.end - t.start for t in tasks])),
+            "energy_kwh": ("task", kwh),
+            "cpu_kwh": ("task", np.array([energy(t, "cpu_kwh") for t in tasks])),
+            "gpu_kwh": ("task", np.array([energy(t, "gpu_kwh") for t in tasks])),
+            "ram_kwh": ("task", np.array([energy(t, "ram_kwh") for t in tasks])),
+            "energy_lost_kwh": ("task", np.array([energy(t, "energy_lost_kwh") for t in tasks])),
+            "facility_kwh": ("task", kwh * pue),
+            "co2_g": ("task", co2_grams(kwh, pue, intensity)),
+            "energy_method": ("task", [str(t.energy.get("method", "")) for t in tasks]),
+            "attempts": ("task", np.array([t.attempts for t in tasks], dtype=np.int64)),
+            "workers_tried": ("task", [" ".join(t.workers_tried) for t in tasks]),
+        },
+        coords={"task": [t.key for t in tasks]},
+    )
+    for name, unit in LEDGER_UNITS.items():
+        ds[name].attrs["units"] = unit
+    for name, text in LEDGER_DESCRIPTIONS.items():
+        ds[name].attrs["description"] = text
+    return ds
+
+
+def _datetimes(seconds: list[float]) -> np.ndarray:
+    ns = np.array([np.nan if s is None else s for s in seconds], dtype=float) * 1e9
+    out = np.full(len(ns), np.datetime64("NaT"), dtype="datetime64[ns]")
+    ok = np.isfinite(ns)
+    out[ok] = ns[ok].astype("int64").astype("datetime64[ns]")
+    return out
+
+
+def _stage_dataset(graph: TaskGraph, stage: str, tasks: list[TaskRecord], ledger: xr.Dataset) -> xr.Dataset:
+    axes = graph.axes(stage)
+    # a task shared with another stage (same work, e.g. a teacher that is also one point of an
+    # lr grid) carries that stage's point; this stage's nodes say where it sits here
+    points = [node.point for node in graph.stages[stage]]
+    label = {axis: _axis_labeller([p[axis] for p in points]) for axis in axes}
+    parts = []
+    renamed: dict[str, str] = {}
+    for task, point in zip(tasks, points, strict=True):
+        ds = task.record.metrics.copy() if task.record is not None else xr.Dataset()
+        ds = _keep_recorded(ds, (*axes, *STAGE_LEDGER, "task_key"), renamed)
+        for name in STAGE_LEDGER:
+            ds[name] = ledger[name].sel(task=task.key).drop_vars("task")
+        ds["task_key"] = task.key
+        if axes:
+            ds = ds.expand_dims({axis: [label[axis](point[axis])] for axis in axes})
+        parts.append(ds)
+    merged = xr.merge(parts, join="outer", compat="no_conflicts", combine_attrs="drop_conflicts")
+    st = graph.spec.stages[stage]
+    merged.attrs.update({"op": st.op, "params": json.dumps(st.params), "needs": json.dumps(st.needs), "sweep_axes": axes,
+                         "scheduling_policy": st.scheduling.policy})
+    if renamed:
+        merged.attrs["renamed"] = json.dumps(renamed, sort_keys=True)
+    for name in merged.data_vars:  # merge keeps attrs of the first part only if all agree
+        for p in parts:
+            if name in p and "units" in p[name].attrs:
+                merged[name].attrs["units"] = p[name].attrs["units"]
+                break
+    return merged
+
+
+def _keep_recorded(ds: xr.Dataset, reserved: tuple[str, ...], renamed: dict[str, str]) -> xr.Dataset:
+    """``ds`` with every variable or dimension named in ``reserved`` renamed to
+    ``<name>_recorded`` (suffixed again while that is taken too), so neither a sweep axis nor a
+    ledger variable replaces or collides with a recorded value. Adds each rename to ``renamed``."""
+    names = set(ds.variables) | set(ds.dims)
+    clash = [n for n in reserved if n in names]
+    if not clash:
+        return ds
+    mapping = {}
+    for name in clash:
+        new = name + RECORDED_SUFFIX
+        while new in names or new in reserved:
+            new += RECORDED_SUFFIX
+        mapping[name] = new
+        names.add(new)
+    ds = ds.rename(mapping)
+    for old, new in mapping.items():
+        if new in ds.variables:
+            ds[new].attrs["recorded_name"] = old
+        renamed[new] = old
+    return ds
+
+
+def _axis_labeller(values: list) -> Callable[[Any], Any]:
+    """Sweep values label a dimension as they are when all are numbers, all strings or all
+    booleans; an axis mixing kinds or holding a structured value
+    (``temperature: [2, {stochastic: [2, 20]}]``) is labelled by every value's JSON text, so
+    one typed coordinate holds them all."""
+    kinds = {bool if isinstance(v, bool) else float if isinstance(v, (int, float)) else type(v) for v in values}
+    if len(kinds) == 1 and kinds <= {bool, float, str}:
+        return lambda v: v
+    return lambda v: json.dumps(v, sort_keys=True)
