@@ -59,7 +59,7 @@ def _show_warning(previous, message, category, filename, lineno, file=None, line
 
 
 def _run(args: argparse.Namespace) -> int:
-    from compressflow.results import summary_table
+    from compressflow.report import summary_table
     from compressflow.engine.runner import run
 
     tree = run(args.spec, cluster=args.cluster, out=args.out, show_progress=not args.quiet)

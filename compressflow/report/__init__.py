@@ -1,150 +1,20 @@
-"""``compressflow report OUT``: Markdown tables and PNG plots of a run's results, written to
-``OUT/report/`` (``report.md`` plus one picture per plot)."""
+"""``compressflow report OUT``: a run's results as ``OUT/report/report.md`` (Markdown tables
+and PNG plots) and ``report.html`` (the same and the run-level plots, self-contained).
+
+The page is assembled from sections registered in :data:`SECTIONS`, each tied to the op
+families it reports on (:mod:`~compressflow.report.run` for every run,
+:mod:`~compressflow.report.kd` for ``distill``, :mod:`~compressflow.report.pruning` for
+``prune`` and ``svcca``); importing this package registers them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+from compressflow.report import kd, pruning, run  # noqa: F401  (register the built-in sections)
+from compressflow.report.kd import kd_notes, kd_table, plot_kd_pareto
+from compressflow.report.markdown import markdown_table, summary_rows, summary_table
+from compressflow.report.page import markdown_to_html, write_html_report, write_report
+from compressflow.report.plots import pareto_front
+from compressflow.report.sections import SECTIONS, Section
 
-import numpy as np
-import xarray as xr
-
-from compressflow.report.pruning import pruning_sections
-from compressflow.results import summary_rows
-
-__all__ = ["kd_notes", "kd_table", "markdown_table", "plot_kd_pareto", "write_report"]
-
-
-def markdown_table(rows: Sequence[Sequence[str]]) -> str:
-    """The first row as header, the rest as body."""
-    head, *body = rows
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
-    return "\n".join(lines)
-
-
-def _pm(mean: float, std: float) -> str:
-    """``mean ± std %``; ``± —`` where the std is undefined (a single run)."""
-    return f"{100 * mean:.2f} ± " + (f"{100 * std:.2f} %" if np.isfinite(std) else "— %")
-
-
-def _best_tau(c: xr.Dataset) -> str:
-    tied = int(c["tied"]) if "tied" in c else 1
-    best = f"{float(c.best_temperature):g}"
-    return best if tied <= 1 else f"{best} (tie: {c['tied_temperatures'].item()})"
-
-
-def kd_notes(comparison: xr.Dataset) -> list[str]:
-    """Lines that qualify the table: τ ties on validation, and single-run rows."""
-    notes = []
-    for loss in comparison["loss"].values:
-        c = comparison.sel(loss=loss)
-        if "tied" in c and int(c["tied"]) > 1:
-            notes.append(f"Note: for {loss}, τ = {c['tied_temperatures'].item()} tie on validation accuracy; "
-                         f"τ = {float(c.best_temperature):g} is reported, but the grid does not single out a best τ.")
-    if (comparison["n_runs"] < 2).any():
-        notes.append("Note: — marks a standard deviation that one run cannot give (sweep more seeds).")
-    return notes
-
-
-def kd_table(comparison: xr.Dataset) -> str:
-    """STKD Table 4 from a ``kd_comparison`` group: per loss, the tuned grid and the
-    stochastic run, and the energy ratio. A tie for the best τ is shown in the τ column
-    (see :func:`kd_notes`), a single run's std as —."""
-    rows = [("loss", "method", "test accuracy (mean ± std)", "best τ (val)", "runs", "GFLOPs", "kWh", "gCO₂",
-             "energy ratio")]
-    for loss in comparison["loss"].values:
-        c = comparison.sel(loss=loss)
-        for method in comparison["method"].values:
-            m = c.sel({"method": method})
-            tuned = method == "tuned"
-            rows.append((
-                str(loss), str(method),
-                _pm(float(m.accuracy_mean), float(m.accuracy_std)),
-                _best_tau(c) if tuned else "drawn per batch",
-                str(int(m.n_runs)),
-                f"{float(m.gflops):.4g}", f"{float(m.energy_kwh):.3g}", f"{float(m.co2_g):.3g}",
-                f"{float(c.energy_ratio):.2f}× (grid of {int(c.grid_points)})" if tuned else "1×",
-            ))
-    return markdown_table(rows)
-
-
-def plot_kd_pareto(tree: xr.DataTree, comparison: xr.Dataset, path: Path) -> Path:
-    """Test accuracy vs CO₂: every grid τ (all seeds), each loss's tuned grid (whole-grid
-    cost) and stochastic run, and the Pareto front over all of them."""
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    grid = tree[comparison.attrs["grid_stage"]].to_dataset()
-    fig, ax = plt.subplots(figsize=(9.5, 4.8), dpi=120)
-    points = []
-    for i, loss in enumerate(comparison["loss"].values):
-        color = f"C{i}"
-        g = grid.sel(loss=loss) if "loss" in grid.dims else grid
-        seeds = [d for d in g["accuracy"].dims if d != "temperature"]
-        acc = g["accuracy"].mean(seeds) if seeds else g["accuracy"]
-        co2 = g["co2_g"].sum(seeds) if seeds else g["co2_g"]
-        ax.scatter(co2, 100 * acc, s=14, color=color, alpha=0.45, label=f"{loss}: one τ (all seeds)")
-        points += list(zip(co2.values, 100 * acc.values))
-        c = comparison.sel(loss=loss)
-        for method, marker in (("tuned", "s"), ("stochastic", "*")):
-            m = c.sel({"method": method})
-            x, y = float(m.co2_g), 100 * float(m.accuracy_mean)
-            std = float(m.accuracy_std)
-            ax.errorbar(x, y, yerr=100 * std if np.isfinite(std) else None, fmt=marker, ms=11 if marker == "*" else 8,
-                        color=color, mec="black", label=f"{loss}: {method}" + (" (whole grid)" if method == "tuned" else ""))
-            points.append((x, y))
-    front = _pareto_front(points)
-    ax.step(*zip(*front), where="post", color="grey", lw=1, ls="--", label="Pareto front")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("CO₂ (g CO₂eq, total over seeds; log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Grid search over τ vs stochastic τ (STKD Table 4)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Points not beaten by a cheaper-or-equal, more accurate point, sorted by cost."""
-    front, best = [], -np.inf
-    for x, y in sorted((p for p in points if np.isfinite(p[0]) and np.isfinite(p[1])), key=lambda p: (p[0], -p[1])):
-        if y > best:
-            front.append((x, y))
-            best = y
-    return front
-
-
-def write_report(tree: xr.DataTree, out: Path | str) -> Path:
-    """Write ``out/report/report.md``, its plots, and ``report.html`` (the same and the
-    run-level plots, self-contained); returns the Markdown file's path."""
-    folder = Path(out) / "report"
-    folder.mkdir(parents=True, exist_ok=True)
-    parts = [f"# {tree.attrs.get('name', 'compressflow run')}", "", "## Stages", "", markdown_table(summary_rows(tree))]
-    for name in sorted(n for n in tree.children if n.startswith("kd_comparison")):
-        comparison = tree[name].to_dataset()
-        png = plot_kd_pareto(tree, comparison, folder / f"{name}_pareto.png")
-        parts += [
-            "", f"## {name}: grid search vs stochastic temperature", "",
-            f"Grid stage `{comparison.attrs['grid_stage']}`, stochastic stage `{comparison.attrs['stochastic_stage']}`; "
-            f"best τ by {comparison.attrs['selection']}. Costs are totals over all runs of each method.",
-            "", kd_table(comparison), *[x for note in kd_notes(comparison) for x in ("", note)],
-            "", f"![accuracy vs CO₂]({png.name})",
-        ]
-    parts += pruning_sections(tree, folder)
-    path = folder / "report.md"
-    text = "\n".join(parts) + "\n"
-    path.write_text(text)
-    from compressflow.report.page import write_html_report  # (it imports this module)
-
-    write_html_report(tree, folder, text)
-    return path
+__all__ = ["SECTIONS", "Section", "kd_notes", "kd_table", "markdown_table", "markdown_to_html", "pareto_front",
+           "plot_kd_pareto", "summary_rows", "summary_table", "write_html_report", "write_report"]

@@ -1,7 +1,6 @@
-"""``report.html``: the run's report as one self-contained HTML file (every picture embedded
-as a data URI; the PNGs are also written beside it). It holds the Markdown report's sections
-(stage summary, STKD and pruning tables and plots) and the run-level plots of
-:mod:`compressflow.report.plots`."""
+"""The report's pages: ``report.md`` (the sections of :data:`~compressflow.report.sections.SECTIONS`
+that cover the run's ops) and ``report.html``, the same plus the HTML-only sections as one
+self-contained file (every picture embedded as a data URI; the PNGs are also written beside it)."""
 
 from __future__ import annotations
 
@@ -12,11 +11,9 @@ from pathlib import Path
 
 import xarray as xr
 
-from compressflow.report import markdown_table
-from compressflow.report.plots import (plot_energy_per_stage, plot_energy_vs_training, plot_gantt, plot_pareto_all,
-                                    stage_parallelism)
+from compressflow.report.sections import SECTIONS
 
-__all__ = ["markdown_to_html", "write_html_report"]
+__all__ = ["markdown_to_html", "write_html_report", "write_report"]
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -45,7 +42,7 @@ def markdown_to_html(text: str, folder: Path) -> str:
                        + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body) + "</table>")
             table.clear()
 
-    for line in text.splitlines():
+    for line in text.splitlines():  # (quotes need escaping in attributes only, not in a paragraph's text)
         if line.startswith("|"):
             table.append(line)
             continue
@@ -56,29 +53,33 @@ def markdown_to_html(text: str, folder: Path) -> str:
         elif m := re.fullmatch(r"!\[(.*)\]\((.*)\)", line.strip()):
             out.append(f'<img alt="{html.escape(m.group(1))}" src="{_data_uri(folder / m.group(2))}">')
         elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
+            out.append(f"<p>{html.escape(line, quote=False)}</p>")
     flush()
     return "\n".join(out)
 
 
+def write_report(tree: xr.DataTree, out: Path | str) -> Path:
+    """Write ``out/report/report.md``, its plots, and ``report.html`` (the same and the
+    run-level plots, self-contained); returns the Markdown file's path.
+
+    The sections are those of :data:`~compressflow.report.sections.SECTIONS` that cover an op
+    of the run's ledger, in their page order; a section with nothing to show is left out.
+    """
+    folder = Path(out) / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    title = f"# {tree.attrs.get('name', 'compressflow run')}"
+    shown = [(s, s.fn(tree, folder)) for s in SECTIONS.for_tree(tree)]
+    shown = [(s, text) for s, text in shown if text]
+    path = folder / "report.md"
+    path.write_text("\n\n".join([title, *(text for s, text in shown if not s.html_only)]) + "\n")
+    write_html_report(tree, folder, "\n\n".join([title, *(text for _, text in shown)]) + "\n")
+    return path
+
+
 def write_html_report(tree: xr.DataTree, folder: Path, markdown: str) -> Path:
-    """Write ``folder/report.html`` from the Markdown report and the run-level plots."""
-    parts = [markdown_to_html(markdown, folder)]
-    sections = [
-        ("Accuracy vs CO₂ over all tasks", plot_pareto_all(tree, folder / "pareto_all.png")),
-        ("Energy per stage", plot_energy_per_stage(tree, folder / "energy_per_stage.png")),
-        ("Tasks per worker", plot_gantt(tree, folder / "gantt.png")),
-        ("Energy vs epoch and vs time", plot_energy_vs_training(tree, folder / "energy_vs_training.png")),
-    ]
-    for title, png in sections:
-        if png is not None:
-            parts.append(f"<h2>{html.escape(title)}</h2>\n<img alt=\"{html.escape(title)}\" src=\"{_data_uri(png)}\">")
-    rows = stage_parallelism(tree)
-    if len(rows) > 1:
-        parts.append("<h2>Parallelism per stage</h2>\n<p>Summed task time over the stage's wall time: how much "
-                     "running tasks side by side gained.</p>\n" + markdown_to_html(markdown_table(rows), folder))
+    """Write ``folder/report.html`` from the report's Markdown (pictures embedded from ``folder``)."""
     page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(str(tree.attrs.get('name', 'run')))}"
-            f" — compressflow report</title><style>{STYLE}</style>{CHECK}</head><body>\n" + "\n".join(parts)
+            f" — compressflow report</title><style>{STYLE}</style>{CHECK}</head><body>\n" + markdown_to_html(markdown, folder)
             + "\n</body></html>\n")
     path = folder / "report.html"
     path.write_text(page, encoding="utf-8")

@@ -1,20 +1,24 @@
-"""Plots of a whole run, drawn from its ledger and stage groups: accuracy vs CO₂ over every
-task with the Pareto front, energy per stage, a Gantt chart of tasks per worker, how much of
-each stage ran in parallel, and energy against training time and epochs."""
+"""The report's one matplotlib setup (:func:`pyplot`, :func:`save_figure`), the one Pareto
+front (:func:`pareto_front`, :func:`draw_pareto_front`), and the plots of a whole run, drawn
+from its ledger and stage groups: accuracy vs CO₂ over every task with the Pareto front,
+energy per stage, a Gantt chart of tasks per worker, how much of each stage ran in parallel,
+and energy against training time and epochs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-__all__ = ["plot_energy_per_stage", "plot_energy_vs_training", "plot_gantt", "plot_pareto_all", "pyplot",
-           "save_figure", "stage_parallelism"]
+__all__ = ["draw_pareto_front", "pareto_front", "plot_energy_per_stage", "plot_energy_vs_training", "plot_gantt",
+           "plot_pareto_all", "pyplot", "save_figure", "stage_parallelism"]
 
 
 def pyplot():
     """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    # imported on first plot, not with the report: a notebook that only reads its tables keeps its own backend
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,12 +27,38 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: Path) -> Path:
-    """Lay out, write and close ``fig``; returns ``path``."""
-    fig.tight_layout()
+def save_figure(fig, path: Path, *, tight: bool = True) -> Path:
+    """Lay out (unless ``tight`` is false: a figure with a shared colorbar places its own
+    axes), write and close ``fig``; returns ``path``."""
+    if tight:
+        fig.tight_layout()
     fig.savefig(path)
     pyplot().close(fig)
     return path
+
+
+def pareto_front(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The ``(cost, accuracy)`` points not beaten by a cheaper-or-equal, more accurate point,
+    sorted by cost; points with a non-finite coordinate are left out.
+
+    Examples
+    --------
+    >>> pareto_front([(1, 50), (2, 40), (3, 70), (3, 60), (float("nan"), 99)])
+    [(1, 50), (3, 70)]
+    """
+    front, best = [], -np.inf
+    for x, y in sorted((p for p in points if np.isfinite(p[0]) and np.isfinite(p[1])), key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def draw_pareto_front(ax, points: Iterable[tuple[float, float]], **style) -> None:
+    """Draw :func:`pareto_front` of ``points`` on ``ax`` as a step line labelled "Pareto front"
+    (``style``: matplotlib line keywords, e.g. ``color``, ``ls``)."""
+    front = pareto_front(points)
+    ax.step([p[0] for p in front], [p[1] for p in front], where="post", lw=1, label="Pareto front", **style)
 
 
 def _ledger(tree: xr.DataTree) -> xr.Dataset:
@@ -69,13 +99,7 @@ def plot_pareto_all(tree: xr.DataTree, path: Path) -> Path | None:
         m = sub.stage.values == stage
         ax.scatter(sub.co2_g.values[m], [100 * acc[k] for k in sub.task.values[m]], s=22, alpha=0.8,
                    color=colors[stage], label=stage)
-    pts = sorted(zip(sub.co2_g.values.tolist(), [100 * acc[k] for k in sub.task.values]))
-    front, best = [], -np.inf
-    for co2, a in pts:
-        if a > best:
-            front.append((co2, a))
-            best = a
-    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="k", lw=1, label="Pareto front")
+    draw_pareto_front(ax, zip(sub.co2_g.values.tolist(), [100 * acc[k] for k in sub.task.values]), color="k")
     ax.set_xscale("log")
     ax.set_xlabel("CO₂ of the task (g CO₂eq)")
     ax.set_ylabel("test accuracy (%)")

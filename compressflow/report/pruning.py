@@ -1,5 +1,5 @@
-"""The pruning part of ``compressflow report``: accuracy vs sparsity per method, and SVCCA
-similarity to the original as a layer × sparsity heatmap per method."""
+"""The pruning part of the report (ops ``prune`` and ``svcca``): accuracy vs sparsity per
+method, and SVCCA similarity to the original as a layer × sparsity heatmap per method."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from compressflow.report.markdown import markdown_table
 from compressflow.report.plots import pyplot, save_figure
+from compressflow.report.sections import SECTIONS, stage_groups
 
-__all__ = ["plot_accuracy_vs_sparsity", "plot_similarity_heatmaps", "pruning_sections"]
+__all__ = ["plot_accuracy_vs_sparsity", "plot_similarity_heatmaps", "pruning_section"]
 
 
 def _over_seeds(da: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
@@ -58,31 +60,37 @@ def plot_similarity_heatmaps(sim: xr.Dataset, path: Path, title: str) -> Path:
         ax.set_title(str(method or ""))
     fig.colorbar(im, ax=axes[0].tolist(), label="SVCCA similarity to the original")
     fig.suptitle(title)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, tight=False)
 
 
-def pruning_sections(tree: xr.DataTree, folder: Path) -> list[str]:
-    """Markdown lines (with their PNGs written to ``folder``) for every ``prune`` stage and
-    every ``svcca`` stage swept over ``sparsity``."""
-    parts: list[str] = []
-    for name in sorted(tree.children):
-        ds = tree[name].to_dataset()
-        op = ds.attrs.get("op")
-        if op == "prune" and "sparsity" in ds.dims:
-            png = plot_accuracy_vs_sparsity(ds, folder / f"{name}_accuracy_vs_sparsity.png", f"{name}: accuracy vs sparsity")
-            parts += ["", f"## {name}: accuracy vs sparsity", "", _accuracy_table(ds), "", f"![accuracy vs sparsity]({png.name})"]
-        elif op == "svcca" and "sparsity" in ds.dims and "layer" in ds.dims:
-            png = plot_similarity_heatmaps(ds, folder / f"{name}_svcca_heatmap.png", f"{name}: SVCCA to the original")
-            parts += ["", f"## {name}: representation similarity", "", _similarity_table(ds), "",
-                      f"![SVCCA heatmap]({png.name})"]
-    return parts
+def _accuracy_part(name: str, ds: xr.Dataset, folder: Path) -> str | None:
+    if "sparsity" not in ds.dims:
+        return None
+    png = plot_accuracy_vs_sparsity(ds, folder / f"{name}_accuracy_vs_sparsity.png", f"{name}: accuracy vs sparsity")
+    return f"## {name}: accuracy vs sparsity\n\n{_accuracy_table(ds)}\n\n![accuracy vs sparsity]({png.name})"
+
+
+def _similarity_part(name: str, ds: xr.Dataset, folder: Path) -> str | None:
+    if "sparsity" not in ds.dims or "layer" not in ds.dims:
+        return None
+    png = plot_similarity_heatmaps(ds, folder / f"{name}_svcca_heatmap.png", f"{name}: SVCCA to the original")
+    return f"## {name}: representation similarity\n\n{_similarity_table(ds)}\n\n![SVCCA heatmap]({png.name})"
+
+
+#: the part each op's stage gets (an ``svcca`` stage only when swept over ``sparsity``)
+PARTS = {"prune": _accuracy_part, "svcca": _similarity_part}
+
+
+@SECTIONS.register(ops=tuple(PARTS), order=20)
+def pruning_section(tree: xr.DataTree, folder: Path) -> str | None:
+    """Accuracy vs sparsity (table + plot) for every ``prune`` stage swept over ``sparsity``,
+    and SVCCA to the original (table + heatmap) for every ``svcca`` stage swept over
+    ``sparsity`` and ``layer``, in stage-name order; their PNGs are written to ``folder``."""
+    parts = [PARTS[ds.attrs["op"]](name, ds, folder) for name, ds in stage_groups(tree, PARTS)]
+    return "\n\n".join(p for p in parts if p) or None
 
 
 def _rows_by_method(da: xr.DataArray, fmt) -> str:
-    from compressflow.report import markdown_table
-
     mean, std = _over_seeds(da)
     sparsities = mean["sparsity"].values
     rows = [("method", *[f"{100 * s:g} %" for s in sparsities])]

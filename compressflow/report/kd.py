@@ -1,0 +1,116 @@
+"""The knowledge-distillation part of the report: for every ``kd_comparison`` group (a
+``distill`` temperature grid against stochastic τ), STKD's Table 4 and accuracy vs CO₂ with
+the Pareto front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from matplotlib import ticker
+
+from compressflow.report.markdown import markdown_table
+from compressflow.report.plots import draw_pareto_front, pyplot, save_figure
+from compressflow.report.sections import SECTIONS
+
+__all__ = ["kd_notes", "kd_section", "kd_table", "plot_kd_pareto"]
+
+
+def _pm(mean: float, std: float) -> str:
+    """``mean ± std %``; ``± —`` where the std is undefined (a single run)."""
+    return f"{100 * mean:.2f} ± " + (f"{100 * std:.2f} %" if np.isfinite(std) else "— %")
+
+
+def _best_tau(c: xr.Dataset) -> str:
+    tied = int(c["tied"]) if "tied" in c else 1
+    best = f"{float(c.best_temperature):g}"
+    return best if tied <= 1 else f"{best} (tie: {c['tied_temperatures'].item()})"
+
+
+def kd_notes(comparison: xr.Dataset) -> list[str]:
+    """Lines that qualify the table: τ ties on validation, and single-run rows."""
+    notes = []
+    for loss in comparison["loss"].values:
+        c = comparison.sel(loss=loss)
+        if "tied" in c and int(c["tied"]) > 1:
+            notes.append(f"Note: for {loss}, τ = {c['tied_temperatures'].item()} tie on validation accuracy; "
+                         f"τ = {float(c.best_temperature):g} is reported, but the grid does not single out a best τ.")
+    if (comparison["n_runs"] < 2).any():
+        notes.append("Note: — marks a standard deviation that one run cannot give (sweep more seeds).")
+    return notes
+
+
+def kd_table(comparison: xr.Dataset) -> str:
+    """STKD Table 4 from a ``kd_comparison`` group: per loss, the tuned grid and the
+    stochastic run, and the energy ratio. A tie for the best τ is shown in the τ column
+    (see :func:`kd_notes`), a single run's std as —."""
+    rows = [("loss", "method", "test accuracy (mean ± std)", "best τ (val)", "runs", "GFLOPs", "kWh", "gCO₂",
+             "energy ratio")]
+    for loss in comparison["loss"].values:
+        c = comparison.sel(loss=loss)
+        for method in comparison["method"].values:
+            m = c.sel({"method": method})
+            tuned = method == "tuned"
+            rows.append((
+                str(loss), str(method),
+                _pm(float(m.accuracy_mean), float(m.accuracy_std)),
+                _best_tau(c) if tuned else "drawn per batch",
+                str(int(m.n_runs)),
+                f"{float(m.gflops):.4g}", f"{float(m.energy_kwh):.3g}", f"{float(m.co2_g):.3g}",
+                f"{float(c.energy_ratio):.2f}× (grid of {int(c.grid_points)})" if tuned else "1×",
+            ))
+    return markdown_table(rows)
+
+
+def plot_kd_pareto(tree: xr.DataTree, comparison: xr.Dataset, path: Path) -> Path:
+    """Test accuracy vs CO₂: every grid τ (all seeds), each loss's tuned grid (whole-grid
+    cost) and stochastic run, and the Pareto front over all of them."""
+    plt = pyplot()
+    grid = tree[comparison.attrs["grid_stage"]].to_dataset()
+    fig, ax = plt.subplots(figsize=(9.5, 4.8), dpi=120)
+    points = []
+    for i, loss in enumerate(comparison["loss"].values):
+        color = f"C{i}"
+        g = grid.sel(loss=loss) if "loss" in grid.dims else grid
+        seeds = [d for d in g["accuracy"].dims if d != "temperature"]
+        acc = g["accuracy"].mean(seeds) if seeds else g["accuracy"]
+        co2 = g["co2_g"].sum(seeds) if seeds else g["co2_g"]
+        ax.scatter(co2, 100 * acc, s=14, color=color, alpha=0.45, label=f"{loss}: one τ (all seeds)")
+        points += list(zip(co2.values, 100 * acc.values))
+        c = comparison.sel(loss=loss)
+        for method, marker in (("tuned", "s"), ("stochastic", "*")):
+            m = c.sel({"method": method})
+            x, y = float(m.co2_g), 100 * float(m.accuracy_mean)
+            std = float(m.accuracy_std)
+            ax.errorbar(x, y, yerr=100 * std if np.isfinite(std) else None, fmt=marker, ms=11 if marker == "*" else 8,
+                        color=color, mec="black", label=f"{loss}: {method}" + (" (whole grid)" if method == "tuned" else ""))
+            points.append((x, y))
+    draw_pareto_front(ax, points, color="grey", ls="--")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel("CO₂ (g CO₂eq, total over seeds; log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Grid search over τ vs stochastic τ (STKD Table 4)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return save_figure(fig, path)
+
+
+@SECTIONS.register(ops=("distill",), order=10)
+def kd_section(tree: xr.DataTree, folder: Path) -> str | None:
+    """One part per ``kd_comparison`` group: its table, notes and Pareto plot."""
+    parts = []
+    for name in sorted(n for n in tree.children if n.startswith("kd_comparison")):
+        comparison = tree[name].to_dataset()
+        png = plot_kd_pareto(tree, comparison, folder / f"{name}_pareto.png")
+        parts.append("\n".join([
+            f"## {name}: grid search vs stochastic temperature", "",
+            f"Grid stage `{comparison.attrs['grid_stage']}`, stochastic stage `{comparison.attrs['stochastic_stage']}`; "
+            f"best τ by {comparison.attrs['selection']}. Costs are totals over all runs of each method.",
+            "", kd_table(comparison), *[x for note in kd_notes(comparison) for x in ("", note)],
+            "", f"![accuracy vs CO₂]({png.name})",
+        ]))
+    return "\n\n".join(parts) or None

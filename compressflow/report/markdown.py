@@ -1,0 +1,59 @@
+"""Tables of a run's results: Markdown pipe tables for the report and the fixed-width stage
+summary that ``compressflow run`` prints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["markdown_table", "summary_rows", "summary_table"]
+
+
+def markdown_table(rows: Sequence[Sequence[str]]) -> str:
+    """The first row as header, the rest as body."""
+    head, *body = rows
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def summary_rows(tree: xr.DataTree) -> list[tuple[str, ...]]:
+    """Header + one row per stage: stage, op, tasks ok/total, accuracy, time, kWh, gCO₂."""
+    ledger = tree["tasks"].to_dataset()
+    rows = [("stage", "op", "tasks", "accuracy", "time_s", "kWh", "gCO2")]
+    for stage in dict.fromkeys(ledger.stage.values.tolist()):
+        sel = ledger.isel(task=np.asarray(ledger.stage.values == stage))
+        group = tree[stage].to_dataset() if stage in tree.children else xr.Dataset()
+        rows.append(
+            (
+                stage,
+                str(sel.op.values[0]),
+                f"{int((sel.status == 'ok').sum())}/{sel.sizes['task']}",
+                _accuracy_text(group),
+                f"{float(sel.duration_s.sum()):.1f}",
+                f"{float(sel.energy_kwh.sum()):.3g}",
+                f"{float(sel.co2_g.sum()):.3g}",
+            )
+        )
+    return rows
+
+
+def summary_table(tree: xr.DataTree) -> str:
+    """:func:`summary_rows` as a fixed-width text table."""
+    rows = summary_rows(tree)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _accuracy_text(group: xr.Dataset) -> str:
+    if "accuracy" not in group:
+        return "-"
+    acc = group["accuracy"].values.astype(float).ravel()
+    acc = acc[np.isfinite(acc)]
+    if acc.size == 0:
+        return "-"
+    if acc.size == 1:
+        return f"{acc[0]:.4f}"
+    return f"{acc.mean():.4f} (max {acc.max():.4f}, n={acc.size})"
