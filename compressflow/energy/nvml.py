@@ -1,4 +1,4 @@
-"""GPU energy of one device from NVML's total-energy counter (private to ``energy.py``).
+"""GPU energy of one device from NVML's total-energy counter (private to ``compressflow.energy``).
 
 NVML keeps, per device, the energy the board has drawn since the driver was loaded
 (``nvmlDeviceGetTotalEnergyConsumption``, millijoules, Volta and newer). The difference

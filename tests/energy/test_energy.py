@@ -1,7 +1,7 @@
 """Energy meter tests against real CodeCarbon (offline), real processes and a real LocalCluster.
 
 The busy loops hash a large buffer: hashlib releases the GIL, like torch kernels do, so
-CodeCarbon's 1 s sampling thread is not starved (see the caveat in ``energy.py``).
+CodeCarbon's 1 s sampling thread is not starved (see the caveat in ``compressflow/energy/__init__.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import pytest
 from pathlib import Path
 
 from compressflow import energy
+from compressflow.energy import meter as _meter_module
 from compressflow.energy import nvml as _nvml
+from compressflow.energy import plugin as _plugin_module
 from compressflow.energy import EnergyMeter, EnergyMeterPlugin, EnergyReading, carbon_intensity, co2_grams
 from compressflow.errors import InputError
 
@@ -200,8 +202,8 @@ def test_meter_refuses_a_codecarbon_without_the_attributes_it_reads(monkeypatch)
     with pytest.raises(MeterCompatibilityError, match=r"lacks CPU\._tdp, which the energy meter reads"):
         check_codecarbon_api(tracker, data)
 
-    required = {**energy.CODECARBON_ATTRIBUTES, "RAM": ("_force_ram_power", "_renamed_in_a_later_release")}
-    monkeypatch.setattr(energy, "CODECARBON_ATTRIBUTES", required)
+    required = {**_meter_module.CODECARBON_ATTRIBUTES, "RAM": ("_force_ram_power", "_renamed_in_a_later_release")}
+    monkeypatch.setattr(_meter_module, "CODECARBON_ATTRIBUTES", required)
     fresh = EnergyMeter()
     with pytest.raises(MeterCompatibilityError) as err:
         fresh.start()
@@ -288,7 +290,7 @@ def test_two_worker_processes_do_not_each_report_the_whole_machine():
 def _task_on_worker(seconds: float):
     with energy.current_meter().measure("worker-task") as r:
         _busy(seconds)
-    return r, energy._plugin_users, energy.current_meter().country
+    return r, _plugin_module._plugin_users, energy.current_meter().country
 
 
 @pytest.mark.slow

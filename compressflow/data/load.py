@@ -1,0 +1,92 @@
+"""Loading a registered dataset by name: option filtering, a per-process cache and a load lock."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import threading
+from typing import Any
+
+from compressflow.data.augment import _check_ops
+from compressflow.data.splits import Splits
+from compressflow.registries import DATASETS
+
+__all__ = ["load_splits"]
+
+_LOAD_LOCK = threading.Lock()  # else each thread of a Dask worker would load the same dataset at once
+
+
+def load_splits(dataset: str = "digits", *, image_size: int | None = None, channels: int | None = None,
+                val_fraction: float = 0.15, test_fraction: float = 0.2, seed: int = 0,
+                root: str | os.PathLike[str] | None = None, augment: tuple[str, ...] | None = None,
+                num_samples: int = 1000, num_classes: int = 10) -> Splits:
+    """Load a registered dataset as normalised in-memory splits, cached per process.
+
+    Options a dataset does not take are ignored (e.g. ``root`` for ``digits``), so one
+    spec ``data:`` block works across datasets, and they do not split the cache.
+
+    Parameters
+    ----------
+    dataset : str
+        A name in ``DATASETS``: ``digits`` (default), ``cifar10``, ``cifar100``,
+        ``tinyimagenet``, ``synthetic``.
+    image_size : int, optional
+        Side of the square images (>= 4); default per dataset (16, 32, 32, 64, 16).
+    channels : int, optional
+        1 (grey) or 3 (default; grey datasets replicate their channel).
+    val_fraction, test_fraction : float
+        Held-out fractions of the whole; where there is an official test split it is the
+        test split, ``test_fraction`` is ignored and val is a fraction of the official train.
+    seed : int
+        Seeds the stratified split (and the images, for ``synthetic``).
+    root : str or path, optional
+        Folder of the extracted archive; required by ``cifar10``, ``cifar100``, ``tinyimagenet``.
+    augment : tuple of str, optional
+        Training augmentations to record in the result; default per dataset.
+    num_samples, num_classes : int
+        Size and number of classes of ``synthetic``.
+
+    Returns
+    -------
+    Splits
+        Shared by every call with the same options: do not modify its tensors in place.
+
+    Raises
+    ------
+    compressflow.registries.UnknownNameError
+        If ``dataset`` is not registered (the message lists the valid names).
+    DataError
+        If an option is invalid or files are missing.
+
+    Examples
+    --------
+    >>> splits = load_splits("digits", image_size=16)
+    >>> len(splits.train) + len(splits.val) + len(splits.test), splits.augment
+    (1797, ('crop', 'rotate'))
+    >>> import torch
+    >>> from compressflow.data import batches
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> x, y = next(batches(splits.train, 64, shuffle=True, augment=splits.augment, generator=gen))
+    >>> tuple(x.shape)
+    (64, 3, 16, 16)
+    """
+    loader = DATASETS.get(dataset)
+    given = dict(image_size=image_size, channels=channels, val_fraction=val_fraction, test_fraction=test_fraction,
+                 seed=seed, augment=None if augment is None else _check_ops(augment, "augment"),
+                 num_samples=num_samples, num_classes=num_classes, root=None if root is None else os.fspath(root))
+    params = inspect.signature(loader).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        given = {k: v for k, v in given.items() if k in params}
+    key = tuple(sorted(given.items()))
+    try:
+        hash(key)
+    except TypeError:  # e.g. a list as image_size: let the loader reject it with a DataError
+        return loader(**given)
+    with _LOAD_LOCK:
+        return _load_cached(dataset, key)
+
+
+@functools.lru_cache(maxsize=8)  # a few datasets per worker process; CIFAR is ~0.6 GB as float32
+def _load_cached(dataset: str, options: tuple[tuple[str, Any], ...]) -> Splits:
+    return DATASETS.get(dataset)(**dict(options))
