@@ -154,7 +154,7 @@ def _stage_dataset(graph: TaskGraph, stage: str, tasks: list[TaskRecord], ledger
                          "scheduling_policy": st.scheduling.policy})
     if renamed:
         merged.attrs["renamed"] = json.dumps(renamed, sort_keys=True)
-    for name in merged.data_vars:  # merge keeps attrs of the first part only if all agree
+    for name in map(str, merged.data_vars):  # merge keeps attrs of the first part only if all agree
         for p in parts:
             if name in p and "units" in p[name].attrs:
                 merged[name].attrs["units"] = p[name].attrs["units"]
@@ -338,7 +338,7 @@ def _first_unreadable(tree: xr.DataTree) -> str | None:
 def summary_rows(tree: xr.DataTree) -> list[tuple[str, ...]]:
     """Header + one row per stage: stage, op, tasks ok/total, accuracy, time, kWh, gCO₂."""
     ledger = tree["tasks"].to_dataset()
-    rows = [("stage", "op", "tasks", "accuracy", "time_s", "kWh", "gCO2")]
+    rows: list[tuple[str, ...]] = [("stage", "op", "tasks", "accuracy", "time_s", "kWh", "gCO2")]
     for stage in dict.fromkeys(ledger.stage.values.tolist()):
         sel = ledger.isel(task=np.asarray(ledger.stage.values == stage))
         group = tree[stage].to_dataset() if stage in tree.children else xr.Dataset()
