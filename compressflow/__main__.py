@@ -2,4 +2,6 @@
 
 from compressflow.cli import main
 
-raise SystemExit(main())
+# guarded: importing the module (doctest collection, API walks) must not run the CLI
+if __name__ == "__main__":
+    raise SystemExit(main())

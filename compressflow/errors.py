@@ -25,8 +25,8 @@ class SpecWarning(UserWarning):
     ``compressflow: warning: <message>`` line; the run goes on."""
 
 
-def one_line(exc: BaseException, limit: int = 200) -> str:
-    """A library exception's message on one line, cut to ``limit`` characters (some span pages),
+def one_line(exc: BaseException | str, limit: int = 200) -> str:
+    """A library exception's message (or any text) on one line, cut to ``limit`` characters (some span pages),
     for quoting inside an :class:`InputError`."""
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

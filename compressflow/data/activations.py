@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import zarr
+import zarr.codecs  # an attribute of zarr at runtime, but only an imported submodule to a type checker
 from torch import nn
 
 from compressflow.errors import InputError, one_line
@@ -153,7 +154,7 @@ class StoredArray:
 
     def __getitem__(self, selection: Any) -> np.ndarray:
         try:
-            return self._array[selection]
+            return np.asarray(self._array[selection])
         except (IndexError, TypeError) as exc:  # a caller's bad index, not a bad store
             raise IndexError(f"activations: {self.name} of {str(self._store)!r}: {exc}") from None
         except Exception as exc:  # zstd/JSON/shape errors of a damaged chunk
@@ -165,7 +166,7 @@ def _array(root: zarr.Group, path: Path | str, name: str) -> StoredArray:
         array = root[name]
     except KeyError:
         raise InputError(f"activations: {str(path)!r} holds no {name.rsplit('/', 1)[-1]!r} arrays (it keeps "
-                         f"{', '.join(root.attrs.get('kinds', ['?']))}); it was written by another stage") from None
+                         f"{', '.join(cast(list[str], root.attrs.get('kinds', ['?'])))}); it was written by another stage") from None
     except Exception as exc:
         raise _unreadable(path, f"array {name!r}: {type(exc).__name__}: {one_line(exc)}") from None
     if not isinstance(array, zarr.Array):
@@ -174,10 +175,12 @@ def _array(root: zarr.Group, path: Path | str, name: str) -> StoredArray:
 
 
 def _check_stored(root: zarr.Group, path: Path | str, layer: str, split: str) -> None:
-    if layer not in root.attrs["layers"]:
-        raise InputError(f"activations: layer {layer!r} is not in {str(path)!r}; stored: {', '.join(root.attrs['layers'])}")
-    if split not in root.attrs["splits"]:
-        raise InputError(f"activations: split {split!r} is not in {str(path)!r}; stored: {', '.join(root.attrs['splits'])}")
+    # the writer stores these two attributes as lists of names (zarr types attributes as any JSON)
+    layers, splits = cast(list[str], root.attrs["layers"]), cast(list[str], root.attrs["splits"])
+    if layer not in layers:
+        raise InputError(f"activations: layer {layer!r} is not in {str(path)!r}; stored: {', '.join(layers)}")
+    if split not in splits:
+        raise InputError(f"activations: split {split!r} is not in {str(path)!r}; stored: {', '.join(splits)}")
 
 
 def _open(path: Path | str) -> zarr.Group:

@@ -247,7 +247,7 @@ def _check_values(task: TaskRecord) -> None:
     if task.record is None:
         return
     metrics = task.record.metrics
-    for name in metrics.data_vars:
+    for name in map(str, metrics.data_vars):
         # accuracies are fractions; a drop (teacher minus student) may be negative
         if "accuracy" not in str(name) or "drop" in str(name):
             continue
@@ -275,7 +275,7 @@ def _digest(payload: dict[str, Any]) -> str:
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", dict: "a mapping", list: "a list", int: "an integer"}
+    names: dict[type | tuple[type, ...], str] = {str: "a string", dict: "a mapping", list: "a list", int: "an integer"}
     return "a number" if kind == (int, float) else names[kind]
 
 

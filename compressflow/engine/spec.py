@@ -185,7 +185,7 @@ def load_spec(spec: str | os.PathLike | Mapping[str, Any] | PipelineSpec) -> Pip
 
     Examples
     --------
-    >>> spec = load_spec({"name": "demo", "stages": {"t": {"op": "train", "params": {"epochs": 1}}}})
+    >>> spec = load_spec({"name": "demo", "stages": {"t": {"op": "train", "params": {"epochs": 10}}}})
     >>> spec.order()
     ['t']
     """

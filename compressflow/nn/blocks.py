@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from compressflow.errors import InputError
 from compressflow.registries import BLOCKS
 
 __all__ = ["DSLayer", "ReplacementBlock", "ds2", "ds2_skip", "ds3", "ds3_skip", "make_block"]
@@ -45,7 +46,7 @@ class ReplacementBlock(nn.Module):
         self.skip: nn.Module | None = None
         if skip:
             self.skip = nn.Identity() if c_in == c_out and conv.stride == (1, 1) else nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride=conv.stride, bias=False), nn.BatchNorm2d(c_out))
+                nn.Conv2d(c_in, c_out, 1, stride=(conv.stride[0], conv.stride[1]), bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x):
         y = self.layers(x)
@@ -72,6 +73,11 @@ ds2_skip = _candidate("ds2_skip", 2, True, "(c) Two DS layers plus a skip connec
 ds3_skip = _candidate("ds3_skip", 3, True, "(d) Three DS layers plus a skip connection.")
 
 
-def make_block(name: str, conv: nn.Conv2d, *, final_relu: bool = False) -> nn.Module:
-    """The registered block ``name`` for ``conv`` (``BLOCKS.get`` lists valid names)."""
+def make_block(name: str, conv: nn.Module, *, final_relu: bool = False) -> nn.Module:
+    """The registered block ``name`` for ``conv`` (``BLOCKS.get`` lists valid names).
+
+    ``conv`` is typically ``model.get_submodule(layer)``; anything but a ``Conv2d`` raises an
+    :class:`~compressflow.errors.InputError` naming its type."""
+    if not isinstance(conv, nn.Conv2d):
+        raise InputError(f"block {name!r}: the layer it replaces is a {type(conv).__name__}, not a Conv2d")
     return BLOCKS.get(name)(conv, final_relu=final_relu)

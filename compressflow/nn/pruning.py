@@ -8,6 +8,8 @@ classifier's, which stays dense. A layer pruned to sparsity ``s`` has exactly
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
@@ -32,9 +34,10 @@ def prunable_layers(model: nn.Module) -> list[str]:
 def _weight(model: nn.Module, name: str) -> torch.Tensor:
     """The weight in force: ``weight_orig × weight_mask`` while a mask is applied."""
     m = model.get_submodule(name)
+    # Module.__getattr__ is typed ``Tensor | Module``: these attributes are tensors
     if hasattr(m, "weight_orig"):
-        return (m.weight_orig * m.weight_mask).detach()
-    return m.weight.detach()
+        return (cast(torch.Tensor, m.weight_orig) * cast(torch.Tensor, m.weight_mask)).detach()
+    return cast(torch.Tensor, m.weight).detach()
 
 
 def _smallest(scores: torch.Tensor, k: int) -> torch.Tensor:

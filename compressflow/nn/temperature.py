@@ -54,7 +54,7 @@ def check_temperature(value: Any) -> float | dict[str, list[int]]:
     integers ``1 ≤ low ≤ high``. Returns the normalised value; raises ValueError (one line; the
     caller adds the bad value)."""
     if isinstance(value, Real) and not isinstance(value, bool):
-        if value > 0:
+        if float(value) > 0:  # numbers.Real declares no comparison operators
             return float(value)
         raise ValueError("temperature must be > 0")
     if isinstance(value, Mapping) and set(value) == {"stochastic"}:

@@ -67,6 +67,7 @@ def optimizer_with_schedule(
     (decoupled weight decay; ``momentum`` unused), whose steps do not scale with the
     gradient's magnitude (e.g. DML's and CMC's 1/τ² at a fixed τ)."""
     base = lr * batch_size / 128
+    opt: torch.optim.Optimizer
     if optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=base, momentum=momentum, weight_decay=weight_decay)
     elif optimizer == "adamw":

@@ -177,7 +177,7 @@ def _torch_load_detail(exc: BaseException) -> str:
     return one_line(text or type(exc).__name__)
 
 
-def replace_dir(target: Path, write: Callable[[Path], None]) -> None:
+def replace_dir(target: Path, write: Callable[[Path], object]) -> None:
     """Build a directory with ``write(tmp)`` and swap it in for ``target``.
 
     A crash while writing leaves the previous ``target`` intact (the new tree is built beside

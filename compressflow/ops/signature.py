@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic_core import ErrorDetails
 
 from compressflow._registry import Registry
 from compressflow.errors import SpecError
@@ -93,7 +94,7 @@ def shown(value: Any) -> str:
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
 
 
-def describe_error(err: dict[str, Any], where: str = "") -> str:
+def describe_error(err: ErrorDetails, where: str = "") -> str:
     """One pydantic error as ``field.path: message (got value)`` on one line. An error raised
     as ``PydanticCustomError("spec_line", "{line}", {"line": ...})`` is already a whole line."""
     # YAML has lists, not tuples

@@ -22,7 +22,7 @@ def markdown_table(rows: Sequence[Sequence[str]]) -> str:
 def summary_rows(tree: xr.DataTree) -> list[tuple[str, ...]]:
     """Header + one row per stage: stage, op, tasks ok/total, accuracy, time, kWh, gCO₂."""
     ledger = tree["tasks"].to_dataset()
-    rows = [("stage", "op", "tasks", "accuracy", "time_s", "kWh", "gCO2")]
+    rows: list[tuple[str, ...]] = [("stage", "op", "tasks", "accuracy", "time_s", "kWh", "gCO2")]
     for stage in dict.fromkeys(ledger.stage.values.tolist()):
         sel = ledger.isel(task=np.asarray(ledger.stage.values == stage))
         group = tree[stage].to_dataset() if stage in tree.children else xr.Dataset()

@@ -151,7 +151,7 @@ def _stage_dataset(graph: TaskGraph, stage: str, tasks: list[TaskRecord], ledger
                          "scheduling_policy": st.scheduling.policy})
     if renamed:
         merged.attrs["renamed"] = json.dumps(renamed, sort_keys=True)
-    for name in merged.data_vars:  # merge keeps attrs of the first part only if all agree
+    for name in map(str, merged.data_vars):  # merge keeps attrs of the first part only if all agree
         for p in parts:
             if name in p and "units" in p[name].attrs:
                 merged[name].attrs["units"] = p[name].attrs["units"]

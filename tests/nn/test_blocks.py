@@ -42,6 +42,13 @@ def test_ds2_structure_and_negative_outputs():
     assert len(make_block("ds2", conv, final_relu=True).layers[1]) == 4
 
 
+def test_make_block_names_a_layer_that_is_not_a_conv():
+    from compressflow.errors import InputError
+
+    with pytest.raises(InputError, match=r"^block 'ds2': the layer it replaces is a Linear, not a Conv2d$"):
+        make_block("ds2", nn.Linear(4, 4))
+
+
 def test_blocks_are_cheaper_than_the_convs_they_replace():
     conv = nn.Conv2d(64, 64, 3, padding=1)
     block = make_block("ds2", conv)
