@@ -1,21 +1,29 @@
 """``compressflow run / report / list``.
 
 Exit codes: 0 success; 1 some tasks failed (everything else is still written); 2 bad input
-(a one-line message, no traceback, nothing computed is deleted); 130 interrupted."""
+(a one-line message, no traceback, nothing computed is deleted); 130 interrupted.
+
+Each subcommand imports what it needs when it runs, so ``--help``, ``--version`` and a spec
+that does not parse answer without importing torch, xarray or distributed (seconds each)."""
 
 from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
+    from compressflow import __version__
+
     p = argparse.ArgumentParser(prog="compressflow", description="Model-compression studies as Dask task graphs.")
+    p.add_argument("--version", action="version", version=f"compressflow {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a pipeline spec and write DIR/results.zarr")
     r.add_argument("spec", help="pipeline spec YAML, e.g. tasks/quickstart.yaml")
@@ -24,16 +32,18 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress output")
     rep = sub.add_parser("report", help="write DIR/report/report.md (+ plots) and print it")
     rep.add_argument("out", help="run directory (holding results.zarr)")
-    sub.add_parser("list", help="list registered ops, models, datasets and losses")
+    ls = sub.add_parser("list", help="list registered ops, models, datasets and losses, or one op's parameters")
+    ls.add_argument("op", nargs="?", default=None, help="an op name: print its parameters, types and defaults")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from compressflow._console import console
     from compressflow.errors import InputError
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), console(logging.WARNING if getattr(args, "quiet", False) else logging.INFO):
             warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
             return {"run": _run, "report": _report, "list": _list}[args.command](args)
     except InputError as exc:
@@ -59,10 +69,13 @@ def _show_warning(previous, message, category, filename, lineno, file=None, line
 
 
 def _run(args: argparse.Namespace) -> int:
-    from compressflow.report import summary_table
-    from compressflow.engine.runner import run
+    from compressflow.engine.spec import load_spec
 
-    tree = run(args.spec, cluster=args.cluster, out=args.out, show_progress=not args.quiet)
+    spec = load_spec(args.spec)  # a bad spec is refused before the engine (distributed, xarray) is imported
+    from compressflow.engine.runner import run
+    from compressflow.report import summary_table
+
+    tree = run(spec, cluster=args.cluster, out=args.out, show_progress=not args.quiet)
     out = args.out or f"runs/{tree.attrs['name']}"
     print(summary_table(tree))
     print(f"results: {out}/results.zarr")
@@ -92,11 +105,74 @@ def _report(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     import compressflow.nn.models  # noqa: F401  (registers models)
     import compressflow.engine.spec  # noqa: F401  (registers ops and datasets)
+    from compressflow.errors import InputError
     from compressflow.registries import DATASETS, LOSSES, MODELS, STAGES
 
-    for title, reg in (("ops", STAGES), ("models", MODELS), ("datasets", DATASETS), ("losses", LOSSES)):
-        print(f"{title}: {', '.join(reg.list()) or '-'}")
+    if args.op is None:
+        for title, reg in (("ops", STAGES), ("models", MODELS), ("datasets", DATASETS), ("losses", LOSSES)):
+            print(f"{title}: {', '.join(reg.list()) or '-'}")
+        return 0
+    if args.op not in STAGES:
+        raise InputError(f"list: unknown op {args.op!r}; valid ops: {', '.join(STAGES.list())}")
+    print(_op_table(args.op))
     return 0
+
+
+def _op_table(op: str) -> str:
+    """``compressflow list OP``: the op's summary line, then one row per spec parameter (name,
+    type, default, allowed range) and the inputs it takes from upstream stages (``needs``)."""
+    import inspect
+
+    from compressflow.ops.signature import stage_signature
+    from compressflow.registries import STAGES
+
+    sig = stage_signature(op)
+    rows = [("parameter", "type", "default", "allowed")]
+    for name, info in sig.model.model_fields.items():
+        default = "(required)" if info.is_required() else repr(info.default)
+        rows.append((name, _type_text(info.annotation), default, _bounds_text(info.metadata)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    doc = (inspect.getdoc(STAGES.get(op)) or "").strip().split("\n\n")[0].replace("\n", " ")
+    lines = [f"{op}: {doc}" if doc else op, ""]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    if sig.artifacts:
+        needs = [f"{a}{'' if a in sig.required_artifacts else ' (optional)'}" for a in sig.artifacts]
+        lines += ["", f"needs (upstream stages): {', '.join(needs)}"]
+    return "\n".join(lines)
+
+
+def _type_text(ann: Any) -> str:
+    """A parameter's type as a person writes it: ``int``, ``'sgd' | 'adamw'``, ``tuple[float, ...]``."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if ann is type(None):
+        return "None"
+    if ann is Ellipsis:
+        return "..."
+    if origin is typing.Annotated:
+        return _type_text(args[0])
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_text(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_text(a) for a in args)}]"
+    if isinstance(ann, type):
+        return ann.__name__
+    return str(ann).replace("typing.", "")
+
+
+def _bounds_text(metadata: list[Any]) -> str:
+    """Numeric bounds (pydantic's ``Field(ge=..., lt=...)``) as ``>= 1, < 4``."""
+    ops = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    return ", ".join(f"{sign} {_number(getattr(m, attr))}" for m in metadata for attr, sign in ops.items()
+                     if isinstance(getattr(m, attr, None), (int, float)))
+
+
+def _number(v: float) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 if __name__ == "__main__":  # pragma: no cover

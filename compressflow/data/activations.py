@@ -22,7 +22,6 @@ import zarr.codecs  # an attribute of zarr at runtime, but only an imported subm
 from torch import nn
 
 from compressflow.errors import InputError, one_line
-from compressflow.ops.artifacts import replace_dir
 
 # zstd's frame checksum: a chunk changed after writing fails to decode instead of reading as other numbers
 _CHECKSUMMED = zarr.codecs.ZstdCodec(level=0, checksum=True)
@@ -81,6 +80,9 @@ def write_activations(model: nn.Module, inputs: Mapping[str, torch.Tensor], laye
                             compressors=_CHECKSUMMED,
                         )
                     arr[start:start + len(value)] = value
+
+    # late: importing compressflow.ops registers the built-in ops, and ops.blockwise imports this module
+    from compressflow.ops.artifacts import replace_dir
 
     try:
         replace_dir(Path(path), write)

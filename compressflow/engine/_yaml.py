@@ -11,7 +11,6 @@ from typing import Any
 import yaml
 
 from compressflow.errors import SpecError
-from compressflow.ops.signature import field_path
 
 __all__ = ["MAX_SPEC_BYTES", "MAX_YAML_DEPTH", "MAX_YAML_NODES", "read_yaml"]
 
@@ -137,6 +136,8 @@ class _BoundedLoader(yaml.SafeLoader):
             earlier = first.setdefault((key.tag, key.value), key)
             if earlier is not key:
                 keys = [k for k in self._path if k is not None]
+                from compressflow.ops.signature import field_path  # late: importing compressflow.ops registers the ops
+
                 where = field_path("", *keys) if keys else self._field
                 raise SpecError(f"{where}: duplicate key {key.value!r} at line {key.start_mark.line + 1} of "
                                 f"{self._where!r} (first at line {earlier.start_mark.line + 1}); remove one "

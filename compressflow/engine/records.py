@@ -10,10 +10,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
+
+if TYPE_CHECKING:  # imported where a record is built: a spec check reaches this module without needing xarray
+    import xarray as xr
 
 __all__ = ["Artifact", "Record", "RecordError", "TaskRecord", "Upstream", "read_record"]
 
@@ -113,6 +115,8 @@ class TaskRecord:
             art = rec["artifact"]
             if art is not None and root is not None:
                 art = {**art, "path": str(Path(root) / art["path"])}  # an absolute path stays as it is
+            import xarray as xr
+
             task.record = Record(xr.Dataset.from_dict(rec["metrics"]), Artifact(**art) if art else None)
         return task
 

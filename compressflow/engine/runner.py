@@ -18,6 +18,7 @@ from distributed import Client, as_completed, progress, span
 from distributed.comm.addressing import get_address_host
 from distributed.comm.core import CommClosedError
 
+from compressflow._console import console
 from compressflow.engine.execute import record_path
 from compressflow.engine.cluster import connect
 from compressflow.data import load_splits
@@ -56,7 +57,10 @@ def run(
         Run directory (default ``runs/<spec name>``): ``results.zarr``, ``records/`` (one
         JSON per finished task; a re-run reuses them) and ``artifacts/`` (checkpoints).
     show_progress : bool
-        Print the dashboard link, a progress bar and per-epoch progress lines.
+        Show the dashboard link, a progress bar and per-epoch progress lines. They are logged
+        (logger ``compressflow.engine.runner``, level INFO; warnings at WARNING): unless you
+        attach a handler to the ``compressflow`` logger, they are shown on stderr for the
+        run (:func:`compressflow._console.console`).
 
     Returns
     -------
@@ -78,7 +82,7 @@ def run(
     spec = load_spec(spec)
     out = Path(out) if out is not None else Path("runs") / spec.name
     _check_writable(out)
-    with _run_lock(out):
+    with _run_lock(out), console(logging.INFO if show_progress else logging.WARNING):
         return _run_locked(spec, cluster, out, show_progress)
 
 
@@ -216,7 +220,7 @@ def _check_reused_records(graph: TaskGraph, out: Path) -> None:
     digest, metrics, its artifact present and matching its sha256; a record a downstream
     stage takes an artifact from must have one). A bad record is not reused: it is moved,
     with its artifact if that changed, to ``OUT/rejected/<key>/`` (nothing is deleted), the
-    reason is printed once, here (also with ``--quiet``: it is a warning, not progress), and
+    reason is logged once, here, as a warning (shown also with ``--quiet``), and
     the task runs again."""
     consumed = {k for node in graph.nodes.values() for k in node.needs.values() if isinstance(k, str)}
     for key, node in graph.nodes.items():
@@ -234,7 +238,7 @@ def _check_reused_records(graph: TaskGraph, out: Path) -> None:
         moved = _reject(out, path, why)
         message = (f"compressflow: warning: record {str(path)!r} of stage {node.stage!r} is not reused ({why}); "
                    f"the task runs again; the old record is kept in {str(moved)!r}")
-        print(message, file=sys.stderr, flush=True)
+        log.warning(message)  # shown also under --quiet / show_progress=False: a warning, not progress
 
 
 def _reject(out: Path, record: Path, why: str) -> Path:
@@ -320,9 +324,10 @@ def _run_lock(out: Path):
 
 
 def _printer(enabled: bool):
+    """Progress lines go to the ``compressflow.engine.runner`` logger at INFO."""
     def say(text: str) -> None:
         if enabled:
-            print(f"\r{text}", file=sys.stderr, flush=True)
+            log.info("%s", text)
 
     return say
 

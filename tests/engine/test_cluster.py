@@ -284,7 +284,7 @@ def test_a_port_that_never_answers_fails_within_the_timeout(tmp_path, capsys):
 def test_watchdog_trips_on_repeated_deaths_and_on_no_worker():
     """The watchdog's decisions on the scheduler's worker events (the real-cluster case is
     test_run_whose_workers_keep_dying_stops_with_one_line)."""
-    from compressflow.engine.cluster import WorkerWatchdog
+    from compressflow.engine.watchdog import WorkerWatchdog
 
     dog = WorkerWatchdog(client=None, deaths=3, window_s=10.0, no_worker_s=5.0)
     add = {"action": "add-worker"}
@@ -309,7 +309,8 @@ def test_run_whose_workers_keep_dying_stops_with_one_line(client, tmp_path, monk
     """A worker killed at start by its memory limit is restarted by its nanny every 0.1 s and
     never reaches the scheduler: the run used to wait forever. The floor on memory_limit is
     lowered here to let the watchdog be tested on its own; a finished task's record is kept."""
-    import compressflow.engine.cluster as cluster_mod
+    import compressflow.engine.cluster_options as options_mod
+    import compressflow.engine.watchdog as watchdog_mod
     from compressflow.cli import main
 
     spec = {"name": "dying", "stages": {"a": {"op": "wait"}}}
@@ -320,8 +321,8 @@ def test_run_whose_workers_keep_dying_stops_with_one_line(client, tmp_path, monk
     spec["stages"]["b"] = {"op": "wait", "params": {"seconds": 1.0}}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
     (tmp_path / "c.yaml").write_text("n_workers: 1\nmemory_limit: 1MB\ndashboard_address: ':0'\n")
-    monkeypatch.setattr(cluster_mod, "MIN_MEMORY_LIMIT", 0)
-    monkeypatch.setitem(cluster_mod.WATCHDOG, "no_worker_s", 3.0)
+    monkeypatch.setattr(options_mod, "MIN_MEMORY_LIMIT", 0)
+    monkeypatch.setitem(watchdog_mod.WATCHDOG, "no_worker_s", 3.0)
     t0 = time.monotonic()
     code = main(["run", str(tmp_path / "s.yaml"), "--cluster", str(tmp_path / "c.yaml"), "--out", str(out), "--quiet"])
     assert code == 2 and time.monotonic() - t0 < 150
@@ -345,3 +346,38 @@ def test_resource_request_no_worker_can_meet_is_refused_not_waited_for(amount):
         _check_resources({"tls://127.0.0.1:1": {"resources": {"GPU": 1}}}, graph)
     _check_resources({"tls://127.0.0.1:1": {"resources": {"GPU": 1}}},
                      SimpleNamespace(stages={"teacher": [SimpleNamespace(resources={"GPU": 1})]}))
+
+
+_DEFAULTS = ("import dask, compressflow.engine.cluster\n"
+             "print([dask.config.get(k) for k in ('distributed.scheduler.worker-saturation', "
+             "'distributed.worker.profile.enabled', 'distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_')])")
+
+
+@pytest.mark.parametrize("env, yaml_config, expected", [
+    ({}, None, [1.0, False, None]),  # compressflow's defaults
+    ({"DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "2.5"}, None, [2.5, False, None]),  # the user's variable wins
+    ({}, {"distributed": {"worker": {"profile": {"enabled": True}}}}, [1.0, True, None]),  # the user's YAML wins
+    ({"DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.1"}, None, [1.1, False, None]),  # also Dask's own value
+])
+def test_tuned_worker_settings_are_dask_defaults_the_user_overrides(tmp_path, env, yaml_config, expected):
+    import os
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    environ["DASK_CONFIG"] = str(tmp_path)  # no ~/.config/dask of the machine's user
+    if yaml_config is not None:
+        (tmp_path / "user.yaml").write_text(yaml.safe_dump(yaml_config))
+    environ["PYTHONPATH"] = os.pathsep.join([str(Path(compressflow.__file__).parents[1]), environ.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", _DEFAULTS], env={**environ, **env}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == repr(expected)
+
+
+def test_embedded_cluster_settings_apply_in_this_process():
+    import dask
+
+    from compressflow.engine.cluster import WORKER_CONFIG
+
+    assert {k: dask.config.get(k) for k in WORKER_CONFIG} == WORKER_CONFIG

@@ -1,0 +1,230 @@
+"""What a cluster spec may say: one table of the options (``OPTIONS``), what each allows and
+its check, and reading a cluster spec file. Everything here runs before any cluster starts, so
+a bad option fails with one line and nothing to clean up."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import math
+import os
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dask.utils import format_bytes, parse_bytes
+
+from compressflow.engine._yaml import read_yaml
+from compressflow.engine.cluster_kinds import OPTIONAL_KINDS, SECURITY_CHOICES
+from compressflow.errors import SpecError
+
+__all__ = ["ADDRESS_SCHEMES", "KINDS", "LOCAL_DEFAULTS", "MIN_MEMORY_LIMIT", "OPTIONS", "Option", "check_options",
+           "load_cluster_spec"]
+
+KINDS = ("local", "address", *OPTIONAL_KINDS)
+
+LOCAL_DEFAULTS: dict[str, Any] = {
+    "n_workers": None,  # None: min(cores, 4)
+    "threads_per_worker": 1,
+    "torch_threads": None,  # None: cores // n_workers
+    "host": "127.0.0.1",
+    "dashboard_address": "127.0.0.1:8787",
+    "memory_limit": "auto",
+}
+
+#: The least memory a worker may be given: a worker process that has imported torch,
+#: torchvision and CodeCarbon holds ~400 MiB before its first task, and Dask's nanny restarts
+#: a worker above 95 % of its limit, so a smaller limit restarts it forever without a task run.
+MIN_MEMORY_LIMIT = 512 * 2**20
+
+#: Dask's comm schemes that reach a scheduler on another process or machine.
+ADDRESS_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
+
+
+# ---------------------------------------------------------------------------------------
+# Options: one table of what a cluster spec may say, each with its check
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Option:
+    """A cluster-spec option: ``check(value)`` returns the value to use or raises ValueError;
+    ``allowed`` says what is valid, for the error message."""
+
+    check: Callable[[Any], Any]
+    allowed: str
+
+
+def _whole(low: int, high: int, null: bool = False) -> Callable[[Any], Any]:
+    def check(v: Any) -> Any:
+        if v is None and null:
+            return None
+        # bool is an int in Python and a float like 1.5 or .inf would be truncated: refuse both
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise ValueError
+        return v
+
+    return check
+
+
+def _seconds(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= 86400:
+        raise ValueError
+    return float(v)
+
+
+def _host(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise ValueError
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(v))
+    if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
+                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*", v):
+        raise ValueError
+    try:
+        socket.getaddrinfo(v, None)
+    except (OSError, UnicodeError):
+        raise ValueError from None
+    return v
+
+
+def _port(text: str, low: int) -> int:
+    if not re.fullmatch(r"\d{1,5}", text) or not low <= int(text) <= 65535:
+        raise ValueError
+    return int(text)
+
+
+def _split_host_port(text: str) -> tuple[str, str]:
+    m = re.fullmatch(r"\[(?P<v6>[0-9A-Fa-f:.]+)\]:(?P<p>[^:]*)|(?P<h>[^:\[\]]*):(?P<q>[^:]*)", text)
+    if not m:
+        raise ValueError
+    return (m["v6"], m["p"]) if m["v6"] is not None else (m["h"], m["q"])
+
+
+def _dashboard(v: Any) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise ValueError
+    host, port = _split_host_port(v)
+    if host:
+        _host(host)
+    _port(port, 0)
+    return v
+
+
+def _memory(v: Any) -> str | int:
+    if v == "auto":
+        return v
+    if isinstance(v, bool) or not isinstance(v, (str, int)):
+        raise ValueError
+    try:
+        size = parse_bytes(v) if isinstance(v, str) else v
+    except ValueError:
+        raise ValueError from None
+    if size < MIN_MEMORY_LIMIT:
+        raise ValueError
+    return v
+
+
+def _address(v: Any) -> str:
+    if not isinstance(v, str) or "://" not in v:
+        raise ValueError
+    scheme, rest = v.split("://", 1)
+    if scheme not in ADDRESS_SCHEMES:
+        raise ValueError
+    host, port = _split_host_port(rest)
+    if not host or not re.fullmatch(r"[A-Za-z0-9.\-:]+", host):
+        raise ValueError
+    _port(port, 1)
+    return v
+
+
+def _security(v: Any) -> Any:
+    return v  # checked (and built) by cluster_kinds.security, which names the bad setting itself
+
+
+_COUNT = "a whole number from {} to {}"
+OPTIONS: dict[str, Option] = {
+    "n_workers": Option(_whole(1, 1024, null=True), _COUNT.format(1, 1024) + ", or null for min(cores, 4)"),
+    "threads_per_worker": Option(_whole(1, 1024), _COUNT.format(1, 1024)),
+    "torch_threads": Option(_whole(1, 1024, null=True), _COUNT.format(1, 1024) + ", or null for cores // n_workers"),
+    "host": Option(_host, "an IP address or host name of this machine, e.g. 127.0.0.1"),
+    "dashboard_address": Option(_dashboard, "'HOST:PORT' or ':PORT' with PORT from 0 (any free port) to 65535, "
+                                            "or null for no dashboard"),
+    "memory_limit": Option(_memory, f"'auto' or a size per worker of at least {format_bytes(MIN_MEMORY_LIMIT)} "
+                                    f"(what a torch worker needs), e.g. 4GiB"),
+    "security": Option(_security, SECURITY_CHOICES),
+    "address": Option(_address, f"SCHEME://HOST:PORT with SCHEME one of {', '.join(ADDRESS_SCHEMES)} and PORT "
+                                f"from 1 to 65535, e.g. tcp://127.0.0.1:8786"),
+    "timeout": Option(_seconds, "a number of seconds above 0 (at most 86400), e.g. 10"),
+    "jobs": Option(_whole(1, 10000), _COUNT.format(1, 10000)),
+    "gpus_per_job": Option(_whole(0, 64), _COUNT.format(0, 64)),
+}
+
+#: The options each kind takes; the optional kinds pass any other key on to their library.
+_KIND_OPTIONS = {
+    "local": (*LOCAL_DEFAULTS, "security"),
+    "address": ("address", "timeout", "security"),
+    "local-cuda": (*LOCAL_DEFAULTS, "security"),
+    "slurm": ("jobs", "gpus_per_job", "security"),
+}
+
+
+def check_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Check a cluster spec's options against ``OPTIONS``; return them as the cluster takes them.
+
+    Raises
+    ------
+    SpecError
+        One line naming the option, quoting the bad value and saying what is allowed.
+    """
+    if kind not in KINDS:
+        raise SpecError(f"--cluster: kind {kind!r} is not supported; valid kinds: {', '.join(KINDS)}")
+    known = _KIND_OPTIONS[kind]
+    if kind in ("local", "address"):
+        unknown = sorted(set(options) - set(known), key=str)
+        if unknown:
+            raise SpecError(f"--cluster: unknown option {unknown[0]!r} for a{'n' if kind == 'address' else ''} "
+                            f"{kind} cluster; valid: {', '.join(known)}")
+    if kind == "address" and "address" not in options:
+        raise SpecError("--cluster: an 'address' cluster spec needs 'address' (e.g. tcp://127.0.0.1:8786); "
+                        "it also takes 'timeout' and 'security'")
+    checked = dict(options)
+    for name, value in options.items():
+        option = OPTIONS.get(name) if name in known else None
+        if option is None:
+            continue
+        try:
+            checked[name] = option.check(value)
+        except ValueError:
+            raise SpecError(f"--cluster: {name}: {value!r} is not allowed; give {option.allowed}") from None
+    return checked
+
+
+# ---------------------------------------------------------------------------------------
+# Reading a cluster spec file
+# ---------------------------------------------------------------------------------------
+
+def load_cluster_spec(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a cluster spec YAML: ``kind`` (``local`` by default, ``address``,
+    ``local-cuda`` or ``slurm``) plus its options (see ``OPTIONS``).
+
+    Raises
+    ------
+    SpecError
+        Unreadable, not UTF-8, not valid or unbounded YAML (duplicate keys, deep nesting and
+        alias expansion included; see :func:`compressflow.engine._yaml.read_yaml`), not a mapping,
+        unknown kind, unknown option or bad value (one line).
+    """
+    where = repr(str(path))
+    raw = read_yaml(path, field="--cluster", what="a cluster spec")
+    if not isinstance(raw, dict):
+        raise SpecError(f"--cluster: {where} must be a mapping with a 'kind' key (one of {', '.join(KINDS)}), "
+                        f"got {type(raw).__name__}")
+    raw = dict(raw)
+    kind = raw.pop("kind", "local")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise SpecError(f"--cluster: kind {kind!r} in {where} is not supported; valid kinds: {', '.join(KINDS)}")
+    return {"kind": kind, **check_options(kind, raw)}
