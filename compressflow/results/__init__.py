@@ -27,7 +27,6 @@ from compressflow.errors import InputError, SpecError, one_line
 from compressflow.engine.graph import TaskGraph
 from compressflow.engine.records import TaskRecord
 from compressflow.registries import SUMMARIES
-from compressflow.results import kd_comparison as _kd_comparison  # noqa: F401  (registers the study-level tables)
 from compressflow.ops.artifacts import replace_dir
 
 __all__ = ["build_results", "check_results_store", "open_results", "save_results", "summary_rows", "summary_table"]
