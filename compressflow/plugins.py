@@ -26,7 +26,6 @@ imported again there: restart the workers after editing a plugin.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -44,7 +43,7 @@ from typing import Any, Literal
 from compressflow.errors import InputError, SpecError, one_line
 
 __all__ = ["BUILTIN_MODULES", "ENTRY_POINT_GROUP", "MAX_PLUGIN_BYTES", "Plugin", "PluginError", "ShipPlugin",
-           "dedupe", "import_plugins", "install", "load", "resolve"]
+           "dedupe", "files_of", "import_plugins", "install", "load", "resolve"]
 
 log = logging.getLogger("compressflow.plugins")
 
@@ -300,7 +299,7 @@ def _same_origin(module: ModuleType, plugin: Plugin) -> bool:
         return False
 
 
-def _files_of(plugin: Plugin) -> dict[str, bytes]:
+def files_of(plugin: Plugin) -> dict[str, bytes]:
     """Relative path → bytes of what a file or package plugin ships (no caches, no hidden files)."""
     if plugin.path is None:
         return {}
@@ -324,51 +323,6 @@ def _files_of(plugin: Plugin) -> dict[str, bytes]:
     return files
 
 
-try:  # a plain base class where distributed is missing, so the module imports anywhere
-    from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPlugin
-except ImportError:  # pragma: no cover
-    _WorkerPlugin = object  # type: ignore[assignment,misc]
-
-
-class ShipPlugin(_WorkerPlugin):  # type: ignore[misc,valid-type]
-    """A Dask worker plugin that makes one compressflow plugin importable on a worker and
-    imports it, in ``setup`` (before the worker takes a task).
-
-    A file or package travels inside the plugin and is written to
-    ``<worker local directory>/compressflow-plugins/<digest>/``, which goes on ``sys.path``;
-    a module name must be importable on the worker (installed there).
-
-    Parameters
-    ----------
-    plugin : Plugin
-        From :func:`import_plugins`.
-    """
-
-    def __init__(self, plugin: Plugin) -> None:
-        self.module = plugin.module
-        self.where = plugin.where
-        self.files = _files_of(plugin)
-        digest = hashlib.sha256()
-        for rel, data in sorted(self.files.items()):
-            digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
-        self.digest = digest.hexdigest()[:16]
-        self.name = f"compressflow-plugin-{plugin.module}"
-
-    def setup(self, worker: Any) -> None:
-        if self.files:
-            root = Path(worker.local_directory, "compressflow-plugins", self.digest)
-            for rel, data in self.files.items():
-                path = root / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-            if str(root) not in sys.path:
-                sys.path.insert(0, str(root))
-        if self.module not in sys.modules:  # an in-process worker shares the client's modules
-            importlib.invalidate_caches()
-            importlib.import_module(self.module)
-        log.info("plugin %s (%s) imported on worker %s", self.module, self.where, worker.address)
-
-
 def install(client: Any, plugins: Iterable[Plugin]) -> None:
     """Register every plugin with the scheduler as a :class:`ShipPlugin`: current workers
     import it now, workers that join later before their first task.
@@ -381,6 +335,8 @@ def install(client: Any, plugins: Iterable[Plugin]) -> None:
     """
     from distributed.comm.core import CommClosedError
 
+    from compressflow._ship import ShipPlugin
+
     for plugin in plugins:
         try:
             client.register_plugin(ShipPlugin(plugin), name=f"compressflow-plugin-{plugin.module}")
@@ -389,6 +345,14 @@ def install(client: Any, plugins: Iterable[Plugin]) -> None:
         except Exception as exc:
             raise PluginError(f"{plugin.where}: importing {plugin.source!r} on a worker failed: "
                               f"{type(exc).__name__}: {one_line(exc)}; install what it needs on the workers") from exc
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ShipPlugin":  # on demand: it imports distributed, which a spec check does not need
+        from compressflow._ship import ShipPlugin
+
+        return ShipPlugin
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def dedupe(plugins: Iterable[Plugin]) -> list[Plugin]:
