@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from compressflow import plugins
+from compressflow import plugins, registries
 from compressflow._registry import Registry
 from compressflow.engine.spec import load_spec
 from compressflow.errors import SpecError
@@ -127,7 +127,14 @@ def _entry_points(monkeypatch, *values: str) -> None:
            for i, v in enumerate(values)]
     monkeypatch.setattr(importlib.metadata, "entry_points",
                         lambda group=None: [e for e in eps if e.group == group])
+    _unload(monkeypatch)
+
+
+def _unload(monkeypatch) -> None:
+    """As in a fresh process: nothing loaded, every registry loads on its next lookup."""
     plugins._state.update(done=False, error=None)
+    for reg in (BLOCKS, DATASETS, LOSSES, MODELS, STAGES, SUMMARIES):
+        monkeypatch.setattr(reg, "_loader", registries._load)
 
 
 def test_entry_points_register_on_first_lookup(fresh_names, monkeypatch, tmp_path):
@@ -163,7 +170,7 @@ def test_an_installed_distribution_entry_point_is_found(fresh_names, monkeypatch
     (tmp_path / "cf_demo_ops.py").write_text(
         "from compressflow.registries import DATASETS\n@DATASETS.register\ndef demo_set(**kw):\n    return 'demo'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    plugins._state.update(done=False, error=None)
+    _unload(monkeypatch)
     assert DATASETS.get("demo_set")() == "demo"
 
 
