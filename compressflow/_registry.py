@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -22,6 +22,11 @@ class Registry(Generic[T]):
     ----------
     kind : str
         What the registry holds (``"model"``, ``"stage"``, ...); used in error messages.
+    loader : callable, optional
+        Called before the first lookup (``get``, ``list``, ``in``, iteration, ``len``) until
+        it returns True: it imports the modules that register the built-in and plugin names
+        (:func:`compressflow.plugins.load`), so nothing is imported for its side effects
+        until a name is needed. Registering never calls it.
 
     Examples
     --------
@@ -35,9 +40,16 @@ class Registry(Generic[T]):
     ['tiny']
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, loader: Callable[[], bool] | None = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._loader = loader
+
+    def _load(self) -> None:
+        # False while the load is still under way in this thread (a module it imports may
+        # look a name up): keep asking until it has finished
+        if self._loader is not None and self._loader():
+            self._loader = None
 
     def register(self, obj: T | None = None, *, name: str | None = None):
         """Register ``obj`` under ``name`` (default: its ``__name__``); usable as a decorator.
@@ -74,6 +86,7 @@ class Registry(Generic[T]):
         UnknownNameError
             If ``name`` is not registered; the message lists the valid names.
         """
+        self._load()
         try:
             return self._items[name]
         except (KeyError, TypeError):
@@ -84,15 +97,18 @@ class Registry(Generic[T]):
 
     def list(self) -> list[str]:
         """Sorted registered names."""
+        self._load()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.list())
 
     def __len__(self) -> int:
+        self._load()
         return len(self._items)
 
     def __repr__(self) -> str:
@@ -120,8 +136,8 @@ class OpRegistry(Registry[T]):
     (1, 2)
     """
 
-    def __init__(self, kind: str) -> None:
-        super().__init__(kind)
+    def __init__(self, kind: str, *, loader: Callable[[], bool] | None = None) -> None:
+        super().__init__(kind, loader=loader)
         self._versions: dict[str, int] = {}
 
     def register(self, obj: T | None = None, *, name: str | None = None, version: int = 1):

@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--cluster", default=None, help="cluster spec YAML or tcp://host:port (default: embedded LocalCluster)")
     r.add_argument("--out", default=None, help="run directory (default: runs/<spec name>)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--plugin", action="append", default=[], metavar="PATH_OR_MODULE",
+                   help="a .py file, package folder or module of your own ops/models, imported here and on "
+                        "every worker (repeatable)")
     rep = sub.add_parser("report", help="write DIR/report/report.md (+ plots) and print it")
     rep.add_argument("out", help="run directory (holding results.zarr)")
     ls = sub.add_parser("list", help="list registered ops, models, datasets and losses, or one op's parameters")
@@ -70,12 +73,14 @@ def _show_warning(previous, message, category, filename, lineno, file=None, line
 
 def _run(args: argparse.Namespace) -> int:
     from compressflow.engine.spec import load_spec
+    from compressflow.plugins import import_plugins
 
+    plugins = import_plugins(args.plugin, field="--plugin")  # so a bad one is named --plugin
     spec = load_spec(args.spec)  # a bad spec is refused before the engine (distributed, xarray) is imported
     from compressflow.engine.runner import run
     from compressflow.report import summary_table
 
-    tree = run(spec, cluster=args.cluster, out=args.out, show_progress=not args.quiet)
+    tree = run(spec, cluster=args.cluster, out=args.out, plugins=plugins, show_progress=not args.quiet)
     out = args.out or f"runs/{tree.attrs['name']}"
     print(summary_table(tree))
     print(f"results: {out}/results.zarr")
@@ -103,8 +108,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    import compressflow.nn.models  # noqa: F401  (registers models)
-    import compressflow.engine.spec  # noqa: F401  (registers ops and datasets)
     from compressflow.errors import InputError
     from compressflow.registries import DATASETS, LOSSES, MODELS, STAGES
 

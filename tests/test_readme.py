@@ -2,6 +2,7 @@
 written, and its spec examples validate."""
 
 import re
+import sys
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from test_plugins import fresh_names  # noqa: E402,F401  (a fixture: user names do not leak into other tests)
 
 
 def setup_commands() -> list[str]:
@@ -60,3 +63,45 @@ def test_readme_spec_example_validates(index):
 
     spec = load_spec(yaml.safe_load(readme_blocks("yaml")[index]))
     assert spec.order()
+
+
+def plugin_example() -> tuple[str, str, str]:
+    """The "Writing your own op" section's file, spec and command, as written."""
+    section = (ROOT / "README.md").read_text().split("## Writing your own op", 1)[1].split("\n## ", 1)[0]
+    [ops] = re.findall(r"```python my_ops\.py\n(.+?)\n```", section, flags=re.S)
+    [spec] = re.findall(r"```yaml my_study\.yaml\n(.+?)\n```", section, flags=re.S)
+    [command] = re.findall(r"```bash\n(compressflow run .+?)\n```", section)
+    return ops, spec, command
+
+
+def test_readme_plugin_example_is_short_and_validates(tmp_path, fresh_names):
+    from compressflow import MODELS, STAGES, load_spec
+
+    ops, spec, command = plugin_example()
+    assert len(ops.splitlines()) <= 32 and command == "compressflow run my_study.yaml --plugin my_ops.py"
+    (tmp_path / "my_ops.py").write_text(ops + "\n")
+    (tmp_path / "my_study.yaml").write_text(yaml.safe_dump({**yaml.safe_load(spec), "plugins": ["my_ops.py"]}))
+    loaded = load_spec(tmp_path / "my_study.yaml")
+    assert set(loaded.order()) == {"probe", "teacher"} and loaded.plugins == (str(tmp_path / "my_ops.py"),)
+    assert "probe" in STAGES and "tiny_mlp" in MODELS
+
+
+@pytest.mark.slow
+def test_readme_plugin_example_runs_as_written(tmp_path, monkeypatch, fresh_names, capsys):
+    """The README's command, on the embedded cluster: the file reaches its worker processes."""
+    import shlex
+
+    import compressflow
+    from compressflow.cli import main
+
+    ops, spec, command = plugin_example()
+    (tmp_path / "my_ops.py").write_text(ops + "\n")
+    (tmp_path / "my_study.yaml").write_text(spec + "\n")
+    monkeypatch.chdir(tmp_path)
+    assert main([*shlex.split(command)[1:], "--quiet"]) == 0, capsys.readouterr().err
+    tree = compressflow.open_results(tmp_path / "runs" / "my_study")
+    assert set(tree["tasks"]["status"].values) == {"ok"}
+    probe = tree["probe"].to_dataset()
+    assert probe.sizes["seed"] == 2 and (probe.params == 874).all()  # (16*32 + 32) + (32*10 + 10)
+    assert float(probe.accuracy.min()) > 0.6  # 50 full-batch steps on digits (chance: 0.1); 0.80 here
+    assert int(tree["teacher"]["params"]) == 874 and float(tree["teacher"]["accuracy"]) > 0.3  # 0.55 here

@@ -11,6 +11,7 @@ import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import xarray as xr
@@ -29,6 +30,8 @@ from compressflow.engine.records import RecordError, TaskRecord, read_record
 from compressflow.results import build_results, open_results, check_results_store, save_results
 from compressflow.engine.scheduling import assign, durations_from_ledger
 from compressflow.engine.spec import PipelineSpec, load_spec
+from compressflow.plugins import Plugin, dedupe, import_plugins
+from compressflow.plugins import install as install_plugins
 from compressflow.ops.artifacts import artifact_problem
 
 __all__ = ["run"]
@@ -41,6 +44,7 @@ def run(
     cluster: Any = None,
     out: str | os.PathLike | None = None,
     *,
+    plugins: Sequence[str | os.PathLike | Plugin] = (),
     show_progress: bool = True,
 ) -> xr.DataTree:
     """Run a compression study and return its results.
@@ -56,6 +60,11 @@ def run(
     out : path, optional
         Run directory (default ``runs/<spec name>``): ``results.zarr``, ``records/`` (one
         JSON per finished task; a re-run reuses them) and ``artifacts/`` (checkpoints).
+    plugins : sequence of str
+        Your own ops, models, datasets, ...: ``.py`` files, package folders (relative to the
+        working directory) or module names, imported here before the spec is validated and
+        on every worker, present and future, before it runs a task (with the spec's own
+        ``plugins``; see :mod:`compressflow.plugins`).
     show_progress : bool
         Show the dashboard link, a progress bar and per-epoch progress lines. They are logged
         (logger ``compressflow.engine.runner``, level INFO; warnings at WARNING): unless you
@@ -71,7 +80,7 @@ def run(
     Raises
     ------
     InputError
-        Bad spec, data location, cluster or output directory — before any task runs.
+        Bad spec, plugin, data location, cluster or output directory — before any task runs.
 
     Examples
     --------
@@ -79,19 +88,23 @@ def run(
     >>> float(tree["teacher"]["accuracy"])                          # doctest: +SKIP
     0.96
     """
+    extra = import_plugins([os.fspath(p) if isinstance(p, os.PathLike) else p for p in plugins])
     spec = load_spec(spec)
+    shipped = dedupe([*import_plugins(spec.plugins), *extra])  # the spec's are absolute by now
     out = Path(out) if out is not None else Path("runs") / spec.name
     _check_writable(out)
     with _run_lock(out), console(logging.INFO if show_progress else logging.WARNING):
-        return _run_locked(spec, cluster, out, show_progress)
+        return _run_locked(spec, cluster, out, show_progress, shipped)
 
 
-def _run_locked(spec: PipelineSpec, cluster: Any, out: Path, show_progress: bool) -> xr.DataTree:
+def _run_locked(spec: PipelineSpec, cluster: Any, out: Path, show_progress: bool,
+                plugins: list[Plugin]) -> xr.DataTree:
     check_results_store(out)
     load_splits(**spec.data.options())  # a missing dataset directory fails here, not on a worker
     graph = build_graph(spec, out.resolve())
     _check_reused_records(graph, out.resolve())
     with connect(cluster) as client:
+        install_plugins(client, plugins)  # before any task: workers look the ops up by name
         say = _printer(show_progress)
         say(f"compressflow: {len(graph.nodes)} tasks in {len(graph.stages)} stages; dashboard {client.dashboard_link}")
         workers = client.scheduler_info(n_workers=-1)["workers"]  # address -> info, read once

@@ -25,9 +25,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from compressflow import ops as _ops  # noqa: F401  (registers the built-in ops)
 from compressflow.engine._yaml import MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, read_yaml
 from compressflow.errors import SpecError
+from compressflow.plugins import import_plugins
 from compressflow.registries import DATASETS, STAGES, SUMMARIES
 from compressflow.ops.signature import (Seed, check_numbers, describe_error, field_path, shown, stage_signature,
                                             yaml_tuples)
@@ -149,6 +149,10 @@ class PipelineSpec(BaseModel):
     data: DataSpec = Field(default_factory=DataSpec)
     energy: EnergySpec = Field(default_factory=EnergySpec)
     stages: dict[str, StageSpec] = Field(min_length=1)
+    #: user extensions imported on the client and every worker (:mod:`compressflow.plugins`):
+    #: ``.py`` files, package folders (relative to the spec file's folder) or module names;
+    #: kept as absolute paths once loaded
+    plugins: yaml_tuples(tuple[str, ...]) = ()
 
     @field_validator("stages", mode="before")
     @classmethod
@@ -166,7 +170,7 @@ class PipelineSpec(BaseModel):
 
 
 def load_spec(spec: str | os.PathLike | Mapping[str, Any] | PipelineSpec) -> PipelineSpec:
-    """Load and validate a pipeline spec.
+    """Load and validate a pipeline spec; import its ``plugins`` first.
 
     Parameters
     ----------
@@ -206,6 +210,9 @@ def load_spec(spec: str | os.PathLike | Mapping[str, Any] | PipelineSpec) -> Pip
         raise SpecError(f"spec: the top level must be a mapping of name, data, energy and stages, got {kind} "
                         f"({shown(raw)})")
     check_numbers(raw, "", max_depth=MAX_YAML_DEPTH)
+    if "plugins" in raw:  # imported first: the stages may use their ops, models and datasets
+        base = Path(spec).parent if isinstance(spec, (str, os.PathLike)) else Path.cwd()
+        raw["plugins"] = [p.source for p in import_plugins(raw["plugins"], base, field="plugins")]
     try:
         parsed = PipelineSpec.model_validate(raw)
     except ValidationError as exc:

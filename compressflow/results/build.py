@@ -25,7 +25,6 @@ from compressflow.errors import SpecError
 from compressflow.engine.graph import TaskGraph
 from compressflow.engine.records import TaskRecord
 from compressflow.registries import SUMMARIES
-import compressflow.results.kd_comparison  # noqa: F401  (registers the study-level tables)
 
 __all__ = ["LEDGER_GROUP", "RECORDED_SUFFIX", "STAGE_LEDGER", "build_results"]
 

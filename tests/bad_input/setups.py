@@ -25,6 +25,16 @@ def out_is_a_file(tmp: Path, out: Path) -> None:
     out.write_text("not a directory\n")
 
 
+# -- area: spec plugins ---------------------------------------------------------------------
+
+@setup
+def plugin_files(tmp: Path, out: Path) -> None:
+    """Plugins beside the spec: one whose import raises, one registering a built-in op's name."""
+    (tmp / "boom.py").write_text("raise RuntimeError('this plugin needs a GPU')\n")
+    (tmp / "dup_train.py").write_text("from compressflow.registries import STAGES\n\n\n"
+                                      "@STAGES.register\ndef train(ctx):\n    pass\n")
+
+
 # -- area: rundir (the run directory: results store, records, lock) ---------------------------
 
 _held_locks: list = []  # open files holding a run lock for the rest of this process

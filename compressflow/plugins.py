@@ -1,0 +1,363 @@
+"""User extensions (ops, models, datasets, losses, ...) on the client and on every worker.
+
+Names are looked up in :mod:`compressflow.registries` by string, on the client (to validate a
+spec) and on the worker that runs a task, so whatever registers a name must be imported in
+both places. Two doors:
+
+* **Installed plugins**: a package declares an entry point in the group ``compressflow.plugins``
+  (``[project.entry-points."compressflow.plugins"] my_ops = "my_package.ops"``). :func:`load`
+  imports it, with compressflow's built-in modules, the first time a registry is looked up,
+  in every process, so each worker that has the package installed has its names.
+* **Plugins of a run**: ``compressflow run SPEC --plugin PATH_OR_MODULE``, the spec key
+  ``plugins: [...]`` or ``compressflow.run(spec, plugins=[...])``. Each entry is a ``.py``
+  file, a package folder (holding ``__init__.py``) or an importable module name.
+  :func:`import_plugins` imports it on the client, before the spec is validated, and
+  :func:`install` registers a :class:`ShipPlugin` with the scheduler: the scheduler hands it
+  to every current worker and to every worker that joins later, before that worker takes a
+  task; it writes the file or folder into the worker's local directory and imports it there.
+
+Why not Dask's ``UploadFile`` / ``UploadDirectory``: ``UploadFile`` *reloads* the module on
+every registration, which runs its ``@register`` decorators again (a registry refuses a name
+twice), and ``UploadDirectory`` is a nanny plugin that only unpacks (workers started with
+``--no-nanny`` never get it, and nothing is imported). A module already imported in a process
+(an in-process worker shares the client's modules; a second run on a long-lived cluster) is not
+imported again there: restart the workers after editing a plugin.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+from compressflow.errors import InputError, SpecError, one_line
+
+__all__ = ["BUILTIN_MODULES", "ENTRY_POINT_GROUP", "MAX_PLUGIN_BYTES", "Plugin", "PluginError", "ShipPlugin",
+           "dedupe", "files_of", "import_plugins", "install", "load", "resolve"]
+
+log = logging.getLogger("compressflow.plugins")
+
+#: the entry-point group an installed package declares its compressflow modules in
+ENTRY_POINT_GROUP = "compressflow.plugins"
+#: the modules whose import registers compressflow's own names
+BUILTIN_MODULES = ("compressflow.nn.losses", "compressflow.nn.blocks", "compressflow.nn.models", "compressflow.data",
+                   "compressflow.ops", "compressflow.results.kd_comparison")
+#: the most a shipped file or folder may hold: it travels through the scheduler to every worker
+MAX_PLUGIN_BYTES = 32 * 2**20
+
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_KINDS = "a .py file, a package folder (with __init__.py) or a module name"
+
+
+class PluginError(InputError):
+    """A plugin that cannot be imported (on the client or on a worker); the message names it
+    and the cause, which is chained."""
+
+
+# --- built-ins and installed plugins, loaded on first lookup ----------------------------------
+
+_lock = threading.RLock()  # re-entrant: a module being loaded may look a name up (see load)
+_state: dict[str, Any] = {"done": False, "loading": False, "error": None}
+
+
+def load() -> bool:
+    """Import compressflow's built-in modules and every entry point of the group
+    ``compressflow.plugins``, once per process.
+
+    The registries call this on their first lookup, so it rarely needs calling directly.
+    An entry point names a module (imported) or a function (imported and called with no
+    arguments).
+
+    Returns
+    -------
+    bool
+        True once everything is loaded; False when called again, from the same thread,
+        by a module that the load is importing (the registry asks again later).
+
+    Raises
+    ------
+    PluginError
+        An entry point failed to import; raised again on every later lookup (a half-loaded
+        plugin must not pass for a missing name).
+    """
+    if _state["done"]:
+        return True
+    with _lock:  # other threads wait here until the first one has loaded everything
+        if _state["done"]:
+            return True
+        if _state["error"] is not None:
+            error = _state["error"]
+            raise PluginError(str(error)) from error.__cause__
+        if _state["loading"]:
+            return False
+        _state["loading"] = True
+        try:
+            for name in BUILTIN_MODULES:
+                importlib.import_module(name)
+            for ep in _entry_points():
+                _load_entry_point(ep)
+        except PluginError as exc:
+            _state["error"] = exc
+            raise
+        finally:
+            _state["loading"] = False
+        _state["done"] = True
+    return True
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    seen: set[str] = set()
+    unique = []
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value not in seen:  # the same distribution found twice on sys.path
+            seen.add(ep.value)
+            unique.append(ep)
+    return unique
+
+
+def _load_entry_point(ep: importlib.metadata.EntryPoint) -> None:
+    try:
+        obj = ep.load()
+        if callable(obj) and not isinstance(obj, (ModuleType, type)):
+            obj()
+    except Exception as exc:
+        dist = getattr(getattr(ep, "dist", None), "name", None)
+        origin = f" of package {dist!r}" if dist else ""
+        raise PluginError(
+            f"plugin entry point {ep.name!r} = {ep.value!r}{origin} (group {ENTRY_POINT_GROUP!r}) failed to load: "
+            f"{type(exc).__name__}: {one_line(exc)}; fix or uninstall that package"
+        ) from exc
+
+
+# --- plugins of a run: resolve, import on the client, ship to the workers ---------------------
+
+@dataclass(frozen=True)
+class Plugin:
+    """One plugin of a run, resolved.
+
+    Attributes
+    ----------
+    kind : {"file", "package", "module"}
+        A ``.py`` file, a package folder or an importable module name.
+    module : str
+        The name it is imported under (the file's stem, the folder's name, the module name).
+    path : str or None
+        The absolute path of the file or folder; None for a module name.
+    where : str
+        The field it came from, for messages (``plugins[0]``, ``--plugin``).
+    """
+
+    kind: Literal["file", "package", "module"]
+    module: str
+    path: str | None
+    where: str
+
+    @property
+    def source(self) -> str:
+        """What the spec keeps: the absolute path, or the module name."""
+        return self.path or self.module
+
+
+def resolve(entry: Any, base: str | os.PathLike, where: str) -> Plugin:
+    """Resolve one plugin entry; a relative path is taken from ``base``.
+
+    Raises
+    ------
+    SpecError
+        One line naming ``where``: not a string, a missing file, a file that is not ``.py``,
+        a folder without ``__init__.py``, or a name that is neither a path nor a module name.
+
+    Examples
+    --------
+    >>> resolve("numpy.linalg", ".", "plugins[0]").kind
+    'module'
+    >>> resolve("my-ops", ".", "plugins[1]")
+    Traceback (most recent call last):
+    ...
+    compressflow.errors.SpecError: plugins[1]: 'my-ops' is not a file, a folder or a module name; give a .py file, a package folder (with __init__.py) or a module name
+    """
+    if not isinstance(entry, str) or not entry.strip():
+        raise SpecError(f"{where}: expected {_KINDS}, got {entry!r}")
+    path = Path(base, os.path.expanduser(entry)).absolute()
+    if entry.endswith(".py"):
+        if not path.is_file():
+            raise SpecError(f"{where}: no file {entry!r} (looked for {str(path)!r}); give an existing .py file")
+        return Plugin("file", _import_name(path.stem, entry, where), str(path), where)
+    if path.is_dir():
+        if not (path / "__init__.py").is_file():
+            raise SpecError(f"{where}: {entry!r} is a folder but not a package (it has no __init__.py); "
+                            f"add one, or give the .py file itself")
+        return Plugin("package", _import_name(path.name, entry, where), str(path), where)
+    if path.exists():
+        raise SpecError(f"{where}: {entry!r} is not a .py file; give {_KINDS}")
+    if "/" in entry or os.sep in entry:
+        raise SpecError(f"{where}: no file or folder {entry!r} (looked for {str(path)!r}); give {_KINDS}")
+    if not _MODULE_NAME.fullmatch(entry):
+        raise SpecError(f"{where}: {entry!r} is not a file, a folder or a module name; give {_KINDS}")
+    return Plugin("module", entry, None, where)
+
+
+def _import_name(name: str, entry: str, where: str) -> str:
+    if not name.isidentifier():
+        raise SpecError(f"{where}: {entry!r} cannot be imported as a module named {name!r}; "
+                        f"rename it to a Python identifier, e.g. {re.sub(r'[^A-Za-z0-9_]', '_', name)!r}")
+    return name
+
+
+def import_plugins(entries: Any, base: str | os.PathLike = ".", field: str = "plugins") -> list[Plugin]:
+    """Resolve and import plugins on this machine (the client), in order.
+
+    Parameters
+    ----------
+    entries : sequence of str or Plugin
+        ``.py`` files, package folders or module names (or plugins resolved before).
+    base : path
+        The folder relative paths are taken from (the spec file's folder for the spec key,
+        the working directory otherwise).
+    field : str
+        The field named in messages: ``plugins`` gives ``plugins[i]``, a CLI option such as
+        ``--plugin`` is named as is.
+
+    Returns
+    -------
+    list of Plugin
+        Ready for :func:`install`.
+
+    Raises
+    ------
+    SpecError
+        A bad entry (see :func:`resolve`) or a module name that cannot be found.
+    PluginError
+        A plugin whose import raised; the cause is chained.
+    """
+    if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence):
+        raise SpecError(f"{field}: expected a list of plugins ({_KINDS} each), got {entries!r}")
+    plugins = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, Plugin):  # resolved before (the CLI names its own field)
+            plugin, entry = entry, entry.source
+        else:
+            plugin = resolve(entry, base, field if field.startswith("-") else f"{field}[{i}]")
+        _import_here(plugin, entry)
+        plugins.append(plugin)
+    return plugins
+
+
+def _import_here(plugin: Plugin, entry: str) -> None:
+    name = plugin.module
+    existing = sys.modules.get(name)
+    if existing is not None:
+        if plugin.path is not None and not _same_origin(existing, plugin):
+            raise SpecError(f"{plugin.where}: a module named {name!r} is already imported from "
+                            f"{getattr(existing, '__file__', None)!r}; rename {entry!r}")
+        return  # imported before (an earlier run in this process, or the spec and --plugin both)
+    try:
+        if plugin.kind == "module":
+            importlib.import_module(name)
+            return
+        path = Path(plugin.path)  # type: ignore[arg-type]
+        init = path if plugin.kind == "file" else path / "__init__.py"
+        locations = None if plugin.kind == "file" else [str(path)]
+        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=locations)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # before running it, as import does (its own imports may need it)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+    except ModuleNotFoundError as exc:
+        if plugin.kind == "module" and exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise SpecError(f"{plugin.where}: no module named {name!r} here; install it, or give "
+                            f"a .py file or a package folder") from None
+        raise PluginError(f"{plugin.where}: importing {entry!r} failed: {type(exc).__name__}: {one_line(exc)}") from exc
+    except InputError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{plugin.where}: importing {entry!r} failed: {type(exc).__name__}: {one_line(exc)}") from exc
+
+
+def _same_origin(module: ModuleType, plugin: Plugin) -> bool:
+    file = getattr(module, "__file__", None)
+    if file is None:
+        return False
+    target = Path(plugin.path) if plugin.kind == "file" else Path(plugin.path, "__init__.py")  # type: ignore[arg-type]
+    try:
+        return Path(file).resolve() == target.resolve()
+    except OSError:
+        return False
+
+
+def files_of(plugin: Plugin) -> dict[str, bytes]:
+    """Relative path → bytes of what a file or package plugin ships (no caches, no hidden files)."""
+    if plugin.path is None:
+        return {}
+    root = Path(plugin.path)
+    if plugin.kind == "file":
+        return {root.name: root.read_bytes()}
+    files: dict[str, bytes] = {}
+    total = 0
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        for name in sorted(names):
+            if name.startswith(".") or name.endswith((".pyc", ".pyo")):
+                continue
+            path = Path(folder, name)
+            data = path.read_bytes()
+            total += len(data)
+            if total > MAX_PLUGIN_BYTES:
+                raise SpecError(f"{plugin.where}: the folder {plugin.path!r} holds more than "
+                                f"{MAX_PLUGIN_BYTES // 2**20} MiB; ship code only (keep data elsewhere)")
+            files[str(Path(root.name, path.relative_to(root)))] = data
+    return files
+
+
+def install(client: Any, plugins: Iterable[Plugin]) -> None:
+    """Register every plugin with the scheduler as a :class:`ShipPlugin`: current workers
+    import it now, workers that join later before their first task.
+
+    Raises
+    ------
+    PluginError
+        A plugin failed to import on a worker (e.g. a package it imports is not installed
+        there); the cause is chained.
+    """
+    from distributed.comm.core import CommClosedError
+
+    from compressflow._ship import ShipPlugin
+
+    for plugin in plugins:
+        try:
+            client.register_plugin(ShipPlugin(plugin), name=f"compressflow-plugin-{plugin.module}")
+        except CommClosedError as exc:  # a worker left meanwhile; the scheduler still has the plugin
+            log.warning("a worker left while plugin %s was being installed (%s); continuing", plugin.module, exc)
+        except Exception as exc:
+            raise PluginError(f"{plugin.where}: importing {plugin.source!r} on a worker failed: "
+                              f"{type(exc).__name__}: {one_line(exc)}; install what it needs on the workers") from exc
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ShipPlugin":  # on demand: it imports distributed, which a spec check does not need
+        from compressflow._ship import ShipPlugin
+
+        return ShipPlugin
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def dedupe(plugins: Iterable[Plugin]) -> list[Plugin]:
+    """The first of every module name (the spec and ``--plugin`` may name the same one)."""
+    seen: dict[str, Plugin] = {}
+    for plugin in plugins:
+        seen.setdefault(plugin.module, plugin)
+    return list(seen.values())
