@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from compressflow.errors import DataError, InputError, SpecError
 from compressflow.engine.records import Artifact, Record
-from compressflow.registries import DATASETS, LOSSES, MODELS, STAGES, Registry
+from compressflow.registries import DATASETS, LOSSES, MODELS, OPS, STAGES, Registry
 from compressflow.results import open_results
 from compressflow.engine.runner import run
 from compressflow.engine.spec import load_spec
@@ -26,6 +26,7 @@ __all__ = [
     "DATASETS",
     "LOSSES",
     "MODELS",
+    "OPS",
     "STAGES",
     "Artifact",
     "DataError",

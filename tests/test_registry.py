@@ -1,6 +1,6 @@
 import pytest
 
-from compressflow import DATASETS, MODELS, STAGES, Registry
+from compressflow import DATASETS, MODELS, OPS, Registry
 from compressflow._registry import UnknownNameError
 
 
@@ -36,7 +36,7 @@ def test_duplicate_name_raises():
 def test_project_registries_hold_builtins():
     import compressflow.engine.spec  # noqa: F401
 
-    assert {"train", "evaluate"} <= set(STAGES.list())
+    assert {"train", "evaluate"} <= set(OPS.list())
     assert {"digits", "cifar10", "cifar100", "tinyimagenet", "synthetic"} <= set(DATASETS.list())
     assert {"resnet18", "mobilenet_v2", "vgg16", "wrn_16_1"} <= set(MODELS.list())
 
@@ -62,4 +62,4 @@ def test_op_registry_carries_a_code_version():
     with pytest.raises(ValueError, match="already registered"):
         ops.register(lambda ctx: None, name="plain", version=2)
     assert ops.version("plain") == 1
-    assert all(STAGES.version(op) >= 1 for op in STAGES)
+    assert all(OPS.version(op) >= 1 for op in OPS)
