@@ -160,3 +160,28 @@ def test_rejection_rule():
     assert rejection(0.0, 100, 100, 0.02) == "as many MACs as the layer (1.00×)"
     assert rejection(0.031, 432, 475, 0.02) == "more MACs than the layer (1.10×); accuracy drop 0.031 > max_drop 0.02"
     assert rejection(float("nan"), 100, 40, 0.02) == "accuracy drop not measured (nan)"
+
+
+def test_assemble_trains_through_the_context_with_energy_and_progress_per_epoch(teacher_and_cache, tmp_path,
+                                                                                metered_context):
+    """assemble fine-tunes through OpContext.fit: one meter read per epoch becomes its
+    cumulative energy curve, and every epoch is reported as progress."""
+    from compressflow.engine.records import LedgerEntry
+    from compressflow.ops.blockwise import assemble
+
+    out, teacher, cache = teacher_and_cache
+    layer = "layer1.0.conv1"
+    block = replace_layer(OpContext("r-energy", "blocks", DATA, out), teacher=teacher, activations=cache, layer=layer,
+                          epochs=1, eval_every=1)
+    tasks = [LedgerEntry("k-energy", "blocks", "replace_layer", {"layer": layer}, status="ok", record=block)]
+    ctx = metered_context("s-energy", "student", DATA, tmp_path)
+    rec = assemble(ctx, teacher=teacher, blocks=tasks, max_drop=1.0,
+                   schedule=Schedule(epochs=3, lr=0.01, warmup_epochs=0))
+    curve = rec.metrics.energy_curve_kwh.values
+    assert curve.shape == (3,) and np.isfinite(curve).all() and (np.diff(curve) >= 0).all()
+    assert curve.tolist() == pytest.approx([1e-6, 2e-6, 3e-6])  # the meter's reads, one per epoch, in order
+    assert rec.metrics.energy_curve_kwh.attrs["units"].startswith("kWh (cumulative")
+    epochs = [e for e in ctx.events if "loss" in e]
+    assert [(e["epoch"], e["of"]) for e in epochs] == [(1, 3), (2, 3), (3, 3)]
+    assert [e["val_accuracy"] for e in epochs] == pytest.approx(rec.metrics.val_accuracy_curve.values.tolist())
+    assert all(np.isfinite(e["loss"]) for e in epochs)

@@ -127,3 +127,22 @@ def test_fine_tuning_between_steps_feeds_the_next_block(teacher, captured):
     net, layer, x_in, _ = captured[1]  # after one kept block and one epoch of fine-tuning
     torch.testing.assert_close(x_in, layer_io_batched(net.eval(), layer, x)[0])
     assert not torch.allclose(x_in, layer_io_batched(original, layer, x)[0], atol=1e-4)
+
+
+def test_craft_trains_through_the_context_with_energy_and_progress_per_epoch(teacher, metered_context):
+    """craft's fine-tunings (after each kept block and at the end) go through OpContext.fit:
+    the record's energy curve is the final fine-tuning's, one cumulative meter read per epoch,
+    and every epoch of every fine-tuning is reported (the step ones labelled with the step)."""
+    out, art = teacher
+    ctx = metered_context("c-energy", "craft", DATA, out)
+    rec = craft(ctx, teacher=art, max_drop=1.0, **{**FAST, "schedule": Schedule(epochs=2, lr=0.01)})
+    assert rec.metrics.accepted.values.all()  # so every step fine-tuned: 3 one-epoch fits before the final one
+    curve = rec.metrics.energy_curve_kwh.values
+    assert curve.shape == (2,) and np.isfinite(curve).all() and (np.diff(curve) >= 0).all()
+    reads = ctx.meter.reads
+    assert reads == len(LAYERS) * FAST["step_epochs"] + 2
+    assert curve.tolist() == pytest.approx([1e-6 * (reads - 1), 1e-6 * reads])  # the last two reads
+    fits = [e for e in ctx.events if "loss" in e]
+    assert [(e.get("step"), e["epoch"], e["of"]) for e in fits] == [(1, 1, 1), (2, 1, 1), (3, 1, 1),
+                                                                     (None, 1, 2), (None, 2, 2)]
+    assert [e["val_accuracy"] for e in fits[-2:]] == pytest.approx(rec.metrics.val_accuracy_curve.values.tolist())
