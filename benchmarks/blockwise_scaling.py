@@ -72,11 +72,11 @@ def cache_vs_recompute(base: Path, layers: list[str]) -> list[tuple[str, float, 
     import time
 
     from compressflow.data import load_splits
-    from compressflow.engine.records import TaskRecord
+    from compressflow.engine.records import LedgerEntry
     from compressflow.ops.blockwise import _layer_data
     from compressflow.ops.artifacts import load_checkpoint
 
-    recs = [TaskRecord.load(p) for p in (base / "records").glob("*.json")]
+    recs = [LedgerEntry.load(p) for p in (base / "records").glob("*.json")]
     teacher = next(r for r in recs if r.op == "train").record.artifact
     cache = next(r for r in recs if r.op == "activations").record.artifact
     net, splits = load_checkpoint(teacher).eval(), load_splits(**DATA)
@@ -104,16 +104,16 @@ def _peak_rss_mb(job: str, base: str) -> tuple[float, float]:
     import psutil
     import torch
 
-    from compressflow.engine.records import TaskRecord
-    from compressflow.ops.context import StageContext
+    from compressflow.engine.records import LedgerEntry
+    from compressflow.ops.context import OpContext
     from compressflow.ops.blockwise import replace_layer
     from compressflow.ops.distill import distill
 
     torch.set_num_threads(1)
-    recs = [TaskRecord.load(p) for p in (Path(base) / "records").glob("*.json")]
+    recs = [LedgerEntry.load(p) for p in (Path(base) / "records").glob("*.json")]
     teacher = next(r for r in recs if r.op == "train").record.artifact
     cache = next(r for r in recs if r.op == "activations").record.artifact
-    ctx = StageContext(job, job, DATA, Path(base) / job)
+    ctx = OpContext(job, job, DATA, Path(base) / job)
     ctx.splits()
     proc, peak, done = psutil.Process(), [0], threading.Event()
     before = proc.memory_info().rss

@@ -29,6 +29,7 @@ _LAZY = {
     "DATASETS": "compressflow.registries",
     "LOSSES": "compressflow.registries",
     "MODELS": "compressflow.registries",
+    "OPS": "compressflow.registries",
     "STAGES": "compressflow.registries",
     "Registry": "compressflow.registries",
     "open_results": "compressflow.results",
@@ -40,6 +41,7 @@ __all__ = [
     "DATASETS",
     "LOSSES",
     "MODELS",
+    "OPS",
     "STAGES",
     "Artifact",
     "DataError",
@@ -56,7 +58,7 @@ if _typing.TYPE_CHECKING:  # type checkers and IDEs see the names; the interpret
     from compressflow.engine.records import Artifact, Record
     from compressflow.engine.runner import run
     from compressflow.engine.spec import load_spec
-    from compressflow.registries import DATASETS, LOSSES, MODELS, STAGES, Registry
+    from compressflow.registries import DATASETS, LOSSES, MODELS, OPS, STAGES, Registry
     from compressflow.results import open_results
 
 

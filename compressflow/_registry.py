@@ -1,9 +1,9 @@
-"""One generic name → object registry, reused for stages, models, datasets and losses."""
+"""One generic name → object registry, reused for ops, models, datasets and losses."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -116,12 +116,18 @@ class Registry(Generic[T]):
 
 
 class OpRegistry(Registry[T]):
-    """The op registry: a :class:`Registry` whose entries also carry a code ``version``.
+    """The op registry: a :class:`Registry` whose entries also carry a code ``version`` and
+    an optional spec-time ``check``.
 
     An op's version is part of every task key of that op (see :mod:`compressflow.engine.keys`):
     bump it when a change to the op's code changes what it computes, and every finished
     task of that op, and everything downstream of it, runs again on the next run; other
     ops' records are still reused. Unchanged ops keep version 1.
+
+    An op's check, ``check(spec, stage_name)``, runs when a spec is loaded, after every
+    stage's own parameters validated: it looks across stages (e.g. that a layer name exists
+    in the upstream model) and raises :class:`~compressflow.errors.SpecError` or warns
+    (:class:`~compressflow.errors.SpecWarning`) before any task runs.
 
     Examples
     --------
@@ -129,31 +135,45 @@ class OpRegistry(Registry[T]):
     >>> @OPS.register
     ... def train(ctx):
     ...     pass
-    >>> @OPS.register(version=2)
+    >>> def at_most_one_stage(spec, name):
+    ...     pass
+    >>> @OPS.register(version=2, check=at_most_one_stage)
     ... def prune(ctx):
     ...     pass
     >>> OPS.version("train"), OPS.version("prune")
     (1, 2)
+    >>> OPS.check("prune") is at_most_one_stage
+    True
     """
 
     def __init__(self, kind: str, *, loader: Callable[[], bool] | None = None) -> None:
         super().__init__(kind, loader=loader)
         self._versions: dict[str, int] = {}
+        self._checks: dict[str, Callable[[Any, str], None]] = {}
 
-    def register(self, obj: T | None = None, *, name: str | None = None, version: int = 1):
-        """Register ``obj`` as :meth:`Registry.register` does, with its code ``version``.
+    def register(self, obj: T | None = None, *, name: str | None = None, version: int = 1,
+                 check: Callable[[Any, str], None] | None = None):
+        """Register ``obj`` as :meth:`Registry.register` does, with its code ``version`` and
+        its spec-time ``check`` (``check(spec, stage_name)``; none by default).
 
         Raises
         ------
         ValueError
             If the name is taken or ``version`` is not an integer >= 1.
+        TypeError
+            If ``check`` is given and is not callable.
         """
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise ValueError(f"{self.kind} version must be an integer >= 1, got {version!r}")
+        if check is not None and not callable(check):
+            raise TypeError(f"{self.kind} check must be a function check(spec, stage_name), got {check!r}")
 
         def add(item: T) -> T:
             Registry.register(self, item, name=name)
-            self._versions[self._name_of(item, name)] = version
+            key = self._name_of(item, name)
+            self._versions[key] = version
+            if check is not None:
+                self._checks[key] = check
             return item
 
         if obj is None:
@@ -171,3 +191,18 @@ class OpRegistry(Registry[T]):
         self.get(name)
         return self._versions[name]
 
+    def check(self, name: str) -> Callable[[Any, str], None]:
+        """The spec-time check ``name`` was registered with, as ``check(spec, stage_name)``;
+        one that does nothing when it was registered without.
+
+        Raises
+        ------
+        UnknownNameError
+            If ``name`` is not registered.
+        """
+        self.get(name)
+        return self._checks.get(name, _no_check)
+
+
+def _no_check(spec: Any, name: str) -> None:
+    """The check of an op registered without one."""

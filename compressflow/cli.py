@@ -109,14 +109,14 @@ def _report(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     from compressflow.errors import InputError
-    from compressflow.registries import DATASETS, LOSSES, MODELS, STAGES
+    from compressflow.registries import DATASETS, LOSSES, MODELS, OPS
 
     if args.op is None:
-        for title, reg in (("ops", STAGES), ("models", MODELS), ("datasets", DATASETS), ("losses", LOSSES)):
+        for title, reg in (("ops", OPS), ("models", MODELS), ("datasets", DATASETS), ("losses", LOSSES)):
             print(f"{title}: {', '.join(reg.list()) or '-'}")
         return 0
-    if args.op not in STAGES:
-        raise InputError(f"list: unknown op {args.op!r}; valid ops: {', '.join(STAGES.list())}")
+    if args.op not in OPS:
+        raise InputError(f"list: unknown op {args.op!r}; valid ops: {', '.join(OPS.list())}")
     print(_op_table(args.op))
     return 0
 
@@ -127,7 +127,7 @@ def _op_table(op: str) -> str:
     import inspect
 
     from compressflow.ops.signature import stage_signature
-    from compressflow.registries import STAGES
+    from compressflow.registries import OPS
 
     sig = stage_signature(op)
     rows = [("parameter", "type", "default", "allowed")]
@@ -135,7 +135,7 @@ def _op_table(op: str) -> str:
         default = "(required)" if info.is_required() else repr(info.default)
         rows.append((name, _type_text(info.annotation), default, _bounds_text(info.metadata)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    doc = (inspect.getdoc(STAGES.get(op)) or "").strip().split("\n\n")[0].replace("\n", " ")
+    doc = (inspect.getdoc(OPS.get(op)) or "").strip().split("\n\n")[0].replace("\n", " ")
     lines = [f"{op}: {doc}" if doc else op, ""]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     if sig.artifacts:

@@ -41,6 +41,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 from compressflow.errors import InputError, SpecError, one_line
+from compressflow.ops import FAMILIES
 
 __all__ = ["BUILTIN_MODULES", "ENTRY_POINT_GROUP", "MAX_PLUGIN_BYTES", "Plugin", "PluginError", "ShipPlugin",
            "dedupe", "files_of", "import_plugins", "install", "load", "resolve"]
@@ -51,7 +52,7 @@ log = logging.getLogger("compressflow.plugins")
 ENTRY_POINT_GROUP = "compressflow.plugins"
 #: the modules whose import registers compressflow's own names
 BUILTIN_MODULES = ("compressflow.nn.losses", "compressflow.nn.blocks", "compressflow.nn.models", "compressflow.data",
-                   "compressflow.ops", "compressflow.results.kd_comparison")
+                   *FAMILIES, "compressflow.results.kd_comparison")
 #: the most a shipped file or folder may hold: it travels through the scheduler to every worker
 MAX_PLUGIN_BYTES = 32 * 2**20
 

@@ -18,12 +18,16 @@ def _load() -> bool:
 
 MODELS: Registry = Registry("model", loader=_load)
 DATASETS: Registry = Registry("dataset", loader=_load)
-#: ops; each carries a code version (``@STAGES.register(version=2)``) that is part of its task keys
-STAGES: OpRegistry = OpRegistry("op", loader=_load)
+#: ops; each carries a code version that is part of its task keys and an optional spec-time
+#: check: ``@OPS.register(version=2, check=check_schedule)``
+OPS: OpRegistry = OpRegistry("op", loader=_load)
+#: the former name of :data:`OPS` (the same object), kept so code written against it still works
+STAGES: OpRegistry = OPS
 LOSSES: Registry = Registry("loss", loader=_load)
 #: replacement blocks for blockwise distillation: ``fn(conv, *, final_relu) -> nn.Module``
 BLOCKS: Registry = Registry("block", loader=_load)
 #: ``fn(spec, groups) -> {group name: Dataset}``: study-level tables computed from the stage groups
 SUMMARIES: Registry = Registry("summary", loader=_load)
 
-__all__ = ["BLOCKS", "DATASETS", "LOSSES", "MODELS", "STAGES", "SUMMARIES", "OpRegistry", "Registry", "UnknownNameError"]
+__all__ = ["BLOCKS", "DATASETS", "LOSSES", "MODELS", "OPS", "STAGES", "SUMMARIES", "OpRegistry", "Registry",
+           "UnknownNameError"]

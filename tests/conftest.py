@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -31,3 +33,38 @@ def tiny_spec(**stage_overrides):
         "data": {"dataset": "digits", "image_size": 8, "channels": 1},
         "stages": {"teacher": teacher, "test": {"op": "evaluate", "needs": {"model": "teacher"}}},
     }
+
+
+# -- op contexts for the op tests: progress recorded, a stand-in energy meter (no Dask, no CodeCarbon)
+
+
+class CountingMeter:
+    """Stands in for the worker's :class:`~compressflow.energy.EnergyMeter`: every read of
+    ``energy_so_far`` returns 1 mWh more than the one before (a cumulative, rising reading)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def energy_so_far(self) -> float:
+        self.reads += 1
+        return 1e-6 * self.reads  # kWh
+
+
+@pytest.fixture
+def metered_context():
+    """``make(key, stage, data, out)`` → an :class:`~compressflow.ops.OpContext` with a
+    :class:`CountingMeter` that also keeps every progress event it reports (``.events``)."""
+    from compressflow.ops import OpContext  # (imported here: collecting the tests must not import torch)
+
+    @dataclass
+    class RecordingContext(OpContext):
+        events: list[dict[str, Any]] = field(default_factory=list)
+
+        def progress(self, **values: Any) -> None:
+            self.events.append(values)
+            super().progress(**values)
+
+    def make(key: str, stage: str, data: dict, out) -> OpContext:
+        return RecordingContext(key, stage, data, out, meter=CountingMeter())
+
+    return make

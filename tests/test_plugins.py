@@ -24,7 +24,7 @@ from compressflow.engine.spec import load_spec
 from compressflow.errors import SpecError
 from compressflow.ops.signature import stage_signature
 from compressflow.plugins import PluginError, ShipPlugin
-from compressflow.registries import BLOCKS, DATASETS, LOSSES, MODELS, STAGES, SUMMARIES
+from compressflow.registries import BLOCKS, DATASETS, LOSSES, MODELS, OPS, SUMMARIES
 
 ROOT = Path(__file__).resolve().parents[1]
 DASK = str(Path(sys.executable).parent / "dask")
@@ -38,7 +38,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from compressflow import MODELS, STAGES, Record
+from compressflow import MODELS, OPS, Record
 
 
 @MODELS.register
@@ -48,7 +48,7 @@ def tiny_mlp(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) ->
                          nn.Linear(hidden, num_classes))
 
 
-@STAGES.register
+@OPS.register
 def fit_probe(ctx, *, model: str = "tiny_mlp", steps: int = 20, seed: int = 0, gate: str = "") -> Record:
     """Fit the user's model with full-batch SGD; wait for the ``gate`` file first, if any."""
     deadline = time.time() + 120
@@ -79,9 +79,9 @@ def fresh_names():
     """Restore every registry, the plugin load state and the imported modules afterwards, so
     a user op registered by one test does not leak into the next."""
     plugins.load()
-    regs = (BLOCKS, DATASETS, LOSSES, MODELS, STAGES, SUMMARIES)
+    regs = (BLOCKS, DATASETS, LOSSES, MODELS, OPS, SUMMARIES)
     items = [dict(r._items) for r in regs]
-    versions = dict(STAGES._versions)
+    versions = dict(OPS._versions)
     state = dict(plugins._state)
     modules = set(sys.modules)
     path = list(sys.path)
@@ -89,8 +89,8 @@ def fresh_names():
     for reg, saved in zip(regs, items):
         reg._items.clear()
         reg._items.update(saved)
-    STAGES._versions.clear()
-    STAGES._versions.update(versions)
+    OPS._versions.clear()
+    OPS._versions.update(versions)
     plugins._state.update(state)
     for name in set(sys.modules) - modules:
         del sys.modules[name]
@@ -116,8 +116,8 @@ def test_registry_calls_its_loader_on_first_lookup_until_it_has_finished():
 
 
 def test_builtins_are_registered_by_the_first_lookup_in_a_fresh_process():
-    code = ("import sys; from compressflow.registries import STAGES, SUMMARIES, BLOCKS; "
-            "print(sorted({'train', 'prune', 'svcca'} & set(STAGES)), 'kd_comparison' in SUMMARIES, len(BLOCKS) > 0)")
+    code = ("import sys; from compressflow.registries import OPS, SUMMARIES, BLOCKS; "
+            "print(sorted({'train', 'prune', 'svcca'} & set(OPS)), 'kd_comparison' in SUMMARIES, len(BLOCKS) > 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["['prune',", "'svcca',", "'train']", "True", "True"]
 
@@ -133,7 +133,7 @@ def _entry_points(monkeypatch, *values: str) -> None:
 def _unload(monkeypatch) -> None:
     """As in a fresh process: nothing loaded, every registry loads on its next lookup."""
     plugins._state.update(done=False, error=None)
-    for reg in (BLOCKS, DATASETS, LOSSES, MODELS, STAGES, SUMMARIES):
+    for reg in (BLOCKS, DATASETS, LOSSES, MODELS, OPS, SUMMARIES):
         monkeypatch.setattr(reg, "_loader", registries._load)
 
 
@@ -157,7 +157,7 @@ def test_a_failing_entry_point_is_one_clear_error_every_time(fresh_names, monkey
                                               r"\(group 'compressflow.plugins'\) failed to load: "
                                               r"ModuleNotFoundError: No module named 'no_such_plugin_module_xyz'; "
                                               r"fix or uninstall that package$") as info:
-            STAGES.get("train")
+            OPS.get("train")
         assert isinstance(info.value.__cause__, ModuleNotFoundError)
 
 
@@ -242,14 +242,14 @@ def test_module_name_plugin_is_imported(fresh_names, tmp_path, monkeypatch):
     [plugin] = plugins.import_plugins(["site_ops_pkg.ops"])
     assert (plugin.kind, plugin.module, plugin.path) == ("module", "site_ops_pkg.ops", None)
     spec = load_spec(_spec(plugins=["site_ops_pkg.ops"]))
-    assert spec.plugins == ("site_ops_pkg.ops",) and "fit_probe" in STAGES
+    assert spec.plugins == ("site_ops_pkg.ops",) and "fit_probe" in OPS
     # on a worker: nothing travels, the module is imported there
     del sys.modules["site_ops_pkg.ops"]
     ship = ShipPlugin(plugin)
     assert ship.files == {}
-    STAGES._items.pop("fit_probe"), MODELS._items.pop("tiny_mlp")
+    OPS._items.pop("fit_probe"), MODELS._items.pop("tiny_mlp")
     ship.setup(SimpleNamespace(local_directory=str(tmp_path / "w"), address="tcp://w:1"))
-    assert "fit_probe" in STAGES
+    assert "fit_probe" in OPS
 
 
 def test_a_package_folder_is_written_to_the_worker_and_imported_from_there(fresh_names, tmp_path):
@@ -260,17 +260,17 @@ def test_a_package_folder_is_written_to_the_worker_and_imported_from_there(fresh
     (pkg / "ops.py").write_text(USER_OPS)
     (pkg / "__pycache__" / "ops.cpython-311.pyc").write_bytes(b"stale")
     [plugin] = plugins.import_plugins(["user_pkg"], tmp_path)
-    assert plugin.kind == "package" and "fit_probe" in STAGES
+    assert plugin.kind == "package" and "fit_probe" in OPS
     ship = ShipPlugin(plugin)
     assert sorted(ship.files) == ["user_pkg/__init__.py", "user_pkg/models.py", "user_pkg/ops.py"]
     for name in [m for m in sys.modules if m == "user_pkg" or m.startswith("user_pkg.")]:
         del sys.modules[name]
-    STAGES._items.pop("fit_probe"), MODELS._items.pop("tiny_mlp")
+    OPS._items.pop("fit_probe"), MODELS._items.pop("tiny_mlp")
     worker_dir = tmp_path / "worker"
     ship.setup(SimpleNamespace(local_directory=str(worker_dir), address="tcp://w:1"))
     shipped = worker_dir / "compressflow-plugins" / ship.digest / "user_pkg" / "ops.py"
     assert shipped.read_text() == USER_OPS
-    assert Path(sys.modules["user_pkg.ops"].__file__) == shipped and "fit_probe" in STAGES
+    assert Path(sys.modules["user_pkg.ops"].__file__) == shipped and "fit_probe" in OPS
     ship.setup(SimpleNamespace(local_directory=str(worker_dir), address="tcp://w:1"))  # again: no duplicate
 
 

@@ -75,7 +75,7 @@ def plugin_example() -> tuple[str, str, str]:
 
 
 def test_readme_plugin_example_is_short_and_validates(tmp_path, fresh_names):
-    from compressflow import MODELS, STAGES, load_spec
+    from compressflow import MODELS, OPS, load_spec
 
     ops, spec, command = plugin_example()
     assert len(ops.splitlines()) <= 32 and command == "compressflow run my_study.yaml --plugin my_ops.py"
@@ -83,7 +83,7 @@ def test_readme_plugin_example_is_short_and_validates(tmp_path, fresh_names):
     (tmp_path / "my_study.yaml").write_text(yaml.safe_dump({**yaml.safe_load(spec), "plugins": ["my_ops.py"]}))
     loaded = load_spec(tmp_path / "my_study.yaml")
     assert set(loaded.order()) == {"probe", "teacher"} and loaded.plugins == (str(tmp_path / "my_ops.py"),)
-    assert "probe" in STAGES and "tiny_mlp" in MODELS
+    assert "probe" in OPS and "tiny_mlp" in MODELS
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 import pytest
 
-from compressflow import DATASETS, MODELS, STAGES, Registry
+from compressflow import DATASETS, MODELS, OPS, Registry
 from compressflow._registry import UnknownNameError
 
 
@@ -36,7 +36,7 @@ def test_duplicate_name_raises():
 def test_project_registries_hold_builtins():
     import compressflow.engine.spec  # noqa: F401
 
-    assert {"train", "evaluate"} <= set(STAGES.list())
+    assert {"train", "evaluate"} <= set(OPS.list())
     assert {"digits", "cifar10", "cifar100", "tinyimagenet", "synthetic"} <= set(DATASETS.list())
     assert {"resnet18", "mobilenet_v2", "vgg16", "wrn_16_1"} <= set(MODELS.list())
 
@@ -62,4 +62,74 @@ def test_op_registry_carries_a_code_version():
     with pytest.raises(ValueError, match="already registered"):
         ops.register(lambda ctx: None, name="plain", version=2)
     assert ops.version("plain") == 1
-    assert all(STAGES.version(op) >= 1 for op in STAGES)
+    assert all(OPS.version(op) >= 1 for op in OPS)
+
+
+def test_op_registry_carries_the_spec_time_check():
+    from compressflow._registry import OpRegistry
+
+    ops = OpRegistry("op")
+
+    def check(spec, name):
+        raise AssertionError(name)
+
+    @ops.register(version=2, check=check)
+    def checked(ctx):
+        return None
+
+    ops.register(lambda ctx: None, name="unchecked")
+    assert ops.check("checked") is check and ops.version("checked") == 2 and ops.get("checked") is checked
+    assert ops.check("unchecked")(object(), "stage") is None  # a check that does nothing
+    with pytest.raises(TypeError, match=r"check must be a function check\(spec, stage_name\), got 3"):
+        ops.register(lambda ctx: None, name="bad", check=3)
+    assert "bad" not in ops
+    with pytest.raises(UnknownNameError, match="valid choices: checked, unchecked"):
+        ops.check("nope")
+
+
+def test_builtin_ops_register_their_checks():
+    from compressflow.ops import check_schedule
+    from compressflow.ops._layer_check import check_blockwise_layers, check_module_names
+    from compressflow.ops.prune import _check_spec as check_prune
+    from compressflow.ops.represent import _same_probe
+
+    assert {op: OPS.check(op) for op in ("train", "distill", "prune", "activations", "replace_layer", "craft",
+                                         "capture", "svcca")} == {
+        "train": check_schedule, "distill": check_schedule, "prune": check_prune,
+        "activations": check_blockwise_layers, "replace_layer": check_blockwise_layers, "craft": check_blockwise_layers,
+        "capture": check_module_names, "svcca": _same_probe}
+    for op in ("train", "distill", "prune", "craft", "svcca"):
+        assert not hasattr(OPS.get(op), "check_spec")  # the registry holds it, not a hidden attribute
+
+
+def test_load_spec_runs_the_registered_check(monkeypatch):
+    from compressflow.engine.spec import load_spec
+
+    seen = []
+    monkeypatch.setitem(OPS._checks, "wait", lambda spec, name: seen.append((spec.name, name)))
+    load_spec({"name": "c", "stages": {"a": {"op": "wait"}, "b": {"op": "wait", "params": {"seconds": 0.0}}}})
+    assert seen == [("c", "a"), ("c", "b")]
+
+
+def test_stages_is_the_former_name_of_ops():
+    import compressflow
+    from compressflow import registries
+
+    assert registries.STAGES is registries.OPS is compressflow.OPS is compressflow.STAGES
+    assert {"OPS", "STAGES"} <= set(compressflow.__all__) and {"OPS", "STAGES"} <= set(registries.__all__)
+
+
+def test_the_svcca_op_does_not_shadow_the_metric():
+    import compressflow.metrics.similarity as similarity
+    import compressflow.ops.represent as represent
+
+    assert OPS.get("svcca") is represent.compare_representations
+    assert represent.svcca is similarity.svcca
+
+
+def test_ops_all_is_the_op_authors_contract():
+    import compressflow.ops as ops
+
+    assert all(hasattr(ops, name) for name in ops.__all__)
+    assert {"OPS", "OpContext", "Schedule", "Artifact", "Record", "Upstream", "check_schedule"} <= set(ops.__all__)
+    assert ops.OPS is OPS

@@ -14,9 +14,9 @@ from typing import Any
 from compressflow.engine.attempts import AttemptLog
 from compressflow.energy import co2_grams, current_meter
 from compressflow.engine.graph import Node
-from compressflow.engine.records import RecordError, TaskRecord, read_record
-from compressflow.registries import STAGES
-from compressflow.ops.context import StageContext
+from compressflow.engine.records import LedgerEntry, RecordError, read_record
+from compressflow.registries import OPS
+from compressflow.ops.context import OpContext
 from compressflow.ops.signature import stage_signature
 from compressflow.ops.artifacts import atomic_write_text
 
@@ -29,7 +29,7 @@ def record_path(out: Path | str, key: str) -> Path:
     return Path(out) / "records" / f"{key}.json"
 
 
-def execute_task(node: Node, data: dict[str, Any], out: str, *upstream: TaskRecord) -> TaskRecord:
+def execute_task(node: Node, data: dict[str, Any], out: str, *upstream: LedgerEntry) -> LedgerEntry:
     """Run ``node`` (or return its persisted record) and return its ledger entry.
 
     Never raises for a failing stage: the failure becomes ``status="failed"`` with the error
@@ -45,19 +45,20 @@ def execute_task(node: Node, data: dict[str, Any], out: str, *upstream: TaskReco
         # given as a parameter rather than a sweep axis): label it as this node
         done.stage, done.point = node.stage, dict(node.point)
         return done
-    task = TaskRecord(node.key, node.stage, node.op, dict(node.point), worker=_worker_name())
+    task = LedgerEntry(node.key, node.stage, node.op, dict(node.point), worker=_worker_name())
     inputs, broken = _inputs(node, list(upstream))
     if broken:
         task.status = "upstream_failed"
         task.error = f"upstream stage {broken.stage!r} ({broken.key}) {broken.status}"
         return task
-    ctx = StageContext(node.key, node.stage, data, Path(out))
-    fn = STAGES.get(node.op)
+    meter = current_meter()  # the worker's meter: the op reads it for its per-epoch energy curve
+    ctx = OpContext(node.key, node.stage, data, Path(out), meter=meter)
+    fn = OPS.get(node.op)
     attempt = AttemptLog(out, node.key, task.worker)
     task.workers_tried = attempt.start()
     task.attempts = len(task.workers_tried)
     task.start = time.time()
-    with current_meter().measure(node.key, on_sample=attempt.energy) as reading:
+    with meter.measure(node.key, on_sample=attempt.energy) as reading:
         try:
             task.record = stage_signature(node.op).call(fn, ctx, node.params, inputs)
             task.status = "ok"
@@ -87,7 +88,7 @@ def with_lost_energy(energy: dict[str, Any], lost: dict[str, float]) -> dict[str
     return total
 
 
-def _reusable(path: Path, out: str) -> TaskRecord | None:
+def _reusable(path: Path, out: str) -> LedgerEntry | None:
     try:
         done = read_record(path, out, check_hash=False)
     except FileNotFoundError:
@@ -98,7 +99,7 @@ def _reusable(path: Path, out: str) -> TaskRecord | None:
     return done if done.ok else None
 
 
-def _inputs(node: Node, upstream: list[TaskRecord]) -> tuple[dict[str, Any], TaskRecord | None]:
+def _inputs(node: Node, upstream: list[LedgerEntry]) -> tuple[dict[str, Any], LedgerEntry | None]:
     """Stage inputs from the upstream records, in ``node.needs`` order: a single input gets
     its task's artifact (and a failed task stops this one); a fan-in input gets the list of
     every upstream task, failed ones included, for the stage to judge."""

@@ -13,7 +13,7 @@ hexadecimal characters (128 bits) of the SHA-256 of the UTF-8 bytes of the canon
 Everything that changes what a task computes is in it, and nothing else: not the stage's
 name, not whether a value was a parameter or a sweep axis, not the order of keys in the
 spec, not a data option the dataset ignores (``num_samples`` for ``digits``), and not the
-version of Dask or of any other library. The op's ``version`` (``@STAGES.register(version=2)``)
+version of Dask or of any other library. The op's ``version`` (``@OPS.register(version=2)``)
 is how a code change that alters an op's results invalidates its finished records, and,
 through ``needs``, everything downstream of them.
 """
@@ -28,7 +28,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
-from compressflow.registries import DATASETS, STAGES
+from compressflow.registries import DATASETS, OPS
 
 __all__ = ["KEY_FORMAT", "KEY_HEX_CHARS", "canonical_json", "dataset_options", "task_key"]
 
@@ -159,7 +159,7 @@ def task_key(op: str, params: Mapping[str, Any], data: Mapping[str, Any],
     payload = {
         "format": KEY_FORMAT,
         "op": op,
-        "version": STAGES.version(op) if version is None else version,
+        "version": OPS.version(op) if version is None else version,
         "params": params,
         "data": dataset_options(data),
         "needs": needs,

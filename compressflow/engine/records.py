@@ -1,5 +1,5 @@
 """The small picklable things that travel through the task graph: artifacts (a file + its
-hash), a stage's :class:`Record` and the ledger's :class:`TaskRecord`. Models and tensors
+hash), a stage's :class:`Record` and the ledger's :class:`LedgerEntry`. Models and tensors
 never travel; records persist as JSON so finished work survives the client."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 if TYPE_CHECKING:  # imported where a record is built: a spec check reaches this module without needing xarray
     import xarray as xr
 
-__all__ = ["Artifact", "Record", "RecordError", "TaskRecord", "Upstream", "read_record"]
+__all__ = ["Artifact", "LedgerEntry", "Record", "RecordError", "Upstream", "read_record"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Record:
 
 
 @dataclass
-class TaskRecord:
+class LedgerEntry:
     """One entry of the ``/tasks`` ledger: what ran, where, for how long, at what energy."""
 
     key: str
@@ -101,7 +101,7 @@ class TaskRecord:
         return json.dumps({**payload, "digest": _digest(payload)})
 
     @classmethod
-    def from_json(cls, text: str, root: Path | str | None = None) -> TaskRecord:
+    def from_json(cls, text: str, root: Path | str | None = None) -> LedgerEntry:
         """Parse :meth:`to_json`'s output without checking it (see :func:`read_record`).
 
         A relative artifact path is resolved against ``root`` (the run directory), or left as
@@ -121,7 +121,7 @@ class TaskRecord:
         return task
 
     @classmethod
-    def load(cls, path: Path | str, root: Path | str | None = None) -> TaskRecord | None:
+    def load(cls, path: Path | str, root: Path | str | None = None) -> LedgerEntry | None:
         """The record at ``path``, or None if it is missing or does not pass :func:`read_record`
         (artifact hash not checked; ``root`` defaults to the run directory ``path`` is in)."""
         try:
@@ -141,10 +141,10 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def read_record(path: Path | str, root: Path | str | None = None, *, check_hash: bool = True) -> TaskRecord:
+def read_record(path: Path | str, root: Path | str | None = None, *, check_hash: bool = True) -> LedgerEntry:
     """Read and validate the persisted record ``OUT/records/<key>.json``.
 
-    A record is trusted only when it is what :meth:`TaskRecord.to_json` wrote for this task:
+    A record is trusted only when it is what :meth:`LedgerEntry.to_json` wrote for this task:
     every field present with its type, ``key`` equal to the file's name, content matching its
     ``digest`` (records of earlier versions have none), a finished record with its metrics,
     accuracies in [0, 1] (the test ``accuracy`` also finite), energies finite and ≥ 0 or NaN,
@@ -162,7 +162,7 @@ def read_record(path: Path | str, root: Path | str | None = None, *, check_hash:
 
     Returns
     -------
-    TaskRecord
+    LedgerEntry
         With absolute artifact paths.
 
     Raises
@@ -236,14 +236,14 @@ def _check_schema(data: dict[str, Any], path: Path) -> None:
                 raise RecordError("field 'record.artifact' is not {kind, path, sha256, meta}")
 
 
-def _parse(text: str, root: Path) -> TaskRecord:
+def _parse(text: str, root: Path) -> LedgerEntry:
     try:
-        return TaskRecord.from_json(text, root)
+        return LedgerEntry.from_json(text, root)
     except Exception as exc:  # untrusted input: any failure to rebuild it means it cannot be reused
         raise RecordError(f"cannot be parsed ({type(exc).__name__}: {_short(str(exc))})") from None
 
 
-def _check_values(task: TaskRecord) -> None:
+def _check_values(task: LedgerEntry) -> None:
     for name, value in task.energy.items():
         if name.endswith("_kwh") or name in ("co2_g", "duration_s"):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or math.isinf(value):
@@ -296,7 +296,10 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-Upstream = list[TaskRecord]
+Upstream = list[LedgerEntry]
 """Annotation of a *fan-in* stage input: it receives the ledger entries of every task of the
 upstream stage (all sweep points, failed ones included, each with its ``point``, ``status``
 and ``record``), e.g. to gather blockwise-distilled layers into one student."""
+
+#: the former name of :class:`LedgerEntry`, kept while code written against it is migrated
+TaskRecord = LedgerEntry

@@ -26,7 +26,7 @@ from compressflow.data import load_splits
 from compressflow.energy import EnergyMeterPlugin
 from compressflow.errors import InputError
 from compressflow.engine.graph import TaskGraph, build_graph
-from compressflow.engine.records import RecordError, TaskRecord, read_record
+from compressflow.engine.records import LedgerEntry, RecordError, read_record
 from compressflow.results import build_results, open_results, check_results_store, save_results
 from compressflow.engine.scheduling import assign, durations_from_ledger
 from compressflow.engine.spec import PipelineSpec, load_spec
@@ -180,7 +180,7 @@ def _show_progress(graph: TaskGraph, futures: dict[str, Any], say) -> None:
         say(f"  done {i}/{len(futures)}: {nodes[fut.key].stage} {fut.key} ({fut.status})")
 
 
-def _gather(client: Client, graph: TaskGraph, futures: dict[str, Any]) -> dict[str, TaskRecord]:
+def _gather(client: Client, graph: TaskGraph, futures: dict[str, Any]) -> dict[str, LedgerEntry]:
     """Collect every task's record; a task Dask itself gave up on (e.g. its workers kept
     dying) becomes a failed record instead of aborting the collection of the others."""
     nodes = graph.nodes
@@ -190,7 +190,7 @@ def _gather(client: Client, graph: TaskGraph, futures: dict[str, Any]) -> dict[s
         if key not in done:
             node = nodes[key]
             exc = fut.exception()
-            done[key] = TaskRecord(key, node.stage, node.op, dict(node.point), status="failed",
+            done[key] = LedgerEntry(key, node.stage, node.op, dict(node.point), status="failed",
                                    error=f"{type(exc).__name__}: {exc}".replace("\n", " "))
     return done
 
@@ -264,7 +264,7 @@ def _reject(out: Path, record: Path, why: str) -> Path:
     target.mkdir(parents=True)
     (target / "why.txt").write_text(why + "\n", encoding="utf-8")
     try:
-        art = TaskRecord.from_json(record.read_text(encoding="utf-8"), out).record.artifact
+        art = LedgerEntry.from_json(record.read_text(encoding="utf-8"), out).record.artifact
     except Exception:  # unreadable record: it has no artifact we can trust to be ours
         art = None
     if art is not None and _inside(Path(art.path), out / "artifacts") and artifact_problem(art) is not None \

@@ -19,7 +19,7 @@ from compressflow.errors import InputError
 if TYPE_CHECKING:
     import xarray
 
-__all__ = ["POLICIES", "assign", "durations_from_ledger", "estimate_durations", "lower_bound", "makespan"]
+__all__ = ["POLICIES", "assign", "durations_from_ledger", "lower_bound", "makespan"]
 
 POLICIES = ("work_stealing", "round_robin", "bin_packing")
 
@@ -128,22 +128,3 @@ def durations_from_ledger(ledger: xarray.Dataset, stage: str, key_by: str) -> di
             out[str(point[key_by])] = float(d)
     return out
 
-
-def estimate_durations(macs: dict[str, float]) -> dict[str, float]:
-    """Estimated durations when no previous run exists: proportional to each task's MACs.
-
-    An estimate, not a measurement (real time also depends on memory traffic and layer
-    shape). Values are relative (fractions of the total), which is all the policies need;
-    prefer :func:`durations_from_ledger` once a run has finished.
-
-    Examples
-    --------
-    >>> estimate_durations({"conv1": 3e6, "conv2": 1e6})
-    {'conv1': 0.75, 'conv2': 0.25}
-    """
-    if any(m < 0 for m in macs.values()):
-        raise InputError(f"scheduling.macs: negative MACs in {macs}; MACs must be >= 0")
-    total = float(sum(macs.values()))
-    if total == 0:
-        return {k: 1.0 / len(macs) for k in macs}  # nothing to go on: treat tasks as equal
-    return {k: float(m) / total for k, m in macs.items()}

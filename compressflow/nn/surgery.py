@@ -11,7 +11,7 @@ from torch import nn
 
 from compressflow.errors import InputError
 
-__all__ = ["get_module", "layer_io", "layer_io_batched", "replaceable_layers", "set_module", "spliced"]
+__all__ = ["layer_io", "layer_io_batched", "replaceable_layers", "set_module", "spliced"]
 
 
 def replaceable_layers(model: nn.Module, include: Iterable[str] | None = None,
@@ -38,10 +38,6 @@ def replaceable_layers(model: nn.Module, include: Iterable[str] | None = None,
             raise InputError(f"layers.{field}: {bad[0]!r} is not a replaceable layer; valid: {', '.join(found)}")
     chosen = [n for n in found if include is None or n in set(include)]
     return [n for n in chosen if n not in set(exclude or ())]
-
-
-def get_module(model: nn.Module, name: str) -> nn.Module:
-    return model.get_submodule(name)
 
 
 def set_module(model: nn.Module, name: str, new: nn.Module) -> None:

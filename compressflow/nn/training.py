@@ -122,7 +122,8 @@ def fit(
         ``on_epoch(epoch, history)`` after each epoch (progress reporting).
     energy : callable, optional
         Returns the energy (kWh) measured so far; read after each epoch into
-        ``history.energy_kwh`` (e.g. ``current_meter().energy_so_far``).
+        ``history.energy_kwh`` (an op's :meth:`~compressflow.ops.OpContext.fit` passes its
+        task meter's ``energy_so_far``).
 
     Returns
     -------

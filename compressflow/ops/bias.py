@@ -19,15 +19,15 @@ from pydantic import Field
 from compressflow.metrics.bias import cev_sde, pie_mask
 from compressflow.nn.training import predict
 from compressflow.engine.records import Artifact, Record, Upstream
-from compressflow.registries import STAGES
-from compressflow.ops.context import StageContext
+from compressflow.registries import OPS
+from compressflow.ops.context import OpContext
 from compressflow.ops.artifacts import load_checkpoint
 
 __all__ = ["bias", "pie"]
 
 
-@STAGES.register
-def bias(ctx: StageContext, *, model: Artifact, original: Artifact,
+@OPS.register
+def bias(ctx: OpContext, *, model: Artifact, original: Artifact,
          floor: Annotated[float, Field(ge=0)] = 0.5) -> Record:
     """CEV and SDE of ``model`` against ``original`` (see :func:`compressflow.metrics.bias.cev_sde`;
     ``floor``: an original rate of 0 counts as this many errors).
@@ -57,8 +57,8 @@ def bias(ctx: StageContext, *, model: Artifact, original: Artifact,
     return Record(metrics)
 
 
-@STAGES.register
-def pie(ctx: StageContext, *, models: Upstream, over: str = "seed") -> Record:
+@OPS.register
+def pie(ctx: OpContext, *, models: Upstream, over: str = "seed") -> Record:
     """PIEs of every population: the ``bias`` tasks that differ only in ``over`` form one.
 
     Returns

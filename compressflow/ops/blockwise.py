@@ -30,11 +30,12 @@ from compressflow.errors import InputError, one_line
 from compressflow.metrics.flops import macs_per_sample, param_count
 from compressflow.nn.blocks import make_block
 from compressflow.nn.surgery import layer_io_batched, replaceable_layers, spliced
-from compressflow.nn.training import accuracy, fit
+from compressflow.nn.training import accuracy
 from compressflow.engine.records import Artifact, Record, Upstream
-from compressflow.registries import STAGES
-from compressflow.ops.common import PositiveInt, Schedule, model_record, with_units, zarr_record
-from compressflow.ops.context import StageContext
+from compressflow.registries import OPS
+from compressflow.ops.common import model_record, with_units, zarr_record
+from compressflow.ops.context import OpContext
+from compressflow.ops.schedule import BLOCK_TRAINING, FINE_TUNING, BlockLr, PositiveInt, Schedule
 from compressflow.ops._layer_check import check_blockwise_layers
 from compressflow.ops.signature import BlockName
 from compressflow.ops.artifacts import artifact_digest, atomic_write_bytes, load_checkpoint, load_weights
@@ -42,8 +43,8 @@ from compressflow.ops.artifacts import artifact_digest, atomic_write_bytes, load
 __all__ = ["activations", "assemble", "rejection", "replace_layer"]
 
 
-@STAGES.register
-def activations(ctx: StageContext, *, model: Artifact, layers: tuple[str, ...] | None = None,
+@OPS.register(check=check_blockwise_layers)
+def activations(ctx: OpContext, *, model: Artifact, layers: tuple[str, ...] | None = None,
                 exclude: tuple[str, ...] = (), batch_size: PositiveInt = 256) -> Record:
     """Cache the inputs and outputs of the replaceable layers (all, or ``layers`` minus
     ``exclude``) of ``model`` on the train and val splits (no augmentation).
@@ -61,18 +62,18 @@ def activations(ctx: StageContext, *, model: Artifact, layers: tuple[str, ...] |
     return zarr_record(path, {"layers": names}, n_layers=len(names))
 
 
-@STAGES.register
+@OPS.register(check=check_blockwise_layers)
 def replace_layer(
-    ctx: StageContext,
+    ctx: OpContext,
     *,
     teacher: Artifact,
     activations: Artifact | None = None,
     layer: str,
     block: BlockName = "ds2",
-    epochs: PositiveInt = 10,
-    batch_size: PositiveInt = 64,
-    lr: Annotated[float, Field(gt=0, le=1)] = 1e-3,
-    eval_every: PositiveInt = 2,
+    epochs: PositiveInt = BLOCK_TRAINING.epochs,
+    batch_size: PositiveInt = BLOCK_TRAINING.batch_size,
+    lr: BlockLr = BLOCK_TRAINING.lr,
+    eval_every: PositiveInt = BLOCK_TRAINING.eval_every,
     seed: int = 0,
 ) -> Record:
     """Train a ``block`` to stand in for ``layer`` of ``teacher`` (Adam on the local MSE).
@@ -85,6 +86,9 @@ def replace_layer(
         The conv to replace (sweep it: one task per layer).
     block : str
         A registered replacement block (``ds2`` = the paper's choice).
+    epochs, batch_size, lr, eval_every
+        The block's training (:class:`~compressflow.ops.schedule.BlockTraining`; defaults
+        :data:`~compressflow.ops.schedule.BLOCK_TRAINING`).
 
     Returns
     -------
@@ -106,7 +110,7 @@ def replace_layer(
     return Record(metrics, Artifact("block", str(path.resolve()), artifact_digest(path), {"layer": layer, "block": block}))
 
 
-def train_block(ctx: StageContext, net: torch.nn.Module, layer: str, block: str, x_in: torch.Tensor,
+def train_block(ctx: OpContext, net: torch.nn.Module, layer: str, block: str, x_in: torch.Tensor,
                 y_out: torch.Tensor, *, epochs: int, batch_size: int, lr: float, eval_every: int,
                 seed: int) -> tuple[torch.nn.Module, xr.Dataset]:
     """Train a ``block`` for ``layer`` of ``net`` on ``(x_in, y_out)`` with the local MSE
@@ -152,8 +156,6 @@ def train_block(ctx: StageContext, net: torch.nn.Module, layer: str, block: str,
         metrics[name].attrs["units"] = unit
     return blk.eval(), with_units(metrics)
 
-
-activations.check_spec = replace_layer.check_spec = check_blockwise_layers
 
 
 def _layer_data(net: torch.nn.Module, layer: str, splits: Splits,
@@ -206,19 +208,20 @@ def rejection(drop: float, macs_before: float, macs_after: float, max_drop: floa
     return "; ".join(reasons)
 
 
-@STAGES.register
+@OPS.register
 def assemble(
-    ctx: StageContext,
+    ctx: OpContext,
     *,
     teacher: Artifact,
     blocks: Upstream,
     max_drop: Annotated[float, Field(ge=0, le=1)] = 0.02,
-    schedule: Schedule = Schedule(epochs=3, lr=0.01, warmup_epochs=0),
+    schedule: Schedule = FINE_TUNING,
     seed: int = 0,
 ) -> Record:
     """Splice every block that is cheaper than its layer and whose spliced validation
     accuracy fell by less than ``max_drop`` (:func:`rejection`) into the teacher, fine-tune
-    the student on ``schedule`` and record it.
+    the student on ``schedule`` (default :data:`~compressflow.ops.schedule.FINE_TUNING`) and
+    record it, with its per-epoch curves (energy included) as ``train``'s.
 
     Returns
     -------
@@ -246,7 +249,7 @@ def assemble(
             name, blk = _load_block(task.record.artifact, net, ctx.device)
             chosen[name] = (task.record.artifact.meta["block"], blk, m)
     student = spliced(net, {layer: b for layer, (_, b, _) in chosen.items()})
-    hist = fit(student, splits, seed=seed, device=ctx.device, **schedule.model_dump())
+    hist = ctx.fit(student, schedule, seed=seed)
     extra = {
         "accepted": ("layer", np.array([not r for r in reasons.values()], dtype=bool)),
         "reject_reason": ("layer", list(reasons.values())),

@@ -1,108 +1,30 @@
-"""Pieces every model-producing stage shares: the hyper-parameter types, building and
-fitting a fresh model, and recording it (checkpoint, curves, accuracy, costs)."""
+"""Pieces every model-producing op shares: building and fitting a fresh model, and recording
+it (checkpoint, curves, accuracy, costs). The schedules live in :mod:`compressflow.ops.schedule`."""
 
 from __future__ import annotations
 
-import itertools
-import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from compressflow.data import Splits
-from compressflow.energy import current_meter
-from compressflow.errors import SpecWarning
 from compressflow.metrics.flops import macs_per_sample, param_count, train_step_flops_per_sample
 from compressflow.nn.models import build_model
 from compressflow.metrics.classification import classification_metrics
-from compressflow.nn.training import History, LossFn, cross_entropy, fit, predict
+from compressflow.nn.training import History, LossFn, cross_entropy, predict
 from compressflow.engine.records import Artifact, Record
-from compressflow.ops.context import StageContext
 from compressflow.ops.artifacts import artifact_digest, save_checkpoint
+from compressflow.ops.context import OpContext
+from compressflow.ops.schedule import (MIN_BASE_RATE_EPOCHS, PositiveInt, Schedule,  # noqa: F401  (old home)
+                                       base_rate_epochs, check_schedule)
 
-__all__ = ["MIN_BASE_RATE_EPOCHS", "UNITS", "PositiveInt", "Schedule", "Width", "base_rate_epochs", "check_schedule",
-           "curves", "fit_model", "model_costs", "model_record", "with_units", "zarr_record"]
+__all__ = ["UNITS", "Width", "curves", "fit_model", "model_costs", "model_record", "with_units", "zarr_record"]
 
-PositiveInt = Annotated[int, Field(ge=1)]
-NonNegative = Annotated[float, Field(ge=0)]
 Width = Annotated[float, Field(gt=0, le=4)]
-
-
-class Schedule(BaseModel):
-    """The training schedule every training-like stage shares (ALGORITHMS §1). In a spec
-    its fields are plain stage parameters (``epochs: 8``).
-
-    ``lr`` is the base rate for batch 128 (the run uses ``lr × batch_size / 128``), warmed up
-    linearly over ``warmup_epochs`` and multiplied by ``gamma`` at each milestone (fractions
-    of ``epochs``: 30/60/80 of 100 in the paper); ``augment`` applies the dataset's training
-    augmentations. ``optimizer`` is ``sgd`` (the paper's, with ``momentum``) or ``adamw``
-    (decoupled weight decay; steps independent of the gradient's scale)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 64
-    lr: Annotated[float, Field(gt=0, le=10)] = 0.1
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    weight_decay: NonNegative = 5e-4
-    warmup_epochs: NonNegative = 1.0
-    milestones: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = (0.3, 0.6, 0.8)
-    gamma: Annotated[float, Field(gt=0, le=1)] = 0.2
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    augment: bool = True
-
-
-MIN_BASE_RATE_EPOCHS = 2.0
-"""A model trained from scratch with fewer epochs than this at the full base rate gets a
-:class:`~compressflow.errors.SpecWarning` at spec time (2 epochs with the default 1-epoch
-warm-up and milestones at 30/60/80 % leave none, and train every student to chance)."""
-
-
-def base_rate_epochs(epochs: float, warmup_epochs: float, milestones: tuple[float, ...], gamma: float) -> float:
-    """Epochs trained at the full base rate: from the end of the linear warm-up to the first
-    milestone (to the end when there is none or ``gamma`` is 1), never below 0.
-
-    Examples
-    --------
-    >>> base_rate_epochs(2, 1.0, (0.3, 0.6, 0.8), 0.2)  # the first decay at epoch 0.6, mid-warm-up
-    0.0
-    >>> base_rate_epochs(100, 1.0, (0.3, 0.6, 0.8), 0.2)
-    29.0
-    """
-    end = epochs if not milestones or gamma == 1 else min(milestones) * epochs
-    return max(0.0, min(end, epochs) - warmup_epochs)
-
-
-def check_schedule(spec: Any, name: str) -> None:
-    """Spec-time check of stage ``name``'s training schedule: warn (``SpecWarning``, naming the
-    stage and the epochs) when a sweep point leaves fewer than :data:`MIN_BASE_RATE_EPOCHS`
-    epochs at the base rate. For ops that train a model from scratch (``train``, ``distill``,
-    ``prune`` with ``reinit``/``random``); a fine-tuning schedule is short on purpose."""
-    from compressflow.ops.signature import stage_signature  # (it imports the op registry)
-
-    st = spec.stages[name]
-    sig = stage_signature(st.op)
-    fields = ("epochs", "warmup_epochs", "milestones", "gamma")
-    axes = [f for f in fields if f in st.sweep]
-    worst = None
-    for values in itertools.product(*(st.sweep[a] for a in axes)):
-        point = {**st.params, **{a: st.sweep[a][0] for a in st.sweep}, **dict(zip(axes, values))}
-        p = sig.validate(point, where=f"stages.{name}.params")
-        left = base_rate_epochs(p["epochs"], p["warmup_epochs"], tuple(p["milestones"]), p["gamma"])
-        if left < MIN_BASE_RATE_EPOCHS and (worst is None or left < worst[0]):
-            worst = (left, p)
-    if worst is not None:
-        left, p = worst
-        first = f"first milestone {min(p['milestones']):g} (epoch {min(p['milestones']) * p['epochs']:g})" \
-            if p["milestones"] and p["gamma"] != 1 else "no milestone"
-        warnings.warn(
-            f"stages.{name}: epochs {p['epochs']} with warmup_epochs {p['warmup_epochs']:g} and {first} leave "
-            f"{left:.1f} epochs at the base learning rate (fewer than {MIN_BASE_RATE_EPOCHS:g}); the model may train "
-            f"to chance; raise epochs, shorten warmup_epochs or move the milestones later",
-            SpecWarning, stacklevel=2)
 
 
 UNITS = {
@@ -155,24 +77,19 @@ def model_costs(model: torch.nn.Module, splits: Splits, hist: History | None = N
     return out
 
 
-def fit_model(ctx: StageContext, *, model: str, width: float, seed: int, schedule: Schedule,
+def fit_model(ctx: OpContext, *, model: str, width: float, seed: int, schedule: Schedule,
               loss_fn: LossFn = cross_entropy) -> tuple[torch.nn.Module, History, dict[str, Any]]:
-    """Build ``model`` (seeded) for the pipeline's data and train it on ``schedule``,
-    reporting progress per epoch."""
+    """Build ``model`` (seeded) for the pipeline's data and train it on ``schedule``
+    (:meth:`OpContext.fit`: progress and energy per epoch)."""
     splits = ctx.splits()
     kwargs = {"num_classes": splits.num_classes, "in_channels": splits.in_channels, "width": width}
     torch.manual_seed(seed)
     net = build_model(model, **kwargs).to(ctx.device)
-
-    def report(epoch: int, hist: History) -> None:
-        ctx.progress(epoch=epoch, of=schedule.epochs, loss=hist.train_loss[-1], val_accuracy=hist.val_accuracy[-1])
-
-    hist = fit(net, splits, seed=seed, loss_fn=loss_fn, device=ctx.device, on_epoch=report,
-               energy=current_meter().energy_so_far, **schedule.model_dump())
+    hist = ctx.fit(net, schedule, seed=seed, loss_fn=loss_fn, splits=splits)
     return net, hist, kwargs
 
 
-def model_record(ctx: StageContext, net: torch.nn.Module, hist: History, model: str, kwargs: dict[str, Any],
+def model_record(ctx: OpContext, net: torch.nn.Module, hist: History, model: str, kwargs: dict[str, Any],
                  extra: dict[str, Any] | None = None, teacher_macs: int = 0,
                  surgery: dict[str, str] | None = None) -> Record:
     """Checkpoint ``net`` and record its test metrics (STKD Table 5: accuracy, macro precision,

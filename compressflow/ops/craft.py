@@ -21,11 +21,12 @@ from pydantic import Field
 
 from compressflow.metrics.flops import macs_per_sample, param_count
 from compressflow.nn.surgery import layer_io_batched, replaceable_layers, set_module
-from compressflow.nn.training import accuracy, fit
+from compressflow.nn.training import accuracy
 from compressflow.engine.records import Artifact, Record
-from compressflow.registries import STAGES
-from compressflow.ops.common import PositiveInt, Schedule, model_record
-from compressflow.ops.context import StageContext
+from compressflow.registries import OPS
+from compressflow.ops.common import model_record
+from compressflow.ops.context import OpContext
+from compressflow.ops.schedule import BLOCK_TRAINING, FINE_TUNING, BlockLr, PositiveInt, Schedule
 from compressflow.ops._layer_check import check_blockwise_layers
 from compressflow.ops.signature import BlockName
 from compressflow.ops.blockwise import rejection, train_block
@@ -34,22 +35,22 @@ from compressflow.ops.artifacts import load_checkpoint
 __all__ = ["craft"]
 
 
-@STAGES.register
+@OPS.register(check=check_blockwise_layers)
 def craft(
-    ctx: StageContext,
+    ctx: OpContext,
     *,
     teacher: Artifact,
     order: Literal["top_down", "bottom_up"] = "top_down",
     layers: tuple[str, ...] | None = None,
     exclude: tuple[str, ...] = (),
     block: BlockName = "ds2",
-    block_epochs: PositiveInt = 10,
-    block_batch_size: PositiveInt = 64,
-    block_lr: Annotated[float, Field(gt=0, le=1)] = 1e-3,
-    eval_every: PositiveInt = 2,
+    block_epochs: PositiveInt = BLOCK_TRAINING.epochs,
+    block_batch_size: PositiveInt = BLOCK_TRAINING.batch_size,
+    block_lr: BlockLr = BLOCK_TRAINING.lr,
+    eval_every: PositiveInt = BLOCK_TRAINING.eval_every,
     max_drop: Annotated[float, Field(ge=0, le=1)] = 0.02,
     step_epochs: Annotated[int, Field(ge=0)] = 1,
-    schedule: Schedule = Schedule(epochs=3, lr=0.01, warmup_epochs=0),
+    schedule: Schedule = FINE_TUNING,
     seed: int = 0,
 ) -> Record:
     """Replace ``teacher``'s layers (all replaceable ones, or ``layers`` minus ``exclude``)
@@ -60,8 +61,9 @@ def craft(
     order : {"top_down", "bottom_up"}
         ``top_down`` starts at the layer nearest the input.
     block, block_epochs, block_batch_size, block_lr, eval_every
-        Each block's training, as ``replace_layer`` (``epochs``, ``batch_size``, ``lr``), on the current
-        model's inputs and outputs of the layer (unaugmented train split).
+        Each block's training, as ``replace_layer`` (``epochs``, ``batch_size``, ``lr``; defaults
+        :data:`~compressflow.ops.schedule.BLOCK_TRAINING`), on the current model's inputs and
+        outputs of the layer (unaugmented train split).
     max_drop : float
         A block stays if it costs fewer MACs than the layer and the current model's validation
         accuracy with it is less than this far below the teacher's.
@@ -69,7 +71,8 @@ def craft(
         Fine-tuning epochs of the whole current model after each kept block (cross-entropy,
         at ``schedule``'s rate; 0: none).
     schedule : Schedule
-        The final fine-tuning.
+        The final fine-tuning (default :data:`~compressflow.ops.schedule.FINE_TUNING`); the
+        record's per-epoch curves (energy included) are this fine-tuning's.
 
     Returns
     -------
@@ -104,8 +107,8 @@ def craft(
             set_module(current, layer, blk)
             kept[layer] = (float(m["macs_before"]), float(m["macs_after"]))
             if step_epochs:
-                fit(current, splits, seed=seed + i, device=ctx.device,
-                    **{**schedule.model_dump(), "epochs": step_epochs})
+                ctx.fit(current, schedule.model_copy(update={"epochs": step_epochs}), seed=seed + i,
+                        label={"step": i + 1})
         steps["accepted"].append(ok)
         steps["reject_reason"].append(reason)
         steps["accuracy_drop"].append(drop)
@@ -113,7 +116,7 @@ def craft(
             steps[k].append(float(m[k]))
         steps["val_accuracy_after"].append(accuracy(current.eval(), splits.val, device=ctx.device))
         ctx.progress(step=i + 1, of=len(names), layer=layer, accepted=ok, val_accuracy=steps["val_accuracy_after"][-1])
-    hist = fit(current, splits, seed=seed, device=ctx.device, **schedule.model_dump())
+    hist = ctx.fit(current, schedule, seed=seed)
     extra = {
         "step_layer": ("step", names),
         **{k: ("step", v if k == "reject_reason" else np.array(v)) for k, v in steps.items()},
@@ -128,5 +131,3 @@ def craft(
     surgery = {layer: block for layer in kept}
     return model_record(ctx, current, hist, teacher.meta["model"], teacher.meta["kwargs"], extra, surgery=surgery)
 
-
-craft.check_spec = check_blockwise_layers

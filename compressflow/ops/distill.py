@@ -12,9 +12,10 @@ from pydantic import AfterValidator, Field
 from compressflow.metrics.flops import macs_per_sample
 from compressflow.nn.temperature import check_temperature, temperature_policy
 from compressflow.engine.records import Artifact, Record
-from compressflow.registries import LOSSES, STAGES
-from compressflow.ops.common import Schedule, Width, check_schedule, fit_model, model_record
-from compressflow.ops.context import StageContext
+from compressflow.registries import LOSSES, OPS
+from compressflow.ops.common import Width, fit_model, model_record
+from compressflow.ops.context import OpContext
+from compressflow.ops.schedule import Schedule, check_schedule
 from compressflow.ops.signature import LossName, ModelName
 from compressflow.ops.artifacts import load_checkpoint
 
@@ -23,9 +24,10 @@ __all__ = ["distill"]
 Temperature = Annotated[Any, AfterValidator(check_temperature)]
 
 
-@STAGES.register
+# the check warns when the schedule leaves ~no epochs at the base rate
+@OPS.register(check=check_schedule)
 def distill(
-    ctx: StageContext,
+    ctx: OpContext,
     *,
     teacher: Artifact,
     model: ModelName = "mobilenet_v2",
@@ -80,8 +82,6 @@ def distill(
     return model_record(ctx, net, hist, model, kwargs, _temperature_vars(policy),
                         teacher_macs=macs_per_sample(teacher_net, splits.sample_shape))
 
-
-distill.check_spec = check_schedule  # warns when the schedule leaves ~no epochs at the base rate
 
 
 def _temperature_vars(policy) -> dict[str, Any]:

@@ -7,16 +7,16 @@ from typing import Literal
 from compressflow.metrics.classification import classification_metrics
 from compressflow.nn.training import accuracy, predict
 from compressflow.engine.records import Artifact, Record
-from compressflow.registries import STAGES
+from compressflow.registries import OPS
 from compressflow.ops.common import model_costs, with_units
-from compressflow.ops.context import StageContext
+from compressflow.ops.context import OpContext
 from compressflow.ops.artifacts import load_checkpoint
 
 __all__ = ["evaluate"]
 
 
-@STAGES.register
-def evaluate(ctx: StageContext, *, model: Artifact, split: Literal["test", "val"] = "test") -> Record:
+@OPS.register
+def evaluate(ctx: OpContext, *, model: Artifact, split: Literal["test", "val"] = "test") -> Record:
     """Evaluate a checkpoint: accuracy, macro precision / recall / specificity / F1, Cohen's
     kappa, prevalence and the confusion matrix (STKD Table 5), plus params and MACs.
 

@@ -32,30 +32,76 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from compressflow.data import Splits, biased
-from compressflow.energy import current_meter
 from compressflow.errors import InputError, SpecError
 from compressflow.metrics.flops import macs_per_sample
 from compressflow.nn.models import build_model, stage_outputs
 from compressflow.nn.pruning import (agp_sparsity, apply_masks, filter_masks, layer_sparsity, magnitude_masks,
                                      make_permanent, prunable_layers, random_masks)
-from compressflow.nn.training import History, accuracy, cross_entropy, fit
+from compressflow.nn.training import History, accuracy, cross_entropy
 from compressflow.engine.records import Artifact, Record
-from compressflow.registries import LOSSES, STAGES
-from compressflow.ops.common import PositiveInt, Schedule, check_schedule, model_record
-from compressflow.ops.context import StageContext
+from compressflow.registries import LOSSES, OPS
+from compressflow.ops.common import model_record
+from compressflow.ops.context import OpContext
+from compressflow.ops.schedule import PositiveInt, Schedule, check_schedule
 from compressflow.ops.artifacts import load_checkpoint
 
-__all__ = ["DISTILL", "METHODS", "TeacherLoss", "attention_map", "attention_transfer", "derived_seed", "fresh_model",
-           "prune"]
+__all__ = ["DISTILL", "TeacherLoss", "attention_map", "attention_transfer", "derived_seed", "fresh_model", "prune"]
 
-METHODS = ("magnitude", "reinit", "random", "filters")
 DISTILL = ("none", "kd", "at", "kd+at")
 Sparsity = Annotated[float, Field(gt=0, lt=1)]
 
 
-@STAGES.register
+def _check_rounds(spec, name: str) -> None:
+    """Iterative rounds only make sense for ``magnitude`` (the others train from scratch)."""
+    st = spec.stages[name]
+    rounds = [st.params["rounds"]] if "rounds" in st.params else st.sweep.get("rounds", [1])
+    methods = [st.params.get("method", "magnitude")] if "method" not in st.sweep else st.sweep["method"]
+    bad = [m for m in methods if m != "magnitude"]
+    if max(rounds) > 1 and bad:
+        raise SpecError(f"stages.{name}.params.rounds: iterative pruning (rounds > 1) is for method 'magnitude' only, "
+                        f"not {bad[0]!r}; use rounds: 1 or a separate stage")
+
+
+def _check_attention(spec, name: str) -> None:
+    """Attention transfer needs the stages (residual groups) of the student and the teacher,
+    the same number of each: checked on the architectures the spec names, before any task."""
+    from compressflow.ops._layer_check import _build  # (it imports the stage registry)
+
+    st = spec.stages[name]
+    modes = st.sweep.get("distill", [st.params.get("distill", "none")])
+    if not any(m in ("at", "kd+at") for m in modes):
+        return
+    found = {}
+    for arg in ("model", "teacher"):
+        built = _build(spec, st.needs.get(arg))
+        if built is not None:
+            try:
+                found[arg] = (built[0], stage_outputs(built[1]))
+            except InputError as exc:
+                raise SpecError(f"stages.{name}.params.distill: attention transfer on model {built[0]!r}: "
+                                f"{exc}") from None
+    if len(found) == 2 and len(found["model"][1]) != len(found["teacher"][1]):
+        (m, a), (t, b) = found["model"], found["teacher"]
+        raise SpecError(f"stages.{name}.params.distill: attention transfer pairs the stages of model {m!r} "
+                        f"({len(a)}: {', '.join(a)}) with those of teacher {t!r} ({len(b)}: {', '.join(b)}); "
+                        f"use a teacher with as many stages, or distill: kd")
+
+
+def _check_spec(spec, name: str) -> None:
+    """The spec-time check of a prune stage: rounds, attention transfer, and the from-scratch
+    schedule of ``reinit``/``random``."""
+    _check_rounds(spec, name)
+    _check_attention(spec, name)
+    st = spec.stages[name]
+    if {"reinit", "random"} & set(st.sweep.get("method", [st.params.get("method", "magnitude")])):
+        check_schedule(spec, name)  # these train from scratch; magnitude/filters fine-tune
+
+
+
+
+@OPS.register(check=_check_spec)
 def prune(
-    ctx: StageContext,
+    ctx: OpContext,
     *,
     model: Artifact,
     teacher: Artifact | None = None,
@@ -178,64 +224,12 @@ def fresh_model(name: str, kwargs: dict, method: str, seed: int) -> torch.nn.Mod
     return build_model(name, **kwargs)
 
 
-def _check_rounds(spec, name: str) -> None:
-    """Iterative rounds only make sense for ``magnitude`` (the others train from scratch)."""
-    st = spec.stages[name]
-    rounds = [st.params["rounds"]] if "rounds" in st.params else st.sweep.get("rounds", [1])
-    methods = [st.params.get("method", "magnitude")] if "method" not in st.sweep else st.sweep["method"]
-    bad = [m for m in methods if m != "magnitude"]
-    if max(rounds) > 1 and bad:
-        raise SpecError(f"stages.{name}.params.rounds: iterative pruning (rounds > 1) is for method 'magnitude' only, "
-                        f"not {bad[0]!r}; use rounds: 1 or a separate stage")
-
-
-def _check_attention(spec, name: str) -> None:
-    """Attention transfer needs the stages (residual groups) of the student and the teacher,
-    the same number of each: checked on the architectures the spec names, before any task."""
-    from compressflow.ops._layer_check import _build  # (it imports the stage registry)
-
-    st = spec.stages[name]
-    modes = st.sweep.get("distill", [st.params.get("distill", "none")])
-    if not any(m in ("at", "kd+at") for m in modes):
-        return
-    found = {}
-    for arg in ("model", "teacher"):
-        built = _build(spec, st.needs.get(arg))
-        if built is not None:
-            try:
-                found[arg] = (built[0], stage_outputs(built[1]))
-            except InputError as exc:
-                raise SpecError(f"stages.{name}.params.distill: attention transfer on model {built[0]!r}: "
-                                f"{exc}") from None
-    if len(found) == 2 and len(found["model"][1]) != len(found["teacher"][1]):
-        (m, a), (t, b) = found["model"], found["teacher"]
-        raise SpecError(f"stages.{name}.params.distill: attention transfer pairs the stages of model {m!r} "
-                        f"({len(a)}: {', '.join(a)}) with those of teacher {t!r} ({len(b)}: {', '.join(b)}); "
-                        f"use a teacher with as many stages, or distill: kd")
-
-
-def _check_spec(spec, name: str) -> None:
-    _check_rounds(spec, name)
-    _check_attention(spec, name)
-    st = spec.stages[name]
-    if {"reinit", "random"} & set(st.sweep.get("method", [st.params.get("method", "magnitude")])):
-        check_schedule(spec, name)  # these train from scratch; magnitude/filters fine-tune
-
-
-prune.check_spec = _check_spec
-
-
-def _fit(ctx: StageContext, net: torch.nn.Module, splits: Splits, schedule: Schedule, seed: int, loss_fn,
+def _fit(ctx: OpContext, net: torch.nn.Module, splits: Splits, schedule: Schedule, seed: int, loss_fn,
          before: History | None = None, on_epoch=None) -> History:
-    def report(epoch: int, hist: History) -> None:
-        if on_epoch is not None:
-            on_epoch(epoch, hist)
-        ctx.progress(epoch=epoch, of=schedule.epochs, loss=hist.train_loss[-1], val_accuracy=hist.val_accuracy[-1])
-
+    """:meth:`OpContext.fit` with the teacher's hooks attached, the rounds' histories joined."""
     handles = loss_fn.attach(net) if isinstance(loss_fn, TeacherLoss) else []
     try:
-        hist = fit(net, splits, seed=seed, loss_fn=loss_fn, device=ctx.device, on_epoch=report,
-                   energy=current_meter().energy_so_far, **schedule.model_dump())
+        hist = ctx.fit(net, schedule, seed=seed, loss_fn=loss_fn, splits=splits, on_epoch=on_epoch)
     finally:
         for h in handles:
             h.remove()
@@ -251,7 +245,7 @@ def _fit(ctx: StageContext, net: torch.nn.Module, splits: Splits, schedule: Sche
     return before
 
 
-def _loss(ctx: StageContext, distill: str, teacher: Artifact, temperature: float, alpha: float, beta: float):
+def _loss(ctx: OpContext, distill: str, teacher: Artifact, temperature: float, alpha: float, beta: float):
     if distill == "none":
         return cross_entropy
     t_net = load_checkpoint(teacher, ctx.device).eval()

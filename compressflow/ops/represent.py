@@ -5,7 +5,8 @@
   layers' outputs in Zarr, with the model's and the probe's hashes.
 * ``svcca`` — compare two captures layer by layer (or every layer with every layer): SVCCA
   similarity and distance, and linear CKA. Each comparison is its own task and reads only
-  the stores.
+  the stores. (The Python function is :func:`compare_representations`, so that it does not
+  shadow :func:`compressflow.metrics.similarity.svcca`; specs name the op ``svcca``.)
 """
 
 from __future__ import annotations
@@ -21,19 +22,20 @@ from compressflow.data.activations import read_output, store_info, write_activat
 from compressflow.errors import InputError, SpecError
 from compressflow.nn.surgery import replaceable_layers
 from compressflow.engine.records import Artifact, Record
-from compressflow.registries import STAGES
-from compressflow.metrics.similarity import as_matrix, linear_cka, svcca as svcca_similarity
-from compressflow.ops.common import PositiveInt, zarr_record
-from compressflow.ops.context import StageContext
+from compressflow.registries import OPS
+from compressflow.metrics.similarity import as_matrix, linear_cka, svcca
+from compressflow.ops.common import zarr_record
+from compressflow.ops.context import OpContext
 from compressflow.ops._layer_check import check_module_names
+from compressflow.ops.schedule import PositiveInt
 from compressflow.ops.signature import stage_signature
 from compressflow.ops.artifacts import load_checkpoint
 
-__all__ = ["capture", "svcca"]
+__all__ = ["capture", "compare_representations"]
 
 
-@STAGES.register
-def capture(ctx: StageContext, *, model: Artifact, layers: tuple[str, ...] | None = None, probe: PositiveInt = 500,
+@OPS.register(check=check_module_names)
+def capture(ctx: OpContext, *, model: Artifact, layers: tuple[str, ...] | None = None, probe: PositiveInt = 500,
             split: Literal["test", "val", "train"] = "test") -> Record:
     """Store ``layers``' outputs (default: every replaceable conv) of ``model`` on the probe set.
 
@@ -59,10 +61,29 @@ def capture(ctx: StageContext, *, model: Artifact, layers: tuple[str, ...] | Non
     return zarr_record(path, {"layers": names, "probe_sha256": probe_hash}, probe_size=len(x))
 
 
-@STAGES.register
-def svcca(ctx: StageContext, *, a: Artifact, b: Artifact, layers: tuple[str, ...] | None = None,
-          keep: Annotated[float, Field(gt=0)] = 20, conv: Literal["pool", "fold"] = "pool", cross: bool = False) -> Record:
-    """Compare the captures ``a`` and ``b`` per layer.
+def _same_probe(spec, name: str) -> None:
+    """Both inputs of an ``svcca`` stage must be captures of the same probe (size and split)."""
+    st = spec.stages[name]
+    probes = {}
+    for arg in ("a", "b"):
+        up = spec.stages[st.needs[arg]]
+        if up.op != "capture":
+            raise SpecError(f"stages.{name}.needs.{arg}: stage {st.needs[arg]!r} is a {up.op!r} stage; "
+                            f"svcca compares 'capture' stages")
+        params = stage_signature("capture").validate(
+            {**up.params, **{k: v[0] for k, v in up.sweep.items()}}, where=f"stages.{st.needs[arg]}.params")
+        probes[arg] = (params["probe"], params["split"])
+    if probes["a"] != probes["b"]:
+        raise SpecError(f"stages.{name}.needs: a and b capture different probe sets (probe {probes['a'][0]} of "
+                        f"{probes['a'][1]} vs probe {probes['b'][0]} of {probes['b'][1]}); give both captures the "
+                        f"same probe and split")
+
+
+@OPS.register(name="svcca", check=_same_probe)
+def compare_representations(ctx: OpContext, *, a: Artifact, b: Artifact, layers: tuple[str, ...] | None = None,
+                            keep: Annotated[float, Field(gt=0)] = 20, conv: Literal["pool", "fold"] = "pool",
+                            cross: bool = False) -> Record:
+    """The ``svcca`` op: compare the captures ``a`` and ``b`` per layer.
 
     Parameters
     ----------
@@ -104,7 +125,7 @@ def svcca(ctx: StageContext, *, a: Artifact, b: Artifact, layers: tuple[str, ...
     sim, cka = [], []
     for layer in names:
         x, y = acts(a, layer), acts(b, layer)
-        sim.append(svcca_similarity(x, y, keep)[0])
+        sim.append(svcca(x, y, keep)[0])
         cka.append(linear_cka(x, y))
         ctx.progress(layer=layer, svcca=sim[-1], cka=cka[-1])
     sim_a = np.array(sim)
@@ -116,7 +137,7 @@ def svcca(ctx: StageContext, *, a: Artifact, b: Artifact, layers: tuple[str, ...
     if cross:
         la, lb = ia["layers"], ib["layers"]
         mats = {n: acts(a, n) for n in la}, {n: acts(b, n) for n in lb}
-        grid = np.array([[svcca_similarity(mats[0][p], mats[1][q], keep)[0] for q in lb] for p in la])
+        grid = np.array([[svcca(mats[0][p], mats[1][q], keep)[0] for q in lb] for p in la])
         metrics["svcca_cross"] = xr.DataArray(grid, dims=("layer_a", "layer_b"), coords={"layer_a": la, "layer_b": lb})
     return Record(metrics)
 
@@ -130,25 +151,3 @@ def _capture_info(store: Artifact, arg: str) -> dict:
             raise InputError(f"svcca.{arg}: {store.path!r} is not a capture store (its attributes have no "
                              f"{kind.__name__} {key!r}); compare the outputs of 'capture' stages")
     return info
-
-
-def _same_probe(spec, name: str) -> None:
-    """Both inputs of an ``svcca`` stage must be captures of the same probe (size and split)."""
-    st = spec.stages[name]
-    probes = {}
-    for arg in ("a", "b"):
-        up = spec.stages[st.needs[arg]]
-        if up.op != "capture":
-            raise SpecError(f"stages.{name}.needs.{arg}: stage {st.needs[arg]!r} is a {up.op!r} stage; "
-                            f"svcca compares 'capture' stages")
-        params = stage_signature("capture").validate(
-            {**up.params, **{k: v[0] for k, v in up.sweep.items()}}, where=f"stages.{st.needs[arg]}.params")
-        probes[arg] = (params["probe"], params["split"])
-    if probes["a"] != probes["b"]:
-        raise SpecError(f"stages.{name}.needs: a and b capture different probe sets (probe {probes['a'][0]} of "
-                        f"{probes['a'][1]} vs probe {probes['b'][0]} of {probes['b'][1]}); give both captures the "
-                        f"same probe and split")
-
-
-capture.check_spec = check_module_names
-svcca.check_spec = _same_probe

@@ -33,7 +33,7 @@ from pydantic_core import ErrorDetails
 from compressflow._registry import Registry
 from compressflow.errors import SpecError
 from compressflow.engine.records import Artifact, Upstream
-from compressflow.registries import BLOCKS, LOSSES, MODELS, STAGES
+from compressflow.registries import BLOCKS, LOSSES, MODELS, OPS
 
 __all__ = ["INT64_MAX", "PARAMS_CONFIG", "BlockName", "LossName", "ModelName", "Seed", "StageSignature", "check_numbers",
            "describe_error", "field_path", "registered", "shown", "stage_signature", "yaml_tuples"]
@@ -195,7 +195,7 @@ class StageSignature:
 
 @functools.cache
 def stage_signature(op: str) -> StageSignature:
-    fn = STAGES.get(op)
+    fn = OPS.get(op)
     hints = typing.get_type_hints(fn, include_extras=True)
     fields: dict[str, Any] = {}
     groups: dict[str, type[BaseModel]] = {}

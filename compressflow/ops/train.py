@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from compressflow.engine.records import Record
-from compressflow.registries import STAGES
-from compressflow.ops.common import Schedule, Width, check_schedule, fit_model, model_record
-from compressflow.ops.context import StageContext
+from compressflow.registries import OPS
+from compressflow.ops.common import Width, fit_model, model_record
+from compressflow.ops.context import OpContext
+from compressflow.ops.schedule import Schedule, check_schedule
 from compressflow.ops.signature import ModelName
 
 __all__ = ["train"]
 
 
-@STAGES.register
+# the check warns when the schedule leaves ~no epochs at the base rate
+@OPS.register(check=check_schedule)
 def train(
-    ctx: StageContext,
+    ctx: OpContext,
     *,
     model: ModelName = "resnet18",
     width: Width = 0.25,
@@ -43,5 +45,3 @@ def train(
     net, hist, kwargs = fit_model(ctx, model=model, width=width, seed=seed, schedule=schedule)
     return model_record(ctx, net, hist, model, kwargs)
 
-
-train.check_spec = check_schedule  # warns when the schedule leaves ~no epochs at the base rate

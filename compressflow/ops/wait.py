@@ -13,15 +13,15 @@ import xarray as xr
 from pydantic import Field
 
 from compressflow.engine.records import Record
-from compressflow.registries import STAGES
-from compressflow.ops.context import StageContext
+from compressflow.registries import OPS
+from compressflow.ops.context import OpContext
 
 __all__ = ["wait"]
 
 
-@STAGES.register
+@OPS.register
 def wait(
-    ctx: StageContext,
+    ctx: OpContext,
     *,
     seconds: Annotated[float, Field(ge=0, le=3600)] = 0.0,
     busy: bool = False,

@@ -24,7 +24,7 @@ import xarray as xr
 
 import compressflow.ops  # noqa: F401  (registers the built-in ops that sections name)
 from compressflow._registry import Registry
-from compressflow.registries import STAGES
+from compressflow.registries import OPS
 
 __all__ = ["SECTIONS", "Section", "SectionRegistry", "ops_present", "stage_groups"]
 
@@ -81,9 +81,9 @@ class SectionRegistry(Registry[Section]):
         def add(item: SectionFn) -> SectionFn:
             key = self._name_of(item, name)
             for op in covered or ():
-                if op not in STAGES:
+                if op not in OPS:
                     raise ValueError(f"{self.kind} {key!r}: ops: unknown op {op!r}; valid choices: "
-                                     f"{', '.join(STAGES.list())}")
+                                     f"{', '.join(OPS.list())}")
             Registry.register(self, Section(key, item, covered, order, html_only), name=key)
             return item
 

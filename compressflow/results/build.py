@@ -23,7 +23,7 @@ import xarray as xr
 from compressflow.energy import carbon_intensity, co2_grams
 from compressflow.errors import SpecError
 from compressflow.engine.graph import TaskGraph
-from compressflow.engine.records import TaskRecord
+from compressflow.engine.records import LedgerEntry
 from compressflow.registries import SUMMARIES
 
 __all__ = ["LEDGER_GROUP", "RECORDED_SUFFIX", "STAGE_LEDGER", "build_results"]
@@ -45,7 +45,7 @@ RECORDED_SUFFIX = "_recorded"
 LEDGER_GROUP = "tasks"
 
 
-def build_results(graph: TaskGraph, tasks: Mapping[str, TaskRecord]) -> xr.DataTree:
+def build_results(graph: TaskGraph, tasks: Mapping[str, LedgerEntry]) -> xr.DataTree:
     """Assemble the results tree of a run.
 
     CO₂ is (re)computed here from each task's measured kWh with the spec's PUE and the
@@ -83,8 +83,8 @@ def build_results(graph: TaskGraph, tasks: Mapping[str, TaskRecord]) -> xr.DataT
     return tree
 
 
-def _ledger(tasks: list[TaskRecord], pue: float, intensity: float) -> xr.Dataset:
-    def energy(t: TaskRecord, name: str) -> float:
+def _ledger(tasks: list[LedgerEntry], pue: float, intensity: float) -> xr.Dataset:
+    def energy(t: LedgerEntry, name: str) -> float:
         return float(t.energy.get(name, np.nan))
 
     kwh = np.array([energy(t, "energy_kwh") for t in tasks])
@@ -127,7 +127,7 @@ def _datetimes(seconds: list[float]) -> np.ndarray:
     return out
 
 
-def _stage_dataset(graph: TaskGraph, stage: str, tasks: list[TaskRecord], ledger: xr.Dataset) -> xr.Dataset:
+def _stage_dataset(graph: TaskGraph, stage: str, tasks: list[LedgerEntry], ledger: xr.Dataset) -> xr.Dataset:
     axes = graph.axes(stage)
     # a task shared with another stage (same work, e.g. a teacher that is also one point of an
     # lr grid) carries that stage's point; this stage's nodes say where it sits here

@@ -31,8 +31,8 @@ def out_is_a_file(tmp: Path, out: Path) -> None:
 def plugin_files(tmp: Path, out: Path) -> None:
     """Plugins beside the spec: one whose import raises, one registering a built-in op's name."""
     (tmp / "boom.py").write_text("raise RuntimeError('this plugin needs a GPU')\n")
-    (tmp / "dup_train.py").write_text("from compressflow.registries import STAGES\n\n\n"
-                                      "@STAGES.register\ndef train(ctx):\n    pass\n")
+    (tmp / "dup_train.py").write_text("from compressflow.registries import OPS\n\n\n"
+                                      "@OPS.register\ndef train(ctx):\n    pass\n")
 
 
 # -- area: rundir (the run directory: results store, records, lock) ---------------------------

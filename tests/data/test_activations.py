@@ -121,14 +121,14 @@ def test_a_capture_store_has_no_inputs(model_and_data, tmp_path):
 
 def test_svcca_refuses_a_store_that_is_not_a_capture(model_and_data, tmp_path):
     from compressflow.engine.records import Artifact
-    from compressflow.ops.context import StageContext
-    from compressflow.ops.represent import svcca
+    from compressflow.ops.context import OpContext
+    from compressflow.ops.represent import compare_representations as svcca
 
     net, data = model_and_data
     probe = {"probe_sha256": "p", "probe_size": 20, "probe_split": "val"}
     good = write_activations(net, {"val": data["val"]}, ["conv1"], tmp_path / "good.zarr", kinds=("out",), attrs=probe)
     blockwise = write_activations(net, {"val": data["val"]}, ["conv1"], tmp_path / "blockwise.zarr")  # no probe
-    ctx = StageContext("k", "similarity", out=tmp_path)
+    ctx = OpContext("k", "similarity", out=tmp_path)
     art = {p: Artifact("zarr", str(p), "unchecked") for p in (good, blockwise)}
     same = svcca(ctx, a=art[good], b=art[good], keep=5)
     np.testing.assert_allclose(same.metrics.svcca.values, 1.0, atol=1e-5)  # a store against itself

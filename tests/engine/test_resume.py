@@ -79,13 +79,13 @@ def _finished_record(out, key="train-abc", accuracy=0.9):
     """A record as ``execute_task`` persists it, with a real artifact file under ``out``."""
     import xarray as xr
 
-    from compressflow.engine.records import Artifact, Record, TaskRecord
+    from compressflow.engine.records import Artifact, Record, LedgerEntry
     from compressflow.ops.artifacts import atomic_write_bytes, sha256_file
 
     art_path = out / "artifacts" / f"{key}.pt"
     atomic_write_bytes(art_path, b"weights")
     metrics = xr.Dataset({"accuracy": accuracy, "val_accuracy_curve": ("epoch", [0.5, 0.8])})
-    task = TaskRecord(key, "teacher", "train", {"seed": 0}, status="ok", worker="w", start=1.0, end=2.0,
+    task = LedgerEntry(key, "teacher", "train", {"seed": 0}, status="ok", worker="w", start=1.0, end=2.0,
                       energy={"energy_kwh": 1e-5, "cpu_kwh": 1e-5, "gpu_kwh": 0.0, "ram_kwh": 0.0, "method": "x"},
                       attempts=1, workers_tried=["w"],
                       record=Record(metrics, Artifact("checkpoint", str(art_path), sha256_file(art_path), {})))
@@ -128,14 +128,14 @@ BAD_RECORDS = [
 
 @pytest.mark.parametrize("fn, match", [(f, m) for _, f, m in BAD_RECORDS], ids=[i for i, _, _ in BAD_RECORDS])
 def test_a_bad_record_is_refused_with_its_reason(tmp_path, fn, match):
-    from compressflow.engine.records import RecordError, TaskRecord, read_record
+    from compressflow.engine.records import RecordError, LedgerEntry, read_record
 
     path = _finished_record(tmp_path)
     assert read_record(path).ok  # intact, as written
     _edit(path, fn)
     with pytest.raises(RecordError, match=match):
         read_record(path)
-    assert TaskRecord.load(path) is None  # not reused: the task runs again
+    assert LedgerEntry.load(path) is None  # not reused: the task runs again
 
 
 def test_a_hand_edited_plausible_accuracy_is_caught_by_the_digest(tmp_path):

@@ -14,7 +14,6 @@ from compressflow.engine.scheduling import (
     POLICIES,
     assign,
     durations_from_ledger,
-    estimate_durations,
     lower_bound,
     makespan,
 )
@@ -121,12 +120,6 @@ def test_durations_from_ledger_keeps_ok_tasks_of_the_stage():
     assert durations_from_ledger(ledger, "blockwise", "layer") == {"features.0": 12.5, "features.3": 9.0}
     with pytest.raises(InputError, match="'nope' is not in the ledger"):
         durations_from_ledger(ledger, "nope", "layer")
-
-
-def test_estimate_durations_proportional_to_macs():
-    est = estimate_durations({"a": 3e6, "b": 1e6, "c": 0.0})
-    assert est == pytest.approx({"a": 0.75, "b": 0.25, "c": 0.0})
-    assert assign("bin_packing", est, ["w0", "w1"])["a"] != assign("bin_packing", est, ["w0", "w1"])["b"]
 
 
 def test_unknown_policy_error_text():

@@ -10,8 +10,7 @@ import torch
 import compressflow
 from compressflow.data import load_splits
 from compressflow.nn.surgery import layer_io
-from compressflow.ops.common import Schedule
-from compressflow.ops.context import StageContext
+from compressflow.ops import OpContext, Schedule
 from compressflow.ops.blockwise import _layer_data, activations, replace_layer
 from compressflow.ops.train import train
 from compressflow.ops.artifacts import load_checkpoint
@@ -22,9 +21,9 @@ DATA = {"dataset": "digits", "image_size": 8, "channels": 1}
 @pytest.fixture(scope="module")
 def teacher_and_cache(tmp_path_factory):
     out = tmp_path_factory.mktemp("bw")
-    teacher = train(StageContext("t", "teacher", DATA, out), model="resnet18", width=0.25,
+    teacher = train(OpContext("t", "teacher", DATA, out), model="resnet18", width=0.25,
                     schedule=Schedule(epochs=2, batch_size=128)).artifact
-    cache = activations(StageContext("a", "acts", DATA, out), model=teacher).artifact
+    cache = activations(OpContext("a", "acts", DATA, out), model=teacher).artifact
     return out, teacher, cache
 
 
@@ -44,7 +43,7 @@ def test_cache_and_recompute_give_the_same_inputs_and_targets(teacher_and_cache)
 def test_replace_layer_learns_the_layer_and_costs_less(teacher_and_cache):
     out, teacher, cache = teacher_and_cache
     layer = "layer2.1.conv1"
-    rec = replace_layer(StageContext("r", "blocks", DATA, out), teacher=teacher, activations=cache, layer=layer,
+    rec = replace_layer(OpContext("r", "blocks", DATA, out), teacher=teacher, activations=cache, layer=layer,
                         epochs=4, eval_every=2)
     m = rec.metrics
     net = load_checkpoint(teacher).eval()
@@ -78,10 +77,10 @@ def test_blockwise_pipeline_fans_in(client, tmp_path):
     assert float(student.layers_macs_after) < 0.4 * float(student.layers_macs_before)
     assert float(student.macs) < float(student.teacher_macs)
     # the student checkpoint rebuilds with its blocks spliced in
-    from compressflow.engine.records import TaskRecord
+    from compressflow.engine.records import LedgerEntry
 
     key = str(student.task_key.values)
-    rec = TaskRecord.load(Path(tmp_path) / "records" / f"{key}.json")
+    rec = LedgerEntry.load(Path(tmp_path) / "records" / f"{key}.json")
     net = load_checkpoint(rec.record.artifact)
     assert type(net.get_submodule("layer1.0.conv1")).__name__ == "ReplacementBlock"
     assert np.isfinite(float(student.accuracy))
@@ -100,19 +99,19 @@ def test_splicing_a_copy_of_the_layer_changes_nothing(teacher_and_cache):
 
 
 def test_assemble_threshold_and_failed_layers(teacher_and_cache, tmp_path):
-    from compressflow.engine.records import TaskRecord
+    from compressflow.engine.records import LedgerEntry
     from compressflow.ops.blockwise import assemble
 
     out, teacher, cache = teacher_and_cache
     tasks = []
     for layer, drop in (("layer1.0.conv1", 0.01), ("layer1.0.conv2", 0.05), ("layer1.1.conv1", 0.02)):
-        rec = replace_layer(StageContext(f"r-{layer}", "blocks", DATA, out), teacher=teacher, activations=cache,
+        rec = replace_layer(OpContext(f"r-{layer}", "blocks", DATA, out), teacher=teacher, activations=cache,
                             layer=layer, epochs=1, eval_every=1)
         rec.metrics["accuracy_drop"] = drop  # pin the measured drop to test the threshold exactly
-        tasks.append(TaskRecord(f"k-{layer}", "blocks", "replace_layer", {"layer": layer}, status="ok", record=rec))
-    tasks.append(TaskRecord("k-failed", "blocks", "replace_layer", {"layer": "layer2.0.conv1"}, status="failed",
+        tasks.append(LedgerEntry(f"k-{layer}", "blocks", "replace_layer", {"layer": layer}, status="ok", record=rec))
+    tasks.append(LedgerEntry("k-failed", "blocks", "replace_layer", {"layer": "layer2.0.conv1"}, status="failed",
                             error="RuntimeError: boom\nTraceback ..."))
-    rec = assemble(StageContext("s", "student", DATA, tmp_path), teacher=teacher, blocks=tasks, max_drop=0.02,
+    rec = assemble(OpContext("s", "student", DATA, tmp_path), teacher=teacher, blocks=tasks, max_drop=0.02,
                    schedule=Schedule(epochs=1))
     accepted = dict(zip(rec.metrics.layer.values.tolist(), rec.metrics.accepted.values.tolist()))
     assert accepted == {"layer1.0.conv1": True, "layer1.0.conv2": False, "layer1.1.conv1": False,
@@ -131,20 +130,20 @@ def test_assemble_refuses_a_block_costlier_than_its_layer(teacher_and_cache, tmp
     """The stem conv1 (1 → 16 channels at width 0.25 on greyscale) costs 9·1·16 = 144 MACs per
     pixel; its ds2 block costs 9·1 + 1·16 + 9·16 + 16·16 = 425 (depthwise 3×3, pointwise, twice):
     2.95× the layer. It must be refused even with a perfect accuracy (drop pinned to −0.1)."""
-    from compressflow.engine.records import TaskRecord
+    from compressflow.engine.records import LedgerEntry
     from compressflow.ops.blockwise import assemble
 
     out, teacher, cache = teacher_and_cache
     tasks = []
     for layer in ("conv1", "layer2.0.conv2"):
-        rec = replace_layer(StageContext(f"r-{layer}", "blocks", DATA, out), teacher=teacher, activations=cache,
+        rec = replace_layer(OpContext(f"r-{layer}", "blocks", DATA, out), teacher=teacher, activations=cache,
                             layer=layer, epochs=1, eval_every=1)
         rec.metrics["accuracy_drop"] = -0.1
-        tasks.append(TaskRecord(f"k-{layer}", "blocks", "replace_layer", {"layer": layer}, status="ok", record=rec))
+        tasks.append(LedgerEntry(f"k-{layer}", "blocks", "replace_layer", {"layer": layer}, status="ok", record=rec))
     m = tasks[0].record.metrics
     hw = 8 * 8
     assert float(m.macs_before) == 9 * 1 * 16 * hw and float(m.macs_after) == (9 * 1 + 1 * 16 + 9 * 16 + 16 * 16) * hw
-    rec = assemble(StageContext("s", "student", DATA, tmp_path), teacher=teacher, blocks=tasks, max_drop=1.0,
+    rec = assemble(OpContext("s", "student", DATA, tmp_path), teacher=teacher, blocks=tasks, max_drop=1.0,
                    schedule=Schedule(epochs=1))
     reasons = dict(zip(rec.metrics.layer.values.tolist(), rec.metrics.reject_reason.values.tolist()))
     assert reasons == {"conv1": "more MACs than the layer (2.95×)", "layer2.0.conv2": ""}
@@ -161,3 +160,28 @@ def test_rejection_rule():
     assert rejection(0.0, 100, 100, 0.02) == "as many MACs as the layer (1.00×)"
     assert rejection(0.031, 432, 475, 0.02) == "more MACs than the layer (1.10×); accuracy drop 0.031 > max_drop 0.02"
     assert rejection(float("nan"), 100, 40, 0.02) == "accuracy drop not measured (nan)"
+
+
+def test_assemble_trains_through_the_context_with_energy_and_progress_per_epoch(teacher_and_cache, tmp_path,
+                                                                                metered_context):
+    """assemble fine-tunes through OpContext.fit: one meter read per epoch becomes its
+    cumulative energy curve, and every epoch is reported as progress."""
+    from compressflow.engine.records import LedgerEntry
+    from compressflow.ops.blockwise import assemble
+
+    out, teacher, cache = teacher_and_cache
+    layer = "layer1.0.conv1"
+    block = replace_layer(OpContext("r-energy", "blocks", DATA, out), teacher=teacher, activations=cache, layer=layer,
+                          epochs=1, eval_every=1)
+    tasks = [LedgerEntry("k-energy", "blocks", "replace_layer", {"layer": layer}, status="ok", record=block)]
+    ctx = metered_context("s-energy", "student", DATA, tmp_path)
+    rec = assemble(ctx, teacher=teacher, blocks=tasks, max_drop=1.0,
+                   schedule=Schedule(epochs=3, lr=0.01, warmup_epochs=0))
+    curve = rec.metrics.energy_curve_kwh.values
+    assert curve.shape == (3,) and np.isfinite(curve).all() and (np.diff(curve) >= 0).all()
+    assert curve.tolist() == pytest.approx([1e-6, 2e-6, 3e-6])  # the meter's reads, one per epoch, in order
+    assert rec.metrics.energy_curve_kwh.attrs["units"].startswith("kWh (cumulative")
+    epochs = [e for e in ctx.events if "loss" in e]
+    assert [(e["epoch"], e["of"]) for e in epochs] == [(1, 3), (2, 3), (3, 3)]
+    assert [e["val_accuracy"] for e in epochs] == pytest.approx(rec.metrics.val_accuracy_curve.values.tolist())
+    assert all(np.isfinite(e["loss"]) for e in epochs)

@@ -12,8 +12,7 @@ import torch
 import compressflow.ops.craft as craft_module
 from compressflow.data import load_splits
 from compressflow.nn.surgery import layer_io_batched
-from compressflow.ops.common import Schedule
-from compressflow.ops.context import StageContext
+from compressflow.ops import OpContext, Schedule
 from compressflow.ops.craft import craft
 from compressflow.ops.train import train
 from compressflow.ops.artifacts import load_checkpoint
@@ -26,7 +25,7 @@ FAST = {"layers": LAYERS, "block_epochs": 2, "eval_every": 1, "step_epochs": 1, 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp("craft")
-    return out, train(StageContext("t", "teacher", DATA, out), model="resnet18", width=0.25,
+    return out, train(OpContext("t", "teacher", DATA, out), model="resnet18", width=0.25,
                       schedule=Schedule(epochs=2, batch_size=128)).artifact
 
 
@@ -48,7 +47,7 @@ def captured(monkeypatch):
 def test_each_block_is_trained_on_the_current_model(teacher, captured, order):
     out, art = teacher
     # no fine-tuning between steps, so only the replaced blocks change what a layer receives
-    rec = craft(StageContext(f"c-{order}", "craft", DATA, out), teacher=art, order=order, max_drop=1.0,
+    rec = craft(OpContext(f"c-{order}", "craft", DATA, out), teacher=art, order=order, max_drop=1.0,
                 **{**FAST, "step_epochs": 0})
     expected = list(LAYERS) if order == "top_down" else list(LAYERS[::-1])
     assert [layer for _, layer, _, _ in captured] == expected
@@ -79,7 +78,7 @@ def test_a_block_is_kept_by_the_rule_whatever_training_gives(teacher):
     from compressflow.ops.blockwise import rejection
 
     out, art = teacher
-    rec = craft(StageContext("c-none", "craft", DATA, out), teacher=art, max_drop=0.0, **FAST)
+    rec = craft(OpContext("c-none", "craft", DATA, out), teacher=art, max_drop=0.0, **FAST)
     m = rec.metrics
     teacher_val = float(m.teacher_val_accuracy)
     student = load_checkpoint(rec.artifact)
@@ -109,7 +108,7 @@ def test_craft_refuses_costlier_or_worse_blocks(teacher, monkeypatch):
         return blk, m
 
     monkeypatch.setattr(craft_module, "train_block", pin)
-    rec = craft(StageContext("c-pin", "craft", DATA, out), teacher=art, max_drop=0.02,
+    rec = craft(OpContext("c-pin", "craft", DATA, out), teacher=art, max_drop=0.02,
                 **{**FAST, "layers": tuple(pinned), "step_epochs": 0})
     m = rec.metrics
     teacher_val = float(m.teacher_val_accuracy)
@@ -122,9 +121,28 @@ def test_craft_refuses_costlier_or_worse_blocks(teacher, monkeypatch):
 
 def test_fine_tuning_between_steps_feeds_the_next_block(teacher, captured):
     out, art = teacher
-    craft(StageContext("c-ft", "craft", DATA, out), teacher=art, order="bottom_up", max_drop=1.0, **FAST)
+    craft(OpContext("c-ft", "craft", DATA, out), teacher=art, order="bottom_up", max_drop=1.0, **FAST)
     x = load_splits(**DATA).train.x
     original = load_checkpoint(art).eval()
     net, layer, x_in, _ = captured[1]  # after one kept block and one epoch of fine-tuning
     torch.testing.assert_close(x_in, layer_io_batched(net.eval(), layer, x)[0])
     assert not torch.allclose(x_in, layer_io_batched(original, layer, x)[0], atol=1e-4)
+
+
+def test_craft_trains_through_the_context_with_energy_and_progress_per_epoch(teacher, metered_context):
+    """craft's fine-tunings (after each kept block and at the end) go through OpContext.fit:
+    the record's energy curve is the final fine-tuning's, one cumulative meter read per epoch,
+    and every epoch of every fine-tuning is reported (the step ones labelled with the step)."""
+    out, art = teacher
+    ctx = metered_context("c-energy", "craft", DATA, out)
+    rec = craft(ctx, teacher=art, max_drop=1.0, **{**FAST, "schedule": Schedule(epochs=2, lr=0.01)})
+    assert rec.metrics.accepted.values.all()  # so every step fine-tuned: 3 one-epoch fits before the final one
+    curve = rec.metrics.energy_curve_kwh.values
+    assert curve.shape == (2,) and np.isfinite(curve).all() and (np.diff(curve) >= 0).all()
+    reads = ctx.meter.reads
+    assert reads == len(LAYERS) * FAST["step_epochs"] + 2
+    assert curve.tolist() == pytest.approx([1e-6 * (reads - 1), 1e-6 * reads])  # the last two reads
+    fits = [e for e in ctx.events if "loss" in e]
+    assert [(e.get("step"), e["epoch"], e["of"]) for e in fits] == [(1, 1, 1), (2, 1, 1), (3, 1, 1),
+                                                                     (None, 1, 2), (None, 2, 2)]
+    assert [e["val_accuracy"] for e in fits[-2:]] == pytest.approx(rec.metrics.val_accuracy_curve.values.tolist())

@@ -9,8 +9,7 @@ import torch
 from compressflow.data import load_splits
 from compressflow.nn import losses
 from compressflow.ops import distill as distill_module
-from compressflow.ops.common import Schedule
-from compressflow.ops.context import StageContext
+from compressflow.ops import OpContext, Schedule
 from compressflow.ops.train import train
 
 DATA = {"dataset": "digits", "image_size": 8, "channels": 1}
@@ -20,7 +19,7 @@ SMALL = {"model": "wrn_16_1", "width": 0.5, "schedule": Schedule(epochs=1, batch
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
-    return train(StageContext("teacher-key", "teacher", DATA, out), **SMALL).artifact
+    return train(OpContext("teacher-key", "teacher", DATA, out), **SMALL).artifact
 
 
 def test_teacher_unchanged_and_tau_reaches_loss(teacher, tmp_path, monkeypatch):
@@ -39,7 +38,7 @@ def test_teacher_unchanged_and_tau_reaches_loss(teacher, tmp_path, monkeypatch):
     monkeypatch.setattr(distill_module, "load_checkpoint", spy_load)
     monkeypatch.setattr(distill_module.LOSSES, "_items", {**distill_module.LOSSES._items, "hkd": spy_hkd})
     digest_before = Path(teacher.path).read_bytes()
-    rec = distill_module.distill(StageContext("student-key", "kd", DATA, tmp_path), teacher=teacher,
+    rec = distill_module.distill(OpContext("student-key", "kd", DATA, tmp_path), teacher=teacher,
                                  temperature={"stochastic": [2, 20]}, seed=7, **SMALL)
     (net, before), = loaded
     for name, value in net.state_dict().items():  # weights and BN statistics untouched
@@ -56,7 +55,7 @@ def test_teacher_unchanged_and_tau_reaches_loss(teacher, tmp_path, monkeypatch):
 
 
 def test_same_seed_same_student_and_taus(teacher, tmp_path):
-    runs = [distill_module.distill(StageContext(f"k{i}", "kd", DATA, tmp_path / str(i)), teacher=teacher,
+    runs = [distill_module.distill(OpContext(f"k{i}", "kd", DATA, tmp_path / str(i)), teacher=teacher,
                                    temperature={"stochastic": [2, 20]}, seed=3, **SMALL) for i in range(2)]
     a, b = (r.metrics for r in runs)
     assert a["tau_draws"].values.tolist() == b["tau_draws"].values.tolist()
@@ -64,7 +63,7 @@ def test_same_seed_same_student_and_taus(teacher, tmp_path):
 
 
 def test_fixed_tau_records_and_teacher_flops(teacher, tmp_path):
-    rec = distill_module.distill(StageContext("k", "kd", DATA, tmp_path), teacher=teacher, loss="cmc",
+    rec = distill_module.distill(OpContext("k", "kd", DATA, tmp_path), teacher=teacher, loss="cmc",
                                  temperature=4, **SMALL)
     m = rec.metrics
     assert float(m["tau_mean"]) == 4.0 and not bool(m["stochastic"]) and "tau_draws" not in m

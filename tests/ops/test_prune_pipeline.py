@@ -13,8 +13,7 @@ import torch
 import compressflow
 from compressflow import SpecError, load_spec
 from compressflow.data import biased, load_splits
-from compressflow.ops.common import Schedule
-from compressflow.ops.context import StageContext
+from compressflow.ops import OpContext, Schedule
 from compressflow.ops.prune import prune
 from compressflow.ops.train import train
 from compressflow.ops.artifacts import load_checkpoint
@@ -49,7 +48,7 @@ def test_pruned_layers_hit_their_sparsity(study):
     pruned = tree["pruned"].to_dataset().sel(sparsity=0.5)
     layers = [str(v) for v in pruned.layer.values]
     assert "fc" not in layers and "conv1" in layers
-    net = load_checkpoint(compressflow.engine.records.TaskRecord.load(
+    net = load_checkpoint(compressflow.engine.records.LedgerEntry.load(
         study[0] / "records" / f"{str(pruned.task_key.sel({'method': 'magnitude', 'seed': 0}).values)}.json").record.artifact)
     for method in ("magnitude", "reinit", "random"):
         for name, frac in zip(layers, pruned.layer_sparsity.sel({"method": method, "seed": 0}).values):
@@ -96,7 +95,7 @@ def test_bias_and_pies(study):
 @pytest.fixture(scope="module")
 def original(tmp_path_factory):
     out = tmp_path_factory.mktemp("orig")
-    art = train(StageContext("o", "original", DATA, out), model="resnet18", width=0.25,
+    art = train(OpContext("o", "original", DATA, out), model="resnet18", width=0.25,
                 schedule=Schedule(epochs=2, batch_size=128)).artifact
     return out, art
 
@@ -104,17 +103,17 @@ def original(tmp_path_factory):
 def _prune_seen(monkeypatch, out, art, **options):
     """Run prune (sparsity 0.75, one epoch) and return its record, its final weights and the
     class counts of every training split it fitted on (a spy on the fit it calls)."""
-    import compressflow.ops.prune as prune_module
+    import compressflow.ops.context as fit_module  # OpContext.fit's fit
 
-    counts, real = [], prune_module.fit
+    counts, real = [], fit_module.fit
 
     def spy(model, splits, **kw):
         counts.append(np.bincount(splits.train.y.numpy(), minlength=10))
         return real(model, splits, **kw)
 
     with monkeypatch.context() as m:
-        m.setattr(prune_module, "fit", spy)
-        rec = prune(StageContext("p", "pruned", DATA, out), model=art, sparsity=0.75, schedule=Schedule(**FAST),
+        m.setattr(fit_module, "fit", spy)
+        rec = prune(OpContext("p", "pruned", DATA, out), model=art, sparsity=0.75, schedule=Schedule(**FAST),
                     **options)
     return rec, load_checkpoint(rec.artifact).state_dict(), counts
 
@@ -157,12 +156,13 @@ def test_prune_options(original, plain, monkeypatch, options):
 def test_options_add_their_terms_to_the_loss(original, monkeypatch):
     """KD, AT and KD+AT each put their own term in the training loss: on the first batch the
     loss is the base term plus exactly what the option adds (computed from the loss pieces)."""
+    import compressflow.ops.context as fit_module  # OpContext.fit's fit
     import compressflow.ops.prune as prune_module
     from compressflow.nn.losses import hkd
 
     out, art = original
     first = {}
-    real = prune_module.fit
+    real = fit_module.fit
 
     def spy(model, splits, *, loss_fn, **kw):
         def wrapped(logits, x, y):
@@ -172,11 +172,11 @@ def test_options_add_their_terms_to_the_loss(original, monkeypatch):
             return loss
         return real(model, splits, loss_fn=wrapped, **kw)
 
-    monkeypatch.setattr(prune_module, "fit", spy)
+    monkeypatch.setattr(fit_module, "fit", spy)
     teacher = load_checkpoint(art).eval()
     for distill in ("none", "kd", "at", "kd+at"):
         first.clear()
-        prune(StageContext("p", "pruned", DATA, out), model=art, method="magnitude", sparsity=0.5, distill=distill,
+        prune(OpContext("p", "pruned", DATA, out), model=art, method="magnitude", sparsity=0.5, distill=distill,
               temperature=4.0, alpha=0.9, schedule=Schedule(**FAST))
         (loss, logits, x, y, (s_maps, t_maps)), = first.values()
         with torch.no_grad():

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-import compressflow.ops.common as common_module
-import compressflow.ops.prune as prune_module
+# every op trains through OpContext.fit, which calls the fit of compressflow.ops.context: the spies go there
+import compressflow.ops.context as fit_module
 from compressflow.nn.pruning import prunable_layers
-from compressflow.ops.common import Schedule
-from compressflow.ops.context import StageContext
+from compressflow.ops import OpContext, Schedule
 from compressflow.ops.prune import derived_seed, prune
 from compressflow.ops.train import train
 from compressflow.ops.artifacts import load_checkpoint
@@ -27,7 +26,7 @@ class _Stop(Exception):
 @pytest.fixture(scope="module")
 def original(tmp_path_factory):
     out = tmp_path_factory.mktemp("orig")
-    art = train(StageContext("o", "original", DATA, out), model="resnet18", width=0.125, schedule=ONE).artifact
+    art = train(OpContext("o", "original", DATA, out), model="resnet18", width=0.125, schedule=ONE).artifact
     return out, art
 
 
@@ -60,13 +59,13 @@ def _weights(state: dict) -> dict:
 def test_reinit_and_random_never_start_from_the_originals_initialisation(monkeypatch, original, seed, tmp_path):
     out, art = original
     # the original's initial model and batch order exactly as `train` builds them for this seed
-    orig, orig_seed = _starting_point(monkeypatch, common_module, lambda: train(
-        StageContext("t", "t", DATA, tmp_path), model="resnet18", width=0.125, schedule=ONE, seed=seed))
+    orig, orig_seed = _starting_point(monkeypatch, fit_module, lambda: train(
+        OpContext("t", "t", DATA, tmp_path), model="resnet18", width=0.125, schedule=ONE, seed=seed))
     assert orig_seed == seed
     starts = {}
     for method in ("reinit", "random"):
-        state, data_seed = _starting_point(monkeypatch, prune_module, lambda: prune(
-            StageContext("p", "p", DATA, out), model=art, method=method, sparsity=0.5, schedule=ONE, seed=seed))
+        state, data_seed = _starting_point(monkeypatch, fit_module, lambda: prune(
+            OpContext("p", "p", DATA, out), model=art, method=method, sparsity=0.5, schedule=ONE, seed=seed))
         w = _weights(state)
         assert len(w) == 21 and set(w) == set(_weights(orig))  # 20 convs and the classifier
         for name, value in w.items():
@@ -80,7 +79,7 @@ def test_reinit_and_random_never_start_from_the_originals_initialisation(monkeyp
 
 def test_a_reinitialised_run_is_reproducible(original, tmp_path):
     out, art = original
-    a, b = (load_checkpoint(prune(StageContext(f"p{i}", "p", DATA, tmp_path / str(i)), model=art, method="reinit",
+    a, b = (load_checkpoint(prune(OpContext(f"p{i}", "p", DATA, tmp_path / str(i)), model=art, method="reinit",
                                   sparsity=0.5, schedule=ONE, seed=3).artifact).state_dict() for i in range(2))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -107,7 +106,7 @@ def test_agp_prunes_at_the_scheduled_epochs(monkeypatch, original, tmp_path):
     levels = [target + (0.1 - target) * (1 - k / 3) ** 3 for k in range(steps)]  # 0.1, 0.3815, 0.4852, 0.5
     plan = {0: levels[0], 1: levels[1], 3: levels[2], 4: levels[3]}
     in_force = {}  # epoch → filter sparsity of a layer while that epoch trains
-    real = prune_module.fit
+    real = fit_module.fit
 
     def spy(model, splits, *, on_epoch, epochs, **kw):
         def during(epoch_done, hist):
@@ -116,8 +115,8 @@ def test_agp_prunes_at_the_scheduled_epochs(monkeypatch, original, tmp_path):
         in_force[1] = _filter_sparsity(model)
         return real(model, splits, on_epoch=during, epochs=epochs, **kw)
 
-    monkeypatch.setattr(prune_module, "fit", spy)
-    rec = prune(StageContext("agp", "pruned", DATA, tmp_path), model=art, method="filters", sparsity=target,
+    monkeypatch.setattr(fit_module, "fit", spy)
+    rec = prune(OpContext("agp", "pruned", DATA, tmp_path), model=art, method="filters", sparsity=target,
                 agp_steps=steps, schedule=Schedule(epochs=epochs, batch_size=512))
     current = levels[0]
     for epoch in range(1, epochs + 1):

@@ -11,7 +11,7 @@ import pytest
 
 from compressflow import load_spec
 from compressflow.errors import SpecWarning
-from compressflow.ops.common import base_rate_epochs
+from compressflow.ops.schedule import base_rate_epochs
 
 BASE = {"name": "w", "data": {"dataset": "digits", "image_size": 8, "channels": 1}, "stages": {
     "teacher": {"op": "train", "params": {"model": "resnet18", "width": 0.125, "epochs": 15}},

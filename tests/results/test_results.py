@@ -13,8 +13,8 @@ import xarray as xr
 import compressflow
 from compressflow.errors import SpecError
 from compressflow.engine.graph import Node, TaskGraph
-from compressflow.engine.records import Record, TaskRecord
-from compressflow.registries import STAGES, SUMMARIES
+from compressflow.engine.records import Record, LedgerEntry
+from compressflow.registries import OPS, SUMMARIES
 from compressflow.results import STAGE_LEDGER, build_results, save_results
 from compressflow.engine.spec import DataSpec, EnergySpec, PipelineSpec, StageSpec
 from compressflow.ops.signature import stage_signature
@@ -46,7 +46,7 @@ EVERY_OP = {
         "idle": {"op": "wait"},
     },
 }
-ALL_PARAMS = sorted({p for op in STAGES for p in stage_signature(op).params})
+ALL_PARAMS = sorted({p for op in OPS for p in stage_signature(op).params})
 
 
 @pytest.fixture(scope="module")
@@ -54,21 +54,21 @@ def every_op(client, tmp_path_factory):
     """The run directory, its results and one finished record per op."""
     out = tmp_path_factory.mktemp("every-op")
     tree = compressflow.run(EVERY_OP, cluster=client, out=out, show_progress=False)
-    records: dict[str, TaskRecord] = {}
+    records: dict[str, LedgerEntry] = {}
     for path in sorted((out / "records").glob("*.json")):
-        rec = TaskRecord.load(path)
+        rec = LedgerEntry.load(path)
         records.setdefault(rec.op, rec)
     return out, tree, records
 
 
 def _record(out, key: str) -> xr.Dataset:
-    return TaskRecord.load(out / "records" / f"{key}.json").record.metrics
+    return LedgerEntry.load(out / "records" / f"{key}.json").record.metrics
 
 
 @pytest.mark.slow
 def test_sweeping_lr_builds_and_keeps_the_lr_curve(every_op):
     out, tree, records = every_op
-    assert set(records) == set(STAGES), "add the new op to EVERY_OP"
+    assert set(records) == set(OPS), "add the new op to EVERY_OP"
     assert (tree["tasks"]["status"] == "ok").all()
     grid = xr.open_datatree(out / "results.zarr", engine="zarr")["lr_grid"].to_dataset().load()
     assert list(grid.lr.values) == [0.1, 0.2] and grid["lr_curve"].dims == ("lr", "epoch")
@@ -104,15 +104,15 @@ def _swept_graph(op: str, axis: str, stage: str = "s", values=(1, 2)) -> TaskGra
     return TaskGraph(spec, {stage: nodes}, {})
 
 
-def _tasks(graph: TaskGraph, metrics: list[xr.Dataset]) -> dict[str, TaskRecord]:
-    return {n.key: TaskRecord(n.key, n.stage, n.op, dict(n.point), status="ok", start=0.0, end=1.0 + i,
+def _tasks(graph: TaskGraph, metrics: list[xr.Dataset]) -> dict[str, LedgerEntry]:
+    return {n.key: LedgerEntry(n.key, n.stage, n.op, dict(n.point), status="ok", start=0.0, end=1.0 + i,
                               energy={"energy_kwh": 1e-6}, record=Record(m))
             for i, (n, m) in enumerate(zip(next(iter(graph.stages.values())), metrics))}
 
 
 @pytest.mark.slow  # needs one real record per op (the every_op run)
 @pytest.mark.parametrize("axis", ALL_PARAMS)
-@pytest.mark.parametrize("op", STAGES.list())
+@pytest.mark.parametrize("op", OPS.list())
 def test_a_sweep_axis_never_collides_with_a_recorded_variable(every_op, op, axis):
     metrics = every_op[2][op].record.metrics
     graph = _swept_graph(op, axis)
