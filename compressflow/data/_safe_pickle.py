@@ -36,7 +36,7 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     """The callables numpy pickles an ndarray, a dtype and a numpy scalar with, under each module
     spelling they are written with: ``numpy.core`` (numpy 1.x and the Python 2 originals) and
     ``numpy._core`` (numpy 2). Taken from numpy's own ``__reduce__`` so they are the real functions."""
-    real_reconstruct = np.zeros(1).__reduce__()[0]
+    real_reconstruct: Any = np.zeros(1).__reduce__()[0]
 
     def reconstruct(cls: Any, shape: Any, dtype: Any) -> np.ndarray:
         # numpy always pickles _reconstruct(ndarray, (0,), b'b') and sets the real shape and bytes in

@@ -107,7 +107,7 @@ def _options(image_size: Any, channels: Any, augment: Any, val_fraction: Any, te
         raise DataError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
     for field, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
-                                  or not 0 < value < 1):
+                                  or not 0 < float(value) < 1):
             raise DataError(f"{field} must be a number strictly between 0 and 1, got {value!r}")
     if test_fraction is not None and val_fraction + test_fraction >= 1:
         raise DataError(f"val_fraction + test_fraction must be < 1 to leave training data, got "

@@ -34,6 +34,6 @@ def synthetic(*, num_samples: int = 1000, num_classes: int = 10, image_size: int
     patterns = (patterns - patterns.mean((1, 2, 3), keepdim=True)) / patterns.std((1, 2, 3), keepdim=True)
     y = (torch.arange(n) % k)[torch.randperm(n, generator=gen)]
     x = _random_crop(patterns[y], max(1, size // 8), gen) * _SYNTHETIC_SIGNAL
-    x, y = (x + torch.randn(x.shape, generator=gen)).numpy(), y.numpy()
-    parts = [(x[i], y[i]) for i in _split_indices("synthetic", y, opts)]
+    xa, ya = (x + torch.randn(x.shape, generator=gen)).numpy(), y.numpy()
+    parts = [(xa[i], ya[i]) for i in _split_indices("synthetic", ya, opts)]
     return _build("synthetic", parts, 1.0, tuple(f"class_{i}" for i in range(k)), opts)

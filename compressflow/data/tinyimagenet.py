@@ -91,7 +91,7 @@ def _read_images(paths: list[Path]) -> np.ndarray:
                 if im.width * im.height > MAX_IMAGE_PIXELS:
                     raise too_large(path, f"{im.width}×{im.height} pixels")
                 im = im.convert("RGB")
-                return np.asarray(im if size is None or im.size == size else im.resize(size, Image.BILINEAR))
+                return np.asarray(im if size is None or im.size == size else im.resize(size, Image.Resampling.BILINEAR))
         except DataError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # PIL's own, larger limit

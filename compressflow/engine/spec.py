@@ -53,7 +53,7 @@ class DataSpec(BaseModel):
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
     seed: Seed = 0
     root: str | None = None
-    augment: yaml_tuples(tuple[str, ...] | None) = None
+    augment: yaml_tuples(tuple[str, ...] | None) = None  # type: ignore[valid-type]  # built at runtime for pydantic
     num_samples: int = Field(default=1000, ge=20, le=10_000_000)
     num_classes: int = Field(default=10, ge=2, le=100_000)
 
@@ -146,7 +146,7 @@ class PipelineSpec(BaseModel):
     #: user extensions imported on the client and every worker (:mod:`compressflow.plugins`):
     #: ``.py`` files, package folders (relative to the spec file's folder) or module names;
     #: kept as absolute paths once loaded
-    plugins: yaml_tuples(tuple[str, ...]) = ()
+    plugins: yaml_tuples(tuple[str, ...]) = ()  # type: ignore[valid-type]  # built at runtime for pydantic
 
     @field_validator("stages", mode="before")
     @classmethod
@@ -237,7 +237,7 @@ def _valid_keys(model_title: str, loc: tuple) -> str:
     )
     for part in loc[:-1]:
         field = model.model_fields.get(str(part)) if isinstance(part, str) else None
-        ann = getattr(field, "annotation", None)
+        ann: Any = getattr(field, "annotation", None)
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             model = ann
         elif field is not None and getattr(ann, "__args__", None):

@@ -236,18 +236,22 @@ def assemble(
     net = load_checkpoint(teacher, ctx.device).eval()
     chosen, reasons = {}, {}
     for task in blocks:
-        layer = task.point.get("layer") or (task.record.artifact.meta["layer"] if task.ok else None)
-        if not task.ok:
+        # an ok block task has its record, and the record its block's artifact
+        rec = task.record if task.ok else None
+        art = rec.artifact if rec is not None else None
+        layer = task.point.get("layer") or (art.meta["layer"] if art is not None else None)
+        if rec is None:
             first = (task.error or "").strip().splitlines()
             reason = f"task {task.status.replace('_', ' ')}" + (f": {first[0][:200]}" if first else "")
         else:
-            m = task.record.metrics
+            m = rec.metrics
             reason = rejection(float(m["accuracy_drop"]), float(m["macs_before"]), float(m["macs_after"]), max_drop)
         if layer is not None:
             reasons[layer] = reason
         if not reason:
-            name, blk = _load_block(task.record.artifact, net, ctx.device)
-            chosen[name] = (task.record.artifact.meta["block"], blk, m)
+            assert art is not None  # only an ok task's reason can be empty
+            name, blk = _load_block(art, net, ctx.device)
+            chosen[name] = (art.meta["block"], blk, m)
     student = spliced(net, {layer: b for layer, (_, b, _) in chosen.items()})
     hist = ctx.fit(student, schedule, seed=seed)
     extra = {

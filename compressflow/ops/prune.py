@@ -24,7 +24,7 @@ re-initialisation must draw fresh weights).
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import numpy as np
 import torch
@@ -185,7 +185,7 @@ def prune(
     make_permanent(net)
     per_layer = layer_sparsity(net)
     layers = prunable_layers(net)
-    sizes = np.array([net.get_submodule(n).weight.numel() for n in layers], dtype=float)
+    sizes = np.array([cast(torch.Tensor, net.get_submodule(n).weight).numel() for n in layers], dtype=float)
     density = {n: 1 - per_layer[n] for n in layers}
     extra = {
         "target_sparsity": sparsity,
@@ -332,14 +332,16 @@ class TeacherLoss:
         else:
             loss = F.cross_entropy(logits, y)
         if self.beta is not None:
-            loss = loss + attention_transfer(self.student_maps, self.teacher_maps, self.beta)
+            # both forward passes above filled every map through the hooks
+            maps = cast(list[torch.Tensor], self.student_maps), cast(list[torch.Tensor], self.teacher_maps)
+            loss = loss + attention_transfer(*maps, self.beta)
         return loss
 
 
 def _effective_macs(net: torch.nn.Module, shape: tuple[int, ...], density: dict[str, float]) -> float:
     """Forward MACs if every pruned layer skipped its zero weights: each layer's MACs × its
     weight density (unpruned layers count in full)."""
-    total = macs_per_sample(net, shape)
+    total: float = macs_per_sample(net, shape)
     for name, d in density.items():
         layer_macs = _layer_macs(net, name, shape)
         total -= layer_macs * (1 - d)

@@ -32,7 +32,8 @@ def _data_uri(png: Path) -> str:
 def markdown_to_html(text: str, folder: Path) -> str:
     """The report's Markdown subset — headings, pipe tables, images (embedded from
     ``folder``), paragraphs — as HTML."""
-    out, table = [], []
+    out: list[str] = []
+    table: list[str] = []
 
     def flush() -> None:
         if table:
@@ -68,8 +69,8 @@ def write_report(tree: xr.DataTree, out: Path | str) -> Path:
     folder = Path(out) / "report"
     folder.mkdir(parents=True, exist_ok=True)
     title = f"# {tree.attrs.get('name', 'compressflow run')}"
-    shown = [(s, s.fn(tree, folder)) for s in SECTIONS.for_tree(tree)]
-    shown = [(s, text) for s, text in shown if text]
+    rendered = [(s, s.fn(tree, folder)) for s in SECTIONS.for_tree(tree)]
+    shown = [(s, text) for s, text in rendered if text]
     path = folder / "report.md"
     path.write_text("\n\n".join([title, *(text for s, text in shown if not s.html_only)]) + "\n")
     write_html_report(tree, folder, "\n\n".join([title, *(text for _, text in shown)]) + "\n")

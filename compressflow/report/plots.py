@@ -156,7 +156,7 @@ def stage_parallelism(tree: xr.DataTree) -> list[tuple[str, ...]]:
     time, their ratio (the speedup the stage got from running tasks side by side) and that
     ratio over the workers it used (efficiency)."""
     ledger = _ledger(tree)
-    rows = [("stage", "tasks", "workers", "wall s", "task time s", "parallel speedup", "efficiency")]
+    rows: list[tuple[str, ...]] = [("stage", "tasks", "workers", "wall s", "task time s", "parallel speedup", "efficiency")]
     for stage in dict.fromkeys(ledger.stage.values.tolist()):
         sub = ledger.isel(task=ledger.stage.values == stage)
         if sub.sizes["task"] < 2 or np.isnat(sub.start.values).any():

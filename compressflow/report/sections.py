@@ -65,8 +65,8 @@ class SectionRegistry(Registry[Section]):
     """The report sections: a :class:`~compressflow._registry.Registry` of :class:`Section`
     whose :meth:`register` ties a function to the op families it reports on."""
 
-    def register(self, fn: SectionFn | None = None, *, ops: Iterable[str] | None, name: str | None = None,
-                 order: int = 50, html_only: bool = False):
+    def register(self, fn: SectionFn | None = None, *, ops: Iterable[str] | None,  # type: ignore[override]  # ops is required
+                 name: str | None = None, order: int = 50, html_only: bool = False):
         """Register ``fn`` as a section reporting on the stages of ``ops`` (None: every run);
         usable as a decorator, which returns ``fn`` unchanged.
 
@@ -79,7 +79,7 @@ class SectionRegistry(Registry[Section]):
         covered = None if ops is None else tuple(ops)
 
         def add(item: SectionFn) -> SectionFn:
-            key = self._name_of(item, name)
+            key = name or item.__name__
             for op in covered or ():
                 if op not in OPS:
                     raise ValueError(f"{self.kind} {key!r}: ops: unknown op {op!r}; valid choices: "
@@ -104,7 +104,7 @@ SECTIONS = SectionRegistry("report section")
 
 def ops_present(tree: xr.DataTree) -> set[str]:
     """The ops of the tasks in ``tree``'s ``/tasks`` ledger."""
-    return {str(op) for op in tree["tasks"]["op"].values}
+    return {str(op) for op in tree["tasks"]["op"].to_numpy()}
 
 
 def stage_groups(tree: xr.DataTree, ops: Iterable[str]) -> list[tuple[str, xr.Dataset]]:
