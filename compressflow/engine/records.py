@@ -89,7 +89,8 @@ class TaskRecord:
             The run directory: artifact paths inside it are stored relative to it, so a
             moved or copied run directory reads its own files (see :meth:`from_json`).
         """
-        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "record"}
+        # field by field: dataclasses.asdict would deep-copy the metrics Dataset only to drop it
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "record"}
         if self.record is not None:
             art = dataclasses.asdict(self.record.artifact) if self.record.artifact else None
             if art is not None and root is not None:

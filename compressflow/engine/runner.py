@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import socket
 import sys
-import tempfile
-from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +13,17 @@ from distributed import Client, as_completed, progress, span
 from distributed.comm.addressing import get_address_host
 from distributed.comm.core import CommClosedError
 
-from compressflow.engine.execute import record_path
 from compressflow.engine.cluster import connect
 from compressflow.data import load_splits
 from compressflow.energy import EnergyMeterPlugin
 from compressflow.errors import InputError
-from compressflow.engine.graph import TaskGraph, build_graph
-from compressflow.engine.records import RecordError, TaskRecord, read_record
+from compressflow.engine.graph import TaskGraph, build_graph, expand
+from compressflow.engine.records import TaskRecord
+from compressflow.engine.resume import plan_resume
+from compressflow.engine.rundir import RunDir
 from compressflow.results import build_results, open_results, check_results_store, save_results
 from compressflow.engine.scheduling import assign, durations_from_ledger
 from compressflow.engine.spec import PipelineSpec, load_spec
-from compressflow.ops.artifacts import artifact_problem
 
 __all__ = ["run"]
 
@@ -76,17 +71,20 @@ def run(
     0.96
     """
     spec = load_spec(spec)
-    out = Path(out) if out is not None else Path("runs") / spec.name
-    _check_writable(out)
-    with _run_lock(out):
-        return _run_locked(spec, cluster, out, show_progress)
+    run_dir = RunDir(Path(out) if out is not None else Path("runs") / spec.name)
+    run_dir.check_writable()
+    with run_dir.lock():
+        return _run_locked(spec, cluster, run_dir, show_progress)
 
 
-def _run_locked(spec: PipelineSpec, cluster: Any, out: Path, show_progress: bool) -> xr.DataTree:
+def _run_locked(spec: PipelineSpec, cluster: Any, run_dir: RunDir, show_progress: bool) -> xr.DataTree:
+    out = run_dir.root
     check_results_store(out)
     load_splits(**spec.data.options())  # a missing dataset directory fails here, not on a worker
-    graph = build_graph(spec, out.resolve())
-    _check_reused_records(graph, out.resolve())
+    stages = expand(spec)
+    resolved = RunDir(out.resolve())
+    reused = plan_resume((n for nodes in stages.values() for n in nodes), resolved)  # the one read of the records
+    graph = build_graph(spec, resolved.root, reused, stages=stages)
     with connect(cluster) as client:
         say = _printer(show_progress)
         say(f"compressflow: {len(graph.nodes)} tasks in {len(graph.stages)} stages; dashboard {client.dashboard_link}")
@@ -116,7 +114,7 @@ def _submit(client: Client, graph: TaskGraph, workers: list[str]) -> dict[str, A
     evenly), and Dask balances the rest."""
     futures: dict[str, Any] = {}
     for stage, nodes in graph.stages.items():
-        keys = [n.key for n in nodes if n.key not in futures]
+        keys = [n.key for n in nodes if n.key not in futures and n.key in graph.delayed]
         if not keys:
             continue
         resources = nodes[0].resources or None
@@ -168,7 +166,8 @@ def _gather(client: Client, graph: TaskGraph, futures: dict[str, Any]) -> dict[s
     dying) becomes a failed record instead of aborting the collection of the others."""
     nodes = graph.nodes
     values = client.gather(list(futures.values()), errors="skip")
-    done = {rec.key: rec for rec in values}
+    done = dict(graph.reused)
+    done.update((rec.key, rec) for rec in values)
     for key, fut in futures.items():
         if key not in done:
             node = nodes[key]
@@ -209,114 +208,6 @@ def _check_resources(workers: dict[str, Any], graph: TaskGraph) -> None:
                     f"stages.{stage}.resources.{name}: needs {amount:g} but no worker offers that much "
                     f"(workers offer {offered or 'no resources'}); use a GPU cluster spec or drop the request"
                 )
-
-
-def _check_reused_records(graph: TaskGraph, out: Path) -> None:
-    """Validate every finished record this run would reuse (:func:`read_record`: schema, key,
-    digest, metrics, its artifact present and matching its sha256; a record a downstream
-    stage takes an artifact from must have one). A bad record is not reused: it is moved,
-    with its artifact if that changed, to ``OUT/rejected/<key>/`` (nothing is deleted), the
-    reason is printed once, here (also with ``--quiet``: it is a warning, not progress), and
-    the task runs again."""
-    consumed = {k for node in graph.nodes.values() for k in node.needs.values() if isinstance(k, str)}
-    for key, node in graph.nodes.items():
-        path = record_path(out, key)
-        try:
-            done = read_record(path, out)
-        except FileNotFoundError:
-            continue
-        except RecordError as exc:
-            why = str(exc)
-        else:
-            if not (done.ok and key in consumed and (done.record is None or done.record.artifact is None)):
-                continue
-            why = "has no artifact, but a downstream stage needs one"
-        moved = _reject(out, path, why)
-        message = (f"compressflow: warning: record {str(path)!r} of stage {node.stage!r} is not reused ({why}); "
-                   f"the task runs again; the old record is kept in {str(moved)!r}")
-        print(message, file=sys.stderr, flush=True)
-
-
-def _reject(out: Path, record: Path, why: str) -> Path:
-    """Move a bad record (and its artifact, when that is ours and no longer matches its hash)
-    to ``OUT/rejected/<key>[.n]/`` with ``why.txt``; return that folder."""
-    base = out / "rejected" / record.stem
-    target, n = base, 1
-    while target.exists():
-        target, n = base.with_name(f"{base.name}.{n}"), n + 1
-    target.mkdir(parents=True)
-    (target / "why.txt").write_text(why + "\n", encoding="utf-8")
-    try:
-        art = TaskRecord.from_json(record.read_text(encoding="utf-8"), out).record.artifact
-    except Exception:  # unreadable record: it has no artifact we can trust to be ours
-        art = None
-    if art is not None and _inside(Path(art.path), out / "artifacts") and artifact_problem(art) is not None \
-            and Path(art.path).exists():
-        os.replace(art.path, target / Path(art.path).name)
-    os.replace(record, target / record.name)
-    return target
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
-
-
-#: what compressflow keeps under ``--out``; each must be a directory (or absent)
-RUN_DIRS = ("records", "attempts", "artifacts", "rejected")
-
-
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise InputError(f"--out: cannot write to {str(out)!r} ({exc.strerror}); choose a writable directory") from None
-    for name in RUN_DIRS:
-        path = out / name
-        if path.is_symlink() and not path.exists():
-            raise InputError(f"--out: {str(path)!r} is a broken symbolic link; compressflow keeps its {name} there: "
-                             f"remove the link or choose another --out")
-        if path.exists() and not path.is_dir():
-            raise InputError(f"--out: {str(path)!r} is a file, not a directory; compressflow keeps its {name} there: "
-                             f"move the file away or choose another --out")
-
-
-@contextmanager
-def _run_lock(out: Path):
-    """Hold ``OUT/.lock`` (``fcntl.flock``) for the whole run, so two runs never work in one
-    run directory at once; the file names the holder. The kernel drops the lock when its
-    process ends, however it ends, so a crashed run leaves nothing to clean up (the file
-    stays, with the last holder's details)."""
-    path = out / ".lock"
-    try:
-        fh = open(path, "a+", encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"--out: cannot open the run lock {str(path)!r} ({exc.strerror}); "
-                         f"remove it if it is not a file, or choose another --out") from None
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = " ".join(fh.read(500).split()) or "unknown"
-            raise InputError(f"--out: {str(out)!r} is in use by another compressflow run ({holder}); "
-                             f"wait for it to finish or choose another --out") from None
-        except OSError as exc:
-            raise InputError(f"--out: cannot lock {str(path)!r} ({exc.strerror}); "
-                             f"use a run directory on a filesystem with file locks") from None
-        fh.seek(0)
-        fh.truncate()
-        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        fh.write(f"pid {os.getpid()} on host {socket.gethostname()}, started {started}\n")
-        fh.flush()
-        yield
-    finally:
-        fh.close()  # releases the lock
 
 
 def _printer(enabled: bool):

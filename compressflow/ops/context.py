@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from compressflow.data import Splits, load_splits
+from compressflow.engine.rundir import RunDir
 
 __all__ = ["StageContext"]
 
@@ -48,9 +49,7 @@ class StageContext:
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
     def artifact_path(self, suffix: str) -> Path:
-        path = self.out / "artifacts" / f"{self.key}{suffix}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+        return RunDir(self.out).artifact(self.key, suffix)
 
     def progress(self, **values: Any) -> None:
         """Report progress of a long task (e.g. per epoch) to the worker log and the

@@ -26,6 +26,7 @@ from compressflow.energy import carbon_intensity, co2_grams
 from compressflow.errors import InputError, SpecError, one_line
 from compressflow.engine.graph import TaskGraph
 from compressflow.engine.records import TaskRecord
+from compressflow.engine.rundir import RunDir
 from compressflow.registries import SUMMARIES
 from compressflow.results import kd_comparison as _kd_comparison  # noqa: F401  (registers the study-level tables)
 from compressflow.ops.artifacts import replace_dir
@@ -211,7 +212,7 @@ def save_results(tree: xr.DataTree, out: Path | str) -> Path:
         :func:`check_results_store`): it is left as it is.
     """
     check_results_store(out)
-    target = Path(out) / "results.zarr"
+    target = RunDir(out).results
     portable = tree.map_over_datasets(_variable_length_strings)
     portable.attrs[STORE_MARKER] = 1
     with warnings.catch_warnings():
@@ -234,7 +235,7 @@ def check_results_store(out: Path | str) -> None:
     InputError
         Naming the path and why it is not a compressflow store.
     """
-    path = Path(out) / "results.zarr"
+    path = RunDir(out).results
     if not path.exists() and not path.is_symlink():
         return
     why = _not_a_store(path)
@@ -289,8 +290,8 @@ def open_results(out: Path | str) -> xr.DataTree:
         naming the store and, where it is one array, that array.
     """
     path = Path(out)
-    if path.name != "results.zarr":
-        path = path / "results.zarr"
+    if path.name != RunDir(path).results.name:  # a run directory, not the store itself
+        path = RunDir(path).results
     if not path.exists():
         raise FileNotFoundError(f"no results at {str(path)!r}; run `compressflow run SPEC --out DIR` first")
 
