@@ -54,7 +54,7 @@ from typing import Any
 from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.comm.addressing import get_address_host
 
-from compressflow.energy import _proc
+from compressflow.energy import _speedups
 from compressflow.energy import nvml as _nvml
 from compressflow.errors import InputError
 
@@ -324,7 +324,7 @@ class EnergyMeter:
                 tracker.stop()
                 raise
             self._tracker = tracker
-            _proc.use_proc_children({type(hw).__name__: hw for hw in tracker._hardware})  # ~10x cheaper windows
+            _speedups.speed_up(tracker)  # task windows ~20x cheaper (see _speedups)
             self._describe_hardware(tracker)
             if device is not None:
                 self._gpu, self._gpu_method = _nvml.open_counter(device)

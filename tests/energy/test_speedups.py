@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
 import pytest
 
 from compressflow.energy import EnergyMeter
-from compressflow.energy._proc import descendants
+from compressflow.energy._speedups import descendants
 
 pytestmark = pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"),
                                 reason="kernel without /proc/<pid>/task/<tid>/children")
@@ -57,5 +58,47 @@ def test_meter_counts_the_same_processes_as_codecarbon_did(family):
         with m.measure("window") as r:
             time.sleep(0.05)
         assert r.cpu_kwh >= 0 and r.ram_kwh > 0
+    finally:
+        m.stop()
+
+
+def test_reused_sampler_keeps_codecarbons_timing_on_one_thread():
+    from compressflow.energy._speedups import ReusedThreadScheduler
+
+    calls: list[tuple[float, int]] = []
+    sched = ReusedThreadScheduler(0.2, lambda: calls.append((time.monotonic(), threading.get_ident())))
+    t0 = time.monotonic()
+    sched.start()
+    time.sleep(0.5)
+    sched.stop()
+    n = len(calls)
+    assert n == 2 and 0.15 < calls[0][0] - t0 < 0.35  # first sample one interval after start, then every interval
+    time.sleep(0.3)
+    assert len(calls) == n  # nothing while stopped
+    sched.start()
+    time.sleep(0.1)
+    sched.stop()  # a window shorter than the interval: no sample, as with a cancelled Timer
+    sched.start()
+    time.sleep(0.3)
+    sched.stop()
+    assert len(calls) == n + 1
+    assert len({ident for _, ident in calls}) == 1  # one thread for every window
+
+
+def test_meter_windows_use_the_reused_sampler(monkeypatch):
+    from compressflow.energy._speedups import ReusedThreadScheduler
+
+    m = EnergyMeter()
+    m.start()
+    try:
+        assert isinstance(m._tracker._scheduler_monitor_power, ReusedThreadScheduler)
+        threads = threading.active_count()
+        for i in range(20):
+            with m.measure(f"w{i}"):
+                pass
+        assert threading.active_count() <= threads + 1
+        with m.measure("long") as r:
+            time.sleep(1.3)  # past one sampling interval
+        assert r.ram_kwh > 0 and r.duration_s == pytest.approx(1.3, abs=0.3)
     finally:
         m.stop()
