@@ -129,21 +129,25 @@ class ReusedThreadScheduler:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="codecarbon-sampler", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            # no notify: waking the thread at every window boundary costs a thread switch; it
+            # looks again at least every interval, and the due time was set above
 
     def stop(self) -> None:
         with self._cond:
             self._stopped = True
-            self._cond.notify()
 
     def _loop(self) -> None:
+        idle_since = None
         with self._cond:
             while True:
                 if self._stopped:
-                    if not self._cond.wait(timeout=IDLE_EXIT_S) and self._stopped:
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since > IDLE_EXIT_S:
                         self._thread = None  # under the lock: the next start() sees it and starts one
                         return
+                    self._cond.wait(timeout=self.interval / 2)
                     continue
+                idle_since = None
                 delay = self._due - time.monotonic()
                 if delay > 0:
                     self._cond.wait(timeout=delay)
