@@ -87,7 +87,8 @@ def _run_locked(spec: PipelineSpec, cluster: Any, run_dir: RunDir, show_progress
     graph = build_graph(spec, resolved.root, reused, stages=stages)
     with connect(cluster) as client:
         say = _printer(show_progress)
-        say(f"compressflow: {len(graph.nodes)} tasks in {len(graph.stages)} stages; dashboard {client.dashboard_link}")
+        say(f"compressflow: {len(graph.nodes)} tasks in {len(graph.stages)} stages ({len(graph.reused)} reused from "
+            f"earlier runs); dashboard {client.dashboard_link}")
         workers = client.scheduler_info(n_workers=-1)["workers"]  # address -> info, read once
         _install_meter(client, EnergyMeterPlugin(country=spec.energy.country, region=spec.energy.region,
                                                  pue=spec.energy.pue, n_workers_on_host=_workers_per_host(workers)))
