@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from compressflow.energy import _speedups
 from compressflow.energy import nvml as _nvml
 from compressflow.energy.carbon import _quiet_codecarbon, carbon_intensity, co2_grams
 from compressflow.errors import InputError
@@ -194,6 +195,7 @@ class EnergyMeter:
                 tracker.stop()
                 raise
             self._tracker = tracker
+            _speedups.speed_up(tracker)  # task windows ~20x cheaper (see _speedups)
             self._describe_hardware(tracker)
             if device is not None:
                 self._gpu, self._gpu_method = _nvml.open_counter(device)

@@ -20,6 +20,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from compressflow.engine.rundir import RunDir
+
 __all__ = ["Attempt", "AttemptLog", "lost_energy", "parse_attempts"]
 
 COMPONENTS = ("cpu_kwh", "gpu_kwh", "ram_kwh")
@@ -84,7 +86,7 @@ class AttemptLog:
 
     Parameters
     ----------
-    out : path
+    run : RunDir or path
         The run directory.
     key : str
         The task's key.
@@ -92,8 +94,8 @@ class AttemptLog:
         Who runs this attempt (a worker address).
     """
 
-    def __init__(self, out: Path | str, key: str, worker: str) -> None:
-        self.path = Path(out) / "attempts" / f"{key}.log"
+    def __init__(self, run: RunDir | Path | str, key: str, worker: str) -> None:
+        self.path = (run if isinstance(run, RunDir) else RunDir(run)).attempt_log(key)
         self.worker = worker
         self.id = uuid.uuid4().hex[:12]
 

@@ -1,5 +1,9 @@
-"""What runs inside every Dask task: reuse a finished record, or run the stage function under
-the worker's energy meter, catch its failure, and persist the record as soon as it exists."""
+"""What runs inside every Dask task: run the stage function under the worker's energy meter,
+catch its failure, and persist the record as soon as it exists.
+
+Records of earlier runs are not read here: the client's resume plan
+(:func:`compressflow.engine.resume.plan_resume`) has already left reusable tasks out of the
+graph and passes their records to the tasks downstream."""
 
 from __future__ import annotations
 
@@ -8,41 +12,37 @@ import os
 import socket
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 from compressflow.engine.attempts import AttemptLog
-from compressflow.energy import co2_grams, current_meter
+from compressflow.energy import current_meter
 from compressflow.engine.graph import Node
 from compressflow.engine.records import LedgerEntry, RecordError, read_record
+from compressflow.engine.rundir import RunDir
 from compressflow.registries import OPS
 from compressflow.ops.context import OpContext
 from compressflow.ops.signature import stage_signature
-from compressflow.ops.artifacts import atomic_write_text
 
-__all__ = ["execute_task", "record_path"]
+__all__ = ["execute_task", "with_lost_energy"]
 
 log = logging.getLogger("compressflow.task")
 
 
-def record_path(out: Path | str, key: str) -> Path:
-    return Path(out) / "records" / f"{key}.json"
-
-
-def execute_task(node: Node, data: dict[str, Any], out: str, *upstream: LedgerEntry) -> LedgerEntry:
-    """Run ``node`` (or return its persisted record) and return its ledger entry.
+def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream: LedgerEntry) -> LedgerEntry:
+    """Run ``node`` and return its ledger entry.
 
     Never raises for a failing stage: the failure becomes ``status="failed"`` with the error
     message, and downstream tasks become ``upstream_failed``, so independent work goes on.
-    A persisted record is reused only when it passes :func:`~compressflow.engine.records.read_record`
-    (the runner has hashed its artifact before submitting); a bad one is logged and the task
-    runs again.
+    ``upstream`` are the records of the tasks ``node.needs``, in order (computed in this run,
+    or reused ones from the resume plan).
+
+    The one record read here is this task's own, and only when it exists: an earlier attempt
+    of this very task finished but its worker died before Dask heard of it (a failed
+    ``open`` otherwise, microseconds).
     """
-    path = record_path(out, node.key)
-    done = _reusable(path, out)
-    if done is not None:  # finished in an earlier run: reuse, do not recompute
-        # the same work may have been reached from another spec (another stage name, a seed
-        # given as a parameter rather than a sweep axis): label it as this node
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    done = _finished_meanwhile(run, node.key)
+    if done is not None:
         done.stage, done.point = node.stage, dict(node.point)
         return done
     task = LedgerEntry(node.key, node.stage, node.op, dict(node.point), worker=_worker_name())
@@ -52,9 +52,9 @@ def execute_task(node: Node, data: dict[str, Any], out: str, *upstream: LedgerEn
         task.error = f"upstream stage {broken.stage!r} ({broken.key}) {broken.status}"
         return task
     meter = current_meter()  # the worker's meter: the op reads it for its per-epoch energy curve
-    ctx = OpContext(node.key, node.stage, data, Path(out), meter=meter)
+    ctx = OpContext(node.key, node.stage, data, run.root, meter=meter)
     fn = OPS.get(node.op)
-    attempt = AttemptLog(out, node.key, task.worker)
+    attempt = AttemptLog(run, node.key, task.worker)
     task.workers_tried = attempt.start()
     task.attempts = len(task.workers_tried)
     task.start = time.time()
@@ -70,27 +70,29 @@ def execute_task(node: Node, data: dict[str, Any], out: str, *upstream: LedgerEn
     attempt.end(task.status, reading.cpu_kwh, reading.gpu_kwh, reading.ram_kwh)
     task.energy = with_lost_energy(reading.as_dict(), attempt.lost())
     if task.ok:
-        atomic_write_text(path, task.to_json(root=out))
+        run.write_record(node.key, task.to_json(root=run.root))
     return task
 
 
 def with_lost_energy(energy: dict[str, Any], lost: dict[str, float]) -> dict[str, Any]:
     """This attempt's reading plus the energy of the task's attempts that did not finish
     (``lost``, per component): what the task really cost. ``energy_lost_kwh`` keeps the lost
-    part; ``co2_g`` follows the new total."""
+    part. CO₂ is left out: :func:`compressflow.results.build_results` computes it, once, from
+    ``energy_kwh`` with the current spec's PUE and carbon intensity (so a reused record
+    follows the spec too)."""
     total = dict(energy)
+    total.pop("co2_g", None)
     for name, kwh in lost.items():
         total[name] = float(total.get(name, float("nan"))) + kwh
     total["energy_lost_kwh"] = sum(lost.values())
     total["energy_kwh"] = sum(float(total.get(name, float("nan"))) for name in lost)
-    if "pue" in total and "intensity_g_per_kwh" in total:
-        total["co2_g"] = co2_grams(total["energy_kwh"], total["pue"], total["intensity_g_per_kwh"])
     return total
 
 
-def _reusable(path: Path, out: str) -> LedgerEntry | None:
+def _finished_meanwhile(run: RunDir, key: str) -> LedgerEntry | None:
+    path = run.record(key)
     try:
-        done = read_record(path, out, check_hash=False)
+        done = read_record(path, run.root, check_hash=False)
     except FileNotFoundError:
         return None
     except RecordError as exc:

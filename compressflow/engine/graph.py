@@ -15,16 +15,19 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import dask
 from dask.delayed import Delayed
 
 from compressflow.engine.keys import task_key
+from compressflow.engine.records import LedgerEntry
+from compressflow.engine.rundir import RunDir
 from compressflow.engine.spec import PipelineSpec
 from compressflow.ops.signature import stage_signature
 
-__all__ = ["Node", "TaskGraph", "build_graph"]
+__all__ = ["Node", "TaskGraph", "build_graph", "expand"]
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,13 @@ class Node:
 
 @dataclass
 class TaskGraph:
-    """Nodes per stage (in dependency order) and their ``dask.delayed`` objects."""
+    """Nodes per stage (in dependency order), the ``dask.delayed`` objects of the tasks to
+    run and the records of those that are reused."""
 
     spec: PipelineSpec
     stages: dict[str, list[Node]]
-    delayed: dict[str, Delayed]
+    delayed: dict[str, Delayed]  # the tasks to run
+    reused: dict[str, LedgerEntry] = field(default_factory=dict)  # finished in an earlier run: not run again
 
     @property
     def nodes(self) -> dict[str, Node]:
@@ -60,25 +65,10 @@ class TaskGraph:
         return list(seen)
 
 
-def build_graph(spec: PipelineSpec, out: Path | str) -> TaskGraph:
-    """Expand ``spec`` into nodes and wrap each in a ``dask.delayed`` call of the task executor.
-
-    Parameters
-    ----------
-    spec : PipelineSpec
-        A validated spec.
-    out : path
-        The run directory every worker writes artifacts and records into.
-
-    Returns
-    -------
-    TaskGraph
-    """
-    from compressflow.engine.execute import execute_task
-
+def expand(spec: PipelineSpec) -> dict[str, list[Node]]:
+    """The nodes of every stage, in dependency order (no Dask objects)."""
     data = spec.data.options()
     stages: dict[str, list[Node]] = {}
-    delayed: dict[str, Delayed] = {}
     for name in spec.order():
         st = spec.stages[name]
         sig = stage_signature(st.op)
@@ -90,14 +80,47 @@ def build_graph(spec: PipelineSpec, out: Path | str) -> TaskGraph:
             params = sig.validate({**st.params, **own}, where=f"stages.{name}")
             needs = {arg: node.key for arg, node in upstream.items()} | gathered
             key = task_key(st.op, params, data, needs)
-            node = Node(key, name, st.op, params, point, needs, dict(st.resources))
-            nodes.append(node)
-            if key not in delayed:
-                delayed[key] = dask.delayed(execute_task, pure=True)(
-                    node, data, str(out), *(delayed[k] for k in _flat(needs.values())), dask_key_name=key
-                )
+            nodes.append(Node(key, name, st.op, params, point, needs, dict(st.resources)))
         stages[name] = nodes
-    return TaskGraph(spec, stages, delayed)
+    return stages
+
+
+def build_graph(spec: PipelineSpec, out: Path | str, reused: Mapping[str, LedgerEntry] | None = None, *,
+                stages: dict[str, list[Node]] | None = None) -> TaskGraph:
+    """Expand ``spec`` into nodes and wrap each in a ``dask.delayed`` call of the task executor.
+
+    Parameters
+    ----------
+    spec : PipelineSpec
+        A validated spec.
+    out : path
+        The run directory every worker writes artifacts and records into.
+    reused : mapping, optional
+        Task key → finished record (the resume plan, :func:`compressflow.engine.resume.plan_resume`):
+        these tasks get no Dask node; their records are passed as they are to the tasks
+        downstream, so no worker reads a record.
+    stages : dict, optional
+        The nodes :func:`expand` already made of ``spec`` (not expanded again).
+
+    Returns
+    -------
+    TaskGraph
+    """
+    from compressflow.engine.execute import execute_task
+
+    data = spec.data.options()
+    run = RunDir(out)
+    stages = expand(spec) if stages is None else stages
+    reused = dict(reused or {})
+    delayed: dict[str, Delayed] = {}
+    for nodes in stages.values():
+        for node in nodes:
+            if node.key in delayed or node.key in reused:
+                continue
+            upstream = [reused[k] if k in reused else delayed[k] for k in _flat(node.needs.values())]
+            delayed[node.key] = dask.delayed(execute_task, pure=True)(node, data, run, *upstream,
+                                                                      dask_key_name=node.key)
+    return TaskGraph(spec, stages, delayed, reused)
 
 
 def _flat(keys) -> list[str]:

@@ -91,7 +91,8 @@ class LedgerEntry:
             The run directory: artifact paths inside it are stored relative to it, so a
             moved or copied run directory reads its own files (see :meth:`from_json`).
         """
-        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "record"}
+        # field by field: dataclasses.asdict would deep-copy the metrics Dataset only to drop it
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "record"}
         if self.record is not None:
             art = dataclasses.asdict(self.record.artifact) if self.record.artifact else None
             if art is not None and root is not None:
@@ -301,5 +302,3 @@ Upstream = list[LedgerEntry]
 upstream stage (all sweep points, failed ones included, each with its ``point``, ``status``
 and ``record``), e.g. to gather blockwise-distilled layers into one student."""
 
-#: the former name of :class:`LedgerEntry`, kept while code written against it is migrated
-TaskRecord = LedgerEntry

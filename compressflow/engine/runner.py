@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import socket
 import sys
-import tempfile
-from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
@@ -20,19 +15,19 @@ from distributed.comm.addressing import get_address_host
 from distributed.comm.core import CommClosedError
 
 from compressflow._console import console
-from compressflow.engine.execute import record_path
 from compressflow.engine.cluster import connect
 from compressflow.data import load_splits
 from compressflow.energy import EnergyMeterPlugin
 from compressflow.errors import InputError
-from compressflow.engine.graph import TaskGraph, build_graph
-from compressflow.engine.records import LedgerEntry, RecordError, read_record
+from compressflow.engine.graph import TaskGraph, build_graph, expand
+from compressflow.engine.records import LedgerEntry
+from compressflow.engine.resume import plan_resume
+from compressflow.engine.rundir import RunDir
 from compressflow.results import build_results, open_results, check_results_store, save_results
 from compressflow.engine.scheduling import assign, durations_from_ledger
 from compressflow.engine.spec import PipelineSpec, load_spec
 from compressflow.plugins import Plugin, dedupe, import_plugins
 from compressflow.plugins import install as install_plugins
-from compressflow.ops.artifacts import artifact_problem
 
 __all__ = ["run"]
 
@@ -91,22 +86,26 @@ def run(
     extra = import_plugins([os.fspath(p) if isinstance(p, os.PathLike) else p for p in plugins])
     spec = load_spec(spec)
     shipped = dedupe([*import_plugins(spec.plugins), *extra])  # the spec's are absolute by now
-    out = Path(out) if out is not None else Path("runs") / spec.name
-    _check_writable(out)
-    with _run_lock(out), console(logging.INFO if show_progress else logging.WARNING):
-        return _run_locked(spec, cluster, out, show_progress, shipped)
+    run_dir = RunDir(Path(out) if out is not None else Path("runs") / spec.name)
+    run_dir.check_writable()
+    with run_dir.lock(), console(logging.INFO if show_progress else logging.WARNING):
+        return _run_locked(spec, cluster, run_dir, show_progress, shipped)
 
 
-def _run_locked(spec: PipelineSpec, cluster: Any, out: Path, show_progress: bool,
+def _run_locked(spec: PipelineSpec, cluster: Any, run_dir: RunDir, show_progress: bool,
                 plugins: list[Plugin]) -> xr.DataTree:
+    out = run_dir.root
     check_results_store(out)
     load_splits(**spec.data.options())  # a missing dataset directory fails here, not on a worker
-    graph = build_graph(spec, out.resolve())
-    _check_reused_records(graph, out.resolve())
+    stages = expand(spec)
+    resolved = RunDir(out.resolve())
+    reused = plan_resume((n for nodes in stages.values() for n in nodes), resolved)  # the one read of the records
+    graph = build_graph(spec, resolved.root, reused, stages=stages)
     with connect(cluster) as client:
         install_plugins(client, plugins)  # before any task: workers look the ops up by name
         say = _printer(show_progress)
-        say(f"compressflow: {len(graph.nodes)} tasks in {len(graph.stages)} stages; dashboard {client.dashboard_link}")
+        say(f"compressflow: {len(graph.nodes)} tasks in {len(graph.stages)} stages ({len(graph.reused)} reused from "
+            f"earlier runs); dashboard {client.dashboard_link}")
         workers = client.scheduler_info(n_workers=-1)["workers"]  # address -> info, read once
         _install_meter(client, EnergyMeterPlugin(country=spec.energy.country, region=spec.energy.region,
                                                  pue=spec.energy.pue, n_workers_on_host=_workers_per_host(workers)))
@@ -133,7 +132,7 @@ def _submit(client: Client, graph: TaskGraph, workers: list[str]) -> dict[str, A
     evenly), and Dask balances the rest."""
     futures: dict[str, Any] = {}
     for stage, nodes in graph.stages.items():
-        keys = [n.key for n in nodes if n.key not in futures]
+        keys = [n.key for n in nodes if n.key not in futures and n.key in graph.delayed]
         if not keys:
             continue
         resources = nodes[0].resources or None
@@ -185,7 +184,8 @@ def _gather(client: Client, graph: TaskGraph, futures: dict[str, Any]) -> dict[s
     dying) becomes a failed record instead of aborting the collection of the others."""
     nodes = graph.nodes
     values = client.gather(list(futures.values()), errors="skip")
-    done = {rec.key: rec for rec in values}
+    done = dict(graph.reused)
+    done.update((rec.key, rec) for rec in values)
     for key, fut in futures.items():
         if key not in done:
             node = nodes[key]
@@ -226,114 +226,6 @@ def _check_resources(workers: dict[str, Any], graph: TaskGraph) -> None:
                     f"stages.{stage}.resources.{name}: needs {amount:g} but no worker offers that much "
                     f"(workers offer {offered or 'no resources'}); use a GPU cluster spec or drop the request"
                 )
-
-
-def _check_reused_records(graph: TaskGraph, out: Path) -> None:
-    """Validate every finished record this run would reuse (:func:`read_record`: schema, key,
-    digest, metrics, its artifact present and matching its sha256; a record a downstream
-    stage takes an artifact from must have one). A bad record is not reused: it is moved,
-    with its artifact if that changed, to ``OUT/rejected/<key>/`` (nothing is deleted), the
-    reason is logged once, here, as a warning (shown also with ``--quiet``), and
-    the task runs again."""
-    consumed = {k for node in graph.nodes.values() for k in node.needs.values() if isinstance(k, str)}
-    for key, node in graph.nodes.items():
-        path = record_path(out, key)
-        try:
-            done = read_record(path, out)
-        except FileNotFoundError:
-            continue
-        except RecordError as exc:
-            why = str(exc)
-        else:
-            if not (done.ok and key in consumed and (done.record is None or done.record.artifact is None)):
-                continue
-            why = "has no artifact, but a downstream stage needs one"
-        moved = _reject(out, path, why)
-        message = (f"compressflow: warning: record {str(path)!r} of stage {node.stage!r} is not reused ({why}); "
-                   f"the task runs again; the old record is kept in {str(moved)!r}")
-        log.warning(message)  # shown also under --quiet / show_progress=False: a warning, not progress
-
-
-def _reject(out: Path, record: Path, why: str) -> Path:
-    """Move a bad record (and its artifact, when that is ours and no longer matches its hash)
-    to ``OUT/rejected/<key>[.n]/`` with ``why.txt``; return that folder."""
-    base = out / "rejected" / record.stem
-    target, n = base, 1
-    while target.exists():
-        target, n = base.with_name(f"{base.name}.{n}"), n + 1
-    target.mkdir(parents=True)
-    (target / "why.txt").write_text(why + "\n", encoding="utf-8")
-    try:
-        art = LedgerEntry.from_json(record.read_text(encoding="utf-8"), out).record.artifact
-    except Exception:  # unreadable record: it has no artifact we can trust to be ours
-        art = None
-    if art is not None and _inside(Path(art.path), out / "artifacts") and artifact_problem(art) is not None \
-            and Path(art.path).exists():
-        os.replace(art.path, target / Path(art.path).name)
-    os.replace(record, target / record.name)
-    return target
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
-
-
-#: what compressflow keeps under ``--out``; each must be a directory (or absent)
-RUN_DIRS = ("records", "attempts", "artifacts", "rejected")
-
-
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise InputError(f"--out: cannot write to {str(out)!r} ({exc.strerror}); choose a writable directory") from None
-    for name in RUN_DIRS:
-        path = out / name
-        if path.is_symlink() and not path.exists():
-            raise InputError(f"--out: {str(path)!r} is a broken symbolic link; compressflow keeps its {name} there: "
-                             f"remove the link or choose another --out")
-        if path.exists() and not path.is_dir():
-            raise InputError(f"--out: {str(path)!r} is a file, not a directory; compressflow keeps its {name} there: "
-                             f"move the file away or choose another --out")
-
-
-@contextmanager
-def _run_lock(out: Path):
-    """Hold ``OUT/.lock`` (``fcntl.flock``) for the whole run, so two runs never work in one
-    run directory at once; the file names the holder. The kernel drops the lock when its
-    process ends, however it ends, so a crashed run leaves nothing to clean up (the file
-    stays, with the last holder's details)."""
-    path = out / ".lock"
-    try:
-        fh = open(path, "a+", encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"--out: cannot open the run lock {str(path)!r} ({exc.strerror}); "
-                         f"remove it if it is not a file, or choose another --out") from None
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = " ".join(fh.read(500).split()) or "unknown"
-            raise InputError(f"--out: {str(out)!r} is in use by another compressflow run ({holder}); "
-                             f"wait for it to finish or choose another --out") from None
-        except OSError as exc:
-            raise InputError(f"--out: cannot lock {str(path)!r} ({exc.strerror}); "
-                             f"use a run directory on a filesystem with file locks") from None
-        fh.seek(0)
-        fh.truncate()
-        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        fh.write(f"pid {os.getpid()} on host {socket.gethostname()}, started {started}\n")
-        fh.flush()
-        yield
-    finally:
-        fh.close()  # releases the lock
 
 
 def _printer(enabled: bool):

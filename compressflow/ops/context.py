@@ -15,6 +15,7 @@ import torch
 from compressflow.data import Splits, load_splits
 from compressflow.nn.training import History, LossFn, cross_entropy, fit
 from compressflow.ops.schedule import Schedule
+from compressflow.engine.rundir import RunDir
 
 if TYPE_CHECKING:
     from compressflow.energy import EnergyMeter
@@ -67,9 +68,7 @@ class OpContext:
 
     def artifact_path(self, suffix: str) -> Path:
         """``<out>/artifacts/<key><suffix>``, its folder created: where the task writes an artifact."""
-        path = self.out / "artifacts" / f"{self.key}{suffix}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+        return RunDir(self.out).artifact(self.key, suffix)
 
     def progress(self, **values: Any) -> None:
         """Report progress of a long task (e.g. per epoch) to the worker log and the
@@ -128,6 +127,3 @@ class OpContext:
 def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-
-#: the former name of :class:`OpContext`, kept while code written against it is migrated
-StageContext = OpContext

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import xarray as xr
 
+from compressflow.engine.rundir import RunDir
 from compressflow.errors import InputError, one_line
 from compressflow.ops.artifacts import replace_dir
 
@@ -28,7 +29,7 @@ def save_results(tree: xr.DataTree, out: Path | str) -> Path:
         :func:`check_results_store`): it is left as it is.
     """
     check_results_store(out)
-    target = Path(out) / "results.zarr"
+    target = RunDir(out).results
     portable = tree.map_over_datasets(_variable_length_strings)
     portable.attrs[STORE_MARKER] = 1
     with warnings.catch_warnings():
@@ -51,7 +52,7 @@ def check_results_store(out: Path | str) -> None:
     InputError
         Naming the path and why it is not a compressflow store.
     """
-    path = Path(out) / "results.zarr"
+    path = RunDir(out).results
     if not path.exists() and not path.is_symlink():
         return
     why = _not_a_store(path)
@@ -106,8 +107,8 @@ def open_results(out: Path | str) -> xr.DataTree:
         naming the store and, where it is one array, that array.
     """
     path = Path(out)
-    if path.name != "results.zarr":
-        path = path / "results.zarr"
+    if path.name != RunDir(path).results.name:  # a run directory, not the store itself
+        path = RunDir(path).results
     if not path.exists():
         raise FileNotFoundError(f"no results at {str(path)!r}; run `compressflow run SPEC --out DIR` first")
 

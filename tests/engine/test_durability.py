@@ -142,8 +142,8 @@ def test_results_store_is_replaced_only_when_compressflow_wrote_it(client, tmp_p
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from compressflow.engine.runner import _run_lock
-with _run_lock(Path(sys.argv[1])):
+from compressflow.engine.rundir import RunDir
+with RunDir(Path(sys.argv[1])).lock():
     print("held", flush=True)
     time.sleep(300)
 """
@@ -201,10 +201,10 @@ def test_two_cli_runs_at_once_the_second_is_refused(client, tmp_path):
 
 @pytest.mark.parametrize("name", ["records", "attempts", "artifacts"])
 def test_run_directory_parts_that_are_files_are_refused_before_any_task(tmp_path, name):
-    from compressflow.engine.runner import _check_writable
+    from compressflow.engine.rundir import RunDir
 
     (tmp_path / name).write_text("x")
     with pytest.raises(InputError, match=rf"^--out: '.*/{name}' is a file, not a directory; compressflow keeps its "
                                          rf"{name} there: move the file away or choose another --out$"):
-        _check_writable(tmp_path)
+        RunDir(tmp_path).check_writable()
     assert (tmp_path / name).read_text() == "x"

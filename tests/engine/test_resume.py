@@ -244,3 +244,46 @@ def test_moved_and_copied_run_directories_use_their_own_files(client, tmp_path, 
     assert float(copy["test"]["accuracy"]) == float(first["test"]["accuracy"])
     used = read_record(tmp_path / "copy" / "records" / f"{teacher}.json").record.artifact.path
     assert used == str((tmp_path / "copy" / "artifacts" / f"{teacher}.pt").resolve())
+
+
+# -- the resume plan: records are read once, on the client ----------------------------------
+
+def test_reused_tasks_are_not_submitted_and_their_records_go_downstream_as_they_are(tmp_path):
+    from compressflow.engine.graph import build_graph, expand
+    from compressflow.engine.records import Artifact, Record, LedgerEntry
+    from compressflow.engine.spec import load_spec
+
+    import xarray as xr
+
+    spec = load_spec(tiny_spec())
+    stages = expand(spec)
+    (teacher,), (test,) = stages["teacher"], stages["test"]
+    done = LedgerEntry(teacher.key, "teacher", "train", {}, status="ok",
+                      record=Record(xr.Dataset({"accuracy": 0.9}), Artifact("checkpoint", str(tmp_path / "t.pt"), "0" * 64)))
+    graph = build_graph(spec, tmp_path, {teacher.key: done}, stages=stages)
+    assert list(graph.delayed) == [test.key] and graph.reused == {teacher.key: done}
+    task_graph = dict(graph.delayed[test.key].dask)
+    assert teacher.key not in task_graph  # nothing upstream to compute: the record is an argument
+    args = task_graph[test.key].args if hasattr(task_graph[test.key], "args") else task_graph[test.key][1:]
+    assert any(getattr(a, "value", a) is done for a in args)
+
+
+def test_plan_resume_reads_each_record_once_and_rejects_bad_ones(client, tmp_path, monkeypatch):
+    from compressflow.engine import records
+    from compressflow.engine.graph import expand
+    from compressflow.engine.resume import plan_resume
+    from compressflow.engine.rundir import RunDir
+    from compressflow.engine.spec import load_spec
+
+    spec = {"name": "plan", "stages": {"w": {"op": "wait", "sweep": {"label": [0, 1, 2]}}}}
+    compressflow.run(spec, cluster=client, out=tmp_path, show_progress=False)
+    nodes = expand(load_spec(spec))["w"]
+    run = RunDir(tmp_path)
+    run.record(nodes[1].key).write_text("{torn")
+    reads = []
+    real = records.read_record
+    monkeypatch.setattr("compressflow.engine.resume.read_record", lambda p, *a, **k: reads.append(p) or real(p, *a, **k))
+    plan = plan_resume(nodes + nodes, run)  # a key reached twice is still read once
+    assert sorted(plan) == sorted([nodes[0].key, nodes[2].key]) and len(reads) == 3
+    assert (tmp_path / "rejected" / nodes[1].key / "why.txt").read_text().startswith("is not JSON")
+    assert not run.record(nodes[1].key).exists()
