@@ -98,7 +98,8 @@ def use_proc_children(hardware: dict[str, Any]) -> bool:
     """Point the tracker's ``CPU`` and ``RAM`` objects (by class name) at :func:`descendants`
     instead of psutil's machine-wide scan; return whether it was done (False where the kernel
     has no children lists, or the objects lack what is replaced)."""
-    cpu, ram = hardware.get("CPU"), hardware.get("RAM")
+    cpu: Any = hardware.get("CPU")
+    ram: Any = hardware.get("RAM")
     pid = getattr(getattr(cpu, "_process", None), "pid", None)
     if pid is None or not hasattr(ram, "_get_children_memories") or not _children_files_exist(pid):
         return False
@@ -166,7 +167,7 @@ def speed_up(tracker: Any) -> None:
     """Apply both speed-ups to a started ``OfflineEmissionsTracker``; each is skipped where the
     tracker lacks what it replaces (another CodeCarbon release), leaving CodeCarbon's own."""
     use_proc_children({type(hw).__name__: hw for hw in getattr(tracker, "_hardware", None) or []})
-    sampler = getattr(tracker, "_scheduler_monitor_power", None)
+    sampler: Any = getattr(tracker, "_scheduler_monitor_power", None)
     interval, function = getattr(sampler, "interval", None), getattr(sampler, "function", None)
     if type(sampler).__name__ == "PeriodicScheduler" and sampler._stopped and interval and callable(function):
         tracker._scheduler_monitor_power = ReusedThreadScheduler(interval, function)

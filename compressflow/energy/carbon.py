@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from compressflow.errors import InputError
 
 __all__ = ["carbon_intensity", "co2_grams"]
 
 
-def co2_grams(energy_kwh: float, pue: float, intensity_g_per_kwh: float) -> float:
-    """CO₂-equivalent in grams: ``energy_kwh × pue × intensity_g_per_kwh`` (ALGORITHMS.md §2).
+_Kwh = TypeVar("_Kwh", float, np.ndarray)
+
+
+def co2_grams(energy_kwh: _Kwh, pue: float, intensity_g_per_kwh: float) -> _Kwh:
+    """CO₂-equivalent in grams: ``energy_kwh × pue × intensity_g_per_kwh`` (ALGORITHMS.md §2);
+    ``energy_kwh`` may be a number or a numpy array (one value per task).
 
     Examples
     --------

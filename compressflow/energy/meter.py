@@ -320,8 +320,8 @@ class EnergyMeter:
 
     def _describe_hardware(self, tracker: Any) -> None:
         # CodeCarbon exposes how it measures only on its hardware objects (private attributes).
-        hardware = {type(hw).__name__: hw for hw in tracker._hardware}  # attributes checked by check_codecarbon_api
-        cpu, ram, n = hardware.get("CPU"), hardware.get("RAM"), self.n_workers_on_host
+        hardware: dict[str, Any] = {type(hw).__name__: hw for hw in tracker._hardware}  # attributes checked by check_codecarbon_api
+        cpu, ram, n = hardware["CPU"], hardware["RAM"], self.n_workers_on_host  # present: checked at start
         mode, tdp = cpu._mode, cpu._tdp
         self._cpu_split = self._ram_split = n
         if mode == "cpu_load" and cpu._tracking_mode == "process":

@@ -53,7 +53,7 @@ class EnergyMeterPlugin(WorkerPlugin):
                  gpu_index: int | None = None, n_workers_on_host: int | dict[str, int] = 1) -> None:
         per_host = n_workers_on_host if isinstance(n_workers_on_host, dict) else {}
         default = 1 if per_host else n_workers_on_host
-        kwargs = dict(country=country, region=region, pue=pue, gpu_index=gpu_index, n_workers_on_host=default)
+        kwargs: dict[str, Any] = dict(country=country, region=region, pue=pue, gpu_index=gpu_index, n_workers_on_host=default)
         EnergyMeter(**kwargs)  # validate now, on the client
         self.meter_kwargs = kwargs
         self.workers_per_host = dict(per_host)
@@ -79,6 +79,7 @@ class EnergyMeterPlugin(WorkerPlugin):
                     old.stop()
             _plugin_users += 1
             meter = _meter
+        assert meter is not None  # set above or by an earlier setup
         # ~1.5 s hardware probe: keep it off the worker's event loop (heartbeats)
         await asyncio.to_thread(meter.start)
 

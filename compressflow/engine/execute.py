@@ -111,6 +111,7 @@ def _inputs(node: Node, upstream: list[LedgerEntry]) -> tuple[dict[str, Any], Le
             up = upstream.pop(0)
             if not up.ok:
                 return inputs, up
+            assert up.record is not None  # an ok upstream task has its record
             inputs[arg] = up.record.artifact
         else:
             inputs[arg], upstream = upstream[: len(keys)], upstream[len(keys):]

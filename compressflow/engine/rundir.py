@@ -173,7 +173,8 @@ class RunDir:
         target.mkdir(parents=True)
         (target / "why.txt").write_text(why + "\n", encoding="utf-8")
         try:
-            art = LedgerEntry.from_json(record.read_text(encoding="utf-8"), self.root).record.artifact
+            rec = LedgerEntry.from_json(record.read_text(encoding="utf-8"), self.root).record
+            art = rec.artifact if rec is not None else None
         except Exception:  # unreadable record: it has no artifact we can trust to be ours
             art = None
         if art is not None and _inside(Path(art.path), self.root / "artifacts") and artifact_problem(art) is not None \

@@ -141,12 +141,14 @@ def _submit(client: Client, graph: TaskGraph, workers: list[str]) -> dict[str, A
         with span(stage):
             if sched.policy == "work_stealing" and durations is None:
                 submitted = client.compute([graph.delayed[k] for k in keys], resources=resources, optimize_graph=False)
-            elif sched.policy == "work_stealing":  # longest first, in submission order and priority
-                keys = sorted(keys, key=lambda k: -durations[k])
+            elif sched.policy == "work_stealing" and durations is not None:  # longest first, in submission order and priority
+                known = durations
+                keys = sorted(keys, key=lambda k: -known[k])
                 submitted = [client.compute(graph.delayed[k], resources=resources, optimize_graph=False,
                                             priority=len(keys) - i) for i, k in enumerate(keys)]
             else:
                 placement = assign(sched.policy, durations or dict.fromkeys(keys, 1.0), workers)
+                assert placement is not None  # only work stealing leaves placement to Dask
                 submitted = [client.compute(graph.delayed[k], resources=resources, optimize_graph=False,
                                             workers=[placement[k]], allow_other_workers=False) for k in keys]
         futures.update(zip(keys, submitted))
