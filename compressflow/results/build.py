@@ -1,14 +1,7 @@
-"""Task records → one labelled :class:`xarray.DataTree` (saved and opened by :mod:`compressflow.results.store`).
-
-Layout: ``/tasks`` is the ledger (dimension ``task``, one entry per task); ``/<stage>`` holds
-that stage's metrics with its sweep axes as dimensions. Every variable has ``units`` in its
-attrs. The store opens with plain ``xarray.open_datatree(path, engine="zarr")``.
-
-A recorded variable (or dimension) whose name is also a dimension of its stage group (a sweep
-axis: e.g. ``prune``'s achieved ``sparsity`` when ``sparsity`` is swept), or one of the names
-the group adds from the ledger (``status``, ``duration_s``, ``energy_kwh``, ``co2_g``,
-``task_key``), is kept as ``<name>_recorded`` with ``attrs["recorded_name"] = <name>``; the
-group's ``attrs["renamed"]`` (JSON) maps every renamed variable back to its recorded name."""
+"""Task records → one labelled :class:`xarray.DataTree` (saved and opened by
+:mod:`compressflow.results.store`): the ledger, one group per stage on its sweep axes, and
+the study-level summaries. The layout and the ``<name>_recorded`` renaming rule are described
+in :mod:`compressflow.results`."""
 
 from __future__ import annotations
 
