@@ -36,6 +36,7 @@ def stkd(client, tmp_path_factory):
     return out, compressflow.run(SPEC, cluster=client, out=out, show_progress=False)
 
 
+@pytest.mark.slow  # the STKD pipeline, end to end
 def test_comparison_matches_ledger_sums(stkd):
     _, tree = stkd
     comp = tree["kd_comparison"].to_dataset()
@@ -64,6 +65,7 @@ def test_comparison_matches_ledger_sums(stkd):
     assert (comp.grid_points == 2).all()
 
 
+@pytest.mark.slow  # the STKD pipeline, end to end
 def test_stochastic_runs_record_varied_tau(stkd):
     _, tree = stkd
     stoch = tree["stoch"].to_dataset()
@@ -74,6 +76,7 @@ def test_stochastic_runs_record_varied_tau(stkd):
     assert (draws[0, 0] == draws[1, 0]).all() and not (draws[0, 0] == draws[0, 1]).all()
 
 
+@pytest.mark.slow  # the STKD pipeline, end to end
 def test_report_markdown_and_pareto_png(stkd, capsys):
     out, tree = stkd
     path = write_report(tree, out)
@@ -89,6 +92,7 @@ def test_report_markdown_and_pareto_png(stkd, capsys):
     assert "grid search vs stochastic temperature" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # the STKD pipeline, end to end
 def test_sweep_axis_mixing_fixed_and_stochastic_tau_is_labelled_by_json(stkd):
     out, tree = stkd
     mixed = tree["mixed"].to_dataset()

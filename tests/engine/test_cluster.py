@@ -50,6 +50,7 @@ def test_neither_file_nor_address():
             pass
 
 
+@pytest.mark.slow  # a real scheduler at an address
 def test_run_against_a_scheduler_address(client, tmp_path):
     address = client.scheduler.address
     assert address.startswith("tcp://127.0.0.1:")

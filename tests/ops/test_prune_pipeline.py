@@ -42,6 +42,7 @@ def study(client, tmp_path_factory):
     return out, compressflow.run(SPEC, cluster=client, out=out, show_progress=False)
 
 
+@pytest.mark.slow  # the whole pruning pipeline, end to end
 def test_pruned_layers_hit_their_sparsity(study):
     _, tree = study
     assert (tree["tasks"]["status"] == "ok").all()
@@ -63,6 +64,7 @@ def test_pruned_layers_hit_their_sparsity(study):
     assert (pruned.macs_effective < pruned.macs_dense).all()
 
 
+@pytest.mark.slow  # the whole pruning pipeline, end to end
 def test_similarity_per_layer_and_to_itself(study):
     _, tree = study
     itself = tree["itself"].to_dataset()
@@ -77,6 +79,7 @@ def test_similarity_per_layer_and_to_itself(study):
     np.testing.assert_allclose(sim.svcca_distance, 1 - sim.svcca)
 
 
+@pytest.mark.slow  # the whole pruning pipeline, end to end
 def test_bias_and_pies(study):
     _, tree = study
     bias = tree["bias"].to_dataset()
@@ -227,6 +230,7 @@ def test_bad_pruning_spec(path, value, pattern):
     assert re.search(pattern, str(err.value)), str(err.value)
 
 
+@pytest.mark.slow  # the whole pruning pipeline, end to end
 def test_report_draws_pruning_curves_and_heatmaps(study):
     from compressflow.report import write_report
 
