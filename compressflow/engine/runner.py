@@ -24,6 +24,7 @@ from compressflow.engine.records import LedgerEntry
 from compressflow.engine.resume import plan_resume
 from compressflow.engine.rundir import RunDir
 from compressflow.results import build_results, open_results, check_results_store, save_results
+from compressflow.results.provenance import machine, provenance
 from compressflow.engine.scheduling import assign, durations_from_ledger
 from compressflow.engine.spec import PipelineSpec, load_spec
 from compressflow.plugins import Plugin, dedupe, import_plugins
@@ -116,11 +117,22 @@ def _run_locked(spec: PipelineSpec, cluster: Any, run_dir: RunDir, show_progress
         if show_progress:
             _show_progress(graph, futures, say)
         results = _gather(client, graph, futures)
+        machines = _machines(client)
         if show_progress:
             client.unsubscribe_topic("compressflow-progress")
-    tree = build_results(graph, results)
+    tree = build_results(graph, results, provenance(machines))
     save_results(tree, out)
     return tree
+
+
+def _machines(client: Client) -> dict[str, Any]:
+    """Host, CPU and GPU models of every worker still connected (for the results' provenance);
+    an empty mapping if the cluster cannot answer (the results are written all the same)."""
+    try:
+        return client.run(machine)
+    except Exception as exc:  # a worker lost at the very end must not cost the run its results
+        log.warning("compressflow: could not ask the workers what machines they run on: %s", exc)
+        return {}
 
 
 def _submit(client: Client, graph: TaskGraph, workers: list[str]) -> dict[str, Any]:

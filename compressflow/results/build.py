@@ -39,8 +39,10 @@ LEDGER_GROUP = "tasks"
 _POINT = "__compressflow_point__"  # the stacked dimension of a stage's points before they are unstacked
 
 
-def build_results(graph: TaskGraph, tasks: Mapping[str, LedgerEntry]) -> xr.DataTree:
-    """Assemble the results tree of a run.
+def build_results(graph: TaskGraph, tasks: Mapping[str, LedgerEntry],
+                  provenance: Mapping[str, str] | None = None) -> xr.DataTree:
+    """Assemble the results tree of a run; ``provenance`` (see
+    :func:`compressflow.results.provenance.provenance`) joins its root attrs.
 
     CO₂ is (re)computed here from each task's measured kWh with the spec's PUE and the
     country's offline carbon intensity, so reused records always match the current spec.
@@ -72,6 +74,7 @@ def build_results(graph: TaskGraph, tasks: Mapping[str, LedgerEntry]) -> xr.Data
             "name": spec.name,
             "spec": json.dumps(spec.model_dump(mode="json")),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **(provenance or {}),
         }
     )
     return tree
