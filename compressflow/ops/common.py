@@ -19,8 +19,7 @@ from compressflow.nn.training import History, LossFn, cross_entropy, predict
 from compressflow.engine.records import Artifact, Record
 from compressflow.ops.artifacts import artifact_digest, save_checkpoint
 from compressflow.ops.context import OpContext
-from compressflow.ops.schedule import (MIN_BASE_RATE_EPOCHS, PositiveInt, Schedule,  # noqa: F401  (old home)
-                                       base_rate_epochs, check_schedule)
+from compressflow.ops.schedule import Schedule
 
 __all__ = ["UNITS", "Width", "curves", "fit_model", "model_costs", "model_record", "with_units", "zarr_record"]
 
