@@ -16,6 +16,8 @@ from typing import Any
 
 from compressflow.engine.attempts import AttemptLog
 from compressflow.energy import current_meter
+from compressflow.engine.cancel import Cancelled, is_cancelled
+from compressflow.engine.events import TASK, publish, task_summary
 from compressflow.engine.graph import Node
 from compressflow.engine.records import LedgerEntry, RecordError, read_record
 from compressflow.engine.rundir import RunDir
@@ -28,13 +30,16 @@ __all__ = ["execute_task", "with_lost_energy"]
 log = logging.getLogger("compressflow.task")
 
 
-def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream: LedgerEntry) -> LedgerEntry:
+def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream: LedgerEntry,
+                 study: str = "") -> LedgerEntry:
     """Run ``node`` and return its ledger entry.
 
     Never raises for a failing stage: the failure becomes ``status="failed"`` with the error
     message, and downstream tasks become ``upstream_failed``, so independent work goes on.
     ``upstream`` are the records of the tasks ``node.needs``, in order (computed in this run,
-    or reused ones from the resume plan).
+    or reused ones from the resume plan). ``study`` names the submission
+    (:func:`compressflow.submit`): its cancelled stages (:mod:`compressflow.engine.cancel`)
+    and its events (:mod:`compressflow.engine.events`).
 
     The one record read here is this task's own, and only when it exists: an earlier attempt
     of this very task finished but its worker died before Dask heard of it (a failed
@@ -48,11 +53,17 @@ def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream:
     task = LedgerEntry(node.key, node.stage, node.op, dict(node.point), worker=_worker_name())
     inputs, broken = _inputs(node, list(upstream))
     if broken:
-        task.status = "upstream_failed"
+        task.status = "cancelled" if broken.status == "cancelled" else "upstream_failed"
         task.error = f"upstream stage {broken.stage!r} ({broken.key}) {broken.status}"
         return task
+    if is_cancelled(study, node.stage):
+        task.status, task.error = "cancelled", f"stage {node.stage!r} was cancelled before the task started"
+        return task
     meter = current_meter()  # the worker's meter: the op reads it for its per-epoch energy curve
-    ctx = OpContext(node.key, node.stage, data, run.root, meter=meter)
+    ctx = OpContext(node.key, node.stage, data, run.root, meter=meter,
+                    should_stop=(lambda: is_cancelled(study, node.stage)) if study else None)
+    event = {"study": study, "key": node.key, "stage": node.stage, "op": node.op}
+    publish(TASK, {**event, "event": "start", "worker": task.worker})
     fn = OPS.get(node.op)
     attempt = AttemptLog(run, node.key, task.worker)
     task.workers_tried = attempt.start()
@@ -62,6 +73,8 @@ def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream:
         try:
             task.record = stage_signature(node.op).call(fn, ctx, node.params, inputs)
             task.status = "ok"
+        except Cancelled as exc:  # stopped at an epoch boundary: its energy (and checkpoint) stay
+            task.status, task.error = "cancelled", str(exc)
         except Exception as exc:  # a failing stage must not take down the rest of the study
             task.status = "failed"
             task.error = f"{type(exc).__name__}: {exc}".replace("\n", " ")
@@ -71,6 +84,7 @@ def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream:
     task.energy = with_lost_energy(reading.as_dict(), attempt.lost())
     if task.ok:
         run.write_record(node.key, task.to_json(root=run.root))
+    publish(TASK, {**event, "event": "end", **task_summary(task)})
     return task
 
 

@@ -86,7 +86,7 @@ def expand(spec: PipelineSpec) -> dict[str, list[Node]]:
 
 
 def build_graph(spec: PipelineSpec, out: Path | str, reused: Mapping[str, LedgerEntry] | None = None, *,
-                stages: dict[str, list[Node]] | None = None) -> TaskGraph:
+                stages: dict[str, list[Node]] | None = None, study: str = "") -> TaskGraph:
     """Expand ``spec`` into nodes and wrap each in a ``dask.delayed`` call of the task executor.
 
     Parameters
@@ -101,6 +101,8 @@ def build_graph(spec: PipelineSpec, out: Path | str, reused: Mapping[str, Ledger
         downstream, so no worker reads a record.
     stages : dict, optional
         The nodes :func:`expand` already made of ``spec`` (not expanded again).
+    study : str
+        The submission's id, passed to every task (cancelling, events); not part of any key.
 
     Returns
     -------
@@ -118,7 +120,7 @@ def build_graph(spec: PipelineSpec, out: Path | str, reused: Mapping[str, Ledger
             if node.key in delayed or node.key in reused:
                 continue
             upstream = [reused[k] if k in reused else delayed[k] for k in _flat(node.needs.values())]
-            delayed[node.key] = dask.delayed(execute_task, pure=True)(node, data, run, *upstream,
+            delayed[node.key] = dask.delayed(execute_task, pure=True)(node, data, run, *upstream, study=study,
                                                                       dask_key_name=node.key)
     return TaskGraph(spec, stages, delayed, reused)
 

@@ -64,7 +64,7 @@ class LedgerEntry:
     stage: str
     op: str
     point: dict[str, Any]
-    status: str = "pending"  # ok | failed | upstream_failed
+    status: str = "pending"  # ok | failed | upstream_failed | cancelled
     error: str = ""
     worker: str = ""
     start: float = float("nan")  # POSIX seconds

@@ -15,6 +15,8 @@ import torch
 from compressflow.data import Splits, load_splits
 from compressflow.nn.training import History, LossFn, cross_entropy, fit
 from compressflow.ops.schedule import Schedule
+from compressflow.engine.cancel import Cancelled
+from compressflow.engine.events import PROGRESS, publish
 from compressflow.engine.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -42,6 +44,10 @@ class OpContext:
     meter : EnergyMeter, optional
         The worker's energy meter, measuring this task (the engine passes it); ``None``
         (e.g. an op called by hand) leaves the per-epoch energy curve ``nan``.
+    should_stop : callable, optional
+        True once the task's stage was cancelled (:mod:`compressflow.engine.cancel`):
+        :meth:`fit` then stops at the next epoch boundary by raising
+        :class:`~compressflow.engine.cancel.Cancelled`.
 
     Examples
     --------
@@ -55,6 +61,7 @@ class OpContext:
     data: dict[str, Any] = field(default_factory=dict)
     out: Path = Path(".")
     meter: EnergyMeter | None = None
+    should_stop: Callable[[], bool] | None = None
 
     def splits(self) -> Splits:
         """The pipeline's dataset (loaded once per worker process, then cached)."""
@@ -75,12 +82,13 @@ class OpContext:
         scheduler's event log (topic ``compressflow-progress``), which the client shows."""
         text = " ".join(f"{k}={_fmt(v)}" for k, v in values.items())
         log.info("%s %s", self.stage, text)
-        try:
-            from distributed import get_worker
+        publish(PROGRESS, {"key": self.key, "stage": self.stage, **values})
 
-            get_worker().log_event("compressflow-progress", {"key": self.key, "stage": self.stage, **values})
-        except (ImportError, ValueError):
-            pass  # not on a Dask worker
+    def check_cancelled(self) -> None:
+        """Raise :class:`~compressflow.engine.cancel.Cancelled` if the task's stage was
+        cancelled; ops with long loops of their own call it at their natural boundaries."""
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled(f"stage {self.stage!r} was cancelled")
 
     def fit(self, net: torch.nn.Module, schedule: Schedule, *, seed: int, loss_fn: LossFn = cross_entropy,
             splits: Splits | None = None, on_epoch: Callable[[int, History], None] | None = None,
@@ -116,8 +124,11 @@ class OpContext:
         def report(epoch: int, hist: History) -> None:
             if on_epoch is not None:
                 on_epoch(epoch, hist)
+            energy = hist.energy_kwh[-1] if hist.energy_kwh else float("nan")
             self.progress(**extra, epoch=epoch, of=schedule.epochs, loss=hist.train_loss[-1],
-                          val_accuracy=hist.val_accuracy[-1])
+                          val_accuracy=hist.val_accuracy[-1], energy_kwh=energy)
+            if epoch < schedule.epochs:
+                self.check_cancelled()
 
         return fit(net, self.splits() if splits is None else splits, seed=seed, loss_fn=loss_fn, device=self.device,
                    on_epoch=report, energy=None if self.meter is None else self.meter.energy_so_far,

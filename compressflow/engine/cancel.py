@@ -1,0 +1,40 @@
+"""Cancelling a stage of a submitted study: the client registers a :class:`CancelPlugin` (a
+Dask worker plugin, so workers that join later learn it too) that marks ``(study, stage)``
+cancelled in every worker process; a task of that stage that has not started returns
+``cancelled`` at once, and a running one stops at its next epoch boundary
+(:meth:`compressflow.ops.OpContext.fit`) with its energy and its checkpoint kept. Checking is a
+set lookup in the worker's memory: no message per epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+__all__ = ["CancelPlugin", "Cancelled", "is_cancelled"]
+
+_CANCELLED: set[tuple[str, str]] = set()
+
+
+class Cancelled(Exception):
+    """Raised inside a task whose stage was cancelled; the engine records ``cancelled``."""
+
+
+def is_cancelled(study: str, stage: str) -> bool:
+    """Whether ``stage`` of submission ``study`` was cancelled (in this worker process)."""
+    return bool(study) and (study, stage) in _CANCELLED
+
+
+class CancelPlugin(WorkerPlugin):
+    """Marks ``stages`` of ``study`` cancelled on every worker, present and future."""
+
+    def __init__(self, study: str, stages: Iterable[str]) -> None:
+        self.study = study
+        self.stages = tuple(stages)
+
+    def setup(self, worker) -> None:
+        _CANCELLED.update((self.study, s) for s in self.stages)
+
+    def teardown(self, worker) -> None:
+        # a plugin replaced by a later cancel of the same study (a superset) is torn down first
+        _CANCELLED.difference_update((self.study, s) for s in self.stages)
