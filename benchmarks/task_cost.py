@@ -17,7 +17,7 @@ from distributed import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compressflow
-from compressflow.engine import runner as R
+from compressflow.engine import study as R  # where run() does its work (submit + Study)
 from compressflow.engine.cluster import local_cluster
 
 ap = argparse.ArgumentParser()
@@ -38,7 +38,7 @@ def timed(mod, name):
             phases[name] = phases.get(name, 0) + time.perf_counter() - t
     setattr(mod, name, wrap)
 for n in ("check_results_store", "load_splits", "expand", "plan_resume", "build_graph", "_check_reused_records",
-          "_install_meter", "_check_resources", "_submit", "_gather", "build_results", "save_results"):
+          "install_meter", "check_resources", "submit_graph", "build_results", "save_results"):
     if hasattr(R, n):  # what this version of the runner has
         timed(R, n)
 

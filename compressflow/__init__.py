@@ -9,6 +9,8 @@ Examples
 >>> import compressflow
 >>> tree = compressflow.run("tasks/quickstart.yaml")        # doctest: +SKIP
 >>> tree["tasks"]["co2_g"].sum()                            # doctest: +SKIP
+>>> study = compressflow.submit("tasks/quickstart.yaml")   # doctest: +SKIP
+>>> study.status(); study.results(); study.cancel("kd_grid")  # doctest: +SKIP
 """
 
 import importlib as _importlib
@@ -34,6 +36,8 @@ _LAZY = {
     "Registry": "compressflow.registries",
     "open_results": "compressflow.results",
     "run": "compressflow.engine.runner",
+    "submit": "compressflow.engine.study",
+    "Study": "compressflow.engine.study",
     "load_spec": "compressflow.engine.spec",
 }
 
@@ -49,15 +53,18 @@ __all__ = [
     "Record",
     "Registry",
     "SpecError",
+    "Study",
     "load_spec",
     "open_results",
     "run",
+    "submit",
 ]
 
 if _typing.TYPE_CHECKING:  # type checkers and IDEs see the names; the interpreter imports them lazily
     from compressflow.engine.records import Artifact, Record
     from compressflow.engine.runner import run
     from compressflow.engine.spec import load_spec
+    from compressflow.engine.study import Study, submit
     from compressflow.registries import DATASETS, LOSSES, MODELS, OPS, STAGES, Registry
     from compressflow.results import open_results
 

@@ -166,10 +166,15 @@ def connect(cluster: Any = None, *, timeout: float = 10.0) -> Iterator[Client]:
         elif kind in OPTIONAL_KINDS:
             sec = _security_of(spec.get("security"))
             oc = stack.enter_context(make_cluster(kind, {**options, **({"security": sec} if sec else {})}))
-            client = stack.enter_context(Client(oc, security=sec))
+            client = Client(oc, security=sec)
+            stack.callback(client.close)
         else:
             lc = stack.enter_context(local_cluster(security=spec.get("security"), **options))
-            client = stack.enter_context(Client(lc))
+            # closed by callback, not ``with Client``: a submitted study closes it from its own
+            # thread, and the client's context manager resets a context variable of the thread
+            # that entered it
+            client = Client(lc)
+            stack.callback(client.close)
         local = kind in ("local", "local-cuda")
         dog = stack.enter_context(WorkerWatchdog(client, no_worker_s=WATCHDOG["no_worker_s"] if local else None))
         try:

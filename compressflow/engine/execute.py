@@ -47,22 +47,25 @@ def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream:
     """
     run = run if isinstance(run, RunDir) else RunDir(run)
     done = _finished_meanwhile(run, node.key)
+    event = {"study": study, "key": node.key, "stage": node.stage, "op": node.op}
     if done is not None:
         done.stage, done.point = node.stage, dict(node.point)
+        publish(TASK, {**event, "event": "end", **task_summary(done)})
         return done
     task = LedgerEntry(node.key, node.stage, node.op, dict(node.point), worker=_worker_name())
     inputs, broken = _inputs(node, list(upstream))
     if broken:
         task.status = "cancelled" if broken.status == "cancelled" else "upstream_failed"
         task.error = f"upstream stage {broken.stage!r} ({broken.key}) {broken.status}"
+        publish(TASK, {**event, "event": "end", **task_summary(task)})
         return task
     if is_cancelled(study, node.stage):
         task.status, task.error = "cancelled", f"stage {node.stage!r} was cancelled before the task started"
+        publish(TASK, {**event, "event": "end", **task_summary(task)})
         return task
     meter = current_meter()  # the worker's meter: the op reads it for its per-epoch energy curve
     ctx = OpContext(node.key, node.stage, data, run.root, meter=meter,
                     should_stop=(lambda: is_cancelled(study, node.stage)) if study else None)
-    event = {"study": study, "key": node.key, "stage": node.stage, "op": node.op}
     publish(TASK, {**event, "event": "start", "worker": task.worker})
     fn = OPS.get(node.op)
     attempt = AttemptLog(run, node.key, task.worker)

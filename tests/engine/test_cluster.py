@@ -340,7 +340,7 @@ def test_resource_request_no_worker_can_meet_is_refused_not_waited_for(amount):
     task no worker could take and waited forever; it is now refused like any unmet request."""
     from types import SimpleNamespace
 
-    from compressflow.engine.runner import _check_resources
+    from compressflow.engine.submission import check_resources as _check_resources
 
     graph = SimpleNamespace(stages={"teacher": [SimpleNamespace(resources={"GPU": amount})]})
     with pytest.raises(InputError, match=r"^stages\.teacher\.resources\.GPU: needs .* but no worker offers that much"):

@@ -62,7 +62,7 @@ def test_worker_lost_while_the_meter_is_installed_does_not_stop_the_run(caplog):
     """The benchmark found it: a worker killed during plugin registration made run() raise."""
     from distributed.comm.core import CommClosedError
 
-    from compressflow.engine.runner import _install_meter
+    from compressflow.engine.submission import install_meter as _install_meter
 
     class Client:
         def register_plugin(self, plugin, name):

@@ -1,0 +1,131 @@
+"""Showing a :class:`~compressflow.engine.study.Study`'s progress where its user is: an ipywidgets
+display per stage in Jupyter (kept up to date by a thread while the notebook goes on), a bar on a
+terminal, log lines elsewhere (CI, batch jobs). All three read :meth:`Study.status`, so they
+label reused tasks apart from those that ran."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from compressflow.engine.status import StageStatus
+    from compressflow.engine.study import Study
+
+__all__ = ["in_jupyter", "show_progress", "stage_line"]
+
+log = logging.getLogger("compressflow.engine.runner")
+
+#: seconds between refreshes of the widget or bar
+REFRESH_S = 0.5
+
+
+def in_jupyter() -> bool:
+    """True inside a Jupyter kernel (a widget can be displayed)."""
+    shell = sys.modules.get("IPython")
+    if shell is None:
+        return False
+    ip = shell.get_ipython()
+    return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
+
+
+def stage_line(row: StageStatus) -> str:
+    """``done 3/8 · running 2 · pending 3 · reused 1 · failed 0 · 0.0012 kWh``: one stage's
+    progress (done counts reused, ran, failed and cancelled tasks)."""
+    finished = row.reused + row.ran + row.failed + row.cancelled
+    parts = [f"done {finished}/{row.tasks}", f"running {row.running}", f"pending {row.pending}",
+             f"reused {row.reused}", f"ran {row.ran}"]
+    if row.failed:
+        parts.append(f"failed {row.failed}")
+    if row.cancelled:
+        parts.append(f"cancelled {row.cancelled}")
+    parts.append(f"{row.energy_kwh:.3g} kWh")
+    return " · ".join(parts)
+
+
+def show_progress(study: Study) -> Any:
+    """The widget in Jupyter (returned at once); elsewhere block until the study ends, drawing
+    a bar on a terminal (stderr) or logging a line per stage whenever its counts change."""
+    if in_jupyter():
+        try:
+            return _widget(study)
+        except ImportError:
+            log.warning("compressflow: install ipywidgets for a progress widget (pip install "
+                        "'compressflow[jupyter]'); showing text lines instead")
+    if sys.stderr.isatty():
+        _bar(study)
+    else:
+        from compressflow._console import console
+
+        with console(logging.INFO):  # asked for: shown even if the study itself logs quietly
+            _lines(study)
+    return None
+
+
+def _widget(study: Study) -> Any:
+    import ipywidgets as w
+    from IPython.display import display
+
+    rows = study.status()
+    bars = {r.stage: w.IntProgress(value=0, min=0, max=max(r.tasks, 1), description=r.stage,
+                                   layout=w.Layout(width="45%"), style={"description_width": "initial"})
+            for r in rows}
+    texts = {r.stage: w.HTML() for r in rows}
+    head = w.HTML()
+    box = w.VBox([head, *(w.HBox([bars[r.stage], texts[r.stage]]) for r in rows)])
+
+    def refresh() -> None:
+        for r in study.status():
+            bars[r.stage].value = r.reused + r.ran + r.failed + r.cancelled
+            bars[r.stage].bar_style = "danger" if r.failed else "warning" if r.cancelled else \
+                "success" if r.pending == r.running == 0 else "info"
+            texts[r.stage].value = f"<code>{stage_line(r)}</code>"
+        link = (study.dashboard_link or "").replace("/status", "/compressflow")
+        head.value = (f"<b>{study.spec.name}</b>: {study.state}"
+                      + (f' · <a href="{link}" target="_blank">dashboard</a>' if link else ""))
+
+    def loop() -> None:
+        while not study.wait(REFRESH_S):
+            refresh()
+        refresh()
+
+    refresh()
+    threading.Thread(target=loop, name=f"compressflow-widget-{study.id}", daemon=True).start()
+    display(box)
+    return box
+
+
+def _bar(study: Study, width: int = 30) -> None:
+    def draw() -> None:
+        rows = study.status()
+        total = sum(r.tasks for r in rows)
+        finished = sum(r.reused + r.ran + r.failed + r.cancelled for r in rows)
+        running = sum(r.running for r in rows)
+        reused = sum(r.reused for r in rows)
+        kwh = sum(r.energy_kwh for r in rows)
+        full = round(width * finished / max(total, 1))
+        sys.stderr.write(f"\r[{'#' * full}{'.' * (width - full)}] {finished}/{total} done · {running} running · "
+                         f"{reused} reused · {kwh:.3g} kWh ")
+        sys.stderr.flush()
+
+    while not study.wait(REFRESH_S):
+        draw()
+    draw()
+    sys.stderr.write("\n")
+
+
+def _lines(study: Study) -> None:
+    shown: dict[str, str] = {}
+
+    def emit() -> None:
+        for r in study.status():
+            line = stage_line(r)
+            if shown.get(r.stage) != line:
+                shown[r.stage] = line
+                log.info("  [%s] %s", r.stage, line)
+
+    while not study.wait(REFRESH_S * 4):
+        emit()
+    emit()

@@ -1,0 +1,370 @@
+"""``submit``: start a study and return at once with a :class:`Study` handle — progress, partial
+results, per-stage status, cancelling — while the study runs on its cluster in the background.
+:func:`compressflow.run` is ``submit(...).result()``.
+
+The handle learns what happens from two sources: the tasks' futures (a finished task's ledger
+entry is collected as soon as it finishes, so :meth:`Study.results` needs no round trip) and the
+events the tasks publish (:mod:`compressflow.engine.events`: which tasks are running, their
+epochs and energy so far), which the dashboard page reads too."""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+from distributed import as_completed
+
+from compressflow._console import console
+from compressflow.data import load_splits
+from compressflow.energy import EnergyMeterPlugin
+from compressflow.engine.submission import (check_resources, install_meter, machines, progress_line, submit_graph,
+                                            workers_per_host)
+from compressflow.energy.carbon import carbon_intensity
+from compressflow.engine.cancel import CancelPlugin
+from compressflow.engine.cluster import connect
+from compressflow.engine.events import PROGRESS, STUDY, TASK, task_summary
+from compressflow.engine.graph import TaskGraph, build_graph, expand
+from compressflow.engine.records import LedgerEntry
+from compressflow.engine.resume import plan_resume
+from compressflow.engine.rundir import RunDir
+from compressflow.engine.spec import PipelineSpec, load_spec
+from compressflow.engine.status import StageStatus, format_status, status_html
+from compressflow.errors import InputError
+from compressflow.plugins import Plugin, dedupe, import_plugins
+from compressflow.plugins import install as install_plugins
+from compressflow.results import build_results, check_results_store, save_results
+from compressflow.results.provenance import provenance
+
+__all__ = ["Study", "submit"]
+
+log = logging.getLogger("compressflow.engine.runner")
+
+
+def submit(
+    spec: str | os.PathLike | dict | PipelineSpec,
+    cluster: Any = None,
+    out: str | os.PathLike | None = None,
+    *,
+    plugins: Sequence[str | os.PathLike | Plugin] = (),
+    show_progress: bool = False,
+) -> Study:
+    """Start a compression study and return at once with its :class:`Study` handle.
+
+    Everything that can be refused is checked before this returns (spec, plugins, data
+    location, output directory, cluster, resources): bad input raises here, not later. The
+    run directory stays locked, and a cluster started here stays up, until the study ends;
+    then the results are written to ``out/results.zarr`` as :func:`compressflow.run` writes
+    them.
+
+    Parameters
+    ----------
+    spec, cluster, out, plugins
+        As for :func:`compressflow.run`.
+    show_progress : bool
+        Also log the dashboard link and per-task / per-epoch progress lines while it runs
+        (shown on stderr unless you configured the ``compressflow`` logger). In Jupyter,
+        :meth:`Study.progress` shows a widget instead.
+
+    Returns
+    -------
+    Study
+
+    Raises
+    ------
+    InputError
+        Bad spec, plugin, data location, cluster or output directory.
+
+    Examples
+    --------
+    >>> study = compressflow.submit("tasks/quickstart.yaml")      # doctest: +SKIP
+    >>> study.progress()                                          # doctest: +SKIP
+    >>> partial = study.results()                                 # doctest: +SKIP
+    >>> tree = study.result()                                     # doctest: +SKIP
+    """
+    extra = import_plugins([os.fspath(p) if isinstance(p, os.PathLike) else p for p in plugins])
+    spec = load_spec(spec)
+    shipped = dedupe([*import_plugins(spec.plugins), *extra])  # the spec's are absolute by now
+    run_dir = RunDir(Path(out) if out is not None else Path("runs") / spec.name)
+    run_dir.check_writable()
+    return Study(spec, cluster, run_dir, shipped, show_progress)
+
+
+class Study:
+    """A submitted study: ask it how far it got, read what finished, cancel stages, wait.
+
+    Made by :func:`submit`. Thread-safe: the background thread that collects the tasks and
+    the client's event handlers update it while you read it.
+    """
+
+    def __init__(self, spec: PipelineSpec, cluster: Any, run_dir: RunDir, plugins: list[Plugin],
+                 show_progress: bool) -> None:
+        self.spec = spec
+        self.out = run_dir.root
+        self.id = uuid.uuid4().hex[:12]
+        self._show = show_progress
+        self._lock = threading.Lock()
+        self._finished = threading.Event()
+        self._done: dict[str, LedgerEntry] = {}
+        self._running: dict[str, dict[str, Any]] = {}  # key -> latest progress (epoch, energy, worker)
+        self._cancelled: list[str] = []
+        self._error: BaseException | None = None
+        self._tree: xr.DataTree | None = None
+        self._machines: dict[str, Any] = {}
+        self._outer = contextlib.ExitStack()  # run lock + console: released when the study ends
+        self._cluster = contextlib.ExitStack()  # the client (and a cluster started for the study)
+        try:
+            self._start(cluster, run_dir, plugins)
+        except BaseException:
+            self._cluster.close()
+            self._outer.close()
+            raise
+        self._thread = threading.Thread(target=self._collect, name=f"compressflow-study-{self.id}", daemon=True)
+        self._thread.start()
+
+    # -- start (synchronous: everything refusable is refused here) ---------------------------
+
+    def _start(self, cluster: Any, run_dir: RunDir, plugins: list[Plugin]) -> None:
+        spec = self.spec
+        self._outer.enter_context(run_dir.lock())
+        self._outer.enter_context(console(logging.INFO if self._show else logging.WARNING))
+        check_results_store(run_dir.root)
+        load_splits(**spec.data.options())  # a missing dataset directory fails here, not on a worker
+        stages = expand(spec)
+        resolved = RunDir(run_dir.root.resolve())
+        reused = plan_resume((n for nodes in stages.values() for n in nodes), resolved)  # the one read of the records
+        self.graph = graph = build_graph(spec, resolved.root, reused, stages=stages, study=self.id)
+        self.client = client = self._cluster.enter_context(connect(cluster))
+        install_plugins(client, plugins)  # before any task: workers look the ops up by name
+        workers = client.scheduler_info(n_workers=-1)["workers"]  # address -> info, read once
+        install_meter(client, EnergyMeterPlugin(country=spec.energy.country, region=spec.energy.region,
+                                                    pue=spec.energy.pue,
+                                                    n_workers_on_host=workers_per_host(workers)))
+        check_resources(workers, graph)
+        self.dashboard_link = client.dashboard_link
+        log.info("compressflow: %d tasks in %d stages (%d reused from earlier runs); dashboard %s",
+                 len(graph.nodes), len(graph.stages), len(graph.reused), self.dashboard_link)
+        self._intensity = carbon_intensity(spec.energy.country, spec.energy.region)
+        client.subscribe_topic(TASK, self._on_task)
+        client.subscribe_topic(PROGRESS, self._on_progress)
+        client.log_event(STUDY, self._study_event())
+        self.started = time.time()
+        self._futures = submit_graph(client, graph, sorted(workers))
+
+    def _study_event(self) -> dict[str, Any]:
+        graph = self.graph
+        return {
+            "study": self.id, "name": self.spec.name, "out": str(self.out),
+            "stages": {stage: [n.key for n in nodes] for stage, nodes in graph.stages.items()},
+            "reused": {key: task_summary(rec) for key, rec in graph.reused.items()},
+            "intensity_g_per_kwh": self._intensity, "pue": self.spec.energy.pue,
+        }
+
+    # -- background: collect every task as it finishes, then write the results ---------------
+
+    def _collect(self) -> None:
+        try:
+            with self._cluster:
+                nodes = self.graph.nodes
+                n = len(self._futures)
+                for i, (fut, value) in enumerate(as_completed(list(self._futures.values()), with_results=True,
+                                                              raise_errors=False), 1):
+                    entry = value if isinstance(value, LedgerEntry) else _lost(nodes[fut.key], fut)
+                    with self._lock:
+                        self._done[entry.key] = entry
+                        self._running.pop(entry.key, None)
+                    log.info("  done %d/%d: %s %s (%s)", i, n, entry.stage, entry.key, entry.status)
+                self._machines = machines(self.client)
+                with contextlib.suppress(Exception):  # a closed client has no subscriptions left
+                    self.client.unsubscribe_topic(TASK)
+                    self.client.unsubscribe_topic(PROGRESS)
+            tree = build_results(self.graph, {**self.graph.reused, **self._done}, provenance(self._machines))
+            save_results(tree, self.out)
+            self._tree = tree
+        except BaseException as exc:  # the handle re-raises it from result()
+            self._error = exc
+        finally:
+            try:
+                self._outer.close()
+            finally:
+                self._finished.set()
+
+    def _on_task(self, event: tuple[float, dict]) -> None:
+        _, msg = event
+        if msg.get("study") != self.id:
+            return
+        with self._lock:
+            if msg.get("event") == "start" and msg["key"] not in self._done:
+                self._running[msg["key"]] = {"stage": msg.get("stage"), "worker": msg.get("worker"),
+                                             "started": time.time()}
+            elif msg.get("event") == "end":
+                self._running.pop(msg["key"], None)
+
+    def _on_progress(self, event: tuple[float, dict]) -> None:
+        _, msg = event
+        with self._lock:
+            if msg.get("key") in self._running:
+                self._running[msg["key"]].update(msg)
+        if self._show:
+            log.info("%s", progress_line(event))
+
+    # -- what a user calls --------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """True once every task ended and the results were written (or writing them failed)."""
+        return self._finished.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the study ends (or ``timeout`` seconds pass); return :attr:`done`."""
+        return self._finished.wait(timeout)
+
+    def result(self) -> xr.DataTree:
+        """Wait for the study and return its results (as written to ``out/results.zarr``).
+
+        A first Ctrl-C cancels every stage (running tasks stop at their next epoch boundary,
+        and what finished is written); a second one stops waiting at once.
+
+        Raises
+        ------
+        Exception
+            Whatever stopped the study from finishing (e.g. its workers kept dying); finished
+            tasks' records stay on disk and a re-run reuses them.
+        """
+        try:
+            self._wait_interruptibly()
+        except KeyboardInterrupt:
+            log.warning("compressflow: cancelling: running tasks stop at their next epoch and what finished is "
+                        "written; press Ctrl-C again to stop waiting")
+            self.cancel()
+            self._wait_interruptibly()
+        if self._error is not None:
+            raise self._error
+        assert self._tree is not None  # set with no error
+        return self._tree
+
+    def _wait_interruptibly(self) -> None:
+        while not self._finished.wait(0.2):  # short waits: Ctrl-C reaches the main thread
+            pass
+
+    def cancel(self, stage: str | Sequence[str] | None = None) -> None:
+        """Cancel ``stage`` (a name or several; all stages by default).
+
+        Its tasks that have not started end ``cancelled`` at once; running ones stop at their
+        next epoch boundary, keeping their energy in the ledger and their checkpoint, so a
+        re-submission of the spec resumes them. Tasks downstream of a cancelled one end
+        ``cancelled`` too; other stages go on.
+
+        Raises
+        ------
+        InputError
+            An unknown stage name (the message lists the stages).
+        """
+        names = list(self.graph.stages) if stage is None else [stage] if isinstance(stage, str) else list(stage)
+        for name in names:
+            if name not in self.graph.stages:
+                raise InputError(f"cancel: no stage {name!r} in study {self.spec.name!r}; "
+                                 f"stages: {', '.join(self.graph.stages)}")
+        if self.done:
+            return
+        with self._lock:
+            self._cancelled = list(dict.fromkeys([*self._cancelled, *names]))
+            plugin = CancelPlugin(self.id, self._cancelled)
+        with contextlib.suppress(Exception):  # the study may end meanwhile and close its client
+            self.client.register_plugin(plugin, name=f"compressflow-cancel-{self.id}")
+
+    def status(self) -> list[StageStatus]:
+        """Per stage: tasks reused from earlier runs, ran (finished in this run), running,
+        pending, failed and cancelled, and the kWh of what ran."""
+        with self._lock:
+            done, running = dict(self._done), set(self._running)
+        rows = []
+        for stage, nodes in self.graph.stages.items():
+            row = StageStatus(stage, len(nodes))
+            for node in nodes:
+                if node.key in self.graph.reused:
+                    row.reused += 1
+                elif node.key in done:
+                    entry = done[node.key]
+                    if entry.ok:
+                        row.ran += 1
+                    elif entry.status == "cancelled":
+                        row.cancelled += 1
+                    else:
+                        row.failed += 1
+                    kwh = float(entry.energy.get("energy_kwh", math.nan))
+                    row.energy_kwh += kwh if math.isfinite(kwh) else 0.0
+                elif node.key in running:
+                    row.running += 1
+                else:
+                    row.pending += 1
+            rows.append(row)
+        return rows
+
+    def results(self) -> xr.DataTree:
+        """The results of everything finished so far, in the layout of the final results:
+        tasks not finished yet are in the ledger and their stage groups with ``status``
+        ``pending`` or ``running`` and NaN metrics. Not written to disk (the final results are,
+        when the study ends)."""
+        if self._tree is not None:
+            return self._tree
+        with self._lock:
+            tasks = {**self.graph.reused, **self._done}
+            running = set(self._running)
+        for key, node in self.graph.nodes.items():
+            if key not in tasks:
+                tasks[key] = LedgerEntry(key, node.stage, node.op, dict(node.point),
+                                         status="running" if key in running else "pending")
+        return build_results(self.graph, tasks, provenance(self._machines))
+
+    def running(self) -> dict[str, dict[str, Any]]:
+        """Key → latest progress of each running task (stage, worker, epoch, of, val_accuracy,
+        energy_kwh, ...), from the tasks' progress events."""
+        with self._lock:
+            return {k: dict(v) for k, v in self._running.items()}
+
+    def progress(self) -> Any:
+        """Show progress: an ipywidgets display per stage in Jupyter (returned at once and kept
+        up to date), else a bar on a terminal or log lines, until the study ends."""
+        from compressflow.engine.progress import show_progress
+
+        return show_progress(self)
+
+    @property
+    def state(self) -> str:
+        """``running``, ``cancelling``, ``done``, ``cancelled`` or ``failed``."""
+        if not self.done:
+            return "cancelling" if self._cancelled else "running"
+        if self._error is not None:
+            return "failed"
+        return "cancelled" if self._cancelled else "done"
+
+    def __repr__(self) -> str:
+        return f"<Study {self.spec.name!r} {self.state}, out={str(self.out)!r}>\n{format_status(self.status())}"
+
+    def _repr_html_(self) -> str:
+        link = (self.dashboard_link or "").replace("/status", "/compressflow")
+        dash = f' · <a href="{html.escape(link)}" target="_blank">dashboard</a>' if link else ""
+        return (f"<div><b>compressflow study {html.escape(self.spec.name)}</b> — {self.state} · "
+                f"out <code>{html.escape(str(self.out))}</code>{dash}</div>{status_html(self.status())}")
+
+
+def _lost(node: Any, fut: Any) -> LedgerEntry:
+    """A task Dask itself gave up on (e.g. its workers kept dying): a failed entry, so the
+    collection of the others goes on."""
+    try:
+        exc = fut.exception()
+        why = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    except Exception as err:  # cancelled futures have no exception to give
+        why = f"{type(err).__name__}: {err}"
+    return LedgerEntry(node.key, node.stage, node.op, dict(node.point), status="failed", error=why)
+
