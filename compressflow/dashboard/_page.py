@@ -74,9 +74,9 @@ def _layout(data: dict[str, Any]):
     from bokeh.plotting import figure
 
     src = {name: ColumnDataSource(cols, name=name) for name, cols in data["sources"].items()}
-    size = {"width": 520, "height": 280}
+    width, height = 520, 280
     states = figure(title="Tasks per stage by state", y_range=FactorRange(factors=data["factors"]), name=_FIGURES[0],
-                    x_axis_label="tasks", toolbar_location=None, **size)
+                    x_axis_label="tasks", toolbar_location=None, width=width, height=height)
     states.hbar_stack(list(STATES), y="stage", height=0.7, color=[STATE_COLOURS[s] for s in STATES],
                       source=src["cf-states"], legend_label=list(STATES))
     states.legend.orientation, states.legend.label_text_font_size = "horizontal", "8pt"
@@ -85,19 +85,19 @@ def _layout(data: dict[str, Any]):
     for name, field, unit, title, colour in ((_FIGURES[1], "kwh", "kWh", "Energy per stage (live)", "#1f77b4"),
                                              (_FIGURES[2], "co2_g", "gCO₂", "CO₂ per stage (live)", "#8c564b")):
         fig = figure(title=title, y_range=FactorRange(factors=data["factors"]), name=name, x_axis_label=unit,
-                     toolbar_location=None, **size)
+                     toolbar_location=None, width=width, height=height)
         fig.hbar(y="stage", right=field, height=0.7, color=colour, source=src["cf-energy"])
         fig.add_tools(HoverTool(tooltips=[("stage", "@stage"), (unit, f"@{field}{{0.000e}}")]))
         bars.append(fig)
     scatter = figure(title="Accuracy vs CO₂ of finished tasks", x_axis_label="gCO₂ per task",
-                     y_axis_label="accuracy", **size)
+                     y_axis_label="accuracy", width=width, height=height)
     scatter.scatter("co2_g", "accuracy", color="colour", size=9, legend_field="stage", source=src["cf-scatter"])
     scatter.add_tools(HoverTool(tooltips=[("task", "@key"), ("stage", "@stage (@reused)"), ("accuracy", "@accuracy"),
                                           ("gCO₂", "@co2_g{0.000e}")]))
     curves = []
     for field, label, title in (("acc", "validation accuracy", "Validation accuracy"), ("kwh", "kWh so far", "Energy")):
         fig = figure(title=f"{title} per epoch (running tasks; finished ones faint)",
-                     x_axis_label="epoch", y_axis_label=label, **size)
+                     x_axis_label="epoch", y_axis_label=label, width=width, height=height)
         fig.multi_line("xs", field, color="colour", line_alpha="alpha", line_width=2, source=src["cf-curves"])
         fig.add_tools(HoverTool(tooltips=[("task", "@key"), ("stage", "@stage")]))
         curves.append(fig)
@@ -149,10 +149,11 @@ _SCRIPT = """
 def page(snapshot: dict[str, Any], base: str) -> str:
     """The HTML of the page for ``snapshot``, its URLs under ``base`` (the page's own path):
     the table and the figures show the snapshot's numbers before any script runs."""
+    from bokeh.core.types import ID
     from bokeh.embed import json_item
 
     data = payload(snapshot)
-    item = json.dumps(json_item(_layout(data), "cf-plots")).replace("</", "<\\/")
+    item = json.dumps(json_item(_layout(data), ID("cf-plots"))).replace("</", "<\\/")
     esc = html.escape
     head = "".join(f"<th>{esc(title)}</th>" for _, title in COLUMNS)
     body = "".join("<tr data-stage=\"{}\">{}</tr>".format(

@@ -87,7 +87,8 @@ class StudyView:
             ran = [t.energy_kwh for t in mine if t.state != "reused" and math.isfinite(t.energy_kwh)]
             row["kwh"] = sum(ran, 0.0)
             row["co2_g"] = self.co2_g(row["kwh"])
-            row["reused_kwh"] = sum((t.energy_kwh for t in mine if t.state == "reused" and math.isfinite(t.energy_kwh)), 0.0)
+            earlier = [t.energy_kwh for t in mine if t.state == "reused" and math.isfinite(t.energy_kwh)]
+            row["reused_kwh"] = sum(earlier, 0.0)
             rows.append(row)
         return rows
 

@@ -92,7 +92,8 @@ def test_curves_of_running_tasks_first_and_a_resumed_task_restarts_its_epochs(bo
 def test_a_task_ending_without_an_event_takes_its_upstreams_state(board):
     board.settled("f", erred=False, upstream=["d"])  # d failed: f returned upstream_failed at once
     assert table(board.snapshot())["kd"]["failed"] == 2
-    board.log_event(STUDY, {"study": "s2", "name": "x", "stages": {"s": ["g", "h", "i"]}, "pue": 1, "intensity_g_per_kwh": 1})
+    board.log_event(STUDY, {"study": "s2", "name": "x", "stages": {"s": ["g", "h", "i"]}, "pue": 1,
+                            "intensity_g_per_kwh": 1})
     task(board, "g", "s", "end", sid="s2", status="cancelled", energy_kwh=0.0)
     board.settled("h", erred=False, upstream=["g"])
     board.settled("i", erred=True, upstream=[])  # Dask gave up on it (its workers kept dying)
