@@ -148,3 +148,15 @@ def test_study_event_of_a_real_graph(tmp_path):
     assert event["pue"] == 1.2 and event["intensity_g_per_kwh"] == carbon_intensity("FRA")
     assert event["reused"][key]["energy_kwh"] == 0.2 and event["reused"][key]["accuracy"] is None
     assert study_event(build_graph(spec, tmp_path, stages=stages), "x", 10.0, 2.0)["intensity_g_per_kwh"] == 10.0
+
+
+def test_a_dashboard_with_a_prefix_serves_the_page_under_it():
+    with LocalCluster(n_workers=0, processes=False, dashboard_address="127.0.0.1:0",
+                      scheduler_kwargs={"http_prefix": "/lab/dask"}) as lc, Client(lc) as c:
+        install_dashboard(c)
+        c.log_event(STUDY, {**EVENT, "study": "p1"})
+        base = f"http://127.0.0.1:{lc.scheduler.http_server.port}/lab/dask/compressflow"
+        status, page = get(base)
+        assert status == 200 and 'src="/lab/dask/compressflow/static/js/bokeh.min.js"' in page
+        assert get(base + "/static/js/bokeh.min.js")[0] == 200
+        assert wait_for(lambda: json.loads(get(base + "/data.json")[1])["study"] == "p1")
