@@ -52,17 +52,27 @@ def run(client, tmp_path_factory):
     # what compressflow.submit sends before its tasks (until the runner does it itself)
     client.log_event(STUDY, study_event(graph, "dash-browser", out=out))
     result: dict = {}
-    worker = threading.Thread(target=lambda: result.setdefault("tree", compressflow.run(
-        spec, cluster=client, out=out, show_progress=False)))
+
+    def work() -> None:
+        try:
+            result["tree"] = compressflow.run(spec, cluster=client, out=out, show_progress=False)
+        except BaseException as exc:  # raised again in the test's thread
+            result["error"] = exc
+
+    worker = threading.Thread(target=work)
     seen, shot = [], out / "shot.png"
     worker.start()
-    while worker.is_alive():
-        snap = json.loads(get(f"{link}/data.json?study=dash-browser")[1])
-        seen.append(snap["table"])
+    while True:  # at least once, even if the run were over before the first look
+        running = worker.is_alive()
+        seen.append(json.loads(get(f"{link}/data.json?study=dash-browser")[1])["table"])
         if not shot.exists():  # the page in the browser while the study runs
             chromium("--window-size=1100,1200", f"--screenshot={shot}", link)
+        if not running:
+            break
         time.sleep(0.2)
     worker.join()
+    if "error" in result:
+        raise result["error"]
     done = out / "done.png"  # and once it has ended, the scheduler still up
     chromium("--window-size=1100,1200", f"--screenshot={done}", f"{link}?study=dash-browser")
     return link, result["tree"], seen, (shot, done)
