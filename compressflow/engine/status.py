@@ -203,14 +203,26 @@ def run_state(out: Path | str) -> RunState:
         else:
             live = False
             fcntl.flock(fh, fcntl.LOCK_UN)
+    return RunState(live, _started(holder, path), holder)
+
+
+def _started(holder: str, path: Path) -> float | None:
+    """When the latest run started: the lock line's time (whole seconds), refined by the lock
+    file's mtime (the run writes the line as it takes the lock) when that falls in the same
+    second, so a task that ended in the second before the run started is not taken for one
+    of its own. A copied run directory (a new mtime) keeps the line's time."""
     match = _STARTED.search(holder)
-    started = None
-    if match:
-        try:
-            started = datetime.fromisoformat(match.group(1)).timestamp()
-        except ValueError:
-            started = None
-    return RunState(live, started, holder)
+    if not match:
+        return None
+    try:
+        started = datetime.fromisoformat(match.group(1)).timestamp()
+    except ValueError:
+        return None
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return started
+    return mtime if started <= mtime < started + 1 else started
 
 
 def status_from_rundir(spec: PipelineSpec | str | Path | dict, out: Path | str) -> list[StageStatus]:
