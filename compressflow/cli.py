@@ -1,4 +1,4 @@
-"""``compressflow run / report / list``.
+"""``compressflow run / report / list / status``.
 
 Exit codes: 0 success; 1 some tasks failed (everything else is still written); 2 bad input
 (a one-line message, no traceback, nothing computed is deleted); 130 interrupted.
@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
                         "every worker (repeatable)")
     rep = sub.add_parser("report", help="write DIR/report/report.md (+ plots) and print it")
     rep.add_argument("out", help="run directory (holding results.zarr)")
+    st = sub.add_parser("status", help="per-stage task counts of a study from its run directory (no cluster needed)")
+    st.add_argument("spec", help="pipeline spec YAML of the study")
+    st.add_argument("--out", default=None, help="its run directory (default: runs/<spec name>)")
+    st.add_argument("--plugin", action="append", default=[], metavar="PATH_OR_MODULE",
+                    help="a .py file, package folder or module of your own ops, as given to run (repeatable)")
     ls = sub.add_parser("list", help="list registered ops, models, datasets and losses, or one op's parameters")
     ls.add_argument("op", nargs="?", default=None, help="an op name: print its parameters, types and defaults")
     return p
@@ -48,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings(), console(logging.WARNING if getattr(args, "quiet", False) else logging.INFO):
             warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
-            return {"run": _run, "report": _report, "list": _list}[args.command](args)
+            return {"run": _run, "report": _report, "list": _list, "status": _status}[args.command](args)
     except InputError as exc:
         print(f"compressflow: error: {exc}", file=sys.stderr)
         return 2
@@ -85,11 +90,45 @@ def _run(args: argparse.Namespace) -> int:
     print(summary_table(tree))
     print(f"results: {out}/results.zarr")
     ledger = tree["tasks"]
+    print(_tasks_line(ledger.to_dataset()))
     failed = [(str(k), str(s), str(st), str(e)) for k, s, st, e in zip(
         ledger.task.values, ledger.stage.values, ledger.status.values, ledger.error.values) if st != "ok"]
     for key, stage, status, error in failed:
         print(f"compressflow: task {key} of stage {stage!r} {status}: {error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _tasks_line(ledger: Any) -> str:
+    """``tasks: reused 12, ran 3`` (and failed / cancelled / pending when there are any)."""
+    from compressflow.engine.status import status_from_ledger, total
+
+    t = total(status_from_ledger(ledger))
+    extra = "".join(f", {name} {getattr(t, name)}" for name in ("failed", "cancelled", "pending") if getattr(t, name))
+    return f"tasks: reused {t.reused}, ran {t.ran}{extra}"
+
+
+def _status(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from compressflow.engine.spec import load_spec
+    from compressflow.plugins import import_plugins
+
+    import_plugins(args.plugin, field="--plugin")
+    spec = load_spec(args.spec)  # imports the spec's own plugins
+    from compressflow.engine.status import format_status, run_state, status_from_rundir
+
+    out = Path(args.out) if args.out is not None else Path("runs") / spec.name
+    rows = status_from_rundir(spec, out)
+    print(format_status(rows))
+    if not out.exists():
+        print(f"no run directory {str(out)!r} yet: every task is pending")
+        return 0
+    state = run_state(out)
+    if state.live:
+        print(f"a run is live in {str(out)!r} ({state.holder})")
+    elif state.holder:
+        print(f"no run is live in {str(out)!r}; the latest: {state.holder}")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:

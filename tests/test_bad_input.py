@@ -10,7 +10,8 @@ A case is data (see ``tests/bad_input/*.yaml``):
     a mapping deep-merged onto :data:`BASE` (``null`` deletes a key), the spec file's exact
     text, its raw bytes (YAML ``!!binary``), or a path given as is instead of a written file.
 ``command``, ``args``
-    the CLI command (default ``run``; ``report`` gets the run directory) and extra arguments.
+    the CLI command (default ``run``; ``report`` gets the run directory; ``status`` the spec
+    and ``--out`` as ``run`` does) and extra arguments.
 ``cluster`` / ``cluster_arg``
     a cluster spec mapping written to ``{tmp}/cluster.yaml`` (or ``cluster_text``, its exact
     text), or a string passed verbatim as ``--cluster``.
@@ -103,7 +104,7 @@ def snapshot(root: Path) -> dict[str, str]:
 def argv_for(case: dict[str, Any], tmp: Path, out: Path) -> list[str]:
     names = {"tmp": str(tmp), "out": str(out)}
     command = case.get("command", "run")
-    if command != "run":
+    if command not in ("run", "status"):
         return [command, *fill(case.get("args", [str(out)]), names)]
     if "spec_path" in case:
         spec_path = fill(case["spec_path"], names)
@@ -116,6 +117,8 @@ def argv_for(case: dict[str, Any], tmp: Path, out: Path) -> list[str]:
         else:
             spec_file.write_text(yaml.safe_dump(fill(merge(BASE, case.get("spec") or {}), names)), encoding="utf-8")
         spec_path = str(spec_file)
+    if command == "status":  # the spec is written as for run; no cluster
+        return ["status", spec_path, "--out", str(out), *fill(case.get("args", []), names)]
     argv = ["run", spec_path, "--out", str(out), "--quiet"]
     if "cluster" in case or "cluster_text" in case:
         cluster_file = tmp / "cluster.yaml"

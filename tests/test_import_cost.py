@@ -45,6 +45,7 @@ def test_import_compressflow_imports_no_torch():
 
 def test_run_help_and_version_import_no_torch():
     assert _heavy_after(_cli(["run", "--help"])) == []
+    assert _heavy_after(_cli(["status", "--help"])) == []
     assert _heavy_after(_cli(["--version"])) == []
 
 

@@ -1,15 +1,89 @@
-"""Per-stage status tables (placeholder until the status helper's module lands)."""
+"""Where a study stands, per stage: how many tasks were reused from an earlier run, ran in
+the latest one, are running, pending, failed or cancelled, and the energy of what ran.
+
+:class:`StageStatus` is one row; :func:`format_status` and :func:`status_html` show rows as
+a text or HTML table. :func:`status_from_rundir` builds the rows without any cluster, from
+what the run directory keeps (``compressflow status``); :func:`status_from_ledger` from a
+results ledger (``/tasks``); the live handle (:func:`compressflow.submit`) from its
+futures and events.
+
+Reading a run directory (layout in :mod:`compressflow.engine.rundir`):
+
+* a task with a trusted ``records/<key>.json`` (status ``ok``, its key, its digest) is
+  finished: *ran* when it ended after the latest run started (the time in ``.lock``), else
+  *reused*;
+* otherwise its last attempt (``attempts/<key>.log``) decides: still open and the lock held
+  (a run is live) → *running*; open without a live run → *pending* (its worker was killed);
+  ended ``failed`` / ``cancelled`` → *failed* / *cancelled* (while a run is live, only an
+  attempt of that run counts: an older failure runs again);
+* a task that never started whose single upstream task failed or was cancelled counts as
+  failed (``upstream_failed``) or cancelled; every other task is *pending*.
+
+Energy (kWh) is what the latest run spent: the records of the tasks that ran, and the
+attempts of that run of the tasks without a record.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import html
-from dataclasses import dataclass, fields
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["StageStatus", "format_status", "status_html"]
+from compressflow.engine.attempts import COMPONENTS, parse_attempts
+from compressflow.engine.rundir import RunDir
+from compressflow.errors import InputError
+
+if TYPE_CHECKING:  # only for annotations: reading a run directory needs neither
+    import xarray as xr
+
+    from compressflow.engine.spec import PipelineSpec
+
+__all__ = ["RunState", "StageStatus", "format_status", "run_state", "status_from_ledger", "status_from_rundir",
+           "status_html", "total"]
+
+#: the columns of a status table, after ``stage``: StageStatus fields and their headers
+COLUMNS = ("tasks", "reused", "ran", "running", "pending", "failed", "cancelled")
+#: task states → the StageStatus count they add to (``upstream_failed`` counts as failed)
+STATES = {"reused": "reused", "ran": "ran", "ok": "ran", "running": "running", "pending": "pending",
+          "failed": "failed", "upstream_failed": "failed", "cancelled": "cancelled"}
 
 
 @dataclass
 class StageStatus:
+    """One stage's tasks by state.
+
+    Parameters
+    ----------
+    stage : str
+        The stage name (or ``"total"``).
+    tasks : int
+        Its tasks (distinct keys).
+    reused : int
+        Finished in an earlier run (not run again).
+    ran : int
+        Finished ``ok`` in this (the latest) run.
+    running, pending : int
+        Started and not ended; not started (or to start again).
+    failed : int
+        ``failed`` and ``upstream_failed``.
+    cancelled : int
+        Cancelled (stopped at an epoch boundary, or never started).
+    energy_kwh : float
+        IT energy of what ran in this run, as far as it is known.
+
+    Examples
+    --------
+    >>> StageStatus.from_counts("kd", {"reused": 2, "ran": 1, "upstream_failed": 1})
+    StageStatus(stage='kd', tasks=4, reused=2, ran=1, running=0, pending=0, failed=1, cancelled=0, energy_kwh=0.0)
+    """
+
     stage: str
     tasks: int
     reused: int = 0
@@ -20,17 +94,278 @@ class StageStatus:
     cancelled: int = 0
     energy_kwh: float = 0.0
 
+    @classmethod
+    def from_counts(cls, stage: str, counts: Mapping[str, int], energy_kwh: float = 0.0) -> StageStatus:
+        """A row from task counts per state (e.g. a ``collections.Counter`` of states):
+        ``reused``, ``ran`` (or ``ok``), ``running``, ``pending``, ``failed``,
+        ``upstream_failed`` (counted as failed), ``cancelled``; ``tasks`` is their sum.
+
+        Raises
+        ------
+        ValueError
+            An unknown state, naming the valid ones.
+        """
+        row = cls(stage, 0, energy_kwh=float(energy_kwh))
+        for state, n in counts.items():
+            if state not in STATES:
+                raise ValueError(f"unknown task state {state!r}; valid states: {', '.join(STATES)}")
+            setattr(row, STATES[state], getattr(row, STATES[state]) + int(n))
+            row.tasks += int(n)
+        return row
+
+    @property
+    def finished(self) -> int:
+        """Tasks with a result: reused + ran."""
+        return self.reused + self.ran
+
+
+def total(rows: Iterable[StageStatus], stage: str = "total") -> StageStatus:
+    """The sum of ``rows`` (energy: of the known values)."""
+    out = StageStatus(stage, 0)
+    for row in rows:
+        for name in COLUMNS:
+            setattr(out, name, getattr(out, name) + getattr(row, name))
+        if math.isfinite(row.energy_kwh):
+            out.energy_kwh += row.energy_kwh
+    return out
+
 
 def _cells(row: StageStatus) -> list[str]:
-    return [str(getattr(row, f.name)) if f.name != "energy_kwh" else f"{row.energy_kwh:.3g}" for f in fields(row)]
+    return [row.stage, *(str(getattr(row, c)) for c in COLUMNS), f"{row.energy_kwh:.3g}"]
 
 
 def format_status(rows: list[StageStatus]) -> str:
-    head = [f.name for f in fields(StageStatus)]
-    return "\n".join(" ".join(c.rjust(10) for c in cells) for cells in [head, *map(_cells, rows)])
+    """``rows`` and their total as a fixed-width text table (numbers right-aligned).
+
+    Examples
+    --------
+    >>> print(format_status([StageStatus("teacher", 1, ran=1, energy_kwh=3e-5)]))
+    stage    tasks  reused  ran  running  pending  failed  cancelled    kWh
+    teacher      1       0    1        0        0       0          0  3e-05
+    total        1       0    1        0        0       0          0  3e-05
+    """
+    table = [["stage", *COLUMNS, "kWh"], *(_cells(r) for r in rows), _cells(total(rows))]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join([r[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(r[1:], widths[1:]))]).rstrip()
+                     for r in table)
 
 
 def status_html(rows: list[StageStatus]) -> str:
-    head = "".join(f"<th>{f.name}</th>" for f in fields(StageStatus))
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r)) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    """``rows`` and their total as an HTML table (stage names escaped), for a notebook's
+    ``_repr_html_``."""
+    def tr(cells: list[str], tag: str) -> str:
+        return "<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>"
+
+    head = tr(["stage", *COLUMNS, "kWh"], "th")
+    body = "".join(tr(_cells(r), "td") for r in rows)
+    return (f'<table class="compressflow-status"><thead>{head}</thead><tbody>{body}</tbody>'
+            f"<tfoot>{tr(_cells(total(rows)), 'th')}</tfoot></table>")
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What ``OUT/.lock`` says: whether a run holds it now (``live``), when the latest run
+    started (POSIX seconds; None without a lock file) and its holder line."""
+
+    live: bool
+    started: float | None
+    holder: str
+
+
+_STARTED = re.compile(r"started (\S+)")
+
+
+def run_state(out: Path | str) -> RunState:
+    """Read ``OUT/.lock`` and test (``flock`` with ``LOCK_NB``, released at once) whether a run
+    holds it. Never creates the file.
+
+    Raises
+    ------
+    InputError
+        The lock cannot be opened (e.g. it is a directory).
+    """
+    path = RunDir(out).lock_file
+    try:
+        fh = open(path, encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return RunState(False, None, "")
+    except OSError as exc:
+        raise InputError(f"--out: cannot open the run lock {str(path)!r} ({exc.strerror}); "
+                         f"remove it if it is not a file, or choose another --out") from None
+    with fh:
+        holder = " ".join(fh.read(500).split())
+        try:  # shared: two status readers never block each other; a run holds it exclusively
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            live = True
+        except OSError:  # a filesystem without locks: no run can be live there either
+            live = False
+        else:
+            live = False
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    return RunState(live, _started(holder, path), holder)
+
+
+def _started(holder: str, path: Path) -> float | None:
+    """When the latest run started: the lock line's time (whole seconds), refined by the lock
+    file's mtime (the run writes the line as it takes the lock) when that falls in the same
+    second, so a task that ended in the second before the run started is not taken for one
+    of its own. A copied run directory (a new mtime) keeps the line's time."""
+    match = _STARTED.search(holder)
+    if not match:
+        return None
+    try:
+        started = datetime.fromisoformat(match.group(1)).timestamp()
+    except ValueError:
+        return None
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return started
+    return mtime if started <= mtime < started + 1 else started
+
+
+def status_from_rundir(spec: PipelineSpec | str | Path | dict, out: Path | str) -> list[StageStatus]:
+    """Per-stage status of ``spec`` from its run directory ``out``, without a cluster (rules
+    in this module's docstring). A run directory that does not exist: every task pending.
+
+    Parameters
+    ----------
+    spec : PipelineSpec, path or mapping
+        The study (its plugins imported, see :func:`compressflow.load_spec`).
+    out : path
+        Its run directory.
+
+    Returns
+    -------
+    list of StageStatus
+        One row per stage, in dependency order.
+
+    Raises
+    ------
+    InputError
+        Bad spec, or ``out`` (or its ``records``/``attempts``/``.lock``) is not what
+        compressflow keeps there.
+    """
+    from compressflow.engine.graph import expand
+    from compressflow.engine.spec import load_spec
+
+    stages = expand(load_spec(spec))
+    run = RunDir(out)
+    _check_rundir(run)
+    state = run_state(run.root) if run.root.exists() else RunState(False, None, "")
+    status: dict[str, str] = {}  # key -> state
+    energy: dict[str, float] = {}
+    rows = []
+    for stage, nodes in stages.items():
+        counts: dict[str, int] = {}
+        kwh = 0.0
+        for node in {n.key: n for n in nodes}.values():  # a stage's identical nodes are one task
+            if node.key not in status:
+                status[node.key], energy[node.key] = _task_state(run, node, state, status)
+            counts[status[node.key]] = counts.get(status[node.key], 0) + 1
+            kwh += energy[node.key]
+        rows.append(StageStatus.from_counts(stage, counts, kwh))
+    return rows
+
+
+def _check_rundir(run: RunDir) -> None:
+    root = run.root
+    if root.exists() and not root.is_dir():
+        raise InputError(f"--out: {str(root)!r} is not a directory; give the run directory of the study")
+    for name in ("records", "attempts"):
+        path = root / name
+        if path.exists() and not path.is_dir():
+            raise InputError(f"--out: {str(path)!r} is a file, not a directory; compressflow keeps its {name} "
+                             f"there: move the file away or choose another --out")
+
+
+def _task_state(run: RunDir, node: Any, state: RunState, known: Mapping[str, str]) -> tuple[str, float]:
+    """(state, kWh spent in the latest run) of one task."""
+    since = state.started if state.started is not None else -math.inf
+    record = _finished_record(run.record(node.key), node.key)
+    if record is not None:
+        if float(record.get("end", math.nan)) >= since:
+            return "ran", _known(record.get("energy", {}).get("energy_kwh"))
+        return "reused", 0.0
+    attempts = _attempts(run.attempt_log(node.key))
+    spent = sum(sum(_known(getattr(a, c)) for c in COMPONENTS) for t, a in attempts if t >= since)
+    if attempts:
+        started, last = attempts[-1]
+        if last.status == "":
+            return ("running" if state.live and started >= since else "pending"), spent
+        if last.status in ("failed", "cancelled") and (not state.live or started >= since):
+            return last.status, spent
+        return "pending", spent
+    for up in (k for k in node.needs.values() if isinstance(k, str)):  # fan-in inputs take failures as data
+        if known.get(up) in ("failed", "upstream_failed"):
+            return "upstream_failed", spent
+        if known.get(up) == "cancelled":
+            return "cancelled", spent
+    return "pending", spent
+
+
+def _finished_record(path: Path, key: str) -> dict[str, Any] | None:
+    """The record's JSON when it is trusted as finished: a mapping with this key, status
+    ``ok`` and a matching digest (read without xarray: the metrics are not needed here; the
+    run's resume plan checks the rest, artifact hash included)."""
+    from compressflow.engine.records import _digest
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != key or data.get("status") != "ok" or data.get("record") is None:
+        return None
+    digest = data.pop("digest", None)
+    if digest is not None and digest != _digest(data):
+        return None
+    return data
+
+
+def _attempts(path: Path) -> list[tuple[float, Any]]:
+    """(start time, Attempt) of every attempt in the log, in start order."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise InputError(f"--out: cannot read {str(path)!r} ({exc.strerror})") from None
+    starts: dict[str, float] = {}
+    for n, line in enumerate(lines):
+        parts = line.split()
+        aid = f"#{n}" if len(parts) == 2 else parts[3] if len(parts) >= 4 and parts[2] == "start" else None
+        if aid is not None:
+            try:
+                starts[aid] = float(parts[1])
+            except ValueError:
+                starts[aid] = -math.inf
+    return [(starts.get(aid, -math.inf), att) for aid, att in parse_attempts(lines).items()]
+
+
+def _known(value: Any) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return value if math.isfinite(value) else 0.0
+
+
+def status_from_ledger(ledger: xr.Dataset) -> list[StageStatus]:
+    """Per-stage status of a finished run from its ledger (``tree["tasks"]``): ``ok`` tasks are
+    reused or ran (variable ``reused``; results written before it existed: all ran), the
+    others by their status. Energy: of the tasks not reused."""
+    n = ledger.sizes["task"]
+    reused = ledger["reused"].values.astype(bool) if "reused" in ledger else [False] * n
+    stages = ledger["stage"].values.tolist()
+    statuses = ledger["status"].values.tolist()
+    kwh = ledger["energy_kwh"].values.tolist() if "energy_kwh" in ledger else [0.0] * n
+    counts: dict[str, dict[str, int]] = {}
+    energy: dict[str, float] = {}
+    for stage, st, r, e in zip(stages, statuses, reused, kwh):
+        state = ("reused" if r else "ran") if st == "ok" else st if st in STATES else "pending"
+        counts.setdefault(stage, {})
+        counts[stage][state] = counts[stage].get(state, 0) + 1
+        energy[stage] = energy.get(stage, 0.0) + (0.0 if r else _known(e))
+    return [StageStatus.from_counts(s, c, energy[s]) for s, c in counts.items()]
+

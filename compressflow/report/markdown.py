@@ -19,18 +19,29 @@ def markdown_table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def summary_rows(tree: xr.DataTree) -> list[tuple[str, ...]]:
-    """Header + one row per stage: stage, op, tasks ok/total, accuracy, time, kWh, gCO₂."""
+def summary_rows(tree: xr.DataTree, *, reuse: bool = False) -> list[tuple[str, ...]]:
+    """Header + one row per stage: stage, op, tasks ok/total, accuracy, time, kWh, gCO₂.
+
+    With ``reuse``, two columns after ``tasks``: ``reused`` (finished in an earlier run) and
+    ``ran`` (finished ok in this run); results written before the ledger's ``reused``
+    variable count every task as run. Time, kWh and gCO₂ are of all tasks, reused ones
+    included (spent when they ran)."""
     ledger = tree["tasks"].to_dataset()
-    rows: list[tuple[str, ...]] = [("stage", "op", "tasks", "accuracy", "time_s", "kWh", "gCO2")]
+    head = ("stage", "op", "tasks", *(("reused", "ran") if reuse else ()), "accuracy", "time_s", "kWh", "gCO2")
+    rows: list[tuple[str, ...]] = [head]
+    reused = ledger["reused"].values.astype(bool) if "reused" in ledger else np.zeros(ledger.sizes["task"], bool)
     for stage in dict.fromkeys(ledger.stage.values.tolist()):
-        sel = ledger.isel(task=np.asarray(ledger.stage.values == stage))
+        mask = np.asarray(ledger.stage.values == stage)
+        sel = ledger.isel(task=mask)
         group = tree[stage].to_dataset() if stage in tree.children else xr.Dataset()
+        ok = sel.status.values == "ok"
+        counts = (str(int((ok & reused[mask]).sum())), str(int((ok & ~reused[mask]).sum()))) if reuse else ()
         rows.append(
             (
                 stage,
                 str(sel.op.values[0]),
-                f"{int((sel.status == 'ok').sum())}/{sel.sizes['task']}",
+                f"{int(ok.sum())}/{sel.sizes['task']}",
+                *counts,
                 _accuracy_text(group),
                 f"{float(sel.duration_s.sum()):.1f}",
                 f"{float(sel.energy_kwh.sum()):.3g}",

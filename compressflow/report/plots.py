@@ -1,7 +1,8 @@
 """The report's one matplotlib setup (:func:`pyplot`, :func:`save_figure`), the one Pareto
 front (:func:`pareto_front`, :func:`draw_pareto_front`), and the plots of a whole run, drawn
 from its ledger and stage groups: accuracy vs CO₂ over every task with the Pareto front,
-energy per stage, a Gantt chart of tasks per worker, how much of each stage ran in parallel,
+energy per stage, a Gantt chart of tasks per worker, how much of each stage ran in parallel
+(these two: of the tasks that ran in this run, not those reused from an earlier one),
 and energy against training time and epochs."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 __all__ = ["draw_pareto_front", "pareto_front", "plot_energy_per_stage", "plot_energy_vs_training", "plot_gantt",
-           "plot_pareto_all", "pyplot", "save_figure", "stage_parallelism"]
+           "plot_pareto_all", "pyplot", "ran_mask", "save_figure", "stage_parallelism"]
 
 
 def pyplot():
@@ -63,6 +64,14 @@ def draw_pareto_front(ax, points: Iterable[tuple[float, float]], **style) -> Non
 
 def _ledger(tree: xr.DataTree) -> xr.Dataset:
     return tree["tasks"].to_dataset()
+
+
+def ran_mask(ledger: xr.Dataset) -> np.ndarray:
+    """True for the ledger's tasks that ran in this run, False for those whose record was
+    reused from an earlier one (results written before ``reused`` existed: all ran)."""
+    if "reused" not in ledger:
+        return np.ones(ledger.sizes["task"], dtype=bool)
+    return ~ledger["reused"].values.astype(bool)
 
 
 def _stage_colors(stages: list[str]) -> dict[str, str]:
@@ -126,10 +135,16 @@ def plot_energy_per_stage(tree: xr.DataTree, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_gantt(tree: xr.DataTree, path: Path) -> Path:
-    """One lane per worker; each task a bar from its start to its end, coloured by stage."""
+def plot_gantt(tree: xr.DataTree, path: Path) -> Path | None:
+    """One lane per worker; each task that ran in this run a bar from its start to its end,
+    coloured by stage. Reused tasks ran earlier, maybe on another cluster's workers: they are
+    not drawn, and the title says how many. None when no task ran."""
     ledger = _ledger(tree)
-    ok = ~np.isnat(ledger.start.values) & ~np.isnat(ledger.end.values)
+    ran = ran_mask(ledger)
+    ok = ran & ~np.isnat(ledger.start.values) & ~np.isnat(ledger.end.values)
+    if not ok.any():
+        return None
+    hidden = int((~ran).sum())
     sub = ledger.isel(task=ok)
     t0 = sub.start.values.min()
     workers = sorted(set(sub.worker.values.tolist()))
@@ -145,6 +160,8 @@ def plot_gantt(tree: xr.DataTree, path: Path) -> Path:
                 color=[colors[s] for s in sub.stage.values[m]])
     ax.set_yticks(range(len(workers)), [w.rsplit("/", 1)[-1] for w in workers], fontsize=8)
     ax.set_xlabel("seconds since the first task started")
+    if hidden:
+        ax.set_title(f"{hidden} task{'s' if hidden > 1 else ''} reused from earlier runs not drawn", fontsize=9)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[s]) for s in stages]
     ax.legend(handles, stages, fontsize=7, ncol=min(4, len(stages)), loc="upper center", bbox_to_anchor=(0.5, -0.25))
     ax.grid(axis="x", alpha=0.3)
@@ -154,8 +171,10 @@ def plot_gantt(tree: xr.DataTree, path: Path) -> Path:
 def stage_parallelism(tree: xr.DataTree) -> list[tuple[str, ...]]:
     """Per stage with more than one task: wall time (first start to last end), summed task
     time, their ratio (the speedup the stage got from running tasks side by side) and that
-    ratio over the workers it used (efficiency)."""
+    ratio over the workers it used (efficiency). Only tasks that ran in this run count (a
+    reused task's times are those of an earlier run)."""
     ledger = _ledger(tree)
+    ledger = ledger.isel(task=ran_mask(ledger))
     rows: list[tuple[str, ...]] = [("stage", "tasks", "workers", "wall s", "task time s", "parallel speedup", "efficiency")]
     for stage in dict.fromkeys(ledger.stage.values.tolist()):
         sub = ledger.isel(task=ledger.stage.values == stage)

@@ -18,8 +18,16 @@ __all__ = ["run_plots_section", "stages_section"]
 
 @SECTIONS.register(ops=None, order=0)
 def stages_section(tree: xr.DataTree, folder: Path) -> str:
-    """The stage summary: tasks ok/total, accuracy, time, kWh and gCO₂ per stage."""
-    return "## Stages\n\n" + markdown_table(summary_rows(tree))
+    """The stage summary: tasks ok/total, reused from earlier runs vs ran in this one,
+    accuracy, time, kWh and gCO₂ per stage."""
+    text = "## Stages\n\n" + markdown_table(summary_rows(tree, reuse=True))
+    ledger = tree["tasks"].to_dataset()
+    reused = int(ledger["reused"].values.astype(bool).sum()) if "reused" in ledger else 0
+    if reused:
+        text += (f"\n\n{reused} of {ledger.sizes['task']} tasks were reused from earlier runs (not run again): "
+                 "their time, kWh and gCO2 were spent then and are included above; the run plots show "
+                 "only the tasks that ran in this run.")
+    return text
 
 
 @SECTIONS.register(ops=None, order=100, html_only=True)

@@ -6,7 +6,7 @@ in :mod:`compressflow.results`."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 from datetime import datetime, timezone
 
@@ -31,6 +31,8 @@ LEDGER_DESCRIPTIONS = {
                        "included in energy_kwh",
     "facility_kwh": "facility energy = energy_kwh x pue (includes PUE, as STKD's Eq. 4)",
     "co2_g": "energy_kwh x pue x carbon intensity",
+    "reused": "the task's record came from an earlier run (not run again; its start, end and energy are "
+              "that run's)",
 }
 STAGE_LEDGER = ("status", "duration_s", "energy_kwh", "facility_kwh", "co2_g")
 #: suffix of a recorded variable renamed because its name is a dimension or ledger variable of its group
@@ -49,7 +51,7 @@ def build_results(graph: TaskGraph, tasks: Mapping[str, LedgerEntry],
     """
     spec = graph.spec
     intensity = carbon_intensity(spec.energy.country, spec.energy.region)
-    ledger = _ledger([tasks[k] for k in graph.nodes], spec.energy.pue, intensity)
+    ledger = _ledger([tasks[k] for k in graph.nodes], spec.energy.pue, intensity, reused=set(graph.reused))
     ledger.attrs.update(
         {"carbon_intensity_g_per_kwh": intensity, "pue": spec.energy.pue, "country": spec.energy.country}
     )
@@ -80,7 +82,7 @@ def build_results(graph: TaskGraph, tasks: Mapping[str, LedgerEntry],
     return tree
 
 
-def _ledger(tasks: list[LedgerEntry], pue: float, intensity: float) -> xr.Dataset:
+def _ledger(tasks: list[LedgerEntry], pue: float, intensity: float, *, reused: Collection[str] = ()) -> xr.Dataset:
     def energy(t: LedgerEntry, name: str) -> float:
         return float(t.energy.get(name, np.nan))
 
@@ -106,6 +108,7 @@ def _ledger(tasks: list[LedgerEntry], pue: float, intensity: float) -> xr.Datase
             "energy_method": ("task", [str(t.energy.get("method", "")) for t in tasks]),
             "attempts": ("task", np.array([t.attempts for t in tasks], dtype=np.int64)),
             "workers_tried": ("task", [" ".join(t.workers_tried) for t in tasks]),
+            "reused": ("task", np.array([t.key in reused for t in tasks], dtype=bool)),
         },
         coords={"task": [t.key for t in tasks]},
     )
