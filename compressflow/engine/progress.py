@@ -82,7 +82,7 @@ def _widget(study: Study) -> Any:
             bars[r.stage].bar_style = "danger" if r.failed else "warning" if r.cancelled else \
                 "success" if r.pending == r.running == 0 else "info"
             texts[r.stage].value = f"<code>{stage_line(r)}</code>"
-        link = (study.dashboard_link or "").replace("/status", "/compressflow")
+        link = study.page or study.dashboard_link or ""
         head.value = (f"<b>{study.spec.name}</b>: {study.state}"
                       + (f' · <a href="{link}" target="_blank">dashboard</a>' if link else ""))
 

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,10 @@ from compressflow.data import load_splits
 from compressflow.energy import EnergyMeterPlugin
 from compressflow.engine.submission import (check_resources, install_meter, machines, progress_line, submit_graph,
                                             workers_per_host)
-from compressflow.energy.carbon import carbon_intensity
 from compressflow.engine.cancel import CancelPlugin
 from compressflow.engine.cluster import connect
-from compressflow.engine.events import PROGRESS, STUDY, TASK, task_summary
+from compressflow.dashboard import install_dashboard, study_event
+from compressflow.engine.events import PROGRESS, STUDY, TASK
 from compressflow.engine.graph import TaskGraph, build_graph, expand
 from compressflow.engine.records import LedgerEntry
 from compressflow.engine.resume import plan_resume
@@ -151,23 +152,16 @@ class Study:
                                                     n_workers_on_host=workers_per_host(workers)))
         check_resources(workers, graph)
         self.dashboard_link = client.dashboard_link
-        log.info("compressflow: %d tasks in %d stages (%d reused from earlier runs); dashboard %s",
-                 len(graph.nodes), len(graph.stages), len(graph.reused), self.dashboard_link)
-        self._intensity = carbon_intensity(spec.energy.country, spec.energy.region)
+        #: the study's page on the scheduler's dashboard (None if the scheduler refused it)
+        self.page = install_dashboard(client)
+        log.info("compressflow: %d tasks in %d stages (%d reused from earlier runs); dashboard %s%s",
+                 len(graph.nodes), len(graph.stages), len(graph.reused), self.dashboard_link,
+                 f" (study page {self.page})" if self.page else "")
         client.subscribe_topic(TASK, self._on_task)
         client.subscribe_topic(PROGRESS, self._on_progress)
-        client.log_event(STUDY, self._study_event())
+        client.log_event(STUDY, study_event(graph, self.id, out=self.out))
         self.started = time.time()
         self._futures = submit_graph(client, graph, sorted(workers))
-
-    def _study_event(self) -> dict[str, Any]:
-        graph = self.graph
-        return {
-            "study": self.id, "name": self.spec.name, "out": str(self.out),
-            "stages": {stage: [n.key for n in nodes] for stage, nodes in graph.stages.items()},
-            "reused": {key: task_summary(rec) for key, rec in graph.reused.items()},
-            "intensity_g_per_kwh": self._intensity, "pue": self.spec.energy.pue,
-        }
 
     # -- background: collect every task as it finishes, then write the results ---------------
 
@@ -289,25 +283,19 @@ class Study:
             done, running = dict(self._done), set(self._running)
         rows = []
         for stage, nodes in self.graph.stages.items():
-            row = StageStatus(stage, len(nodes))
-            for node in nodes:
-                if node.key in self.graph.reused:
-                    row.reused += 1
-                elif node.key in done:
-                    entry = done[node.key]
-                    if entry.ok:
-                        row.ran += 1
-                    elif entry.status == "cancelled":
-                        row.cancelled += 1
-                    else:
-                        row.failed += 1
-                    kwh = float(entry.energy.get("energy_kwh", math.nan))
-                    row.energy_kwh += kwh if math.isfinite(kwh) else 0.0
-                elif node.key in running:
-                    row.running += 1
+            counts: Counter[str] = Counter()
+            kwh = 0.0
+            for node in dict.fromkeys(n.key for n in nodes):  # a task shared by two sweep points counts once
+                if node in self.graph.reused:
+                    counts["reused"] += 1
+                elif node in done:
+                    entry = done[node]
+                    counts["ran" if entry.ok else entry.status] += 1
+                    value = float(entry.energy.get("energy_kwh", math.nan))
+                    kwh += value if math.isfinite(value) else 0.0
                 else:
-                    row.pending += 1
-            rows.append(row)
+                    counts["running" if node in running else "pending"] += 1
+            rows.append(StageStatus.from_counts(stage, counts, kwh))
         return rows
 
     def results(self) -> xr.DataTree:
@@ -352,7 +340,7 @@ class Study:
         return f"<Study {self.spec.name!r} {self.state}, out={str(self.out)!r}>\n{format_status(self.status())}"
 
     def _repr_html_(self) -> str:
-        link = (self.dashboard_link or "").replace("/status", "/compressflow")
+        link = self.page or self.dashboard_link or ""
         dash = f' · <a href="{html.escape(link)}" target="_blank">dashboard</a>' if link else ""
         return (f"<div><b>compressflow study {html.escape(self.spec.name)}</b> — {self.state} · "
                 f"out <code>{html.escape(str(self.out))}</code>{dash}</div>{status_html(self.status())}")

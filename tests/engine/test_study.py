@@ -1,0 +1,114 @@
+"""compressflow.submit: the handle returns at once, reports per-stage status and partial results
+while the study runs, cancels a stage at an epoch boundary (keeping its energy), and writes the
+same results as run()."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+import compressflow
+from compressflow.engine.attempts import parse_attempts
+from compressflow.errors import InputError
+
+WAITS = {
+    "name": "waits",
+    "stages": {
+        "slow": {"op": "wait", "params": {"seconds": 2.0}, "sweep": {"label": [0, 1, 2]}},
+        "after": {"op": "wait", "needs": {}, "params": {"seconds": 0.0, "label": 9}},
+    },
+}
+
+
+def _until(predicate, timeout=60.0, every=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
+def test_submit_returns_at_once_and_results_grow(client, tmp_path):
+    study = compressflow.submit(WAITS, cluster=client, out=tmp_path / "run")
+    assert not study.done and study.state == "running"  # three 2-s tasks on two workers: >= 4 s to go
+    rows = {r.stage: r for r in study.status()}
+    assert rows["slow"].tasks == 3 and rows["after"].tasks == 1
+    assert sum(r.ran + r.running + r.pending for r in rows.values()) == 4  # nothing reused: a fresh run dir
+    # partial results: the layout of the final ones, unfinished points NaN with their status
+    assert _until(lambda: study.status()[1].ran == 1 or study.done)  # `after` is instant
+    partial = study.results()
+    slow = partial["slow"].to_dataset()
+    assert list(slow.label.values) == [0, 1, 2]
+    unfinished = slow.status.values != "ok"
+    assert unfinished.any()  # at least one of the 2-s tasks is still pending or running
+    assert set(slow.status.values[unfinished]) <= {"pending", "running"}
+    assert np.isnan(slow.elapsed_s.values[unfinished]).all()
+    assert not (tmp_path / "run" / "results.zarr").exists()  # partial results are not written
+    tree = study.result()
+    assert study.done and study.state == "done"
+    assert (tree["tasks"].status.values == "ok").all()
+    assert [r.ran for r in study.status()] == [3, 1]
+    assert tree["slow"]["elapsed_s"].min() >= 2.0
+    on_disk = compressflow.open_results(tmp_path / "run")
+    assert sorted(on_disk["tasks"].task.values) == sorted(tree["tasks"].task.values)
+    # a re-submission reuses every task: reused counted apart from what ran
+    again = compressflow.submit(WAITS, cluster=client, out=tmp_path / "run")
+    again.result()
+    assert [(r.reused, r.ran) for r in again.status()] == [(3, 0), (1, 0)]
+    html = again._repr_html_()
+    assert "waits" in html and "<table" in html and "slow" in html
+
+
+def test_cancel_a_training_stage_stops_at_an_epoch_and_keeps_its_energy(client, tmp_path):
+    spec = {
+        "name": "cancel",
+        "data": {"dataset": "digits", "image_size": 8, "channels": 1},
+        "stages": {
+            "teacher": {"op": "train", "params": {"model": "resnet18", "width": 0.125, "epochs": 60, "batch_size": 64,
+                                                  "warmup_epochs": 0}},
+            "test": {"op": "evaluate", "needs": {"model": "teacher"}},
+            "other": {"op": "wait", "params": {"seconds": 0.5}},
+        },
+    }
+    out = tmp_path / "run"
+    study = compressflow.submit(spec, cluster=client, out=out)
+    assert _until(lambda: any(p.get("epoch", 0) >= 2 for p in study.running().values()), timeout=120)
+    seen = max(p["epoch"] for p in study.running().values())
+    study.cancel("teacher")
+    assert study.state == "cancelling"
+    tree = study.result()
+    ledger = tree["tasks"].to_dataset()
+    status = dict(zip(ledger.stage.values, ledger.status.values))
+    assert status == {"teacher": "cancelled", "test": "cancelled", "other": "ok"}
+    teacher = ledger.isel(task=ledger.stage.values == "teacher")
+    assert float(teacher.energy_kwh) > 0  # its energy is kept
+    # it stopped at an epoch boundary well before its 60 epochs: the attempt log ended "cancelled"
+    key = str(teacher.task.values[0])
+    attempts = parse_attempts((out / "attempts" / f"{key}.log").read_text().splitlines())
+    assert [a.status for a in attempts.values()] == ["cancelled"]
+    assert not (out / "records" / f"{key}.json").exists()  # a re-submission trains it again
+    assert study.state == "cancelled"
+    rows = {r.stage: r for r in study.status()}
+    assert (rows["teacher"].cancelled, rows["test"].cancelled, rows["other"].ran) == (1, 1, 1)
+    assert math.isnan(float(tree["teacher"]["accuracy"]))
+
+
+def test_cancel_names_the_stages(client, tmp_path):
+    study = compressflow.submit(WAITS, cluster=client, out=tmp_path / "run")
+    with pytest.raises(InputError, match=r"cancel: no stage 'nope' in study 'waits'; stages: slow, after"):
+        study.cancel("nope")
+    study.cancel()  # everything: not-started tasks end at once
+    tree = study.result()
+    assert set(tree["tasks"].status.values) <= {"ok", "cancelled"}
+    assert "cancelled" in set(tree["tasks"].status.values)
+
+
+def test_bad_input_is_refused_by_submit_itself(tmp_path):
+    bad = {"name": "bad", "stages": {"s": {"op": "nope"}}}
+    with pytest.raises(InputError, match="nope"):
+        compressflow.submit(bad, out=tmp_path / "run")
+    assert not (tmp_path / "run" / "results.zarr").exists()
