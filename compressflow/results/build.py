@@ -23,7 +23,8 @@ __all__ = ["LEDGER_GROUP", "RECORDED_SUFFIX", "STAGE_LEDGER", "build_results"]
 
 LEDGER_UNITS = {
     "duration_s": "s", "energy_kwh": "kWh", "cpu_kwh": "kWh", "gpu_kwh": "kWh", "ram_kwh": "kWh",
-    "energy_lost_kwh": "kWh", "facility_kwh": "kWh", "co2_g": "g CO2eq",
+    "energy_lost_kwh": "kWh", "facility_kwh": "kWh", "co2_g": "g CO2eq", "resumed_from_epoch": "epochs",
+    "attempts_kwh": "kWh",
 }
 LEDGER_DESCRIPTIONS = {
     "energy_kwh": "IT energy (CPU + GPU + RAM, no PUE), attempts that did not finish included",
@@ -31,6 +32,9 @@ LEDGER_DESCRIPTIONS = {
                        "included in energy_kwh",
     "facility_kwh": "facility energy = energy_kwh x pue (includes PUE, as STKD's Eq. 4)",
     "co2_g": "energy_kwh x pue x carbon intensity",
+    "resumed_from_epoch": "epochs restored from the task's saved training states instead of trained again "
+                          "(summed over its fits; 0: trained from the start)",
+    "attempts_kwh": "IT energy (kWh) of each attempt of the task, in start order, space-separated",
 }
 STAGE_LEDGER = ("status", "duration_s", "energy_kwh", "facility_kwh", "co2_g")
 #: suffix of a recorded variable renamed because its name is a dimension or ledger variable of its group
@@ -106,6 +110,8 @@ def _ledger(tasks: list[LedgerEntry], pue: float, intensity: float) -> xr.Datase
             "energy_method": ("task", [str(t.energy.get("method", "")) for t in tasks]),
             "attempts": ("task", np.array([t.attempts for t in tasks], dtype=np.int64)),
             "workers_tried": ("task", [" ".join(t.workers_tried) for t in tasks]),
+            "resumed_from_epoch": ("task", np.array([t.resumed_from_epoch for t in tasks], dtype=np.int64)),
+            "attempts_kwh": ("task", [" ".join(repr(float(e)) for e in t.attempts_kwh) for t in tasks]),
         },
         coords={"task": [t.key for t in tasks]},
     )
