@@ -312,9 +312,10 @@ def _restore(state: Mapping[str, Any], model: torch.nn.Module, opt: torch.optim.
     # a state saved on another kind of worker (no GPU, or another count) keeps this worker's CUDA streams
     if torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
-    for obj, saved in zip(stateful, state["stateful"]):
-        obj.load_state_dict(saved)
-    return History(**{k: list(v) if isinstance(v, (list, tuple)) else v for k, v in state["history"].items()})
+    for obj, own in zip(stateful, state["stateful"]):
+        obj.load_state_dict(own)
+    saved: dict[str, Any] = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in state["history"].items()}
+    return History(**saved)
 
 
 @torch.no_grad()
