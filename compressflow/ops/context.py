@@ -165,7 +165,10 @@ class OpContext:
             assert path is not None
             buffer = io.BytesIO()
             torch.save(state, buffer)
-            atomic_write_bytes(path, buffer.getvalue())
+            try:
+                atomic_write_bytes(path, buffer.getvalue())
+            except OSError as exc:  # a state only saves time later: a full disk must not stop the training
+                log.warning("%s: training state %s not written (%s); the task goes on", self.stage, path, exc)
 
         data = self.splits() if splits is None else splits
         resume = _read_state(path) if path is not None else None

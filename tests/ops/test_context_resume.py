@@ -109,3 +109,17 @@ def test_checkpoint_every_0_writes_and_reads_none(metered_context, tmp_path):
     # and an op called by hand (the default context) leaves none behind either
     OpContext("train-k", "teacher", DATA, tmp_path).fit(_linear(), TINY, seed=0)
     assert _states(tmp_path) == []
+
+
+def test_a_state_that_cannot_be_written_does_not_stop_the_training(metered_context, tmp_path, monkeypatch, caplog):
+    import compressflow.ops.context as context
+
+    def full(path, data):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(context, "atomic_write_bytes", full)
+    ctx = _ctx(metered_context, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="compressflow.stage"):
+        hist = ctx.fit(_linear(), TINY, seed=0)
+    assert len(hist.val_accuracy) == 3 and "not written (No space left on device); the task goes on" in caplog.text
+    assert _states(tmp_path) == []
