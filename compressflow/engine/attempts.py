@@ -117,6 +117,11 @@ class AttemptLog:
         """Every attempt of the task so far (see :func:`parse_attempts`)."""
         return parse_attempts(self.path.read_text(encoding="utf-8").splitlines())
 
+    def kwh(self) -> list[float]:
+        """Energy (kWh, CPU + GPU + RAM; unmeasured components add nothing) of every attempt
+        so far, in start order: a killed one's last sample, a finished one's end reading."""
+        return [sum(v for v in (a.cpu_kwh, a.gpu_kwh, a.ram_kwh) if math.isfinite(v)) for a in self.attempts().values()]
+
     def lost(self) -> dict[str, float]:
         """kWh per component of the task's attempts that did not finish (this one excluded)."""
         return lost_energy(self.attempts(), self.id)

@@ -1,5 +1,7 @@
 """What runs inside every Dask task: run the stage function under the worker's energy meter,
-catch its failure, and persist the record as soon as it exists.
+catch its failure, and persist the record as soon as it exists. A training task keeps its
+resumable states (``artifacts/<key>.resume<n>.pt``, :meth:`compressflow.ops.OpContext.fit`)
+until it ends ``ok``: a failed, cancelled or killed attempt leaves them for the next one.
 
 Records of earlier runs are not read here: the client's resume plan
 (:func:`compressflow.engine.resume.plan_resume`) has already left reusable tasks out of the
@@ -65,7 +67,8 @@ def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream:
         return task
     meter = current_meter()  # the worker's meter: the op reads it for its per-epoch energy curve
     ctx = OpContext(node.key, node.stage, data, run.root, meter=meter,
-                    should_stop=(lambda: is_cancelled(study, node.stage)) if study else None)
+                    should_stop=(lambda: is_cancelled(study, node.stage)) if study else None,
+                    checkpoint_every=node.checkpoint_every)
     publish(TASK, {**event, "event": "start", "worker": task.worker})
     fn = OPS.get(node.op)
     attempt = AttemptLog(run, node.key, task.worker)
@@ -83,10 +86,13 @@ def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream:
             task.error = f"{type(exc).__name__}: {exc}".replace("\n", " ")
             log.error("task %s (%s) failed:\n%s", node.key, node.stage, traceback.format_exc())
     task.end = time.time()
+    task.resumed_from_epoch = ctx.resumed_from_epoch
     attempt.end(task.status, reading.cpu_kwh, reading.gpu_kwh, reading.ram_kwh)
     task.energy = with_lost_energy(reading.as_dict(), attempt.lost())
+    task.attempts_kwh = attempt.kwh()
     if task.ok:
         run.write_record(node.key, task.to_json(root=run.root))
+        _drop_training_states(run, node.key)
     publish(TASK, {**event, "event": "end", **task_summary(task)})
     return task
 
@@ -104,6 +110,15 @@ def with_lost_energy(energy: dict[str, Any], lost: dict[str, float]) -> dict[str
     total["energy_lost_kwh"] = sum(lost.values())
     total["energy_kwh"] = sum(float(total.get(name, float("nan"))) for name in lost)
     return total
+
+
+def _drop_training_states(run: RunDir, key: str) -> None:
+    """Delete the finished task's resumable states: its record and artifact now stand for it."""
+    for path in run.artifact(key, "").parent.glob(f"{key}.resume*.pt"):
+        try:
+            path.unlink()
+        except OSError as exc:  # a leftover state costs disk space only; the task did finish
+            log.warning("could not delete the training state %s: %s", path, exc)
 
 
 def _finished_meanwhile(run: RunDir, key: str) -> LedgerEntry | None:

@@ -41,6 +41,7 @@ class Node:
     point: dict[str, Any]
     needs: dict[str, str | tuple[str, ...]] = field(default_factory=dict)  # argument -> upstream key(s)
     resources: dict[str, float] = field(default_factory=dict)
+    checkpoint_every: int = 1  # epochs between a training task's resumable states (0: none); not in the key
 
 
 @dataclass
@@ -75,12 +76,13 @@ def expand(spec: PipelineSpec) -> dict[str, list[Node]]:
         nodes = []
         per_point = {arg: stages[up] for arg, up in st.needs.items() if arg not in sig.fan_in}
         gathered = {arg: tuple(n.key for n in stages[up]) for arg, up in st.needs.items() if arg in sig.fan_in}
+        every = spec.checkpoint_every if st.checkpoint_every is None else st.checkpoint_every
         for point, upstream in _points(st.sweep, per_point):
             own = {k: v for k, v in point.items() if k in st.sweep}
             params = sig.validate({**st.params, **own}, where=f"stages.{name}")
             needs = {arg: node.key for arg, node in upstream.items()} | gathered
             key = task_key(st.op, params, data, needs)
-            nodes.append(Node(key, name, st.op, params, point, needs, dict(st.resources)))
+            nodes.append(Node(key, name, st.op, params, point, needs, dict(st.resources), every))
         stages[name] = nodes
     return stages
 

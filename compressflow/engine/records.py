@@ -72,6 +72,8 @@ class LedgerEntry:
     energy: dict[str, Any] = field(default_factory=dict)
     attempts: int = 0  # executions started, this one included (> 1: a worker died mid-task and Dask retried it)
     workers_tried: list[str] = field(default_factory=list)
+    resumed_from_epoch: int = 0  # epochs restored from saved training states instead of trained (all its fits)
+    attempts_kwh: list[float] = field(default_factory=list)  # energy of each attempt, in start order
     record: Record | None = None
 
     @property
@@ -140,6 +142,8 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "key": str, "stage": str, "op": str, "point": dict, "status": str, "error": str, "worker": str,
     "start": (int, float), "end": (int, float), "energy": dict, "attempts": int, "workers_tried": list,
 }
+#: fields records of earlier versions do not have (they read as the field's default)
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {"resumed_from_epoch": int, "attempts_kwh": list}
 
 
 def read_record(path: Path | str, root: Path | str | None = None, *, check_hash: bool = True) -> LedgerEntry:
@@ -208,13 +212,17 @@ def _check_schema(data: dict[str, Any], path: Path) -> None:
     missing = [f for f in _FIELDS if f not in data]
     if missing:
         raise RecordError(f"has no {', '.join(repr(f) for f in missing)} field")
-    unknown = sorted(set(data) - set(_FIELDS) - {"record", "digest"})
+    unknown = sorted(set(data) - set(_FIELDS) - set(_OPTIONAL) - {"record", "digest"})
     if unknown:
         raise RecordError(f"has unknown field(s) {', '.join(map(repr, unknown))}")
-    for name, kind in _FIELDS.items():
+    for name, kind in {**_FIELDS, **{k: v for k, v in _OPTIONAL.items() if k in data}}.items():
         value = data[name]
         if not isinstance(value, kind) or isinstance(value, bool):
             raise RecordError(f"field {name!r} = {_short(value)} is not {_kind_name(kind)}")
+    if data.get("resumed_from_epoch", 0) < 0:
+        raise RecordError(f"field 'resumed_from_epoch' = {data['resumed_from_epoch']!r} is negative")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data.get("attempts_kwh", [])):
+        raise RecordError("field 'attempts_kwh' is not a list of numbers")
     if data["key"] != path.stem:
         raise RecordError(f"key {_short(data['key'])} does not match its file name {path.name!r}")
     if data["status"] not in _STATUSES:

@@ -122,8 +122,8 @@ class SchedulingSpec(BaseModel):
 
 class StageSpec(BaseModel):
     """One stage: an ``op`` from the stage registry, its ``params``, upstream ``needs``
-    (argument name → stage name), a ``sweep`` grid, per-task ``resources`` and the
-    ``scheduling`` policy of its tasks."""
+    (argument name → stage name), a ``sweep`` grid, per-task ``resources``, the
+    ``scheduling`` policy of its tasks and ``checkpoint_every`` (overrides the pipeline's)."""
 
     model_config = _STRICT
     op: str
@@ -132,17 +132,23 @@ class StageSpec(BaseModel):
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     resources: dict[str, float] = Field(default_factory=dict)
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
+    checkpoint_every: int | None = Field(default=None, ge=0)
 
 
 class PipelineSpec(BaseModel):
     """A whole study: ``name``, ``data``, ``energy`` and ``stages`` (in any order; ``needs``
-    defines the dependencies)."""
+    defines the dependencies).
+
+    ``checkpoint_every`` (default 1; a stage may set its own) is how many epochs a training
+    task runs between saving its resumable state (:meth:`compressflow.ops.OpContext.fit`), so
+    a retried or re-run task continues where it stopped; 0 saves none. It changes no task key."""
 
     model_config = _STRICT
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     data: DataSpec = Field(default_factory=DataSpec)
     energy: EnergySpec = Field(default_factory=EnergySpec)
     stages: dict[str, StageSpec] = Field(min_length=1)
+    checkpoint_every: int = Field(default=1, ge=0)
     #: user extensions imported on the client and every worker (:mod:`compressflow.plugins`):
     #: ``.py`` files, package folders (relative to the spec file's folder) or module names;
     #: kept as absolute paths once loaded

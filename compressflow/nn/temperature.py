@@ -22,6 +22,13 @@ class FixedTemperature:
     def __call__(self) -> float:
         return self.tau
 
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing varies (kept so every policy can be checkpointed alike)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
 
 class StochasticTemperature:
     """τ drawn per batch uniformly from the integers ``low..high`` (inclusive).
@@ -47,6 +54,15 @@ class StochasticTemperature:
         tau = float(self._rng.integers(self.low, self.high + 1))
         self.draws.append(tau)
         return tau
+
+    def state_dict(self) -> dict[str, Any]:
+        """The random stream's position and the draws so far (plain values: a resumable
+        training state, :func:`compressflow.nn.training.fit`'s ``stateful``)."""
+        return {"bit_generator": self._rng.bit_generator.state, "draws": list(self.draws)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._rng.bit_generator.state = dict(state["bit_generator"])
+        self.draws = [float(t) for t in state["draws"]]
 
 
 def check_temperature(value: Any) -> float | dict[str, list[int]]:

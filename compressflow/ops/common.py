@@ -3,6 +3,7 @@ it (checkpoint, curves, accuracy, costs). The schedules live in :mod:`compressfl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +16,7 @@ from compressflow.data import Splits
 from compressflow.metrics.flops import macs_per_sample, param_count, train_step_flops_per_sample
 from compressflow.nn.models import build_model
 from compressflow.metrics.classification import classification_metrics
-from compressflow.nn.training import History, LossFn, cross_entropy, predict
+from compressflow.nn.training import History, LossFn, Stateful, cross_entropy, predict
 from compressflow.engine.records import Artifact, Record
 from compressflow.ops.artifacts import artifact_digest, save_checkpoint
 from compressflow.ops.context import OpContext
@@ -77,14 +78,16 @@ def model_costs(model: torch.nn.Module, splits: Splits, hist: History | None = N
 
 
 def fit_model(ctx: OpContext, *, model: str, width: float, seed: int, schedule: Schedule,
-              loss_fn: LossFn = cross_entropy) -> tuple[torch.nn.Module, History, dict[str, Any]]:
+              loss_fn: LossFn = cross_entropy, stateful: Sequence[Stateful] = ()
+              ) -> tuple[torch.nn.Module, History, dict[str, Any]]:
     """Build ``model`` (seeded) for the pipeline's data and train it on ``schedule``
-    (:meth:`OpContext.fit`: progress and energy per epoch)."""
+    (:meth:`OpContext.fit`: progress and energy per epoch; ``stateful``: the loss's own state,
+    checkpointed with the model)."""
     splits = ctx.splits()
     kwargs = {"num_classes": splits.num_classes, "in_channels": splits.in_channels, "width": width}
     torch.manual_seed(seed)
     net = build_model(model, **kwargs).to(ctx.device)
-    hist = ctx.fit(net, schedule, seed=seed, loss_fn=loss_fn, splits=splits)
+    hist = ctx.fit(net, schedule, seed=seed, loss_fn=loss_fn, splits=splits, stateful=stateful)
     return net, hist, kwargs
 
 

@@ -1,11 +1,16 @@
 """What an op function gets besides its parameters: :class:`OpContext` — where to write, which
 data, which device, the task's energy meter, a way to report progress that the client and
-dashboard can see, and the one training loop every op that trains uses (:meth:`OpContext.fit`)."""
+dashboard can see, and the one training loop every op that trains uses (:meth:`OpContext.fit`),
+which keeps a resumable state of each of the task's fits in ``artifacts/<key>.resume<n>.pt``
+(every ``checkpoint_every`` epochs and before a cancel), so a retried, resumed or restarted
+task continues after its last saved epoch instead of training again from the start."""
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from compressflow.data import Splits, load_splits
-from compressflow.nn.training import History, LossFn, cross_entropy, fit
+from compressflow.nn.training import History, LossFn, ResumeMismatch, Stateful, cross_entropy, fit
+from compressflow.ops.artifacts import atomic_write_bytes
 from compressflow.ops.schedule import Schedule
 from compressflow.engine.cancel import Cancelled
 from compressflow.engine.events import PROGRESS, publish
@@ -48,6 +54,15 @@ class OpContext:
         True once the task's stage was cancelled (:mod:`compressflow.engine.cancel`):
         :meth:`fit` then stops at the next epoch boundary by raising
         :class:`~compressflow.engine.cancel.Cancelled`.
+    checkpoint_every : int
+        Epochs between the resumable states :meth:`fit` writes (0: none written or read).
+        The engine sets it from the spec (default 1); 0 here, so an op called by hand leaves
+        no state files behind and never resumes a stale one.
+
+    Attributes
+    ----------
+    resumed_from_epoch : int
+        Epochs restored from saved states instead of trained, summed over the task's fits.
 
     Examples
     --------
@@ -62,6 +77,10 @@ class OpContext:
     out: Path = Path(".")
     meter: EnergyMeter | None = None
     should_stop: Callable[[], bool] | None = None
+    checkpoint_every: int = 0
+    resumed_from_epoch: int = field(default=0, init=False)
+    _fits: int = field(default=0, init=False, repr=False)  # fit() calls so far: names each one's state file
+    _energy_before: float = field(default=0.0, init=False, repr=False)  # kWh of earlier attempts (restored states)
 
     def splits(self) -> Splits:
         """The pipeline's dataset (loaded once per worker process, then cached)."""
@@ -92,10 +111,17 @@ class OpContext:
 
     def fit(self, net: torch.nn.Module, schedule: Schedule, *, seed: int, loss_fn: LossFn = cross_entropy,
             splits: Splits | None = None, on_epoch: Callable[[int, History], None] | None = None,
-            label: Mapping[str, Any] | None = None) -> History:
+            label: Mapping[str, Any] | None = None, stateful: Sequence[Stateful] = ()) -> History:
         """Train ``net`` in place on ``schedule`` (:func:`compressflow.nn.training.fit`), reporting
         :meth:`progress` after every epoch and reading the meter into the history's per-epoch
         energy curve (``energy_kwh``, cumulative kWh of the task).
+
+        With :attr:`checkpoint_every` > 0 the n-th fit of the task keeps its resumable state in
+        ``artifact_path(f".resume{n}.pt")`` (written atomically every ``checkpoint_every``
+        epochs, after the last and before a cancel) and starts from it when it exists: a
+        finished state restores ``net`` and returns at once, an unfinished one continues
+        after its epoch. A state that does not match (another schedule, seed, data size or
+        model) or cannot be read is ignored with a warning.
 
         Parameters
         ----------
@@ -113,6 +139,9 @@ class OpContext:
             ``on_epoch(epoch, history)`` after each epoch, before the progress report.
         label : mapping, optional
             Extra fields of every progress event (e.g. ``{"step": 2}``).
+        stateful : sequence, optional
+            The loss's own state (``state_dict``/``load_state_dict``, e.g. a stochastic
+            temperature's random stream), saved and restored with the model.
 
         Returns
         -------
@@ -120,6 +149,8 @@ class OpContext:
             Per-epoch loss, accuracies, rates, elapsed time and energy.
         """
         extra = dict(label or {})
+        path = self.artifact_path(f".resume{self._fits}.pt") if self.checkpoint_every > 0 else None
+        self._fits += 1
 
         def report(epoch: int, hist: History) -> None:
             if on_epoch is not None:
@@ -128,11 +159,61 @@ class OpContext:
             self.progress(**extra, epoch=epoch, of=schedule.epochs, loss=hist.train_loss[-1],
                           val_accuracy=hist.val_accuracy[-1], energy_kwh=energy)
             if epoch < schedule.epochs:
-                self.check_cancelled()
+                self.check_cancelled()  # fit saves this epoch's state before the exception leaves it
 
-        return fit(net, self.splits() if splits is None else splits, seed=seed, loss_fn=loss_fn, device=self.device,
-                   on_epoch=report, energy=None if self.meter is None else self.meter.energy_so_far,
-                   **schedule.model_dump())
+        def save(state: dict[str, Any]) -> None:
+            assert path is not None
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            try:
+                atomic_write_bytes(path, buffer.getvalue())
+            except OSError as exc:  # a state only saves time later: a full disk must not stop the training
+                log.warning("%s: training state %s not written (%s); the task goes on", self.stage, path, exc)
+
+        data = self.splits() if splits is None else splits
+        resume = _read_state(path) if path is not None else None
+        meter = self.meter
+
+        def train(state: Mapping[str, Any] | None) -> History:
+            # a resumed fit continues its saved curve; a fresh one starts from what restored fits cost
+            before = 0.0 if state is not None else self._energy_before
+            energy: Callable[[], float] | None = None
+            if meter is not None:
+                read = meter.energy_so_far
+                energy = lambda: before + read()  # noqa: E731
+            return fit(net, data, seed=seed, loss_fn=loss_fn, device=self.device, on_epoch=report, energy=energy,
+                       resume=state, checkpoint=None if path is None else save,
+                       checkpoint_every=max(1, self.checkpoint_every), stateful=stateful, **schedule.model_dump())
+
+        if resume is not None:
+            try:
+                hist = train(resume)
+            except ResumeMismatch as exc:
+                log.warning("%s: training state %s is not resumed (%s); training from the start", self.stage, path, exc)
+            else:
+                self.resumed_from_epoch += int(resume["epoch"])
+                saved = resume["energy_kwh"]
+                if isinstance(saved, float) and math.isfinite(saved):
+                    self._energy_before = max(self._energy_before, saved)
+                return hist
+        return train(None)
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    """The state saved at ``path``, or None (none, or unreadable: logged). Loaded with
+    ``weights_only``: tensors and plain values only, never arbitrary pickled objects."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # torn, edited or from another version: training starts afresh
+        log.warning("training state %s cannot be read (%s: %s); training from the start", path,
+                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return None
+    if not isinstance(state, dict):
+        log.warning("training state %s is not a mapping; training from the start", path)
+        return None
+    return state
 
 
 def _fmt(v: Any) -> str:

@@ -78,7 +78,8 @@ def distill(
             teacher_logits = teacher_net(x)
         return kd(logits, teacher_logits, y, policy(), alpha=alpha)
 
-    net, hist, kwargs = fit_model(ctx, model=model, width=width, seed=seed, schedule=schedule, loss_fn=loss_fn)
+    net, hist, kwargs = fit_model(ctx, model=model, width=width, seed=seed, schedule=schedule, loss_fn=loss_fn,
+                                  stateful=(policy,))
     return model_record(ctx, net, hist, model, kwargs, _temperature_vars(policy),
                         teacher_macs=macs_per_sample(teacher_net, splits.sample_shape))
 

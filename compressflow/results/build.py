@@ -23,7 +23,8 @@ __all__ = ["LEDGER_GROUP", "RECORDED_SUFFIX", "STAGE_LEDGER", "build_results"]
 
 LEDGER_UNITS = {
     "duration_s": "s", "energy_kwh": "kWh", "cpu_kwh": "kWh", "gpu_kwh": "kWh", "ram_kwh": "kWh",
-    "energy_lost_kwh": "kWh", "facility_kwh": "kWh", "co2_g": "g CO2eq",
+    "energy_lost_kwh": "kWh", "facility_kwh": "kWh", "co2_g": "g CO2eq", "resumed_from_epoch": "epochs",
+    "attempts_kwh": "kWh",
 }
 LEDGER_DESCRIPTIONS = {
     "energy_kwh": "IT energy (CPU + GPU + RAM, no PUE), attempts that did not finish included",
@@ -33,6 +34,9 @@ LEDGER_DESCRIPTIONS = {
     "co2_g": "energy_kwh x pue x carbon intensity",
     "reused": "the task's record came from an earlier run (not run again; its start, end and energy are "
               "that run's)",
+    "resumed_from_epoch": "epochs restored from the task's saved training states instead of trained again "
+                          "(summed over its fits; 0: trained from the start)",
+    "attempts_kwh": "IT energy (kWh) of each attempt of the task, in start order, space-separated",
 }
 STAGE_LEDGER = ("status", "duration_s", "energy_kwh", "facility_kwh", "co2_g")
 #: suffix of a recorded variable renamed because its name is a dimension or ledger variable of its group
@@ -109,6 +113,8 @@ def _ledger(tasks: list[LedgerEntry], pue: float, intensity: float, *, reused: C
             "attempts": ("task", np.array([t.attempts for t in tasks], dtype=np.int64)),
             "workers_tried": ("task", [" ".join(t.workers_tried) for t in tasks]),
             "reused": ("task", np.array([t.key in reused for t in tasks], dtype=bool)),
+            "resumed_from_epoch": ("task", np.array([t.resumed_from_epoch for t in tasks], dtype=np.int64)),
+            "attempts_kwh": ("task", [" ".join(repr(float(e)) for e in t.attempts_kwh) for t in tasks]),
         },
         coords={"task": [t.key for t in tasks]},
     )
