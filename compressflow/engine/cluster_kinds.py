@@ -4,8 +4,14 @@ is imported only when its kind is asked for (the error names the extra to instal
 * ``local-cuda`` — dask-cuda's ``LocalCUDACluster``: one worker per visible GPU, each
   advertising the resource ``GPU=1`` so a stage with ``resources: {GPU: 1}`` owns a whole
   device while it runs (which is what makes per-task GPU energy attributable).
-* ``slurm`` — dask-jobqueue's ``SLURMCluster``: ``jobs`` batch jobs, each one worker with
-  ``gpus_per_job`` GPUs requested from SLURM and advertised as the same resource.
+* ``slurm`` — dask-jobqueue's ``SLURMCluster``: ``jobs`` batch jobs (or ``adapt:
+  {minimum_jobs, maximum_jobs}``, Dask's adaptive scaling in jobs), each one worker with
+  ``gpus_per_job`` GPUs requested from SLURM and advertised as the same resource. Workers
+  retire at ``lifetime`` (± ``lifetime_stagger``), by default a margin before the job's
+  ``walltime`` (:func:`~compressflow.engine.cluster_options.worker_lifetime`): a retiring
+  worker hands its running task back to the scheduler, which runs it on another worker (where
+  it resumes from its checkpoint), and a fresh job replaces the one that ended — instead of
+  SLURM killing the job mid-task at its walltime.
 
 Both, like ``local`` and ``address``, accept ``security``: ``temporary`` (a throw-away
 self-signed certificate held in memory by this process), ``none`` (plain TCP) or Dask's TLS
@@ -82,21 +88,40 @@ def make_cluster(kind: str, options: dict[str, Any]):
         opts = {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:8787", "threads_per_worker": 1, **options}
         return cls(resources={"GPU": 1}, **opts)
     if kind == "slurm":
-        cls = _optional("dask_jobqueue", "SLURMCluster", kind, "slurm")
-        opts = dict(options)
-        jobs = int(opts.pop("jobs", 1))
-        gpus = int(opts.pop("gpus_per_job", 1))
-        extra = list(opts.pop("job_extra_directives", []))
-        if gpus:
-            extra.append(f"--gpus={gpus}")
-        args = list(opts.pop("worker_extra_args", []))
-        if gpus:
-            args += ["--resources", f"GPU={gpus}"]
-        opts.setdefault("processes", 1)
-        cluster = cls(job_extra_directives=extra, worker_extra_args=args, **opts)
-        cluster.scale(jobs=jobs)
-        return cluster
+        return _slurm(_optional("dask_jobqueue", "SLURMCluster", kind, "slurm"), options)
     raise InputError(f"--cluster: unknown kind {kind!r}")
+
+
+def _slurm(cls, options: dict[str, Any]):
+    """A ``SLURMCluster`` from a checked slurm spec: GPUs per job requested and advertised,
+    workers that retire before their job's walltime, and a fixed or adaptive number of jobs."""
+    from compressflow.engine.cluster_options import worker_lifetime
+
+    opts = dict(options)
+    jobs = int(opts.pop("jobs", 1))
+    adapt = opts.pop("adapt", None)
+    gpus = int(opts.pop("gpus_per_job", 1))
+    lifetime = worker_lifetime(opts)
+    opts.pop("lifetime", None)
+    opts.pop("lifetime_stagger", None)
+    extra = list(opts.pop("job_extra_directives", []))
+    if gpus:
+        extra.append(f"--gpus={gpus}")
+    args = list(opts.pop("worker_extra_args", []))
+    if gpus:
+        args += ["--resources", f"GPU={gpus}"]
+    if lifetime is not None:
+        # Dask's worker retires itself at its lifetime: the scheduler reschedules its running
+        # task on another worker and, with adapt or a fixed jobs count, a fresh job replaces it
+        life, stagger = lifetime
+        args += ["--lifetime", f"{life:g}s", "--lifetime-stagger", f"{stagger:g}s"]
+    opts.setdefault("processes", 1)
+    cluster = cls(job_extra_directives=extra, worker_extra_args=args, **opts)
+    if adapt is not None:
+        cluster.adapt(minimum_jobs=adapt["minimum_jobs"], maximum_jobs=adapt["maximum_jobs"])
+    else:
+        cluster.scale(jobs=jobs)
+    return cluster
 
 
 def _optional(module: str, name: str, kind: str, extra: str):
