@@ -22,14 +22,19 @@ this process cannot reach without writing it to a shared disk."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
 from compressflow.errors import InputError
 
-__all__ = ["OPTIONAL_KINDS", "SECURITY_CHOICES", "make_cluster", "security"]
+__all__ = ["LIFETIME_MOVES", "OPTIONAL_KINDS", "SECURITY_CHOICES", "make_cluster", "security"]
 
 OPTIONAL_KINDS = ("local-cuda", "slurm")
+
+#: How often a task may move to another worker because its worker reached its lifetime (and
+#: could not retire cleanly, see ``_allow_moves``) before Dask marks it failed.
+LIFETIME_MOVES = 20
 
 
 #: How a spec asks for TLS: ``temporary`` (throw-away credentials), ``none`` (plain TCP), or
@@ -115,13 +120,43 @@ def _slurm(cls, options: dict[str, Any]):
         # task on another worker and, with adapt or a fixed jobs count, a fresh job replaces it
         life, stagger = lifetime
         args += ["--lifetime", f"{life:g}s", "--lifetime-stagger", f"{stagger:g}s"]
+    start_timeout = opts.pop("start_timeout", None)
     opts.setdefault("processes", 1)
     cluster = cls(job_extra_directives=extra, worker_extra_args=args, **opts)
     if adapt is not None:
         cluster.adapt(minimum_jobs=adapt["minimum_jobs"], maximum_jobs=adapt["maximum_jobs"])
     else:
         cluster.scale(jobs=jobs)
+    if lifetime is not None:
+        _allow_moves(cluster)
+    # The run reads its workers once before it submits (their resources, hosts and placement),
+    # so it starts when the first job's worker has connected, not while every job is queued
+    wait = getattr(cluster, "wait_for_workers", None)
+    if wait is not None:
+        try:
+            wait(1, timeout=start_timeout)
+        except BaseException as exc:
+            cluster.close()
+            if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+                raise InputError(f"--cluster: start_timeout: no SLURM job's worker connected within {start_timeout:g} s; "
+                                 f"check the jobs with squeue and their logs (log_directory), or raise start_timeout"
+                                 ) from None
+            raise
     return cluster
+
+
+def _allow_moves(cluster) -> None:
+    """Let a task move between retiring workers ``LIFETIME_MOVES`` times before Dask gives up.
+
+    A worker at its lifetime retires cleanly (its running task is rescheduled without counting
+    as a failure) only if the results it holds can be copied to another worker; the last
+    worker of an adaptive cluster running the last long task has none to copy them to, so
+    each of that task's moves counts as a worker death, and Dask fails a task after
+    ``distributed.scheduler.allowed-failures`` (3) deaths — a task spanning five walltimes
+    would fail although nothing crashed. A larger setting of the user's is kept."""
+    scheduler = getattr(cluster, "scheduler", None)
+    if isinstance(getattr(scheduler, "allowed_failures", None), int):
+        scheduler.allowed_failures = max(scheduler.allowed_failures, LIFETIME_MOVES)
 
 
 def _optional(module: str, name: str, kind: str, extra: str):

@@ -222,6 +222,8 @@ OPTIONS: dict[str, Option] = {
     "walltime": Option(_walltime, "a SLURM time limit: 'HH:MM:SS', 'MM:SS', minutes, or 'D-HH:MM:SS', e.g. '01:00:00'"),
     "lifetime": Option(_duration(zero=False), "a duration above 0 such as '55m', '1h' or 90 (seconds)"),
     "lifetime_stagger": Option(_duration(zero=True), "a duration of 0 or more such as '2m' or 30 (seconds)"),
+    "start_timeout": Option(_seconds, "a number of seconds above 0 (at most 86400) to wait for the first job's worker, "
+                                      "e.g. 600; absent: as long as the queue takes"),
     "adapt": Option(_adapt, "a mapping {minimum_jobs: N, maximum_jobs: M} of whole numbers with "
                             "0 <= N <= M, 1 <= M <= 10000, e.g. {minimum_jobs: 1, maximum_jobs: 8}"),
 }
@@ -235,7 +237,8 @@ _KIND_OPTIONS = {
     "local": (*LOCAL_DEFAULTS, "security"),
     "address": ("address", "timeout", "security"),
     "local-cuda": (*LOCAL_DEFAULTS, "security"),
-    "slurm": ("jobs", "gpus_per_job", "walltime", "lifetime", "lifetime_stagger", "adapt", "security"),
+    "slurm": ("jobs", "gpus_per_job", "walltime", "lifetime", "lifetime_stagger", "adapt", "start_timeout",
+              "security"),
 }
 
 

@@ -70,14 +70,18 @@ def test_lifetime_defaults_to_walltime_minus_a_margin(fake_slurm):
     assert fake_slurm(jobs=1, gpus_per_job=0)["init"]["worker_extra_args"] == []
 
 
-def _study(epochs: int) -> dict:
+PACED_OP = Path(__file__).with_name("slurm_paced_op.py")
+
+
+def _study(epochs: int, epoch_s: float) -> dict:
     net = {"model": "resnet18", "width": 0.125, "batch_size": 128, "warmup_epochs": 0}
     return {
         "name": "slurm-walltime",
         "data": {"dataset": "digits", "image_size": 8, "channels": 1},
         "stages": {
-            # longer than a worker's lifetime: it has to move to another worker (job) to finish
-            "long": {"op": "train", "params": {**net, "epochs": epochs}},
+            # longer than a worker's lifetime (epochs * epoch_s at least): it has to move to
+            # another worker (job) to finish
+            "long": {"op": "paced_train", "params": {**net, "epochs": epochs, "epoch_s": epoch_s}},
             "short": {"op": "train", "params": {**net, "epochs": 2}, "sweep": {"seed": [0, 1]}},
         },
     }
@@ -101,9 +105,9 @@ def test_study_outlives_worker_lifetimes_on_a_real_slurm(slurm, tmp_path):  # no
         "memory": "1500MB",
         "gpus_per_job": 0,
         "walltime": "00:02:00",
-        # a worker retires 30 +- 4 s after it starts: the long task outlives it
-        "lifetime": "30s",
-        "lifetime_stagger": "4s",
+        # a worker retires 25 +- 3 s after it starts: the long task (30 s or more) outlives it
+        "lifetime": "25s",
+        "lifetime_stagger": "3s",
         "adapt": {"minimum_jobs": 1, "maximum_jobs": 2},
         "python": sys.executable,
         "security": "none",
@@ -113,7 +117,8 @@ def test_study_outlives_worker_lifetimes_on_a_real_slurm(slurm, tmp_path):  # no
     }
     out = tmp_path / "run"
     t0 = time.monotonic()
-    tree = compressflow.run(_study(epochs=14), cluster=cluster, out=out, show_progress=False)
+    tree = compressflow.run(_study(epochs=12, epoch_s=2.5), cluster=cluster, out=out, plugins=[PACED_OP],
+                            show_progress=False)
     took = time.monotonic() - t0
     tasks = tree["tasks"].to_dataset()
     keys = [str(k) for k in tasks["task"].values]
