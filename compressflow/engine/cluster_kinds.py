@@ -154,7 +154,7 @@ def _allow_moves(cluster) -> None:
     each of that task's moves counts as a worker death, and Dask fails a task after
     ``distributed.scheduler.allowed-failures`` (3) deaths — a task spanning five walltimes
     would fail although nothing crashed. A larger setting of the user's is kept."""
-    scheduler = getattr(cluster, "scheduler", None)
+    scheduler: Any = getattr(cluster, "scheduler", None)
     if isinstance(getattr(scheduler, "allowed_failures", None), int):
         scheduler.allowed_failures = max(scheduler.allowed_failures, LIFETIME_MOVES)
 

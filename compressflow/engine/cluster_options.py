@@ -149,15 +149,16 @@ def slurm_seconds(v: Any) -> int:
     m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(v).strip())
     if not m:
         raise ValueError
-    days, a, b, c = (int(x) if x is not None else None for x in m.groups())
+    days, a, b, c = m.groups()
+    n = [int(x) if x is not None else 0 for x in (days, a, b, c)]
     if days is not None:  # D-H, D-H:M, D-H:M:S
-        seconds = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
+        seconds = n[0] * 86400 + n[1] * 3600 + n[2] * 60 + n[3]
     elif c is not None:  # H:M:S
-        seconds = a * 3600 + b * 60 + c
+        seconds = n[1] * 3600 + n[2] * 60 + n[3]
     elif b is not None:  # M:S
-        seconds = a * 60 + b
+        seconds = n[1] * 60 + n[2]
     else:  # M
-        seconds = a * 60
+        seconds = n[1] * 60
     if seconds <= 0:
         raise ValueError
     return seconds

@@ -73,6 +73,14 @@ def test_lifetime_defaults_to_walltime_minus_a_margin(fake_slurm):
 PACED_OP = Path(__file__).with_name("slurm_paced_op.py")
 
 
+@pytest.mark.parametrize("text, seconds", [("90", 5400), (90, 5400), ("1:30", 90), ("01:00:00", 3600),
+                                           ("1-2", 93600), ("1-2:30", 95400), ("1-00:00:01", 86401)])
+def test_walltime_is_read_as_slurm_reads_it(text, seconds):
+    from compressflow.engine.cluster_options import slurm_seconds
+
+    assert slurm_seconds(text) == seconds
+
+
 def _study(epochs: int, epoch_s: float) -> dict:
     net = {"model": "resnet18", "width": 0.125, "batch_size": 128, "warmup_epochs": 0}
     return {
