@@ -70,7 +70,51 @@ def test_lifetime_defaults_to_walltime_minus_a_margin(fake_slurm):
     assert fake_slurm(jobs=1, gpus_per_job=0)["init"]["worker_extra_args"] == []
 
 
-PACED_OP = Path(__file__).with_name("slurm_paced_op.py")
+#: A plugin of the run, shipped to the workers (written to a file at run time rather than kept
+#: as a module here: pytest's doctest collection would import it and register ``paced_train``
+#: in the test process, where tests parametrized over every registered op would meet it).
+PACED_OP = '''\
+"""A plugin of the SLURM end-to-end test (shipped to the workers by ``plugins=[this file]``):
+``paced_train`` is ``train`` whose epochs last at least ``epoch_s`` seconds, so that a task
+outlives a worker's lifetime on a fast machine as on a loaded one."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from compressflow.ops.schedule import Schedule, check_schedule
+from compressflow.ops.train import train
+from compressflow.registries import OPS
+
+
+class _Paced:
+    """The op context, with ``fit`` waiting out the rest of ``epoch_s`` after each epoch."""
+
+    def __init__(self, ctx: Any, epoch_s: float) -> None:
+        self._ctx, self._epoch_s = ctx, epoch_s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def fit(self, *args: Any, on_epoch: Any = None, **kwargs: Any) -> Any:
+        last = [time.monotonic()]
+
+        def paced(epoch: int, hist: Any) -> None:
+            time.sleep(max(0.0, self._epoch_s - (time.monotonic() - last[0])))
+            last[0] = time.monotonic()
+            if on_epoch is not None:
+                on_epoch(epoch, hist)
+
+        return self._ctx.fit(*args, on_epoch=paced, **kwargs)
+
+
+@OPS.register(check=check_schedule)
+def paced_train(ctx: Any, *, model: str = "resnet18", width: float = 0.25, schedule: Schedule = Schedule(),
+                seed: int = 0, epoch_s: float = 1.0) -> Any:
+    """``train`` with epochs of at least ``epoch_s`` seconds."""
+    return train(_Paced(ctx, epoch_s), model=model, width=width, schedule=schedule, seed=seed)
+'''
 
 
 @pytest.mark.parametrize("text, seconds", [("90", 5400), (90, 5400), ("1:30", 90), ("01:00:00", 3600),
@@ -124,8 +168,10 @@ def test_study_outlives_worker_lifetimes_on_a_real_slurm(slurm, tmp_path):  # no
         "log_directory": str(tmp_path / "jobs"),
     }
     out = tmp_path / "run"
+    plugin = tmp_path / "slurm_paced_op.py"
+    plugin.write_text(PACED_OP, encoding="utf-8")
     t0 = time.monotonic()
-    tree = compressflow.run(_study(epochs=12, epoch_s=2.5), cluster=cluster, out=out, plugins=[PACED_OP],
+    tree = compressflow.run(_study(epochs=12, epoch_s=2.5), cluster=cluster, out=out, plugins=[plugin],
                             show_progress=False)
     took = time.monotonic() - t0
     tasks = tree["tasks"].to_dataset()
