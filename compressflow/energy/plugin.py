@@ -52,7 +52,7 @@ class EnergyMeterPlugin(WorkerPlugin):
     def __init__(self, country: str = "USA", region: str | None = None, pue: float = 1.0,
                  gpu_index: int | None = None, n_workers_on_host: int | dict[str, int] = 1) -> None:
         per_host = n_workers_on_host if isinstance(n_workers_on_host, dict) else {}
-        default = 1 if per_host else n_workers_on_host
+        default = 1 if isinstance(n_workers_on_host, dict) else n_workers_on_host  # {}: no worker yet
         kwargs: dict[str, Any] = dict(country=country, region=region, pue=pue, gpu_index=gpu_index, n_workers_on_host=default)
         EnergyMeter(**kwargs)  # validate now, on the client
         self.meter_kwargs = kwargs

@@ -4,8 +4,14 @@ is imported only when its kind is asked for (the error names the extra to instal
 * ``local-cuda`` — dask-cuda's ``LocalCUDACluster``: one worker per visible GPU, each
   advertising the resource ``GPU=1`` so a stage with ``resources: {GPU: 1}`` owns a whole
   device while it runs (which is what makes per-task GPU energy attributable).
-* ``slurm`` — dask-jobqueue's ``SLURMCluster``: ``jobs`` batch jobs, each one worker with
-  ``gpus_per_job`` GPUs requested from SLURM and advertised as the same resource.
+* ``slurm`` — dask-jobqueue's ``SLURMCluster``: ``jobs`` batch jobs (or ``adapt:
+  {minimum_jobs, maximum_jobs}``, Dask's adaptive scaling in jobs), each one worker with
+  ``gpus_per_job`` GPUs requested from SLURM and advertised as the same resource. Workers
+  retire at ``lifetime`` (± ``lifetime_stagger``), by default a margin before the job's
+  ``walltime`` (:func:`~compressflow.engine.cluster_options.worker_lifetime`): a retiring
+  worker hands its running task back to the scheduler, which runs it on another worker (where
+  it resumes from its checkpoint), and a fresh job replaces the one that ended — instead of
+  SLURM killing the job mid-task at its walltime.
 
 Both, like ``local`` and ``address``, accept ``security``: ``temporary`` (a throw-away
 self-signed certificate held in memory by this process), ``none`` (plain TCP) or Dask's TLS
@@ -16,14 +22,19 @@ this process cannot reach without writing it to a shared disk."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
 from compressflow.errors import InputError
 
-__all__ = ["OPTIONAL_KINDS", "SECURITY_CHOICES", "make_cluster", "security"]
+__all__ = ["LIFETIME_MOVES", "OPTIONAL_KINDS", "SECURITY_CHOICES", "make_cluster", "security"]
 
 OPTIONAL_KINDS = ("local-cuda", "slurm")
+
+#: How often a task may move to another worker because its worker reached its lifetime (and
+#: could not retire cleanly, see ``_allow_moves``) before Dask marks it failed.
+LIFETIME_MOVES = 20
 
 
 #: How a spec asks for TLS: ``temporary`` (throw-away credentials), ``none`` (plain TCP), or
@@ -82,21 +93,70 @@ def make_cluster(kind: str, options: dict[str, Any]):
         opts = {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:8787", "threads_per_worker": 1, **options}
         return cls(resources={"GPU": 1}, **opts)
     if kind == "slurm":
-        cls = _optional("dask_jobqueue", "SLURMCluster", kind, "slurm")
-        opts = dict(options)
-        jobs = int(opts.pop("jobs", 1))
-        gpus = int(opts.pop("gpus_per_job", 1))
-        extra = list(opts.pop("job_extra_directives", []))
-        if gpus:
-            extra.append(f"--gpus={gpus}")
-        args = list(opts.pop("worker_extra_args", []))
-        if gpus:
-            args += ["--resources", f"GPU={gpus}"]
-        opts.setdefault("processes", 1)
-        cluster = cls(job_extra_directives=extra, worker_extra_args=args, **opts)
-        cluster.scale(jobs=jobs)
-        return cluster
+        return _slurm(_optional("dask_jobqueue", "SLURMCluster", kind, "slurm"), options)
     raise InputError(f"--cluster: unknown kind {kind!r}")
+
+
+def _slurm(cls, options: dict[str, Any]):
+    """A ``SLURMCluster`` from a checked slurm spec: GPUs per job requested and advertised,
+    workers that retire before their job's walltime, and a fixed or adaptive number of jobs."""
+    from compressflow.engine.cluster_options import worker_lifetime
+
+    opts = dict(options)
+    jobs = int(opts.pop("jobs", 1))
+    adapt = opts.pop("adapt", None)
+    gpus = int(opts.pop("gpus_per_job", 1))
+    lifetime = worker_lifetime(opts)
+    opts.pop("lifetime", None)
+    opts.pop("lifetime_stagger", None)
+    extra = list(opts.pop("job_extra_directives", []))
+    if gpus:
+        extra.append(f"--gpus={gpus}")
+    args = list(opts.pop("worker_extra_args", []))
+    if gpus:
+        args += ["--resources", f"GPU={gpus}"]
+    if lifetime is not None:
+        # Dask's worker retires itself at its lifetime: the scheduler reschedules its running
+        # task on another worker and, with adapt or a fixed jobs count, a fresh job replaces it
+        life, stagger = lifetime
+        args += ["--lifetime", f"{life:g}s", "--lifetime-stagger", f"{stagger:g}s"]
+    start_timeout = opts.pop("start_timeout", None)
+    opts.setdefault("processes", 1)
+    cluster = cls(job_extra_directives=extra, worker_extra_args=args, **opts)
+    if adapt is not None:
+        cluster.adapt(minimum_jobs=adapt["minimum_jobs"], maximum_jobs=adapt["maximum_jobs"])
+    else:
+        cluster.scale(jobs=jobs)
+    if lifetime is not None:
+        _allow_moves(cluster)
+    # The run reads its workers once before it submits (their resources, hosts and placement),
+    # so it starts when the first job's worker has connected, not while every job is queued
+    wait = getattr(cluster, "wait_for_workers", None)
+    if wait is not None:
+        try:
+            wait(1, timeout=start_timeout)
+        except BaseException as exc:
+            cluster.close()
+            if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+                raise InputError(f"--cluster: start_timeout: no SLURM job's worker connected within {start_timeout:g} s; "
+                                 f"check the jobs with squeue and their logs (log_directory), or raise start_timeout"
+                                 ) from None
+            raise
+    return cluster
+
+
+def _allow_moves(cluster) -> None:
+    """Let a task move between retiring workers ``LIFETIME_MOVES`` times before Dask gives up.
+
+    A worker at its lifetime retires cleanly (its running task is rescheduled without counting
+    as a failure) only if the results it holds can be copied to another worker; the last
+    worker of an adaptive cluster running the last long task has none to copy them to, so
+    each of that task's moves counts as a worker death, and Dask fails a task after
+    ``distributed.scheduler.allowed-failures`` (3) deaths — a task spanning five walltimes
+    would fail although nothing crashed. A larger setting of the user's is kept."""
+    scheduler: Any = getattr(cluster, "scheduler", None)
+    if isinstance(getattr(scheduler, "allowed_failures", None), int):
+        scheduler.allowed_failures = max(scheduler.allowed_failures, LIFETIME_MOVES)
 
 
 def _optional(module: str, name: str, kind: str, extra: str):

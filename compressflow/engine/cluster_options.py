@@ -14,14 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dask.utils import format_bytes, parse_bytes
+from dask.utils import format_bytes, parse_bytes, parse_timedelta
 
 from compressflow.engine._yaml import read_yaml
 from compressflow.engine.cluster_kinds import OPTIONAL_KINDS, SECURITY_CHOICES
 from compressflow.errors import SpecError
 
-__all__ = ["ADDRESS_SCHEMES", "KINDS", "LOCAL_DEFAULTS", "MIN_MEMORY_LIMIT", "OPTIONS", "Option", "check_options",
-           "load_cluster_spec"]
+__all__ = ["ADDRESS_SCHEMES", "CLOSE_S", "KINDS", "LOCAL_DEFAULTS", "MIN_MEMORY_LIMIT", "OPTIONS", "Option",
+           "check_options", "load_cluster_spec", "slurm_seconds", "worker_lifetime"]
 
 KINDS = ("local", "address", *OPTIONAL_KINDS)
 
@@ -141,6 +141,65 @@ def _address(v: Any) -> str:
     return v
 
 
+def slurm_seconds(v: Any) -> int:
+    """Seconds in a SLURM time limit (``sbatch --time``): ``M``, ``M:S``, ``H:M:S``, ``D-H``,
+    ``D-H:M`` or ``D-H:M:S``; a bare number is minutes, as SLURM reads it."""
+    if isinstance(v, bool) or not isinstance(v, (str, int)):
+        raise ValueError
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(v).strip())
+    if not m:
+        raise ValueError
+    days, a, b, c = m.groups()
+    n = [int(x) if x is not None else 0 for x in (days, a, b, c)]
+    if days is not None:  # D-H, D-H:M, D-H:M:S
+        seconds = n[0] * 86400 + n[1] * 3600 + n[2] * 60 + n[3]
+    elif c is not None:  # H:M:S
+        seconds = n[1] * 3600 + n[2] * 60 + n[3]
+    elif b is not None:  # M:S
+        seconds = n[1] * 60 + n[2]
+    else:  # M
+        seconds = n[1] * 60
+    if seconds <= 0:
+        raise ValueError
+    return seconds
+
+
+def _walltime(v: Any) -> Any:
+    slurm_seconds(v)
+    return v  # dask-jobqueue writes it into the job script as given
+
+
+def _duration(zero: bool) -> Callable[[Any], Any]:
+    def check(v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise ValueError
+        try:
+            seconds = parse_timedelta(v, default="seconds")
+        except (ValueError, KeyError, TypeError):
+            raise ValueError from None
+        if seconds is None or not math.isfinite(seconds) or not (0 <= seconds if zero else 0 < seconds) \
+                or seconds > 366 * 86400:
+            raise ValueError
+        return v
+
+    return check
+
+
+_ADAPT_KEYS = ("minimum_jobs", "maximum_jobs")
+
+
+def _adapt(v: Any) -> dict[str, int]:
+    if not isinstance(v, dict) or set(v) - set(_ADAPT_KEYS) or "maximum_jobs" not in v:
+        raise ValueError
+    low, high = v.get("minimum_jobs", 0), v["maximum_jobs"]
+    for n in (low, high):
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 10000:
+            raise ValueError
+    if high < 1 or low > high:
+        raise ValueError
+    return {"minimum_jobs": low, "maximum_jobs": high}
+
+
 def _security(v: Any) -> Any:
     return v  # checked (and built) by cluster_kinds.security, which names the bad setting itself
 
@@ -161,14 +220,26 @@ OPTIONS: dict[str, Option] = {
     "timeout": Option(_seconds, "a number of seconds above 0 (at most 86400), e.g. 10"),
     "jobs": Option(_whole(1, 10000), _COUNT.format(1, 10000)),
     "gpus_per_job": Option(_whole(0, 64), _COUNT.format(0, 64)),
+    "walltime": Option(_walltime, "a SLURM time limit: 'HH:MM:SS', 'MM:SS', minutes, or 'D-HH:MM:SS', e.g. '01:00:00'"),
+    "lifetime": Option(_duration(zero=False), "a duration above 0 such as '55m', '1h' or 90 (seconds)"),
+    "lifetime_stagger": Option(_duration(zero=True), "a duration of 0 or more such as '2m' or 30 (seconds)"),
+    "start_timeout": Option(_seconds, "a number of seconds above 0 (at most 86400) to wait for the first job's worker, "
+                                      "e.g. 600; absent: as long as the queue takes"),
+    "adapt": Option(_adapt, "a mapping {minimum_jobs: N, maximum_jobs: M} of whole numbers with "
+                            "0 <= N <= M, 1 <= M <= 10000, e.g. {minimum_jobs: 1, maximum_jobs: 8}"),
 }
+
+#: Seconds a Dask worker may take to close once its lifetime is reached: it hands its
+#: running task back at once but waits up to 30 s for the task's thread before it exits.
+CLOSE_S = 30.0
 
 #: The options each kind takes; the optional kinds pass any other key on to their library.
 _KIND_OPTIONS = {
     "local": (*LOCAL_DEFAULTS, "security"),
     "address": ("address", "timeout", "security"),
     "local-cuda": (*LOCAL_DEFAULTS, "security"),
-    "slurm": ("jobs", "gpus_per_job", "security"),
+    "slurm": ("jobs", "gpus_per_job", "walltime", "lifetime", "lifetime_stagger", "adapt", "start_timeout",
+              "security"),
 }
 
 
@@ -200,7 +271,60 @@ def check_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
             checked[name] = option.check(value)
         except ValueError:
             raise SpecError(f"--cluster: {name}: {value!r} is not allowed; give {option.allowed}") from None
+    if kind == "slurm":
+        _check_slurm(checked)
     return checked
+
+
+def _check_slurm(options: dict[str, Any]) -> None:
+    """The SLURM options that only make sense together: a fixed ``jobs`` or ``adapt``, and a
+    worker lifetime that ends before the job's walltime (else SLURM kills the worker mid-task
+    and the task counts as a worker death instead of being handed back)."""
+    if "jobs" in options and "adapt" in options:
+        raise SpecError(f"--cluster: jobs: {options['jobs']!r} is not allowed together with adapt; give either a "
+                        f"fixed number of jobs or adapt: {{minimum_jobs: N, maximum_jobs: M}}")
+    if "lifetime_stagger" in options and "lifetime" not in options and "walltime" not in options:
+        raise SpecError("--cluster: lifetime_stagger: needs lifetime (or walltime, from which the lifetime is derived)")
+    lifetime = worker_lifetime(options)
+    if lifetime is None:
+        return
+    life, stagger = lifetime
+    if life <= 0:
+        raise SpecError(f"--cluster: walltime: {options['walltime']!r} is too short to derive a worker lifetime "
+                        f"from (a margin of 10 %, at least 1 min, is kept); give a longer walltime or a lifetime")
+    if stagger > life:
+        raise SpecError(f"--cluster: lifetime_stagger: {options['lifetime_stagger']!r} is not allowed with a lifetime "
+                        f"of {life:g} s; give a stagger no longer than the lifetime")
+    if "walltime" not in options:
+        return
+    wall = slurm_seconds(options["walltime"])
+    if life + stagger > wall - CLOSE_S:
+        what = f"lifetime: {options['lifetime']!r}" if "lifetime" in options else f"walltime: {options['walltime']!r}"
+        raise SpecError(f"--cluster: {what} is not allowed: lifetime {life:g} s + lifetime_stagger {stagger:g} s must "
+                        f"end {CLOSE_S:g} s before the walltime ({options['walltime']!r} = {wall} s) so the worker "
+                        f"hands its task back before SLURM kills the job; give a lifetime of at most "
+                        f"{max(0.0, wall - CLOSE_S - stagger):g} s")
+
+
+def worker_lifetime(options: dict[str, Any]) -> tuple[float, float] | None:
+    """``(lifetime, stagger)`` in seconds for a SLURM cluster's workers, or ``None`` (no limit).
+
+    Given ``lifetime`` (and ``lifetime_stagger``, default 0) they are used as they are;
+    otherwise a ``walltime`` gives ``lifetime = walltime - margin`` with ``margin`` 10 % of the
+    walltime (at least 1 min, at most 10 min) and a stagger of a quarter of the margin, so
+    jobs started together do not all retire at once and every worker has closed at least
+    ``0.75 * margin`` before SLURM would kill it."""
+    if "lifetime" in options:
+        life = float(parse_timedelta(options["lifetime"], default="seconds"))
+        stagger = float(parse_timedelta(options.get("lifetime_stagger", 0), default="seconds"))
+        return life, stagger
+    if "walltime" not in options:
+        return None
+    wall = slurm_seconds(options["walltime"])
+    margin = min(max(0.1 * wall, 60.0), 600.0)
+    if "lifetime_stagger" in options:
+        return wall - margin, float(parse_timedelta(options["lifetime_stagger"], default="seconds"))
+    return wall - margin, margin / 4
 
 
 # ---------------------------------------------------------------------------------------
