@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-__all__ = ["CancelPlugin", "Cancelled", "is_cancelled"]
+__all__ = ["CancelPlugin", "Cancelled", "is_cancelled", "worker_retiring"]
 
 _CANCELLED: set[tuple[str, str]] = set()
 
@@ -23,6 +23,20 @@ class Cancelled(Exception):
 def is_cancelled(study: str, stage: str) -> bool:
     """Whether ``stage`` of submission ``study`` was cancelled (in this worker process)."""
     return bool(study) and (study, stage) in _CANCELLED
+
+
+def worker_retiring() -> bool:
+    """Whether this task's worker is closing (e.g. its ``--lifetime`` before a SLURM walltime):
+    a training task then hands itself back at its epoch boundary (``distributed.Reschedule``)
+    and another worker resumes it from the state just saved, instead of this worker racing on
+    to the end while the scheduler already runs it elsewhere."""
+    try:
+        from distributed import get_worker
+        from distributed.core import Status
+
+        return get_worker().status in (Status.closing_gracefully, Status.closing, Status.closed)
+    except ValueError:  # not on a Dask worker
+        return False
 
 
 class CancelPlugin(WorkerPlugin):

@@ -16,6 +16,8 @@ import time
 import traceback
 from typing import Any
 
+from distributed import Reschedule
+
 from compressflow.engine.attempts import AttemptLog
 from compressflow.energy import current_meter
 from compressflow.engine.cancel import Cancelled, is_cancelled
@@ -81,6 +83,8 @@ def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream:
             task.status = "ok"
         except Cancelled as exc:  # stopped at an epoch boundary: its energy (and checkpoint) stay
             task.status, task.error = "cancelled", str(exc)
+        except Reschedule:  # its worker is retiring: handed back at an epoch boundary, state saved
+            task.status = "rescheduled"
         except Exception as exc:  # a failing stage must not take down the rest of the study
             task.status = "failed"
             task.error = f"{type(exc).__name__}: {exc}".replace("\n", " ")
@@ -90,6 +94,8 @@ def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream:
     attempt.end(task.status, reading.cpu_kwh, reading.gpu_kwh, reading.ram_kwh)
     task.energy = with_lost_energy(reading.as_dict(), attempt.lost())
     task.attempts_kwh = attempt.kwh()
+    if task.status == "rescheduled":  # no result: the scheduler runs it again elsewhere, and that
+        raise Reschedule()            # attempt counts this one's energy as lost (its log says so)
     if task.ok:
         run.write_record(node.key, task.to_json(root=run.root))
         _drop_training_states(run, node.key)

@@ -177,6 +177,9 @@ class Study:
                         self._done[entry.key] = entry
                         self._running.pop(entry.key, None)
                     log.info("  done %d/%d: %s %s (%s)", i, n, entry.stage, entry.key, entry.status)
+                # release the futures: a re-submission reuses these task keys, and the scheduler would
+                # hand it the results it still holds (e.g. a cancelled task) instead of running it
+                self._futures = {}
                 self._machines = machines(self.client)
                 with contextlib.suppress(Exception):  # a closed client has no subscriptions left
                     self.client.unsubscribe_topic(TASK)

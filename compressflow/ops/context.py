@@ -21,7 +21,9 @@ from compressflow.data import Splits, load_splits
 from compressflow.nn.training import History, LossFn, ResumeMismatch, Stateful, cross_entropy, fit
 from compressflow.ops.artifacts import atomic_write_bytes
 from compressflow.ops.schedule import Schedule
-from compressflow.engine.cancel import Cancelled
+from distributed import Reschedule
+
+from compressflow.engine.cancel import Cancelled, worker_retiring
 from compressflow.engine.events import PROGRESS, publish
 from compressflow.engine.rundir import RunDir
 
@@ -105,9 +107,13 @@ class OpContext:
 
     def check_cancelled(self) -> None:
         """Raise :class:`~compressflow.engine.cancel.Cancelled` if the task's stage was
-        cancelled; ops with long loops of their own call it at their natural boundaries."""
+        cancelled, or ``distributed.Reschedule`` if its worker is closing (its lifetime ended:
+        another worker resumes the task); ops with long loops of their own call it at their
+        natural boundaries."""
         if self.should_stop is not None and self.should_stop():
             raise Cancelled(f"stage {self.stage!r} was cancelled")
+        if worker_retiring():
+            raise Reschedule()  # the scheduler runs the task elsewhere; it resumes from this epoch's state
 
     def fit(self, net: torch.nn.Module, schedule: Schedule, *, seed: int, loss_fn: LossFn = cross_entropy,
             splits: Splits | None = None, on_epoch: Callable[[int, History], None] | None = None,
