@@ -20,6 +20,8 @@ SMALL = {
     "03_blockwise": "LAYERS = ['layer1.0.conv1', 'layer4.1.conv2']\nEPOCHS = 1\nTEACHER_EPOCHS = 1\nIMAGE_SIZE = 8\nN_WORKERS = 2",
     "04_pruning_svcca": ("METHODS = ['magnitude', 'random']\nSPARSITIES = [0.3, 0.9]\nSEEDS = [0, 1]\nEPOCHS = 1\n"
                          "IMAGE_SIZE = 8\nPROBE = 64\nN_WORKERS = 2"),
+    # long enough that the grid is still training when the notebook cancels it
+    "05_interactive_session": "EPOCHS = 2\nSTUDENT_EPOCHS = 25\nIMAGE_SIZE = 8\nN_WORKERS = 2",
 }
 
 
@@ -36,3 +38,9 @@ def test_notebook_executes(name, tmp_path):
     assert "dashboard: http://127.0.0.1:" in text
     assert any("image/png" in o.get("data", {}) for o in outputs), "the notebook draws its plots"
     assert (tmp_path / "run" / "results.zarr").is_dir()
+    if name == "05_interactive_session":  # the interactive story really happened
+        assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), "the widget"
+        assert "while the study is running" in text  # the notebook computed while the study ran
+        assert "cancelled" in text  # the grid was cancelled mid-training ...
+        assert "teacher        reused 1, ran 0" in text  # ... and the re-submission reused the teacher
+        assert "kd             reused 0, ran 2, failed 0, cancelled 0" in text  # and finished the grid

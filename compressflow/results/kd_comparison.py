@@ -79,10 +79,14 @@ def tied_temperatures(grid: xr.Dataset, atol: float = 1e-9) -> list[float]:
 @SUMMARIES.register
 def kd_comparison(spec: PipelineSpec, groups: dict[str, xr.Dataset]) -> dict[str, xr.Dataset]:
     """One ``kd_comparison`` group per grid/stochastic pair (suffixed by the stochastic
-    stage's name when there are several)."""
+    stage's name when there are several). A pair with a stage that has no finished task yet
+    (partial results of a submitted study, or a stage cancelled before any task ended) has no
+    comparison."""
     pairs = pair_grid_stages(spec)
     out = {}
     for grid_name, stoch_name in pairs:
+        if any("val_accuracy" not in groups[f"/{name}"] for name in (grid_name, stoch_name)):
+            continue
         ds = _compare(spec, groups[f"/{grid_name}"], groups[f"/{stoch_name}"], grid_name, stoch_name)
         out["/kd_comparison" if len(pairs) == 1 else f"/kd_comparison_{stoch_name}"] = ds
     return out
