@@ -115,6 +115,7 @@ def test_registry_calls_its_loader_on_first_lookup_until_it_has_finished():
     assert reg.get("size") is len and len(reg) == 1 and list(reg) == ["size"] and calls == [0, 1]
 
 
+@pytest.mark.slow
 def test_builtins_are_registered_by_the_first_lookup_in_a_fresh_process():
     code = ("import sys; from compressflow.registries import OPS, SUMMARIES, BLOCKS; "
             "print(sorted({'train', 'prune', 'svcca'} & set(OPS)), 'kd_comparison' in SUMMARIES, len(BLOCKS) > 0)")

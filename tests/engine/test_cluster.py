@@ -248,6 +248,7 @@ def _silent_listener():
     return server, server.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_a_port_that_never_answers_fails_within_the_timeout(tmp_path, capsys):
     """Dask's connect retries until its timeout but then waited for the handshake forever."""
     server, port = _silent_listener()

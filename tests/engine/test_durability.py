@@ -54,6 +54,7 @@ def test_crash_while_saving_a_checkpoint_keeps_the_loadable_previous(tmp_path, m
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.slow
 def test_crash_while_writing_results_keeps_the_previous_store(client, tmp_path, monkeypatch):
     tree = compressflow.run(tiny_spec(), cluster=client, out=tmp_path, show_progress=False)
     import compressflow.results.store as results

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import compressflow.engine.runner
+import compressflow.engine.study
 from compressflow import SpecError, load_spec
 from compressflow.cli import main
 from compressflow.engine.graph import build_graph
@@ -202,8 +202,8 @@ def _nothing_built(monkeypatch):
             raise AssertionError(f"{what} was called for a spec that must be refused at load")
         return fn
 
-    monkeypatch.setattr(compressflow.engine.runner, "build_graph", forbidden("build_graph"))
-    monkeypatch.setattr(compressflow.engine.runner, "connect", forbidden("connect"))
+    monkeypatch.setattr(compressflow.engine.study, "build_graph", forbidden("build_graph"))
+    monkeypatch.setattr(compressflow.engine.study, "connect", forbidden("connect"))
     return started
 
 

@@ -31,6 +31,7 @@ def _until(predicate, timeout=60.0, every=0.05):
     return False
 
 
+@pytest.mark.slow
 def test_submit_returns_at_once_and_results_grow(client, tmp_path):
     study = compressflow.submit(WAITS, cluster=client, out=tmp_path / "run")
     assert not study.done and study.state == "running"  # three 2-s tasks on two workers: >= 4 s to go

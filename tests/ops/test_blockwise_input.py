@@ -92,6 +92,7 @@ def test_model_without_replaceable_layer(flat_model):
         load_spec(_with(["stages", "teacher", "params", "model"], flat_model))
 
 
+@pytest.mark.slow
 def test_missing_or_corrupt_cache_on_rerun_is_recomputed_and_nothing_deleted(client, tmp_path, capsys):
     tree = compressflow.run(SPEC, cluster=client, out=tmp_path, show_progress=False)
     assert (tree["tasks"]["status"] == "ok").all()

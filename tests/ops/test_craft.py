@@ -119,6 +119,7 @@ def test_craft_refuses_costlier_or_worse_blocks(teacher, monkeypatch):
     assert rec.artifact.meta["surgery"] == {"layer2.0.conv1": "ds2"}
 
 
+@pytest.mark.slow
 def test_fine_tuning_between_steps_feeds_the_next_block(teacher, captured):
     out, art = teacher
     craft(OpContext("c-ft", "craft", DATA, out), teacher=art, order="bottom_up", max_drop=1.0, **FAST)

@@ -156,6 +156,7 @@ def test_prune_options(original, plain, monkeypatch, options):
         assert float(m.train_loss[0]) != pytest.approx(float(base_rec.metrics.train_loss[0]), rel=1e-3)
 
 
+@pytest.mark.slow
 def test_options_add_their_terms_to_the_loss(original, monkeypatch):
     """KD, AT and KD+AT each put their own term in the training loss: on the first batch the
     loss is the base term plus exactly what the option adds (computed from the loss pieces)."""
