@@ -170,8 +170,11 @@ class Study:
             with self._cluster:
                 nodes = self.graph.nodes
                 n = len(self._futures)
-                for i, (fut, value) in enumerate(as_completed(list(self._futures.values()), with_results=True,
-                                                              raise_errors=False), 1):
+                # the study's own client's loop: as_completed otherwise takes the process's default
+                # client, which may be another study's (closed) one, and then waits forever
+                done = as_completed(list(self._futures.values()), loop=self.client.loop, with_results=True,
+                                    raise_errors=False)
+                for i, (fut, value) in enumerate(done, 1):
                     entry = value if isinstance(value, LedgerEntry) else _lost(nodes[fut.key], fut)
                     with self._lock:
                         self._done[entry.key] = entry

@@ -124,3 +124,20 @@ def test_bad_input_is_refused_by_submit_itself(tmp_path):
     with pytest.raises(InputError, match="nope"):
         compressflow.submit(bad, out=tmp_path / "run")
     assert not (tmp_path / "run" / "results.zarr").exists()
+
+
+def test_a_study_waits_on_its_own_client_not_the_process_default(client, tmp_path, monkeypatch):
+    """CI hung here: ``as_completed`` took the loop of the process's default client, which after
+    another study (an embedded cluster, in another thread) had closed was a dead one, so the
+    next study on a live client waited forever. The study now hands it its own client's loop."""
+    import distributed.client as dclient
+
+    def no_default(*_args, **_kwargs):
+        raise AssertionError("the study asked for the process's default client")
+
+    monkeypatch.setattr(dclient, "default_client", no_default)
+    spec = {"name": "own-loop", "stages": {"a": {"op": "wait", "params": {"seconds": 0.0, "label": 3}}}}
+    study = compressflow.submit(spec, cluster=client, out=tmp_path / "run")
+    assert study.wait(60), "the study did not end within 60 s"
+    tree = study.result()
+    assert list(tree["tasks"]["status"].values) == ["ok"]
