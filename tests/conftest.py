@@ -68,3 +68,33 @@ def metered_context():
         return RecordingContext(key, stage, data, out, meter=CountingMeter())
 
     return make
+
+
+@pytest.fixture
+def fresh_names():
+    """Restore every registry, the plugin load state and the imported modules afterwards, so
+    a user op registered by one test does not leak into the next."""
+    import sys
+
+    from compressflow import plugins
+    from compressflow.ops.signature import stage_signature
+    from compressflow.registries import BLOCKS, DATASETS, LOSSES, MODELS, OPS, SUMMARIES
+
+    plugins.load()
+    regs = (BLOCKS, DATASETS, LOSSES, MODELS, OPS, SUMMARIES)
+    items = [dict(r._items) for r in regs]
+    versions = dict(OPS._versions)
+    state = dict(plugins._state)
+    modules = set(sys.modules)
+    path = list(sys.path)
+    yield
+    for reg, saved in zip(regs, items):
+        reg._items.clear()
+        reg._items.update(saved)
+    OPS._versions.clear()
+    OPS._versions.update(versions)
+    plugins._state.update(state)
+    for name in set(sys.modules) - modules:
+        del sys.modules[name]
+    sys.path[:] = path
+    stage_signature.cache_clear()

@@ -74,30 +74,6 @@ def fit_probe(ctx, *, model: str = "tiny_mlp", steps: int = 20, seed: int = 0, g
 TINY_MLP_PARAMS = 874
 
 
-@pytest.fixture
-def fresh_names():
-    """Restore every registry, the plugin load state and the imported modules afterwards, so
-    a user op registered by one test does not leak into the next."""
-    plugins.load()
-    regs = (BLOCKS, DATASETS, LOSSES, MODELS, OPS, SUMMARIES)
-    items = [dict(r._items) for r in regs]
-    versions = dict(OPS._versions)
-    state = dict(plugins._state)
-    modules = set(sys.modules)
-    path = list(sys.path)
-    yield
-    for reg, saved in zip(regs, items):
-        reg._items.clear()
-        reg._items.update(saved)
-    OPS._versions.clear()
-    OPS._versions.update(versions)
-    plugins._state.update(state)
-    for name in set(sys.modules) - modules:
-        del sys.modules[name]
-    sys.path[:] = path
-    stage_signature.cache_clear()
-
-
 # --- built-ins and entry points -----------------------------------------------------------
 
 def test_registry_calls_its_loader_on_first_lookup_until_it_has_finished():

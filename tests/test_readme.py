@@ -2,7 +2,6 @@
 written, and its spec examples validate."""
 
 import re
-import sys
 import shutil
 from pathlib import Path
 
@@ -10,8 +9,6 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
-from test_plugins import fresh_names  # noqa: E402,F401  (a fixture: user names do not leak into other tests)
 
 
 def setup_commands() -> list[str]:
@@ -55,6 +52,11 @@ def test_readme_python_block_runs_as_written(index, tmp_path, monkeypatch, capsy
         assert 0.5 < float(tree["teacher"]["accuracy"]) <= 1.0
         assert set(namespace["ledger"]["status"]) == {"ok"}
         assert (tmp_path / "runs" / "quickstart" / "results.zarr").is_dir()
+    if "compressflow.submit(" in code:  # cancelled at once: the teacher finishes, its test stage never starts
+        tree = namespace["tree"]
+        assert list(tree["tasks"]["status"].values) == ["ok", "cancelled"]
+        assert str(tree["test"]["status"].values) == "cancelled" and namespace["study"].state == "cancelled"
+        assert (tmp_path / "runs" / "interactive" / "results.zarr").is_dir()
 
 
 @pytest.mark.parametrize("index", [i for i, b in enumerate(readme_blocks("yaml")) if "stages:" in b])

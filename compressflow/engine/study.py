@@ -50,6 +50,9 @@ __all__ = ["Study", "submit"]
 
 log = logging.getLogger("compressflow.engine.runner")
 
+#: seconds a Ctrl-C waits for the cancelled study's running tasks to reach an epoch boundary
+CANCEL_GRACE_S = 30.0
+
 
 def submit(
     spec: str | os.PathLike | dict | PipelineSpec,
@@ -232,10 +235,14 @@ class Study:
         """Wait for the study and return its results (as written to ``out/results.zarr``).
 
         A first Ctrl-C cancels every stage (running tasks stop at their next epoch boundary,
-        and what finished is written); a second one stops waiting at once.
+        and what finished is written), waits up to :data:`CANCEL_GRACE_S` seconds for that, and
+        raises ``KeyboardInterrupt``; a second one stops waiting at once. Finished tasks'
+        records stay on disk either way.
 
         Raises
         ------
+        KeyboardInterrupt
+            After a Ctrl-C (the CLI exits 130).
         Exception
             Whatever stopped the study from finishing (e.g. its workers kept dying); finished
             tasks' records stay on disk and a re-run reuses them.
@@ -244,17 +251,23 @@ class Study:
             self._wait_interruptibly()
         except KeyboardInterrupt:
             log.warning("compressflow: cancelling: running tasks stop at their next epoch and what finished is "
-                        "written; press Ctrl-C again to stop waiting")
+                        "written (waiting at most %.0f s); press Ctrl-C again to stop waiting", CANCEL_GRACE_S)
             self.cancel()
-            self._wait_interruptibly()
+            if not self._wait_interruptibly(CANCEL_GRACE_S):
+                log.warning("compressflow: stopped waiting: a task did not reach an epoch boundary within %.0f s; "
+                            "finished tasks are kept and a re-run reuses them", CANCEL_GRACE_S)
+            raise  # interrupted all the same (the CLI exits 130); the handle keeps following the study
         if self._error is not None:
             raise self._error
         assert self._tree is not None  # set with no error
         return self._tree
 
-    def _wait_interruptibly(self) -> None:
+    def _wait_interruptibly(self, timeout: float = math.inf) -> bool:
+        deadline = time.monotonic() + timeout
         while not self._finished.wait(0.2):  # short waits: Ctrl-C reaches the main thread
-            pass
+            if time.monotonic() > deadline:
+                return False
+        return True
 
     def cancel(self, stage: str | Sequence[str] | None = None) -> None:
         """Cancel ``stage`` (a name or several; all stages by default).

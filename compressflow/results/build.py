@@ -142,6 +142,13 @@ def _stage_dataset(graph: TaskGraph, stage: str, tasks: list[LedgerEntry], ledge
     renamed: dict[str, str] = {}
     parts = [_keep_recorded(t.record.metrics if t.record is not None else xr.Dataset(),
                             (*axes, *STAGE_LEDGER, "task_key"), renamed) for t in tasks]
+    # xarray refuses to concatenate three or more parts when one lacks a dimension coordinate the
+    # others have (e.g. a failed task's empty record beside per-epoch curves): give it that index
+    index: dict[str, xr.DataArray] = {}
+    for p in parts:
+        for name in p.indexes:
+            index.setdefault(str(name), p[name])
+    parts = [p.assign_coords({n: c for n, c in index.items() if n not in p.coords}) for p in parts]
     keys = [t.key for t in tasks]
     rows = ledger[list(STAGE_LEDGER)].sel(task=keys)
     # one concat along the stage's points and one unstack onto its sweep axes (missing

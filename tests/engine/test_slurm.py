@@ -138,7 +138,7 @@ def _study(epochs: int, epoch_s: float) -> dict:
 
 
 @pytest.mark.slow
-def test_study_outlives_worker_lifetimes_on_a_real_slurm(slurm, tmp_path):  # noqa: F811 (the fixture)
+def test_study_outlives_worker_lifetimes_on_a_real_slurm(slurm, tmp_path, fresh_names):  # noqa: F811 (the fixture)
     jobs_before = set(slurm.jobs_allocated())
     cluster = {
         "kind": "slurm",

@@ -144,6 +144,21 @@ def test_recorded_values_equal_to_an_axis_survive_per_point(tmp_path):
     assert json.loads(group.attrs["renamed"]) == {"sparsity_recorded": "sparsity", "status_recorded": "status"}
 
 
+def test_a_task_without_a_record_beside_two_with_per_epoch_curves_still_builds():
+    """xarray refused to concatenate 3+ points when one (a failed or cancelled task: no record)
+    lacked the ``epoch`` coordinate the others' curves have; the results of a study with a
+    failed task among trained ones could not be built."""
+    graph = _swept_graph("train", "lr", values=(0.1, 0.2, 0.3))
+    curve = xr.Dataset({"val_accuracy": 0.5, "val_accuracy_curve": ("epoch", [0.4, 0.5])}, coords={"epoch": [1, 2]})
+    tasks = _tasks(graph, [curve, curve, xr.Dataset()])
+    lost = tasks["train-2"]
+    lost.status, lost.record = "failed", None
+    group = build_results(graph, tasks)["s"].to_dataset()
+    assert list(group.status.values) == ["ok", "ok", "failed"]
+    np.testing.assert_array_equal(group.val_accuracy_curve.sel(lr=0.2), [0.4, 0.5])
+    assert group.val_accuracy_curve.sel(lr=0.3).isnull().all() and np.isnan(float(group.val_accuracy.sel(lr=0.3)))
+
+
 def test_a_stage_named_tasks_cannot_overwrite_the_ledger():
     graph = _swept_graph("wait", "label", stage="tasks")
     metrics = xr.Dataset({"elapsed_s": 0.0})
