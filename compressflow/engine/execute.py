@@ -70,7 +70,7 @@ def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream:
     meter = current_meter()  # the worker's meter: the op reads it for its per-epoch energy curve
     ctx = OpContext(node.key, node.stage, data, run.root, meter=meter,
                     should_stop=(lambda: is_cancelled(study, node.stage)) if study else None,
-                    checkpoint_every=node.checkpoint_every)
+                    checkpoint_every=node.checkpoint_every, budget=node.budget, state_key=node.state_key)
     publish(TASK, {**event, "event": "start", "worker": task.worker})
     fn = OPS.get(node.op)
     attempt = AttemptLog(run, node.key, task.worker)
@@ -98,7 +98,8 @@ def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream:
         raise Reschedule()            # attempt counts this one's energy as lost (its log says so)
     if task.ok:
         run.write_record(node.key, task.to_json(root=run.root))
-        _drop_training_states(run, node.key)
+        if node.budget is None:  # a search's rung keeps its state: a promotion resumes it
+            _drop_training_states(run, node.state_key or node.key)
     publish(TASK, {**event, "event": "end", **task_summary(task)})
     return task
 

@@ -27,7 +27,7 @@ from compressflow.engine.rundir import RunDir
 from compressflow.engine.spec import PipelineSpec
 from compressflow.ops.signature import stage_signature
 
-__all__ = ["Node", "TaskGraph", "build_graph", "expand"]
+__all__ = ["Node", "TaskGraph", "build_graph", "expand", "search_points", "upstream_keys"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,10 @@ class Node:
     needs: dict[str, str | tuple[str, ...]] = field(default_factory=dict)  # argument -> upstream key(s)
     resources: dict[str, float] = field(default_factory=dict)
     checkpoint_every: int = 1  # epochs between a training task's resumable states (0: none); not in the key
+    # a search's trial at a rung: train until epoch ``budget`` of the full schedule, keeping the
+    # resumable state under ``state_key`` (the full-budget task's key), which the next rung resumes
+    budget: int | None = None
+    state_key: str = ""
 
 
 @dataclass
@@ -53,10 +57,15 @@ class TaskGraph:
     stages: dict[str, list[Node]]
     delayed: dict[str, Delayed]  # the tasks to run
     reused: dict[str, LedgerEntry] = field(default_factory=dict)  # finished in an earlier run: not run again
+    searches: list[Any] = field(default_factory=list)  # compressflow.engine.search.Search, one per search
 
     @property
     def nodes(self) -> dict[str, Node]:
-        return {n.key: n for nodes in self.stages.values() for n in nodes}
+        """Every task: the stages' nodes and every rung of every search's trials."""
+        out = {n.key: n for nodes in self.stages.values() for n in nodes}
+        for search in self.searches:
+            out.update({n.key: n for n in search.history if n.key not in out})
+        return out
 
     def axes(self, stage: str) -> list[str]:
         """The sweep dimensions of a stage's results (upstream axes first)."""
@@ -77,6 +86,9 @@ def expand(spec: PipelineSpec) -> dict[str, list[Node]]:
         per_point = {arg: stages[up] for arg, up in st.needs.items() if arg not in sig.fan_in}
         gathered = {arg: tuple(n.key for n in stages[up]) for arg, up in st.needs.items() if arg in sig.fan_in}
         every = spec.checkpoint_every if st.checkpoint_every is None else st.checkpoint_every
+        if st.search is not None:  # its tasks are made as the search goes (compressflow.engine.search)
+            stages[name] = []
+            continue
         for point, upstream in _points(st.sweep, per_point):
             own = {k: v for k, v in point.items() if k in st.sweep}
             params = sig.validate({**st.params, **own}, where=f"stages.{name}")
@@ -85,6 +97,17 @@ def expand(spec: PipelineSpec) -> dict[str, list[Node]]:
             nodes.append(Node(key, name, st.op, params, point, needs, dict(st.resources), every))
         stages[name] = nodes
     return stages
+
+
+def search_points(spec: PipelineSpec, stages: dict[str, list[Node]], name: str) -> list[tuple[dict, dict]]:
+    """``(point, needs)`` of every search of stage ``name``: one per combination of its sweep
+    values and upstream points, as :func:`expand` pairs them (``needs``: argument -> key(s))."""
+    st = spec.stages[name]
+    sig = stage_signature(st.op)
+    per_point = {arg: stages[up] for arg, up in st.needs.items() if arg not in sig.fan_in}
+    gathered = {arg: tuple(n.key for n in stages[up]) for arg, up in st.needs.items() if arg in sig.fan_in}
+    return [(point, {arg: node.key for arg, node in upstream.items()} | gathered)
+            for point, upstream in _points(st.sweep, per_point)]
 
 
 def build_graph(spec: PipelineSpec, out: Path | str, reused: Mapping[str, LedgerEntry] | None = None, *,
@@ -121,13 +144,13 @@ def build_graph(spec: PipelineSpec, out: Path | str, reused: Mapping[str, Ledger
         for node in nodes:
             if node.key in delayed or node.key in reused:
                 continue
-            upstream = [reused[k] if k in reused else delayed[k] for k in _flat(node.needs.values())]
+            upstream = [reused[k] if k in reused else delayed[k] for k in upstream_keys(node.needs.values())]
             delayed[node.key] = dask.delayed(execute_task, pure=True)(node, data, run, *upstream, study=study,
                                                                       dask_key_name=node.key)
     return TaskGraph(spec, stages, delayed, reused)
 
 
-def _flat(keys) -> list[str]:
+def upstream_keys(keys) -> list[str]:
     """Upstream keys in argument order (a fan-in argument contributes all of its keys)."""
     return [k for v in keys for k in ((v,) if isinstance(v, str) else v)]
 

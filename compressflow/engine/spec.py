@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from compressflow.engine._yaml import MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, read_yaml
+from compressflow.engine.search_spec import BudgetSpec, DimensionSpec, SearchSpec, check_search, first_configuration
 from compressflow.engine.spec_size import MAX_TASKS, check_size, task_counts
 from compressflow.errors import SpecError
 from compressflow.plugins import import_plugins
@@ -122,8 +123,10 @@ class SchedulingSpec(BaseModel):
 
 class StageSpec(BaseModel):
     """One stage: an ``op`` from the stage registry, its ``params``, upstream ``needs``
-    (argument name → stage name), a ``sweep`` grid, per-task ``resources``, the
-    ``scheduling`` policy of its tasks and ``checkpoint_every`` (overrides the pipeline's)."""
+    (argument name → stage name), a ``sweep`` grid, a ``search`` of its parameters
+    (:mod:`compressflow.engine.search_spec`; beside a sweep, one search per sweep point), per-task
+    ``resources``, the ``scheduling`` policy of its tasks and ``checkpoint_every`` (overrides the
+    pipeline's)."""
 
     model_config = _STRICT
     op: str
@@ -133,6 +136,7 @@ class StageSpec(BaseModel):
     resources: dict[str, float] = Field(default_factory=dict)
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
     checkpoint_every: int | None = Field(default=None, ge=0)
+    search: SearchSpec | None = None
 
 
 class PipelineSpec(BaseModel):
@@ -238,7 +242,7 @@ def one_line(exc: ValidationError) -> str:
 
 
 def _valid_keys(model_title: str, loc: tuple) -> str:
-    model: type[BaseModel] = {m.__name__: m for m in (PipelineSpec, DataSpec, EnergySpec, StageSpec, SchedulingSpec)}.get(
+    model: type[BaseModel] = {m.__name__: m for m in (PipelineSpec, DataSpec, EnergySpec, StageSpec, SchedulingSpec, SearchSpec, BudgetSpec, DimensionSpec)}.get(
         model_title, PipelineSpec
     )
     for part in loc[:-1]:
@@ -282,7 +286,9 @@ def _check_stages(spec: PipelineSpec) -> None:
                 raise SpecError(f"{at}: the sweep is empty; give at least one value")
             if axis in st.params:
                 raise SpecError(f"{at}: {axis!r} is both in params and in sweep; keep one")
+        check_search(spec, name)
         first_point = {axis: values[0] for axis, values in st.sweep.items()}  # a swept param may be required
+        first_point.update(first_configuration(st.search))  # and so may a searched one
         try:
             sig.validate({**st.params, **first_point}, where=f"{where}.params")
         except SpecError as exc:  # a bad first sweep value is named as a sweep value

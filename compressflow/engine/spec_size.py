@@ -70,7 +70,17 @@ def task_counts(spec: PipelineSpec) -> dict[str, int]:
         for axis, values in st.sweep.items():
             pts = pts.join(_Points([((axis,), Counter((_hashable(v),) for v in values))]), name)
         points[name] = pts
-    return {name: pts.size for name, pts in points.items()}
+    return {name: pts.size * _tasks_per_point(spec, name) for name, pts in points.items()}
+
+
+def _tasks_per_point(spec: PipelineSpec, name: str) -> int:
+    """1, or for a search stage the most tasks one search runs (every trial through every rung)."""
+    from compressflow.engine.search_spec import rungs
+
+    search = spec.stages[name].search
+    if search is None:
+        return 1
+    return search.n_trials() * (len(rungs(search.budget)) if search.budget is not None else 1)
 
 
 class _TooMany(Exception):

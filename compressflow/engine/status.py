@@ -250,7 +250,8 @@ def status_from_rundir(spec: PipelineSpec | str | Path | dict, out: Path | str) 
     from compressflow.engine.graph import expand
     from compressflow.engine.spec import load_spec
 
-    stages = expand(load_spec(spec))
+    spec = load_spec(spec)
+    stages = expand(spec)
     run = RunDir(out)
     _check_rundir(run)
     state = run_state(run.root) if run.root.exists() else RunState(False, None, "")
@@ -260,6 +261,9 @@ def status_from_rundir(spec: PipelineSpec | str | Path | dict, out: Path | str) 
     for stage, nodes in stages.items():
         counts: dict[str, int] = {}
         kwh = 0.0
+        if spec.stages[stage].search is not None:  # its tasks exist once the search asked for them
+            rows.append(_search_status(run, stage))
+            continue
         for node in {n.key: n for n in nodes}.values():  # a stage's identical nodes are one task
             if node.key not in status:
                 status[node.key], energy[node.key] = _task_state(run, node, state, status)
@@ -267,6 +271,24 @@ def status_from_rundir(spec: PipelineSpec | str | Path | dict, out: Path | str) 
             kwh += energy[node.key]
         rows.append(StageStatus.from_counts(stage, counts, kwh))
     return rows
+
+
+def _search_status(run: RunDir, stage: str) -> StageStatus:
+    """A search stage's finished tasks (its trials' rungs) from the records that name it: which
+    trials are still to come only the search knows, so nothing is pending here."""
+    counts: dict[str, int] = {}
+    kwh = 0.0
+    for path in sorted(run.root.glob("records/*.json")) if run.root.exists() else ():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or data.get("stage") != stage or data.get("status") != "ok":
+            continue
+        counts["ran"] = counts.get("ran", 0) + 1
+        value = (data.get("energy") or {}).get("energy_kwh") if isinstance(data.get("energy"), dict) else None
+        kwh += float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
+    return StageStatus.from_counts(stage, counts, kwh)
 
 
 def _check_rundir(run: RunDir) -> None:

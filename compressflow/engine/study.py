@@ -34,7 +34,9 @@ from compressflow.engine.cancel import CancelPlugin
 from compressflow.engine.cluster import connect
 from compressflow.dashboard import install_dashboard, study_event
 from compressflow.engine.events import PROGRESS, STUDY, TASK
-from compressflow.engine.graph import TaskGraph, build_graph, expand
+from compressflow.energy import carbon_intensity
+from compressflow.engine.graph import Node, TaskGraph, build_graph, expand, upstream_keys
+from compressflow.engine.search import Search, searches
 from compressflow.engine.records import LedgerEntry
 from compressflow.engine.resume import plan_resume
 from compressflow.engine.rundir import RunDir
@@ -165,24 +167,31 @@ class Study:
         client.log_event(STUDY, study_event(graph, self.id, out=self.out))
         self.started = time.time()
         self._futures = submit_graph(client, graph, sorted(workers))
+        graph.searches = searches(spec, stages, parallel=len(workers))
+        self._search_of: dict[str, Search] = {}  # task key -> the search it is a trial of
+        self._run = resolved
+        self._intensity = carbon_intensity(spec.energy.country, spec.energy.region)
 
     # -- background: collect every task as it finishes, then write the results ---------------
 
     def _collect(self) -> None:
         try:
             with self._cluster:
-                nodes = self.graph.nodes
-                n = len(self._futures)
                 # the study's own client's loop: as_completed otherwise takes the process's default
                 # client, which may be another study's (closed) one, and then waits forever
                 done = as_completed(list(self._futures.values()), loop=self.client.loop, with_results=True,
                                     raise_errors=False)
+                for search in self.graph.searches:
+                    self._advance(search, search.start(), done)
                 for i, (fut, value) in enumerate(done, 1):
-                    entry = value if isinstance(value, LedgerEntry) else _lost(nodes[fut.key], fut)
+                    entry = value if isinstance(value, LedgerEntry) else _lost(self.graph.nodes[fut.key], fut)
                     with self._lock:
                         self._done[entry.key] = entry
                         self._running.pop(entry.key, None)
-                    log.info("  done %d/%d: %s %s (%s)", i, n, entry.stage, entry.key, entry.status)
+                    log.info("  done %d/%d: %s %s (%s)", i, len(self._futures), entry.stage, entry.key, entry.status)
+                    search = self._search_of.get(entry.key)
+                    if search is not None:
+                        self._advance(search, search.finished(entry, energy=self._energy_of(entry)), done)
                 # release the futures: a re-submission reuses these task keys, and the scheduler would
                 # hand it the results it still holds (e.g. a cancelled task) instead of running it
                 self._futures = {}
@@ -201,6 +210,42 @@ class Study:
             finally:
                 self._finished.set()
 
+    def _advance(self, search: Search, nodes: list[Node], done: as_completed) -> None:
+        """Run a search's next tasks: reuse one finished in an earlier run (and go on with what
+        the search asks next), submit the others."""
+        from compressflow.engine.execute import execute_task  # torch: only once a study runs
+
+        queue = list(nodes)
+        while queue:
+            node = queue.pop(0)
+            with self._lock:
+                self._search_of[node.key] = search
+                self.graph.stages[search.stage] = [t.latest for s in self.graph.searches if s.stage == search.stage
+                                                   for t in s.trials if t.latest is not None]
+            known = self._done.get(node.key) or self.graph.reused.get(node.key)
+            if known is not None:  # the same task again (a configuration proposed twice): shared
+                queue.extend(search.finished(known, energy=self._energy_of(known)))
+                continue
+            if node.key in self._futures:  # running: its end advances every trial waiting on it
+                continue
+            earlier = plan_resume([node], self._run)
+            if node.key in earlier:
+                with self._lock:
+                    self.graph.reused[node.key] = earlier[node.key]
+                queue.extend(search.finished(earlier[node.key], energy=self._energy_of(earlier[node.key])))
+                continue
+            upstream = [self.graph.reused[k] if k in self.graph.reused else self._futures[k]
+                        for k in upstream_keys(node.needs.values())]
+            fut = self.client.submit(execute_task, node, self.spec.data.options(), self._run, *upstream,
+                                     study=self.id, key=node.key, resources=node.resources or None, pure=False)
+            self._futures[node.key] = fut
+            done.add(fut)
+
+    def _energy_of(self, entry: LedgerEntry) -> dict[str, float]:
+        kwh = float(entry.energy.get("energy_kwh", math.nan))
+        return {"energy_kwh": kwh, "co2_g": kwh * self.spec.energy.pue * self._intensity,
+                "duration_s": float(entry.duration_s)}
+
     def _on_task(self, event: tuple[float, dict]) -> None:
         _, msg = event
         if msg.get("study") != self.id:
@@ -217,6 +262,11 @@ class Study:
         with self._lock:
             if msg.get("key") in self._running:
                 self._running[msg["key"]].update(msg)
+            search = self._search_of.get(msg.get("key", ""))
+        if search is not None and isinstance(msg.get("epoch"), int):
+            value = msg.get(search.search.directions()[0][0])
+            if isinstance(value, (int, float)):
+                search.report(msg["key"], msg["epoch"], float(value))
         if self._show:
             log.info("%s", progress_line(event))
 
@@ -292,6 +342,9 @@ class Study:
         with self._lock:
             self._cancelled = list(dict.fromkeys([*self._cancelled, *names]))
             plugin = CancelPlugin(self.id, self._cancelled)
+        for search in self.graph.searches:
+            if search.stage in names:
+                search.stop()  # no new trials; running ones stop at their next epoch
         with contextlib.suppress(Exception):  # the study may end meanwhile and close its client
             self.client.register_plugin(plugin, name=f"compressflow-cancel-{self.id}")
 
@@ -302,6 +355,8 @@ class Study:
             done, running = dict(self._done), set(self._running)
         rows = []
         for stage, nodes in self.graph.stages.items():
+            if self.spec.stages[stage].search is not None:  # every rung of every trial asked so far
+                nodes = [n for search in self.graph.searches if search.stage == stage for n in search.history]
             counts: Counter[str] = Counter()
             kwh = 0.0
             for node in dict.fromkeys(n.key for n in nodes):  # a task shared by two sweep points counts once

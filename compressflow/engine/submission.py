@@ -107,7 +107,8 @@ def check_resources(workers: dict[str, Any], graph: TaskGraph) -> None:
         for name, amount in (w.get("resources") or {}).items():
             offered[name] = max(offered.get(name, 0), amount)
     for stage, nodes in graph.stages.items():
-        for name, amount in nodes[0].resources.items():
+        requested = nodes[0].resources if nodes else graph.spec.stages[stage].resources  # a search: no task yet
+        for name, amount in requested.items():
             if not offered.get(name, 0) >= amount:  # also refuses a NaN request, which no worker can meet
                 raise InputError(
                     f"stages.{stage}.resources.{name}: needs {amount:g} but no worker offers that much "

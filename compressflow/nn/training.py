@@ -130,6 +130,7 @@ def fit(
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
     checkpoint_every: int = 1,
     stateful: Sequence[Stateful] = (),
+    stop_after: int | None = None,
 ) -> History:
     """Train ``model`` in place on ``splits.train``, evaluating on ``splits.val`` every epoch.
 
@@ -167,6 +168,10 @@ def fit(
     stateful : sequence, optional
         Further objects whose ``state_dict()`` belongs to the state (e.g. the loss's own
         random stream).
+    stop_after : int, optional
+        Stop after this epoch of the ``epochs``-epoch schedule (the rates stay those of the
+        full run) and checkpoint it: a search's budget. A state resumed at or past it trains
+        nothing and returns its history.
 
     Returns
     -------
@@ -217,7 +222,8 @@ def fit(
         }
 
     started = time.perf_counter()
-    for epoch in range(first, epochs + 1):
+    last = epochs if stop_after is None else min(epochs, max(stop_after, 0))
+    for epoch in range(first, last + 1):
         model.train()
         t0 = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -253,7 +259,7 @@ def fit(
                 if checkpoint is not None:
                     checkpoint(state(epoch))
                 raise
-        if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
+        if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch in (epochs, last)):
             checkpoint(state(epoch))
     model.eval()
     return hist

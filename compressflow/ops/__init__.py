@@ -14,7 +14,7 @@ An op is a function ``fn(ctx, *, <inputs>, <params>) -> Record`` registered in :
   and its spec-time check ``fn(spec, stage_name)``, run before any task.
 
 The built-in ops (one module per family: ``train``, ``evaluate``, ``distill``, ``blockwise``,
-``craft``, ``prune``, ``represent``, ``bias``, ``wait``) register when :data:`OPS` is first
+``craft``, ``prune``, ``represent``, ``bias``, ``wait``, ``objective``) register when :data:`OPS` is first
 looked up (see :mod:`compressflow.plugins`); importing this package imports neither them nor
 torch, so a spec is checked without it. :class:`OpContext` (torch) is imported on first use.
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 #: the modules whose import registers the built-in ops (imported by :func:`compressflow.plugins.load`)
 FAMILIES = tuple(f"compressflow.ops.{m}" for m in
-                 ("train", "evaluate", "distill", "blockwise", "craft", "prune", "represent", "bias", "wait"))
+                 ("train", "evaluate", "distill", "blockwise", "craft", "prune", "represent", "bias", "wait", "objective"))
 
 
 def __getattr__(name: str) -> Any:

@@ -60,6 +60,13 @@ class OpContext:
         Epochs between the resumable states :meth:`fit` writes (0: none written or read).
         The engine sets it from the spec (default 1); 0 here, so an op called by hand leaves
         no state files behind and never resumes a stale one.
+    budget : int, optional
+        Stop every :meth:`fit` after this epoch of its schedule (a search's rung,
+        :mod:`compressflow.engine.search`): the schedule (rate decay, warm-up) stays that of
+        the full run, the state is saved, and the op goes on to evaluate the model as trained
+        so far. A later task with a larger budget and the same ``state_key`` resumes it.
+    state_key : str
+        Names the resumable state files (default: ``key``); the rungs of one trial share it.
 
     Attributes
     ----------
@@ -80,6 +87,8 @@ class OpContext:
     meter: EnergyMeter | None = None
     should_stop: Callable[[], bool] | None = None
     checkpoint_every: int = 0
+    budget: int | None = None
+    state_key: str = ""
     resumed_from_epoch: int = field(default=0, init=False)
     _fits: int = field(default=0, init=False, repr=False)  # fit() calls so far: names each one's state file
     _energy_before: float = field(default=0.0, init=False, repr=False)  # kWh of earlier attempts (restored states)
@@ -155,7 +164,8 @@ class OpContext:
             Per-epoch loss, accuracies, rates, elapsed time and energy.
         """
         extra = dict(label or {})
-        path = self.artifact_path(f".resume{self._fits}.pt") if self.checkpoint_every > 0 else None
+        path = (RunDir(self.out).artifact(self.state_key or self.key, f".resume{self._fits}.pt")
+                if self.checkpoint_every > 0 else None)
         self._fits += 1
 
         def report(epoch: int, hist: History) -> None:
@@ -164,7 +174,7 @@ class OpContext:
             energy = hist.energy_kwh[-1] if hist.energy_kwh else float("nan")
             self.progress(**extra, epoch=epoch, of=schedule.epochs, loss=hist.train_loss[-1],
                           val_accuracy=hist.val_accuracy[-1], energy_kwh=energy)
-            if epoch < schedule.epochs:
+            if epoch < schedule.epochs and (self.budget is None or epoch < self.budget):
                 self.check_cancelled()  # fit saves this epoch's state before the exception leaves it
 
         def save(state: dict[str, Any]) -> None:
@@ -189,7 +199,8 @@ class OpContext:
                 energy = lambda: before + read()  # noqa: E731
             return fit(net, data, seed=seed, loss_fn=loss_fn, device=self.device, on_epoch=report, energy=energy,
                        resume=state, checkpoint=None if path is None else save,
-                       checkpoint_every=max(1, self.checkpoint_every), stateful=stateful, **schedule.model_dump())
+                       checkpoint_every=max(1, self.checkpoint_every), stateful=stateful, stop_after=self.budget,
+                       **schedule.model_dump())
 
         if resume is not None:
             try:

@@ -9,7 +9,7 @@ families it reports on (:mod:`~compressflow.report.run` for every run,
 
 from __future__ import annotations
 
-from compressflow.report import kd, pruning, run  # noqa: F401  (register the built-in sections)
+from compressflow.report import kd, pruning, run, search  # noqa: F401  (register the built-in sections)
 from compressflow.report.kd import kd_notes, kd_table, plot_kd_pareto
 from compressflow.report.markdown import markdown_table, summary_rows, summary_table
 from compressflow.report.page import markdown_to_html, write_html_report, write_report

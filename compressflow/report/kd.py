@@ -1,6 +1,6 @@
 """The knowledge-distillation part of the report: for every ``kd_comparison`` group (a
-``distill`` temperature grid against stochastic τ), STKD's Table 4 and accuracy vs CO₂ with
-the Pareto front."""
+``distill`` temperature grid against stochastic τ, and any searches over τ beside them),
+STKD's Table 4 and accuracy vs CO₂ with the Pareto front."""
 
 from __future__ import annotations
 
@@ -46,19 +46,20 @@ def kd_table(comparison: xr.Dataset) -> str:
     stochastic run, and the energy ratio. A tie for the best τ is shown in the τ column
     (see :func:`kd_notes`), a single run's std as —."""
     rows = [("loss", "method", "test accuracy (mean ± std)", "best τ (val)", "runs", "GFLOPs", "kWh", "gCO₂",
-             "energy ratio")]
+             "energy vs stochastic")]
     for loss in comparison["loss"].values:
         c = comparison.sel(loss=loss)
         for method in comparison["method"].values:
             m = c.sel({"method": method})
-            tuned = method == "tuned"
+            tuned, stochastic = method == "tuned", method == "stochastic"
+            ratio = float(m.energy_vs_stochastic) if "energy_vs_stochastic" in m else float(c.energy_ratio)
             rows.append((
                 str(loss), str(method),
                 _pm(float(m.accuracy_mean), float(m.accuracy_std)),
-                _best_tau(c) if tuned else "drawn per batch",
+                _best_tau(c) if tuned else "drawn per batch" if stochastic else "searched per seed",
                 str(int(m.n_runs)),
                 f"{float(m.gflops):.4g}", f"{float(m.energy_kwh):.3g}", f"{float(m.co2_g):.3g}",
-                f"{float(c.energy_ratio):.2f}× (grid of {int(c.grid_points)})" if tuned else "1×",
+                f"{ratio:.2f}× (grid of {int(c.grid_points)})" if tuned else "1×" if stochastic else f"{ratio:.2f}×",
             ))
     return markdown_table(rows)
 
@@ -70,6 +71,7 @@ def plot_kd_pareto(tree: xr.DataTree, comparison: xr.Dataset, path: Path) -> Pat
     grid = tree[comparison.attrs["grid_stage"]].to_dataset()
     fig, ax = plt.subplots(figsize=(9.5, 4.8), dpi=120)
     points = []
+    markers = dict(zip([str(m) for m in comparison["method"].values], ["s", "*", "D", "^", "v", "P", "X", "h"]))
     for i, loss in enumerate(comparison["loss"].values):
         color = f"C{i}"
         g = grid.sel(loss=loss) if "loss" in grid.dims else grid
@@ -79,7 +81,7 @@ def plot_kd_pareto(tree: xr.DataTree, comparison: xr.Dataset, path: Path) -> Pat
         ax.scatter(co2, 100 * acc, s=14, color=color, alpha=0.45, label=f"{loss}: one τ (all seeds)")
         points += list(zip(co2.values, 100 * acc.values))
         c = comparison.sel(loss=loss)
-        for method, marker in (("tuned", "s"), ("stochastic", "*")):
+        for method, marker in markers.items():
             m = c.sel({"method": method})
             x, y = float(m.co2_g), 100 * float(m.accuracy_mean)
             std = float(m.accuracy_std)
@@ -93,7 +95,8 @@ def plot_kd_pareto(tree: xr.DataTree, comparison: xr.Dataset, path: Path) -> Pat
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel("CO₂ (g CO₂eq, total over seeds; log scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Grid search over τ vs stochastic τ (STKD Table 4)")
+    ax.set_title("Grid search over τ vs stochastic τ (STKD Table 4)" if len(markers) == 2
+                 else "Grid, early-stopping searches and stochastic τ")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return save_figure(fig, path)

@@ -18,6 +18,7 @@ from compressflow.errors import SpecError
 from compressflow.engine.graph import TaskGraph
 from compressflow.engine.records import LedgerEntry
 from compressflow.registries import SUMMARIES
+from compressflow.results.search import search_dataset
 
 __all__ = ["LEDGER_GROUP", "RECORDED_SUFFIX", "STAGE_LEDGER", "build_results"]
 
@@ -64,7 +65,13 @@ def build_results(graph: TaskGraph, tasks: Mapping[str, LedgerEntry],
         if stage == LEDGER_GROUP:  # the spec refuses it; this guards the ledger if a caller skipped that
             raise SpecError(f"stages.{stage}: the name {stage!r} is taken by the results ledger "
                             f"(/{LEDGER_GROUP}); rename the stage (its finished tasks are reused)")
+        if not nodes:  # a search that has not asked for a trial yet
+            groups[f"/{stage}"] = xr.Dataset(attrs={"op": spec.stages[stage].op})
+            continue
         groups[f"/{stage}"] = _stage_dataset(graph, stage, [tasks[n.key] for n in nodes], ledger)
+        if spec.stages[stage].search is not None:
+            groups[f"/{stage}"] = search_dataset(groups[f"/{stage}"], [s for s in graph.searches if s.stage == stage],
+                                                 ledger)
     for name in SUMMARIES:
         summary = SUMMARIES.get(name)(spec, groups)
         taken = [path for path in summary if path in groups]

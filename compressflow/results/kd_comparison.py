@@ -12,6 +12,12 @@ parameters. Per loss:
   the choice between them is arbitrary.
 * **stochastic** — test accuracy mean ± std over its points, and its own cost.
 * ``energy_ratio`` = grid kWh / stochastic kWh; STKD's claim is ≈ the number of grid points.
+* **searches** — a ``distill`` stage with a ``search:`` over ``temperature`` and otherwise the
+  stochastic stage's parameters adds a method named by its strategy (``successive_halving``,
+  ``asha``, ``tpe``, ...): per sweep point (seed) its best *finished* trial by validation
+  accuracy (pruned trials never win), test accuracy mean ± std over those, and the cost of
+  every task the searches ran, pruned ones included.
+* ``energy_vs_stochastic`` = a method's kWh / the stochastic run's (1 for stochastic itself).
 
 The sample standard deviation of a single run is undefined: ``accuracy_std`` is NaN there
 (the report shows —), never 0.
@@ -29,7 +35,7 @@ from compressflow.registries import SUMMARIES
 if TYPE_CHECKING:
     from compressflow.engine.spec import PipelineSpec
 
-__all__ = ["kd_comparison", "pair_grid_stages", "select_temperature", "tied_temperatures"]
+__all__ = ["best_trials", "kd_comparison", "pair_grid_stages", "search_stages", "select_temperature", "tied_temperatures"]
 
 COST_VARS = {"train_flops": "gflops", "energy_kwh": "energy_kwh", "co2_g": "co2_g", "duration_s": "duration_s"}
 
@@ -87,44 +93,77 @@ def kd_comparison(spec: PipelineSpec, groups: dict[str, xr.Dataset]) -> dict[str
     for grid_name, stoch_name in pairs:
         if any("val_accuracy" not in groups[f"/{name}"] for name in (grid_name, stoch_name)):
             continue
-        ds = _compare(spec, groups[f"/{grid_name}"], groups[f"/{stoch_name}"], grid_name, stoch_name)
+        searched = {n: groups[f"/{n}"] for n in search_stages(spec, stoch_name)
+                    if "val_accuracy" in groups.get(f"/{n}", xr.Dataset())}
+        ds = _compare(spec, groups[f"/{grid_name}"], groups[f"/{stoch_name}"], grid_name, stoch_name, searched)
         out["/kd_comparison" if len(pairs) == 1 else f"/kd_comparison_{stoch_name}"] = ds
     return out
 
 
-def _compare(spec: PipelineSpec, grid: xr.Dataset, stoch: xr.Dataset, grid_name: str, stoch_name: str) -> xr.Dataset:
+def search_stages(spec: PipelineSpec, stoch_name: str) -> list[str]:
+    """The ``distill`` stages that search ``temperature`` with the stochastic stage's teacher,
+    other parameters and sweep axes."""
+    st = spec.stages[stoch_name]
+    params = {k: v for k, v in st.params.items() if k != "temperature"}
+    def budgeted(o) -> dict:  # a budget sets its resource (epochs) to its max
+        b = o.search.budget
+        return {**o.params, **({b.resource: b.max} if b is not None else {})}
+
+    return [name for name, o in spec.stages.items()
+            if o.op == "distill" and o.search is not None and "temperature" in o.search.space
+            and o.needs == st.needs and budgeted(o) == params and o.sweep.keys() == st.sweep.keys()]
+
+
+def best_trials(ds: xr.Dataset) -> xr.DataArray:
+    """Test accuracy of each search's best finished trial by validation accuracy (one per
+    point of the other axes; NaN where no trial finished)."""
+    val = ds["val_accuracy"].where(ds["status"] == "ok")
+    pick = val.fillna(-np.inf).argmax("trial")
+    return ds["accuracy"].isel(trial=pick).where(val.max("trial").notnull())
+
+
+def _compare(spec: PipelineSpec, grid: xr.Dataset, stoch: xr.Dataset, grid_name: str, stoch_name: str,
+             searched: dict[str, xr.Dataset] | None = None) -> xr.Dataset:
     losses = _losses(spec, grid_name, grid)
+    searched = searched or {}
+    strategies = [spec.stages[n].search.strategy for n in searched]  # type: ignore[union-attr]
+    methods = ["tuned", "stochastic", *(strategies if len(set(strategies)) == len(strategies) else searched)]
     rows = []
     for loss in losses:
         g = grid.sel(loss=loss) if "loss" in grid.dims else grid
         s = stoch.sel(loss=loss) if "loss" in stoch.dims else stoch
+        found = [ds.sel(loss=loss) if "loss" in ds.dims else ds for ds in searched.values()]
         best, tuned_acc = select_temperature(g)
         tied = tied_temperatures(g)
+        accs = [tuned_acc, s["accuracy"], *(best_trials(f) for f in found)]
+        costs = [g, s, *found]
+        stoch_kwh = _total(s, "energy_kwh")
         rows.append(
             xr.Dataset(
                 {
-                    "accuracy_mean": ("method", [_mean(tuned_acc), _mean(s["accuracy"])]),
-                    "accuracy_std": ("method", [_std(tuned_acc), _std(s["accuracy"])]),
-                    "n_runs": ("method", [_count(tuned_acc), _count(s["accuracy"])]),
-                    **{out: ("method", [_total(g, var), _total(s, var)]) for var, out in COST_VARS.items()},
+                    "accuracy_mean": ("method", [_mean(a) for a in accs]),
+                    "accuracy_std": ("method", [_std(a) for a in accs]),
+                    "n_runs": ("method", [_count(a) for a in accs]),
+                    **{out: ("method", [_total(c, var) for c in costs]) for var, out in COST_VARS.items()},
+                    "energy_vs_stochastic": ("method", [_total(c, "energy_kwh") / stoch_kwh for c in costs]),
                     "best_temperature": best,
                     "tied": len(tied),
                     "tied_temperatures": ", ".join(f"{t:g}" for t in tied),
-                    "energy_ratio": _total(g, "energy_kwh") / _total(s, "energy_kwh"),
+                    "energy_ratio": _total(g, "energy_kwh") / stoch_kwh,
                     "grid_points": g.sizes["temperature"],
                 },
-                coords={"method": ["tuned", "stochastic"]},
+                coords={"method": methods},
             ).expand_dims(loss=[loss])
         )
     ds = xr.concat(rows, dim="loss")
     ds["gflops"] = ds["gflops"] / 1e9
     units = {"accuracy_mean": "1", "accuracy_std": "1", "n_runs": "count", "gflops": "GFLOP (training, all runs)",
              "energy_kwh": "kWh (all runs)", "co2_g": "g CO2eq (all runs)", "duration_s": "s (sum of task durations)",
-             "best_temperature": "1", "energy_ratio": "1", "grid_points": "count",
+             "best_temperature": "1", "energy_ratio": "1", "grid_points": "count", "energy_vs_stochastic": "1",
              "tied": "count (τ sharing the best validation accuracy; 1 = no tie)"}
     for name, unit in units.items():
         ds[name].attrs["units"] = unit
-    ds.attrs.update({"grid_stage": grid_name, "stochastic_stage": stoch_name,
+    ds.attrs.update({"grid_stage": grid_name, "stochastic_stage": stoch_name, "search_stages": list(searched),
                      "selection": "best mean validation accuracy over seeds (test split never used)"})
     return ds
 
@@ -156,4 +195,6 @@ def _count(da: xr.DataArray) -> int:
 
 
 def _total(ds: xr.Dataset, var: str) -> float:
+    if f"search_{var}" in ds.attrs:  # a search: each task once, however many trials shared it
+        return float(ds.attrs[f"search_{var}"])
     return float(_finite(ds[var]).sum())

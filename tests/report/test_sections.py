@@ -22,7 +22,7 @@ def names(tree) -> list[str]:
 def test_train_only_run_has_no_pruning_or_kd_section(tmp_path):
     tree = results_tree("teacher")
     assert ops_present(tree) == {"train"}
-    assert names(tree) == ["stages_section", "run_plots_section"]
+    assert names(tree) == ["stages_section", "search_section", "run_plots_section"]
     text = write_report(tree, tmp_path).read_text()
     assert re.findall(r"^## .*", text, flags=re.M) == ["## Stages"]
     assert not list((tmp_path / "report").glob("*sparsity*"))
@@ -30,7 +30,7 @@ def test_train_only_run_has_no_pruning_or_kd_section(tmp_path):
 
 def test_prune_stage_brings_the_pruning_section(tmp_path):
     tree = results_tree("teacher", "pruned")
-    assert names(tree) == ["stages_section", "pruning_section", "run_plots_section"]
+    assert names(tree) == ["stages_section", "search_section", "pruning_section", "run_plots_section"]
     text = pruning_section(tree, tmp_path)
     acc = tree["pruned"]["accuracy"].sel({"method": "random", "sparsity": 0.5})
     assert text.startswith("## pruned: accuracy vs sparsity\n\n| method | 25 % | 50 % |")

@@ -72,3 +72,46 @@ def test_std_over_seeds_is_the_sample_std():
 
     assert _std(xr.DataArray([0.90, 0.94])) == np.std([0.90, 0.94], ddof=1)
     assert np.isnan(_std(xr.DataArray([0.90, np.nan])))  # one finite run left
+
+
+def test_a_search_over_tau_gets_its_own_row_best_finished_trial_by_val_and_all_its_cost():
+    """Per seed the search's best *finished* trial by validation accuracy (a pruned trial with
+    a higher value at its rung never wins), test accuracy mean ± std over seeds, and the cost of
+    every trial, pruned ones included, relative to the stochastic run's."""
+    from compressflow import load_spec
+    from compressflow.report import kd_table
+    from compressflow.results.kd_comparison import kd_comparison
+
+    student = {"model": "mobilenet_v2", "width": 0.25}
+    spec = load_spec({"name": "t", "stages": {
+        "teacher": {"op": "train", "params": {"epochs": 10}},
+        "grid": {"op": "distill", "needs": {"teacher": "teacher"}, "params": {**student, "epochs": 10},
+                 "sweep": {"temperature": [2, 4, 8], "seed": [0, 1]}},
+        "stoch": {"op": "distill", "needs": {"teacher": "teacher"}, "sweep": {"seed": [0, 1]},
+                  "params": {**student, "epochs": 10, "temperature": {"stochastic": [2, 8]}}},
+        "sh": {"op": "distill", "needs": {"teacher": "teacher"}, "params": student, "sweep": {"seed": [0, 1]},
+               "search": {"strategy": "successive_halving", "space": {"temperature": {"choices": [2, 4, 8]}},
+                          "budget": {"min": 2, "max": 10}, "trials": 3}}}})
+    cost = {"train_flops": 1e9, "energy_kwh": 1e-4, "co2_g": 0.05, "duration_s": 10.0}
+    grid = xr.Dataset({"val_accuracy": (("temperature", "seed"), np.full((3, 2), 0.8)),
+                       "accuracy": (("temperature", "seed"), np.full((3, 2), 0.7)),
+                       **{k: (("temperature", "seed"), np.full((3, 2), v)) for k, v in cost.items()}},
+                      coords={"temperature": [2, 4, 8], "seed": [0, 1]})
+    stoch = xr.Dataset({"val_accuracy": ("seed", [0.8, 0.8]), "accuracy": ("seed", [0.75, 0.75]),
+                        **{k: ("seed", [v, v]) for k, v in cost.items()}}, coords={"seed": [0, 1]})
+    status = [["pruned", "ok", "pruned"], ["ok", "pruned", "failed"]]
+    val = [[0.99, 0.90, 0.50], [0.85, 0.95, np.nan]]  # seed 0: the pruned 0.99 must not win
+    test = [[0.10, 0.80, 0.20], [0.90, 0.30, np.nan]]
+    energy = [[1e-5, 5e-5, 1e-5], [5e-5, 1e-5, 2e-6]]
+    sh = xr.Dataset({"status": (("seed", "trial"), status), "val_accuracy": (("seed", "trial"), val),
+                     "accuracy": (("seed", "trial"), test), "energy_kwh": (("seed", "trial"), energy),
+                     **{k: (("seed", "trial"), np.ones((2, 3))) for k in ("train_flops", "co2_g", "duration_s")}},
+                    coords={"seed": [0, 1], "trial": [0, 1, 2]})
+    comp = kd_comparison(spec, {"/teacher": xr.Dataset(), "/grid": grid, "/stoch": stoch, "/sh": sh})["/kd_comparison"]
+    assert comp.method.values.tolist() == ["tuned", "stochastic", "successive_halving"]
+    row = comp.sel({"loss": "hkd", "method": "successive_halving"})
+    assert float(row.accuracy_mean) == np.mean([0.80, 0.90]) and float(row.accuracy_std) == np.std([0.8, 0.9], ddof=1)
+    assert float(row.energy_kwh) == sum(map(sum, energy))  # pruned and failed trials' energy included
+    assert float(row.energy_vs_stochastic) == sum(map(sum, energy)) / 2e-4
+    assert float(comp.sel({"loss": "hkd", "method": "tuned"}).energy_vs_stochastic) == 3.0
+    assert "| hkd | successive_halving | 85.00 ± 7.07 % | searched per seed | 2 |" in kd_table(comp)

@@ -44,6 +44,7 @@ EVERY_OP = {
         "bias": {"op": "bias", "needs": {"model": "pruned", "original": "teacher"}},
         "pies": {"op": "pie", "needs": {"models": "bias"}, "params": {"over": "sparsity"}},
         "idle": {"op": "wait"},
+        "synthetic": {"op": "objective", "params": {"epochs": 1, "x": 0.7}},
     },
 }
 ALL_PARAMS = sorted({p for op in OPS for p in stage_signature(op).params})

@@ -1,0 +1,237 @@
+"""The ``search:`` block of a stage: which configurations of the op's parameters to try and how
+(:mod:`compressflow.engine.search` runs it). Validated with the rest of the spec, before any task
+runs; every problem is one :class:`~compressflow.errors.SpecError` line naming the field.
+
+.. code-block:: yaml
+
+    search:
+      strategy: asha                 # grid | random | tpe | successive_halving | asha | hyperband | nsga2
+      space:
+        temperature: {low: 2, high: 20}            # integers (both ends whole numbers)
+        lr: {low: 0.01, high: 0.3, log: true}     # floats, log-uniform
+        loss: {choices: [hkd, dml]}
+      metric: val_accuracy           # never a test metric
+      mode: max
+      budget: {resource: epochs, min: 2, max: 30, reduction_factor: 3}
+      trials: 12
+      seed: 0
+
+Multi-objective searches give ``objectives: [val_accuracy:max, co2_g:min]`` instead of
+``metric``/``mode`` (strategies grid, random, tpe, nsga2)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from compressflow.errors import SpecError
+from compressflow.ops.signature import Seed, field_path, shown, stage_signature
+
+if TYPE_CHECKING:
+    from compressflow.engine.spec import PipelineSpec
+
+__all__ = ["BudgetSpec", "DimensionSpec", "LEDGER_OBJECTIVES", "MULTI_FIDELITY", "MAX_TRIALS", "SearchSpec",
+           "STRATEGIES", "check_search", "first_configuration", "rungs"]
+
+STRATEGIES = ("grid", "random", "tpe", "successive_halving", "asha", "hyperband", "nsga2")
+#: strategies that stop poor trials early at budget rungs (they need ``budget``)
+MULTI_FIDELITY = ("successive_halving", "asha", "hyperband")
+#: objectives read from a trial's energy ledger rather than its record's metrics
+LEDGER_OBJECTIVES = ("energy_kwh", "co2_g", "duration_s")
+#: the most trials one search may run (each is at least one task)
+MAX_TRIALS = 1000
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+_TEST_METRIC = "a test-split metric; a search picks on the validation split (e.g. val_accuracy), never the test split"
+
+
+class DimensionSpec(BaseModel):
+    """One searched parameter: ``choices``, or a range ``low``..``high`` (integers when both
+    ends are whole numbers, else floats; ``log`` samples log-uniformly)."""
+
+    model_config = _STRICT
+    choices: list[Any] | None = Field(default=None, min_length=1, max_length=1000)
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> DimensionSpec:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("give either choices or low/high (with log), not both")
+            for c in self.choices:
+                if not (c is None or isinstance(c, (bool, int, float, str))):
+                    raise ValueError(f"choice {shown(c)} is not a number, string, boolean or null")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give choices: [...] or both low and high")
+        if not self.low < self.high:
+            raise ValueError(f"low {self.low!r} must be below high {self.high!r}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0 (got {self.low!r})")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        return isinstance(self.low, int) and isinstance(self.high, int) and self.choices is None
+
+    def grid(self) -> list[Any] | None:
+        """Every value, for the grid strategy (None for a float range: it has no grid)."""
+        if self.choices is not None:
+            return list(self.choices)
+        if self.integer:
+            assert isinstance(self.low, int) and isinstance(self.high, int)
+            return list(range(self.low, self.high + 1))
+        return None
+
+
+class BudgetSpec(BaseModel):
+    """The resource a multi-fidelity search hands out: a trial trains ``min`` epochs first
+    and, if it ranks well, is promoted to ``min·η``, ``min·η²``, … up to ``max``
+    (η = ``reduction_factor``), resuming from its checkpoint each time."""
+
+    model_config = _STRICT
+    resource: str = "epochs"
+    min: int = Field(ge=1)
+    max: int = Field(ge=1, le=100_000)
+    reduction_factor: int = Field(default=3, ge=2, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BudgetSpec:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} must not exceed max {self.max}")
+        return self
+
+
+class SearchSpec(BaseModel):
+    """A stage's search (module docstring)."""
+
+    model_config = _STRICT
+    strategy: Literal["grid", "random", "tpe", "successive_halving", "asha", "hyperband", "nsga2"]
+    space: dict[str, DimensionSpec] = Field(min_length=1)
+    metric: str = "val_accuracy"
+    mode: Literal["max", "min"] = "max"
+    objectives: list[str] | None = Field(default=None, min_length=2, max_length=4)
+    budget: BudgetSpec | None = None
+    trials: int | None = Field(default=None, ge=1, le=MAX_TRIALS)
+    seed: Seed = 0
+
+    @field_validator("metric")
+    @classmethod
+    def _validation_metric(cls, v: str) -> str:
+        if _is_test_metric(v):
+            raise ValueError(f"{v!r} is {_TEST_METRIC}")
+        return v
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[str] | None) -> list[str] | None:
+        for item in v or ():
+            name, _, mode = item.rpartition(":")
+            if not name or mode not in ("max", "min"):
+                raise ValueError(f"objective {item!r} must be 'name:max' or 'name:min' (e.g. val_accuracy:max)")
+            if _is_test_metric(name):
+                raise ValueError(f"objective {name!r} is {_TEST_METRIC}")
+        if v is not None and len({o.rpartition(':')[0] for o in v}) != len(v):
+            raise ValueError(f"objectives {v!r} name a metric twice")
+        return v
+
+    def directions(self) -> list[tuple[str, str]]:
+        """``[(metric, "max" | "min"), ...]``: the objectives, or the one metric."""
+        if self.objectives is None:
+            return [(self.metric, self.mode)]
+        return [tuple(o.rsplit(":", 1)) for o in self.objectives]  # type: ignore[misc]
+
+    def n_trials(self) -> int:
+        """Trials to run: ``trials``, or for the grid strategy the size of the grid."""
+        if self.trials is not None:
+            return self.trials
+        return math.prod(len(d.grid() or ()) for d in self.space.values())
+
+
+def rungs(budget: BudgetSpec) -> list[int]:
+    """The budgets a trial may be promoted through: ``min·η^k`` below ``max``, then ``max``.
+
+    >>> rungs(BudgetSpec(min=2, max=30, reduction_factor=3))
+    [2, 6, 18, 30]
+    """
+    out, r = [], budget.min
+    while r < budget.max:
+        out.append(r)
+        r *= budget.reduction_factor
+    return [*out, budget.max]
+
+
+def _is_test_metric(name: str) -> bool:
+    return name in ("accuracy", "test_accuracy") or name.startswith("test_")
+
+
+def check_search(spec: PipelineSpec, name: str) -> None:
+    """The checks of ``stages.<name>.search`` that need the op and the other stages."""
+    st = spec.stages[name]
+    search = st.search
+    if search is None:
+        return
+    where = f"stages.{name}.search"
+    sig = stage_signature(st.op)
+    for param in search.space:
+        at = field_path(f"{where}.space", param)
+        if param not in sig.params:
+            raise SpecError(f"{at}: op {st.op!r} has no parameter {shown(param)}; valid: {', '.join(sig.params)}")
+        if param in st.params or param in st.sweep:
+            raise SpecError(f"{at}: {param!r} is also in {'params' if param in st.params else 'sweep'}; keep one")
+    multi = search.objectives is not None
+    if multi and search.strategy in MULTI_FIDELITY:
+        raise SpecError(f"{where}.objectives: strategy {search.strategy!r} stops trials on one metric; for several "
+                        f"objectives use one of grid, random, tpe, nsga2")
+    if search.strategy == "nsga2" and not multi:
+        raise SpecError(f"{where}.strategy: 'nsga2' is a multi-objective strategy; give objectives: "
+                        f"[val_accuracy:max, co2_g:min] or use tpe")
+    if search.strategy in MULTI_FIDELITY and search.budget is None:
+        raise SpecError(f"{where}.budget: strategy {search.strategy!r} needs a budget, e.g. "
+                        f"budget: {{resource: epochs, min: 2, max: 30, reduction_factor: 3}}")
+    if search.budget is not None:
+        resource = search.budget.resource
+        at = f"{where}.budget.resource"
+        if resource not in sig.params:
+            raise SpecError(f"{at}: op {st.op!r} has no parameter {shown(resource)}; valid: {', '.join(sig.params)}")
+        if resource in search.space or resource in st.sweep or resource in st.params:
+            raise SpecError(f"{at}: {resource!r} is set by the budget; remove it from space, sweep and params")
+    if search.strategy == "grid":
+        for param, dim in search.space.items():
+            if dim.grid() is None:
+                raise SpecError(f"{field_path(f'{where}.space', param)}: a float range has no grid; give choices: "
+                                f"[...] or an integer range, or use random or tpe")
+    elif search.trials is None:
+        raise SpecError(f"{where}.trials: strategy {search.strategy!r} needs trials: N (how many configurations)")
+    if search.n_trials() > MAX_TRIALS:
+        raise SpecError(f"{where}.space: the grid has {search.n_trials():,} points, more than {MAX_TRIALS:,}; give "
+                        f"fewer choices or trials: N with random or tpe")
+    for metric, _ in search.directions():
+        if metric in LEDGER_OBJECTIVES:
+            continue
+        if not metric.replace("_", "").isalnum():
+            raise SpecError(f"{where}.metric: {metric!r} is not a metric name")
+    needed_by = [other for other, o in spec.stages.items() if name in o.needs.values()]
+    if needed_by:
+        raise SpecError(f"stages.{needed_by[0]}.needs: stage {name!r} is a search; no stage can take its output "
+                        f"(yet); run the best configuration it reports as a stage of its own")
+    # every end of every dimension must be valid for the op (e.g. within a parameter's bounds)
+    base = {**st.params, **{a: v[0] for a, v in st.sweep.items()}, **first_configuration(search)}
+    for param, dim in search.space.items():
+        for value in dim.choices if dim.choices is not None else (dim.low, dim.high):
+            sig.validate({**base, param: value}, where=f"{where}.space")
+
+
+def first_configuration(search: SearchSpec | None) -> dict[str, Any]:
+    """One configuration of ``search`` (the first choice or low end of every dimension, the
+    full budget): what the spec check validates a stage's parameters with."""
+    if search is None:
+        return {}
+    first = {p: (d.choices[0] if d.choices is not None else d.low) for p, d in search.space.items()}
+    if search.budget is not None:
+        first[search.budget.resource] = search.budget.max
+    return first

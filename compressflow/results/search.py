@@ -1,0 +1,88 @@
+"""A search stage's results group (:mod:`compressflow.engine.search`): dim ``trial`` (beside the
+stage's sweep axes) with every searched parameter, the metric at every rung, the trial's
+``status`` (``ok``, ``pruned``, ``failed``, ``cancelled``; ``running``/``pending`` while it
+runs) and the energy and CO₂ of all its tasks (what that trial cost; a task two trials share —
+the sampler proposed one configuration twice — is in both, so the attrs ``search_energy_kwh``,
+``search_co2_g``, ... give the search's total with each task once); the best trial in the
+attrs, and for several objectives the Pareto set (``pareto``)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+
+if TYPE_CHECKING:
+    from compressflow.engine.search import Search, Trial
+
+__all__ = ["search_dataset"]
+
+_SUMMED = ("energy_kwh", "facility_kwh", "co2_g", "duration_s")
+
+
+def search_dataset(ds: xr.Dataset, found: list[Search], ledger: xr.Dataset) -> xr.Dataset:
+    """``ds`` (the stage's group, one point per trial's latest task) with the search's
+    per-trial variables and summary attrs added."""
+    if not found:
+        return ds
+    spec = found[0].search
+    metric = spec.directions()[0][0]
+    budgets = sorted({r for s in found for t in s.trials for r in t.rungs})
+    per_trial = [_trial_dataset(s, t, ledger, metric, budgets, set(map(str, ds.data_vars)))
+                 for s in found for t in s.trials if t.latest is not None]
+    known = set(ledger["task"].values.tolist())
+    unique = sorted({n.key for s in found for t in s.trials for n in t.nodes} & known)
+    totals = {f"search_{name}": float(np.nansum(ledger[name].sel(task=unique).values.astype(float)))
+              for name in _SUMMED if name in ledger}  # each task once, however many trials shared it
+    if per_trial:
+        extra = xr.merge(per_trial, join="outer", compat="no_conflicts", combine_attrs="drop")
+        if "pareto" in extra:  # the outer merge made it float; a trial without a point is not in the set
+            extra["pareto"] = extra["pareto"].fillna(0).astype(bool)
+        for name in extra.data_vars:
+            ds[name] = extra[name]
+        for name in _SUMMED:
+            if name in ds and name in ledger:
+                ds[name].attrs.update(ledger[name].attrs)
+    best = [_best(s) for s in found]
+    ds.attrs.update({
+        "search_strategy": spec.strategy,
+        "search_objectives": json.dumps(spec.directions()),
+        "search_space": json.dumps({k: v.model_dump(exclude_none=True) for k, v in spec.space.items()}),
+        "search_budget": json.dumps(spec.budget.model_dump() if spec.budget is not None else None),
+        "search_trials": int(sum(len(s.trials) for s in found)),
+        "best": json.dumps([b for b in best if b is not None]),
+        **(totals if per_trial else {}),
+    })
+    return ds
+
+
+def _trial_dataset(search: Search, t: Trial, ledger: xr.Dataset, metric: str, budgets: list[int],
+                   taken: set[str]) -> xr.Dataset:
+    known = set(ledger["task"].values.tolist())
+    keys = list(dict.fromkeys(n.key for n in t.nodes if n.key in known))
+    rows = ledger.sel(task=keys)
+    values: dict[str, Any] = {"status": t.status}
+    for name in _SUMMED:
+        if name in rows:
+            total = rows[name].values.astype(float)
+            values[name] = float(np.nansum(total)) if np.isfinite(total).any() else (0.0 if not keys else np.nan)
+    for name, value in t.params.items():  # a parameter named like a recorded variable keeps both
+        values[name if name not in taken else f"param_{name}"] = value
+    if t.rungs:
+        values["budget"] = max(t.rungs)  # the resource (epochs) it was given in the end
+    data: dict[str, Any] = {k: ((), v) for k, v in values.items()}
+    if budgets:
+        data[f"{metric}_by_rung"] = (("rung",), [t.rungs.get(b, np.nan) for b in budgets])
+    if len(search.search.directions()) > 1:
+        data["pareto"] = ((), any(p is t for p in search.pareto()))
+    ds = xr.Dataset(data, coords={"rung": budgets} if budgets else None)
+    return ds.expand_dims({axis: [value] for axis, value in t.point.items()})
+
+
+def _best(search: Search) -> dict[str, Any] | None:
+    best = search.best()
+    if best is None:
+        return None
+    return {"point": best.point, "params": best.params, "value": best.values[0] if best.values else None}
