@@ -227,10 +227,9 @@ class Search:
         for name, kwh in energy.items():
             t.energy[name] = t.energy.get(name, 0.0) + kwh
         if not entry.ok:
-            t.status = "cancelled" if entry.status == "cancelled" else "failed"
-            self._tell_failed(t)
+            self._tell_failed(t, "cancelled" if entry.status == "cancelled" else "failed")
             return self._refill()
-        value = self._metric(entry, t)
+        value = self._value(entry, t, self.search.directions()[0][0])
         budget = node.budget or (self.search.budget.max if self.search.budget else None)
         if budget is not None:
             t.rungs[budget] = value
@@ -244,10 +243,6 @@ class Search:
 
     # -- the strategies' next steps --------------------------------------------------------------
 
-    def _metric(self, entry: LedgerEntry, t: Trial) -> float:
-        name = self.search.directions()[0][0]
-        return self._value(entry, t, name)
-
     def _value(self, entry: LedgerEntry, t: Trial, name: str) -> float:
         if name in LEDGER_OBJECTIVES:
             return float(t.energy.get(name, math.nan))
@@ -257,19 +252,18 @@ class Search:
         return float(metrics[name])
 
     def _tell(self, t: Trial, values: list[float]) -> None:
-        import optuna
-
         if any(not math.isfinite(v) for v in values):
-            t.status = "failed"
-            self.study.tell(self._optuna[t.number], state=optuna.trial.TrialState.FAIL)
+            self._tell_failed(t)
             return
         t.values = values
         t.status = "ok"
         self.study.tell(self._optuna[t.number], values if len(values) > 1 else values[0])
 
-    def _tell_failed(self, t: Trial) -> None:
+    def _tell_failed(self, t: Trial, status: str = "failed") -> None:
+        """End ``t`` as ``status`` (failed or cancelled): Optuna records it as a failed trial."""
         import optuna
 
+        t.status = status
         self.study.tell(self._optuna[t.number], state=optuna.trial.TrialState.FAIL)
 
     def _prune(self, t: Trial) -> None:
@@ -305,8 +299,7 @@ class Search:
         elif not self._stopped:
             return [self.node(t, self._next_rung(budget))]
         else:
-            t.status = "cancelled"
-            self._tell_failed(t)
+            self._tell_failed(t, "cancelled")
         return self._refill()
 
     def _next_rung(self, budget: int) -> int:
@@ -335,8 +328,7 @@ class Search:
             self._prune(x)
         if self._stopped:
             for x in ranked[:keep]:
-                x.status = "cancelled"
-                self._tell_failed(x)
+                self._tell_failed(x, "cancelled")
             return []
         return [self.node(x, self._next_rung(rung)) for x in sorted(ranked[:keep], key=lambda x: x.number)]
 
