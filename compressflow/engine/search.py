@@ -25,7 +25,11 @@ A trial at a rung is a task whose ``budget`` stops its training after that epoch
 resumable state; its promotion is a task with the next budget that resumes that state, so no
 epoch is trained twice. A pruned trial's tasks, and their energy, stay in the ledger. The
 per-epoch validation accuracies the tasks publish (``compressflow-progress``) are reported to
-Optuna (``trial.report``) as they arrive."""
+Optuna (``trial.report``) as they arrive.
+
+The early-stopping strategies' configurations come from their ``sampler``: Optuna's
+``RandomSampler`` (default), ``TPESampler``, or ``grid`` (every point of the space in order,
+as enqueued trials: the configurations of a grid search, each stopped early or not)."""
 
 from __future__ import annotations
 
@@ -99,7 +103,7 @@ class Search:
             directions=["maximize" if mode == "max" else "minimize" for _, mode in self.search.directions()],
             sampler=self._sampler(), pruner=self._pruner())
         self._n = self.search.n_trials()
-        if self.search.strategy == "grid":
+        if self.search.proposer() == "grid":
             # every point in order, as enqueued trials: Optuna's GridSampler stops the study once
             # the grid is exhausted, which raises outside study.optimize()
             for values in itertools.product(*(d.grid() or () for d in self.search.space.values())):
@@ -110,10 +114,10 @@ class Search:
     def _sampler(self) -> Any:
         import optuna
 
-        s = self.search
-        if s.strategy == "tpe":
+        proposer = self.search.proposer()
+        if proposer == "tpe":
             return optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=min(10, max(2, self._n_startup())))
-        if s.strategy == "nsga2":
+        if proposer == "nsga2":
             return optuna.samplers.NSGAIISampler(seed=self.seed, population_size=max(2, min(50, 2 * self.parallel)))
         return optuna.samplers.RandomSampler(seed=self.seed)
 

@@ -16,6 +16,11 @@ runs; every problem is one :class:`~compressflow.errors.SpecError` line naming t
       trials: 12
       seed: 0
 
+The early-stopping strategies (successive_halving, asha, hyperband) take ``sampler: random``
+(the default), ``tpe`` or ``grid`` — which configurations their trials are; ``grid`` makes every
+point of the space one trial, in order (``trials`` then defaults to the grid's size), so an
+early-stopping search covers exactly a grid search's configurations.
+
 Multi-objective searches give ``objectives: [val_accuracy:max, co2_g:min]`` instead of
 ``metric``/``mode`` (strategies grid, random, tpe, nsga2)."""
 
@@ -117,6 +122,7 @@ class SearchSpec(BaseModel):
     objectives: list[str] | None = Field(default=None, min_length=2, max_length=4)
     budget: BudgetSpec | None = None
     trials: int | None = Field(default=None, ge=1, le=MAX_TRIALS)
+    sampler: Literal["random", "tpe", "grid"] | None = None
     seed: Seed = 0
 
     @field_validator("metric")
@@ -145,8 +151,15 @@ class SearchSpec(BaseModel):
             return [(self.metric, self.mode)]
         return [tuple(o.rsplit(":", 1)) for o in self.objectives]  # type: ignore[misc]
 
+    def proposer(self) -> str:
+        """What proposes the configurations: ``grid``, ``random``, ``tpe`` or ``nsga2`` (the
+        strategy itself, or an early-stopping strategy's ``sampler``, random by default)."""
+        if self.strategy in MULTI_FIDELITY:
+            return self.sampler or "random"
+        return self.strategy
+
     def n_trials(self) -> int:
-        """Trials to run: ``trials``, or for the grid strategy the size of the grid."""
+        """Trials to run: ``trials``, or for a grid the size of the grid."""
         if self.trials is not None:
             return self.trials
         return math.prod(len(d.grid() or ()) for d in self.space.values())
@@ -200,7 +213,13 @@ def check_search(spec: PipelineSpec, name: str) -> None:
             raise SpecError(f"{at}: op {st.op!r} has no parameter {shown(resource)}; valid: {', '.join(sig.params)}")
         if resource in search.space or resource in st.sweep or resource in st.params:
             raise SpecError(f"{at}: {resource!r} is set by the budget; remove it from space, sweep and params")
-    if search.strategy == "grid":
+    if search.sampler is not None and search.strategy not in MULTI_FIDELITY:
+        raise SpecError(f"{where}.sampler: strategy {search.strategy!r} is its own sampler; sampler is for "
+                        f"{', '.join(MULTI_FIDELITY)} (random, tpe or grid); remove it")
+    if search.strategy == "successive_halving" and search.sampler == "tpe":
+        raise SpecError(f"{where}.sampler: successive_halving asks every trial before any has finished, so 'tpe' "
+                        f"has nothing to learn from; use random or grid, or strategy asha or hyperband")
+    if search.proposer() == "grid":
         for param, dim in search.space.items():
             if dim.grid() is None:
                 raise SpecError(f"{field_path(f'{where}.space', param)}: a float range has no grid; give choices: "

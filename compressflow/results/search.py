@@ -48,6 +48,7 @@ def search_dataset(ds: xr.Dataset, found: list[Search], ledger: xr.Dataset) -> x
     best = [_best(s) for s in found]
     ds.attrs.update({
         "search_strategy": spec.strategy,
+        "search_sampler": spec.proposer(),
         "search_objectives": json.dumps(spec.directions()),
         "search_space": json.dumps({k: v.model_dump(exclude_none=True) for k, v in spec.space.items()}),
         "search_budget": json.dumps(spec.budget.model_dump() if spec.budget is not None else None),

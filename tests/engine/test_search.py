@@ -91,6 +91,34 @@ def test_successive_halving_promotes_the_top_third_and_never_repeats_an_epoch():
     assert winner.energy["energy_kwh"] == pytest.approx(1e-3 * (1 + 3 + 9))  # its three tasks' energy
 
 
+@pytest.mark.parametrize("strategy", ["successive_halving", "asha", "hyperband"])
+def test_early_stopping_over_a_grid_tries_every_point_once(strategy):
+    """``sampler: grid``: the trials are exactly a grid search's configurations (the comparison
+    STKD's premise needs), in order, each stopped early or not; the known optimum wins."""
+    grid = {"x": {"choices": [0.1, 0.4, 0.7, 1.0]}, "shape": {"choices": ["a", "b", "c"]}}
+    spec = search_spec(strategy=strategy, space=grid, sampler="grid", budget=BUDGET)
+    assert spec.stages["s"].search.n_trials() == 12  # trials default to the grid's size
+    search, tasks = simulate(spec)
+    points = [(x, sh) for x in (0.1, 0.4, 0.7, 1.0) for sh in "abc"]
+    assert [(t.params["x"], t.params["shape"]) for t in search.trials] == points
+    assert "pruned" in {t.status for t in search.trials}
+    assert search.best().params == {"x": 0.7, "shape": "b"}
+    assert sum(max(t.rungs) for t in search.trials) < 12 * 9  # cheaper than the full grid
+
+
+def test_asha_with_a_tpe_sampler_learns_from_finished_trials():
+    """ASHA asks trials as others finish, so TPE has observations to model: its proposals
+    part from random search's after the startup draws, and move toward the optimum."""
+    def trials(sampler, seed):
+        spec = search_spec(strategy="asha", trials=30, budget=BUDGET, sampler=sampler, seed=seed)
+        return simulate(spec)[0].trials
+
+    tpe, rnd = trials("tpe", 1), trials("random", 1)
+    assert [t.params for t in tpe] != [t.params for t in rnd]
+    late = [t.params for t in tpe[-10:]]
+    assert sum(p["shape"] == "b" for p in late) > sum(p["shape"] == "b" for p in (t.params for t in rnd[-10:]))
+
+
 @pytest.mark.parametrize("strategy", ["asha", "hyperband"])
 def test_asynchronous_strategies_prune_early_and_spend_less_than_the_full_budget(strategy):
     search, tasks = simulate(search_spec(strategy=strategy, trials=12, budget=BUDGET))
