@@ -105,7 +105,7 @@ def test_list_op_prints_its_parameters_with_types_defaults_and_bounds(capsys):
     assert rows["epochs"] == ["int", "10", ">= 1"]
     assert rows["model"] == ["str", "'resnet18'", ""]
     assert rows["width"] == ["float", "0.25", "> 0, <= 4"]
-    assert rows["optimizer"] == ["'sgd' | 'adamw'", "'sgd'", ""]
+    assert rows["optimizer"] == ["'sgd' | 'adam' | 'adamw'", "'sgd'", ""]
     assert rows["milestones"][:2] == ["tuple[float, ...]", "(0.3, 0.6, 0.8)"]
     assert list(rows)[-1] == "seed" and rows["seed"][:2] == ["int", "0"]
     assert main(["list", "distill"]) == 0

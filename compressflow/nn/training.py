@@ -51,7 +51,12 @@ class History:
     train_time_s: float = 0.0
 
 
-OPTIMIZERS = ("sgd", "adamw")
+#: the optimizers a schedule may name, built from (parameters, base rate, momentum, weight decay)
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "sgd": lambda params, lr, momentum, wd: torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd),
+    "adam": lambda params, lr, momentum, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
+    "adamw": lambda params, lr, momentum, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
+}
 
 
 class Stateful(Protocol):
@@ -86,17 +91,14 @@ def optimizer_with_schedule(
     ``warmup_epochs`` and multiplied by ``gamma`` at each milestone (a fraction of
     ``epochs``); stepped per batch.
 
-    ``optimizer`` is ``"sgd"`` (momentum, L2 weight decay: the paper's recipe) or ``"adamw"``
-    (decoupled weight decay; ``momentum`` unused), whose steps do not scale with the
-    gradient's magnitude (e.g. DML's and CMC's 1/τ² at a fixed τ)."""
+    ``optimizer`` is ``"sgd"`` (momentum, L2 weight decay: STKD's code), ``"adam"`` (L2 weight
+    decay added to the gradient: the optimizer STKD's text names) or ``"adamw"`` (decoupled
+    weight decay); ``momentum`` is SGD's only. Adam's steps do not scale with the gradient's
+    magnitude (e.g. DML's and CMC's 1/τ² at a fixed τ)."""
     base = lr * batch_size / 128
-    opt: torch.optim.Optimizer
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=base, momentum=momentum, weight_decay=weight_decay)
-    elif optimizer == "adamw":
-        opt = torch.optim.AdamW(model.parameters(), lr=base, weight_decay=weight_decay)
-    else:
+    if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: unknown {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+    opt = OPTIMIZERS[optimizer](model.parameters(), base, momentum, weight_decay)
     warm = max(1, round(warmup_epochs * steps_per_epoch)) if warmup_epochs > 0 else 0
     edges = [max(1, round(m * epochs * steps_per_epoch)) for m in milestones]  # never before the first step
 

@@ -24,8 +24,9 @@ __all__ = ["distill"]
 Temperature = Annotated[Any, AfterValidator(check_temperature)]
 
 
-# the check warns when the schedule leaves ~no epochs at the base rate
-@OPS.register(check=check_schedule)
+# the check warns when the schedule leaves ~no epochs at the base rate; version 2: dml and cmc
+# gained the (1 − α)·CE term and every loss the tau_squared switch (STKD's α = 0.95 for all)
+@OPS.register(version=2, check=check_schedule)
 def distill(
     ctx: OpContext,
     *,
@@ -35,6 +36,7 @@ def distill(
     loss: LossName = "hkd",
     temperature: Temperature = 4.0,
     alpha: Annotated[float, Field(ge=0, le=1)] = 0.95,
+    tau_squared: bool | None = None,
     schedule: Schedule = Schedule(),
     seed: int = 0,
 ) -> Record:
@@ -48,12 +50,16 @@ def distill(
     model, width : str, float
         The student.
     loss : {"hkd", "cmc", "dml", "ce"}
-        KD loss from the loss registry.
+        KD loss from the loss registry; each trains on ``α · [τ²] · L_kd + (1 − α) · CE``.
     temperature : float or {"stochastic": [low, high]}
         A fixed τ (sweep it for a grid search) or a τ drawn per batch uniformly from the
         integers low..high, applied to teacher and student and to HKD's τ² factor.
     alpha : float
-        HKD's weight of the distillation term (0.95).
+        Weight of the distillation term, ``1 − alpha`` that of the labels' CE (0.95, STKD's
+        value for every loss; 1 drops the label term).
+    tau_squared : bool, optional
+        Multiply the KD term by the batch's τ²; default: the loss's own (``hkd`` yes, ``cmc``
+        and ``dml`` no). ``dml`` with it equals ``hkd``; ``cmc`` with it ignores τ.
     schedule : Schedule
         As for ``train`` (flat parameters in a spec).
     seed : int
@@ -72,11 +78,12 @@ def distill(
     teacher_net.requires_grad_(False)
     policy = temperature_policy(temperature, seed)
     kd = LOSSES.get(loss)
+    switch = {} if tau_squared is None else {"tau_squared": tau_squared}
 
     def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             teacher_logits = teacher_net(x)
-        return kd(logits, teacher_logits, y, policy(), alpha=alpha)
+        return kd(logits, teacher_logits, y, policy(), alpha=alpha, **switch)
 
     net, hist, kwargs = fit_model(ctx, model=model, width=width, seed=seed, schedule=schedule, loss_fn=loss_fn,
                                   stateful=(policy,))

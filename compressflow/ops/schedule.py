@@ -29,8 +29,9 @@ class Schedule(BaseModel):
     ``lr`` is the base rate for batch 128 (the run uses ``lr × batch_size / 128``), warmed up
     linearly over ``warmup_epochs`` and multiplied by ``gamma`` at each milestone (fractions
     of ``epochs``: 30/60/80 of 100 in the paper); ``augment`` applies the dataset's training
-    augmentations. ``optimizer`` is ``sgd`` (the paper's, with ``momentum``) or ``adamw``
-    (decoupled weight decay; steps independent of the gradient's scale).
+    augmentations. ``optimizer`` is ``sgd`` (STKD's code, with ``momentum``), ``adam`` (the
+    optimizer STKD's text names) or ``adamw`` (decoupled weight decay); Adam's steps do not
+    depend on the gradient's scale.
 
     An op declares it as one parameter, ``schedule: Schedule = Schedule()``, whose default
     instance sets the op's defaults (e.g. :data:`FINE_TUNING`); the spec sets its fields flat.
@@ -50,7 +51,7 @@ class Schedule(BaseModel):
     warmup_epochs: NonNegative = 1.0
     milestones: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = (0.3, 0.6, 0.8)
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.2
-    optimizer: Literal["sgd", "adamw"] = "sgd"
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     augment: bool = True
 
 

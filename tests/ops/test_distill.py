@@ -71,3 +71,23 @@ def test_fixed_tau_records_and_teacher_flops(teacher, tmp_path):
     per_sample = float(m["train_flops"]) / int(m["train_samples"])
     assert per_sample > 3.5 * 2 * float(m["macs"])
     assert rec.artifact is not None and Path(rec.artifact.path).exists()
+
+
+def _student(teacher, tmp_path, name, **params):
+    rec = distill_module.distill(OpContext(name, "kd", DATA, tmp_path / name), teacher=teacher, temperature=6,
+                                 seed=1, **SMALL, **params)
+    return rec, torch.load(rec.artifact.path, map_location="cpu", weights_only=True)
+
+
+def test_tau_squared_changes_training_and_dml_with_it_is_hkd(teacher, tmp_path):
+    """The switch reaches the loss: DML without τ² trains another student than with it, and
+    DML × τ² is HKD term for term (the same weights, bit for bit)."""
+    hkd, w_hkd = _student(teacher, tmp_path, "hkd", loss="hkd")
+    dml2, w_dml2 = _student(teacher, tmp_path, "dml2", loss="dml", tau_squared=True)
+    dml, w_dml = _student(teacher, tmp_path, "dml", loss="dml")
+    tensors = lambda w: {k: v for k, v in (w.get("state_dict", w)).items() if torch.is_tensor(v)}  # noqa: E731
+    a, b, c = tensors(w_hkd), tensors(w_dml2), tensors(w_dml)
+    assert a.keys() == b.keys() and a
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+    assert float(hkd.metrics["train_loss"].values.ravel()[-1]) == float(dml2.metrics["train_loss"].values.ravel()[-1])
