@@ -2,8 +2,8 @@
 stage's sweep axes) with every searched parameter, the metric at every rung, the trial's
 ``status`` (``ok``, ``pruned``, ``failed``, ``cancelled``; ``running``/``pending`` while it
 runs) and the energy and CO₂ of all its tasks (what that trial cost; a task two trials share —
-the sampler proposed one configuration twice — is in both, so the attrs ``search_energy_kwh``,
-``search_co2_g``, ... give the search's total with each task once); the best trial in the
+the sampler proposed one configuration twice — is in both, so the variables ``search_energy_kwh``, ``search_co2_g``, ... on the sweep axes give
+each search's total with each task once, and the attrs of the same names the stage's); the best trial in the
 attrs, and for several objectives the Pareto set (``pareto``)."""
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ def search_dataset(ds: xr.Dataset, found: list[Search], ledger: xr.Dataset) -> x
     totals = {f"search_{name}": float(np.nansum(ledger[name].sel(task=unique).values.astype(float)))
               for name in _SUMMED if name in ledger}  # each task once, however many trials shared it
     if per_trial:
+        # and per search (per sweep point: a search at one loss and seed), so that a slice of
+        # the group costs what its own searches ran
+        per_trial += [_search_totals(s, ledger, known) for s in found]
         extra = xr.merge(per_trial, join="outer", compat="no_conflicts", combine_attrs="drop")
         if "pareto" in extra:  # the outer merge made it float; a trial without a point is not in the set
             extra["pareto"] = extra["pareto"].fillna(0).astype(bool)
@@ -57,6 +60,18 @@ def search_dataset(ds: xr.Dataset, found: list[Search], ledger: xr.Dataset) -> x
         **(totals if per_trial else {}),
     })
     return ds
+
+
+def _search_totals(search: Search, ledger: xr.Dataset, known: set[str]) -> xr.Dataset:
+    """``search_<cost>`` of one search, each of its tasks once, on its sweep point's axes."""
+    keys = sorted({n.key for t in search.trials for n in t.nodes} & known)
+    data = {f"search_{name}": ((), float(np.nansum(ledger[name].sel(task=keys).values.astype(float))))
+            for name in _SUMMED if name in ledger}
+    ds = xr.Dataset(data)
+    for name in _SUMMED:
+        if name in ledger:
+            ds[f"search_{name}"].attrs.update(ledger[name].attrs)
+    return ds.expand_dims({axis: [value] for axis, value in search.point.items()})
 
 
 def _trial_dataset(search: Search, t: Trial, ledger: xr.Dataset, metric: str, budgets: list[int],

@@ -40,6 +40,7 @@ def test_successive_halving_resumes_promotions_and_keeps_pruned_energy(client, t
     assert (ledger["energy_kwh"] > 0).all()
     assert float(ds["energy_kwh"].sum()) == pytest.approx(float(ledger["energy_kwh"].sum()), rel=1e-9)
     assert ds.attrs["search_energy_kwh"] == pytest.approx(float(ledger["energy_kwh"].sum()), rel=1e-9)
+    assert float(ds["search_energy_kwh"].sum()) == pytest.approx(ds.attrs["search_energy_kwh"], rel=1e-9)
     assert (ds["budget"].where(ds["status"] == "pruned") < 9).sum() == 8
     # the best of each rung went on (rung 1 -> 3: the top 3 of 9)
     first = ds["val_accuracy_by_rung"].sel(rung=1)

@@ -1,6 +1,7 @@
 """Best-τ selection is on validation accuracy, never test."""
 
 import numpy as np
+import pytest
 import xarray as xr
 
 from compressflow.results.kd_comparison import select_temperature
@@ -115,3 +116,42 @@ def test_a_search_over_tau_gets_its_own_row_best_finished_trial_by_val_and_all_i
     assert float(row.energy_vs_stochastic) == sum(map(sum, energy)) / 2e-4
     assert float(comp.sel({"loss": "hkd", "method": "tuned"}).energy_vs_stochastic) == 3.0
     assert "| hkd | successive_halving | 85.00 ± 7.07 % | searched per seed | 2 |" in kd_table(comp)
+
+
+def test_a_search_row_costs_only_its_own_losses_searches():
+    """Beside a ``loss`` sweep, each loss's search row pays for that loss's searches (the
+    per-search ``search_energy_kwh``, each shared task once), not the whole stage's."""
+    from compressflow import load_spec
+    from compressflow.results.kd_comparison import kd_comparison
+
+    student = {"model": "mobilenet_v2", "width": 0.25}
+    sweep = {"loss": ["hkd", "dml"], "seed": [0, 1]}
+    spec = load_spec({"name": "t", "stages": {
+        "teacher": {"op": "train", "params": {"epochs": 10}},
+        "grid": {"op": "distill", "needs": {"teacher": "teacher"}, "params": {**student, "epochs": 10},
+                 "sweep": {**sweep, "temperature": [2, 4]}},
+        "stoch": {"op": "distill", "needs": {"teacher": "teacher"}, "sweep": sweep,
+                  "params": {**student, "epochs": 10, "temperature": {"stochastic": [2, 8]}}},
+        "sh": {"op": "distill", "needs": {"teacher": "teacher"}, "params": student, "sweep": sweep,
+               "search": {"strategy": "successive_halving", "sampler": "grid",
+                          "space": {"temperature": {"choices": [2, 4]}}, "budget": {"min": 2, "max": 10}}}}})
+    dims, coords = ("loss", "seed"), {"loss": ["hkd", "dml"], "seed": [0, 1]}
+    ones = lambda *extra: np.ones((2, 2, *extra))  # noqa: E731
+    base = {"val_accuracy": 0.8, "accuracy": 0.7, "train_flops": 1e9, "co2_g": 0.05, "duration_s": 10.0}
+    grid = xr.Dataset({k: ((*dims, "temperature"), ones(2) * v) for k, v in {**base, "energy_kwh": 1e-4}.items()},
+                      coords={**coords, "temperature": [2, 4]})
+    stoch = xr.Dataset({k: (dims, ones() * v) for k, v in {**base, "energy_kwh": 1e-4}.items()}, coords=coords)
+    per_search = np.array([[1e-4, 2e-4], [4e-4, 8e-4]])  # hkd's two searches, dml's two
+    sh = xr.Dataset({"status": ((*dims, "trial"), np.full((2, 2, 2), "ok")),
+                     **{k: ((*dims, "trial"), ones(2) * v) for k, v in {**base, "energy_kwh": 9.0}.items()},
+                     **{f"search_{k}": (dims, per_search * s) for k, s in
+                        (("energy_kwh", 1), ("co2_g", 1e3), ("duration_s", 1e4))}},
+                    coords={**coords, "trial": [0, 1]}, attrs={"search_energy_kwh": float(per_search.sum())})
+    # dml seed 1's two trials proposed one configuration: one task, its FLOPs once
+    sh["task_key"] = ((*dims, "trial"), np.array([[["a", "b"], ["c", "d"]], [["e", "f"], ["g", "g"]]]))
+    comp = kd_comparison(spec, {"/teacher": xr.Dataset(), "/grid": grid, "/stoch": stoch, "/sh": sh})["/kd_comparison"]
+    gflops = comp["gflops"].sel({"method": "successive_halving"})
+    assert float(gflops.sel(loss="hkd")) == pytest.approx(4.0) and float(gflops.sel(loss="dml")) == pytest.approx(3.0)
+    kwh = comp["energy_kwh"].sel({"method": "successive_halving"})  # (sel's own method= is another thing)
+    assert float(kwh.sel(loss="hkd")) == pytest.approx(3e-4) and float(kwh.sel(loss="dml")) == pytest.approx(12e-4)
+    assert float(comp["energy_vs_stochastic"].sel({"method": "successive_halving", "loss": "dml"})) == pytest.approx(6.0)
