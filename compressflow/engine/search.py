@@ -99,7 +99,10 @@ class Search:
         self._pending: dict[int, LedgerEntry] = {}  # a batch's finished trials, told in order
         self._stopped = False
         self._rungs: list[int] = rungs(self.search.budget) if self.search.budget is not None else []
+        # a fixed name: HyperbandPruner picks each trial's bracket from a hash of it (a random
+        # name made Hyperband's brackets, and so its outcome, differ from run to run)
         self.study = optuna.create_study(
+            study_name=f"{stage}-{self.seed}-{sorted(self.point.items())}",
             directions=["maximize" if mode == "max" else "minimize" for _, mode in self.search.directions()],
             sampler=self._sampler(), pruner=self._pruner())
         self._n = self.search.n_trials()

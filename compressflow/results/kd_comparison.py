@@ -195,12 +195,11 @@ def _count(da: xr.DataArray) -> int:
 
 
 def _total(ds: xr.Dataset, var: str) -> float:
-    if var not in ("energy_kwh", "co2_g", "duration_s") and "search_energy_kwh" in ds.data_vars and "task_key" in ds:
-        # a search's record variable (train_flops): two trials proposing one configuration
-        # share its task (one task_key), whose training counts once
+    if f"search_{var}" in ds.data_vars:  # searches: each ledger task once, however many trials
+        return float(_finite(ds[f"search_{var}"]).sum())  # shared it, over this slice's searches
+    if "search_energy_kwh" in ds.data_vars and "task_key" in ds:
+        # a search's recorded variable (train_flops): a task two trials share counts once
         once = {k: v for k, v in zip(ds["task_key"].values.ravel(), ds[var].values.ravel().astype(float))
                 if k and np.isfinite(v)}
         return float(sum(once.values()))
-    if f"search_{var}" in ds.data_vars:  # searches: each task once, however many trials shared it,
-        return float(_finite(ds[f"search_{var}"]).sum())  # over the searches of this slice (loss)
     return float(_finite(ds[var]).sum())

@@ -34,8 +34,7 @@ def search_dataset(ds: xr.Dataset, found: list[Search], ledger: xr.Dataset) -> x
                  for s in found for t in s.trials if t.latest is not None]
     known = set(ledger["task"].values.tolist())
     unique = sorted({n.key for s in found for t in s.trials for n in t.nodes} & known)
-    totals = {f"search_{name}": float(np.nansum(ledger[name].sel(task=unique).values.astype(float)))
-              for name in _SUMMED if name in ledger}  # each task once, however many trials shared it
+    totals = _cost(ledger, unique)  # each task once, however many trials shared it
     if per_trial:
         # and per search (per sweep point: a search at one loss and seed), so that a slice of
         # the group costs what its own searches ran
@@ -65,13 +64,17 @@ def search_dataset(ds: xr.Dataset, found: list[Search], ledger: xr.Dataset) -> x
 def _search_totals(search: Search, ledger: xr.Dataset, known: set[str]) -> xr.Dataset:
     """``search_<cost>`` of one search, each of its tasks once, on its sweep point's axes."""
     keys = sorted({n.key for t in search.trials for n in t.nodes} & known)
-    data = {f"search_{name}": ((), float(np.nansum(ledger[name].sel(task=keys).values.astype(float))))
-            for name in _SUMMED if name in ledger}
-    ds = xr.Dataset(data)
+    ds = xr.Dataset({name: ((), value) for name, value in _cost(ledger, keys).items()})
     for name in _SUMMED:
         if name in ledger:
             ds[f"search_{name}"].attrs.update(ledger[name].attrs)
     return ds.expand_dims({axis: [value] for axis, value in search.point.items()})
+
+
+def _cost(ledger: xr.Dataset, keys: list[str]) -> dict[str, float]:
+    """``search_<cost>``: the ledger's costs of ``keys``, summed."""
+    return {f"search_{name}": float(np.nansum(ledger[name].sel(task=keys).values.astype(float)))
+            for name in _SUMMED if name in ledger}
 
 
 def _trial_dataset(search: Search, t: Trial, ledger: xr.Dataset, metric: str, budgets: list[int],
