@@ -10,6 +10,7 @@ import torch
 from pydantic import AfterValidator, Field
 
 from compressflow.metrics.flops import macs_per_sample
+from compressflow.nn.training import memory_format
 from compressflow.nn.temperature import check_temperature, temperature_policy
 from compressflow.engine.records import Artifact, Record
 from compressflow.registries import LOSSES, OPS
@@ -74,7 +75,7 @@ def distill(
         student's checkpoint.
     """
     splits = ctx.splits()
-    teacher_net = load_checkpoint(teacher, ctx.device).eval().to(memory_format=torch.channels_last)
+    teacher_net = load_checkpoint(teacher, ctx.device).eval().to(memory_format=memory_format(ctx.device))
     teacher_net.requires_grad_(False)
     policy = temperature_policy(temperature, seed)
     kd = LOSSES.get(loss)
