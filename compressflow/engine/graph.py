@@ -6,7 +6,8 @@ library upgrades (finished work is reused) and identical nodes collapse into one
 Sweep points and ``needs`` combine like this: a stage runs once per combination of its own
 sweep values and its upstream stages' points; axes with the same name are *aligned*, not
 crossed (a student swept over ``seed`` that needs a teacher swept over ``seed`` pairs
-student seed s with teacher seed s). A downstream stage therefore carries its upstream's
+student seed s with teacher seed s); to cross two stages' sweeps of one parameter instead,
+rename one axis (``sweep: {model: {as: student_model, values: [...]}}``). A downstream stage therefore carries its upstream's
 sweep axes as dimensions in the results. A *fan-in* input (annotated ``Upstream``) instead
 takes every task of its upstream stage at once, and their axes are consumed, not inherited."""
 
@@ -89,8 +90,8 @@ def expand(spec: PipelineSpec) -> dict[str, list[Node]]:
         if st.search is not None:  # its tasks are made as the search goes (compressflow.engine.search)
             stages[name] = []
             continue
-        for point, upstream in _points(st.sweep, per_point):
-            own = {k: v for k, v in point.items() if k in st.sweep}
+        for point, upstream in _points(st.axes(), per_point):
+            own = st.own_params(point)
             params = sig.validate({**st.params, **own}, where=f"stages.{name}")
             needs = {arg: node.key for arg, node in upstream.items()} | gathered
             key = task_key(st.op, params, data, needs)
@@ -107,7 +108,7 @@ def search_points(spec: PipelineSpec, stages: dict[str, list[Node]], name: str) 
     per_point = {arg: stages[up] for arg, up in st.needs.items() if arg not in sig.fan_in}
     gathered = {arg: tuple(n.key for n in stages[up]) for arg, up in st.needs.items() if arg in sig.fan_in}
     return [(point, {arg: node.key for arg, node in upstream.items()} | gathered)
-            for point, upstream in _points(st.sweep, per_point)]
+            for point, upstream in _points(st.axes(), per_point)]
 
 
 def build_graph(spec: PipelineSpec, out: Path | str, reused: Mapping[str, LedgerEntry] | None = None, *,

@@ -165,7 +165,7 @@ class Search:
         the same configuration share one task."""
         st = self.spec.stages[self.stage]
         sig = stage_signature(st.op)
-        raw = {**st.params, **{k: v for k, v in self.point.items() if k in st.sweep}, **trial.params}
+        raw = {**st.params, **st.own_params(self.point), **trial.params}
         b = self.search.budget
         if b is not None:
             raw[b.resource] = b.max

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from compressflow.engine._yaml import MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, read_yaml
@@ -123,7 +123,9 @@ class SchedulingSpec(BaseModel):
 
 class StageSpec(BaseModel):
     """One stage: an ``op`` from the stage registry, its ``params``, upstream ``needs``
-    (argument name → stage name), a ``sweep`` grid, a ``search`` of its parameters
+    (argument name → stage name), a ``sweep`` grid (a parameter's axis may be renamed in the
+    results and in how stages align: ``sweep: {model: {as: student_model, values: [...]}}``,
+    kept as ``sweep_as``), a ``search`` of its parameters
     (:mod:`compressflow.engine.search_spec`; beside a sweep, one search per sweep point), per-task
     ``resources``, the ``scheduling`` policy of its tasks and ``checkpoint_every`` (overrides the
     pipeline's)."""
@@ -133,10 +135,24 @@ class StageSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     needs: dict[str, str] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    #: parameter -> the name of its sweep axis, where the ``{as: ..., values: [...]}`` form renamed it
+    sweep_as: dict[str, str] = Field(default_factory=dict)
     resources: dict[str, float] = Field(default_factory=dict)
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
     checkpoint_every: int | None = Field(default=None, ge=0)
     search: SearchSpec | None = None
+
+    def axis(self, param: str) -> str:
+        """The sweep axis (point key, results dimension) of swept parameter ``param``."""
+        return self.sweep_as.get(param, param)
+
+    def axes(self) -> dict[str, list[Any]]:
+        """Axis name -> values of this stage's own sweep."""
+        return {self.axis(p): v for p, v in self.sweep.items()}
+
+    def own_params(self, point: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameter values of this stage's own sweep axes at ``point``."""
+        return {p: point[self.axis(p)] for p in self.sweep if self.axis(p) in point}
 
 
 class PipelineSpec(BaseModel):
@@ -157,6 +173,32 @@ class PipelineSpec(BaseModel):
     #: ``.py`` files, package folders (relative to the spec file's folder) or module names;
     #: kept as absolute paths once loaded
     plugins: yaml_tuples(tuple[str, ...]) = ()  # type: ignore[valid-type]  # built at runtime for pydantic
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_axes(cls, data: Any) -> Any:
+        """``sweep: {p: {as: name, values: [...]}}`` -> ``sweep: {p: [...]}``, ``sweep_as: {p: name}``
+        (here, where the stage's name is known for the error line)."""
+        stages = data.get("stages") if isinstance(data, dict) else None
+        if not isinstance(stages, dict) or _stage_name_problem(list(stages)):
+            return data  # a bad stage name is reported by _safe_stage_names
+        out = {}
+        for name, st in stages.items():
+            sweep = st.get("sweep") if isinstance(st, dict) else None
+            if isinstance(sweep, dict) and any(isinstance(v, dict) for v in sweep.values()):
+                flat, renamed = {}, dict(st.get("sweep_as") or {})
+                for param, entry in sweep.items():
+                    if isinstance(entry, dict):
+                        problem = _renamed_axis_problem(entry)
+                        if problem:
+                            line = f"{field_path(f'stages.{name}.sweep', param)}: {problem} (got {shown(entry)})"
+                            raise PydanticCustomError("spec_line", "{line}", {"line": line})
+                        flat[param], renamed[param] = entry["values"], entry["as"]
+                    else:
+                        flat[param] = entry
+                st = {**st, "sweep": flat, "sweep_as": renamed}
+            out[name] = st
+        return {**data, "stages": out}
 
     @field_validator("stages", mode="before")
     @classmethod
@@ -286,6 +328,17 @@ def _check_stages(spec: PipelineSpec) -> None:
                 raise SpecError(f"{at}: the sweep is empty; give at least one value")
             if axis in st.params:
                 raise SpecError(f"{at}: {axis!r} is both in params and in sweep; keep one")
+        for param, axis in st.sweep_as.items():
+            at = field_path(f"{where}.sweep", param)
+            if param not in st.sweep:
+                raise SpecError(f"{where}.sweep_as.{param}: {param!r} is not swept; sweep axes: {', '.join(st.sweep) or 'none'}")
+            if not isinstance(axis, str) or not _AXIS_NAME.fullmatch(axis):
+                raise SpecError(f"{at}.as: {shown(axis)} is not an axis name; use letters, digits and _")
+            if axis != param and axis in sig.params:
+                raise SpecError(f"{at}.as: {axis!r} is another parameter of op {st.op!r}; choose a name that is "
+                                f"not one of: {', '.join(sig.params)}")
+            if [st.axis(p) for p in st.sweep].count(axis) > 1:
+                raise SpecError(f"{at}.as: two of this stage's sweep axes would be named {axis!r}; rename one")
         check_search(spec, name)
         first_point = {axis: values[0] for axis, values in st.sweep.items()}  # a swept param may be required
         first_point.update(first_configuration(st.search))  # and so may a searched one
@@ -300,9 +353,9 @@ def _check_stages(spec: PipelineSpec) -> None:
             for value in values:
                 sig.validate({**st.params, **first_point, axis: value}, where=f"{where}.sweep")
         key_by = st.scheduling.key_by
-        if key_by is not None and key_by not in st.sweep:
+        if key_by is not None and key_by not in st.axes():
             raise SpecError(f"{where}.scheduling.key_by: {shown(key_by)} is not a sweep axis of this stage; "
-                            f"sweep axes: {', '.join(st.sweep) or 'none'}")
+                            f"sweep axes: {', '.join(st.axes()) or 'none'}")
         for resource, amount in st.resources.items():
             if not amount > 0:  # Dask waits forever for a worker offering 0, a negative or NaN amount
                 raise SpecError(f"{field_path(f'{where}.resources', resource)}: must be > 0 (got {amount!r})")
@@ -313,6 +366,19 @@ def _check_stages(spec: PipelineSpec) -> None:
         raise SpecError(f"stages: dependency cycle {cycle}; remove one of these needs") from None
     for name, st in spec.stages.items():  # an op's own cross-stage checks (e.g. blockwise layer names)
         OPS.check(st.op)(spec, name)
+
+
+_AXIS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def _renamed_axis_problem(entry: dict) -> str | None:
+    if set(entry) != {"as", "values"}:
+        return "a renamed sweep axis is {as: <axis name>, values: [...]}, with exactly those two keys"
+    if not isinstance(entry["as"], str) or not _AXIS_NAME.fullmatch(entry["as"]):
+        return "'as' must be an axis name: letters, digits and _ (start with a letter or _), at most 64 characters"
+    if not isinstance(entry["values"], list):
+        return "'values' must be a list"
+    return None
 
 
 def reserved_stage_names() -> dict[str, str]:

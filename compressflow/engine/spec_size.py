@@ -67,7 +67,7 @@ def task_counts(spec: PipelineSpec) -> dict[str, int]:
         for arg, upstream in st.needs.items():
             if arg not in fan_in:
                 pts = pts.join(points[upstream], name)
-        for axis, values in st.sweep.items():
+        for axis, values in st.axes().items():
             pts = pts.join(_Points([((axis,), Counter((_hashable(v),) for v in values))]), name)
         points[name] = pts
     return {name: pts.size * _tasks_per_point(spec, name) for name, pts in points.items()}

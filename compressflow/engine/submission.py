@@ -70,7 +70,7 @@ def known_durations(graph: TaskGraph, stage: str, keys: list[str]) -> dict[str, 
     """Task key -> duration from the ledger of ``scheduling.durations_from`` (tasks matched by
     the ``key_by`` sweep axis; unmatched ones get the mean), or None without one."""
     sched = graph.spec.stages[stage].scheduling
-    key_by = sched.key_by or next(iter(graph.spec.stages[stage].sweep), None)
+    key_by = sched.key_by or next(iter(graph.spec.stages[stage].axes()), None)
     if sched.durations_from is None or key_by is None:
         return None
     try:

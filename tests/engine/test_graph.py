@@ -65,3 +65,41 @@ def test_identical_stages_share_one_task():
     graph = build_graph(load_spec(spec), "/tmp/out")
     assert graph.stages["teacher"][0].key == graph.stages["teacher2"][0].key
     assert len(graph.delayed) == 2
+
+
+def _pairs_spec(rename: bool) -> dict:
+    """Teachers swept over two models, a student stage over two models: aligned by default
+    (same axis ``model``), crossed when the axes are renamed."""
+    models = ["resnet18", "mobilenet_v2"]
+    sweep = (lambda axis: {"model": {"as": axis, "values": models}}) if rename else (lambda axis: {"model": models})
+    return {"name": "pairs", "data": {"dataset": "digits", "image_size": 8, "channels": 1}, "stages": {
+        "teacher": {"op": "train", "params": {"width": 0.125, "epochs": 1}, "sweep": sweep("teacher_model")},
+        "student": {"op": "distill", "needs": {"teacher": "teacher"}, "params": {"width": 0.125, "epochs": 1},
+                    "sweep": {**sweep("student_model"), "seed": [0, 1]}}}}
+
+
+def test_same_axis_aligns_teacher_and_student_models():
+    graph = build_graph(load_spec(_pairs_spec(rename=False)), "/tmp/out")
+    teacher_of = {n.key: n.params["model"] for n in graph.stages["teacher"]}
+    students = graph.stages["student"]
+    assert len(students) == 4 and graph.axes("student") == ["model", "seed"]
+    assert all(teacher_of[n.needs["teacher"]] == n.params["model"] for n in students)  # pairs, not crosses
+
+
+def test_renamed_axes_cross_teachers_with_students():
+    spec = load_spec(_pairs_spec(rename=True))
+    assert spec.stages["student"].sweep_as == {"model": "student_model"}
+    graph = build_graph(spec, "/tmp/out")
+    teacher_of = {n.key: n.params["model"] for n in graph.stages["teacher"]}
+    students = graph.stages["student"]
+    assert graph.axes("teacher") == ["teacher_model"] and graph.axes("student") == ["teacher_model", "student_model", "seed"]
+    pairs = {(teacher_of[n.needs["teacher"]], n.params["model"], n.point["seed"]) for n in students}
+    assert len(students) == 8 and len(pairs) == 8  # every teacher with every student, each seed
+    for n in students:  # the point names the parameter's value under its new axis
+        assert n.point["student_model"] == n.params["model"] and n.point["teacher_model"] == teacher_of[n.needs["teacher"]]
+    # the renamed spelling is data: dumping and re-loading gives the same tasks
+    again = build_graph(load_spec(spec.model_dump()), "/tmp/out")
+    assert [n.key for n in again.stages["student"]] == [n.key for n in students]
+    # a rename changes no key: the teacher swept as 'model' or as 'teacher_model' is the same task
+    plain = build_graph(load_spec(_pairs_spec(rename=False)), "/tmp/out")
+    assert {n.key for n in plain.stages["teacher"]} == set(teacher_of)

@@ -103,3 +103,18 @@ def test_energy_is_metered_per_epoch(client, tmp_path):
     total = float(tree["tasks"]["energy_kwh"].sel(task=str(teacher.task_key.values)))
     assert curve[-1] <= total * (1 + 1e-9)  # read inside the task's own meter window
     assert teacher.energy_curve_kwh.attrs["units"].startswith("kWh (cumulative")
+
+
+@pytest.mark.slow
+def test_renamed_sweep_axes_are_the_result_dimensions(client, tmp_path):
+    spec = tiny_spec(sweep={"model": {"as": "teacher_model", "values": ["resnet18", "mobilenet_v2"]}})
+    spec["stages"]["teacher"]["params"] = {"width": 0.125, "epochs": 1, "batch_size": 128}
+    spec["stages"]["test"]["sweep"] = {"split": {"as": "subset", "values": ["val", "test"]}}
+    tree = compressflow.run(spec, cluster=client, out=tmp_path, show_progress=False)
+    test = tree["test"].to_dataset()
+    assert dict(test.sizes)["teacher_model"] == 2 and dict(test.sizes)["subset"] == 2
+    assert sorted(test["teacher_model"].values) == ["mobilenet_v2", "resnet18"]
+    teacher = tree["teacher"].to_dataset()
+    assert teacher["params"].sel(teacher_model="resnet18") != teacher["params"].sel(teacher_model="mobilenet_v2")
+    with xr.open_datatree(Path(tmp_path) / "results.zarr", engine="zarr") as disk:
+        assert set(disk["test"].to_dataset().dims) >= {"teacher_model", "subset"}
