@@ -4,6 +4,7 @@ STKD's Table 4 and accuracy vs CO₂ with the Pareto front."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,22 @@ def _best_tau(c: xr.Dataset) -> str:
     return best if tied <= 1 else f"{best} (tie: {c['tied_temperatures'].item()})"
 
 
+def _rows(comparison: xr.Dataset) -> list[tuple[str, dict[str, object], xr.Dataset]]:
+    """``(label, point, rows of its methods)`` per loss and per point of the pair axes
+    (``hkd, teacher_model=resnet18, student_model=wrn_16_1``)."""
+    dims = ["loss", *comparison.attrs.get("pair_axes", ())]
+    out = []
+    for values in itertools.product(*(comparison[d].values.tolist() for d in dims)):
+        point = dict(zip(dims, values))
+        label = ", ".join([str(values[0]), *(f"{d}={v}" for d, v in list(point.items())[1:])])
+        out.append((label, point, comparison.sel(point)))
+    return out
+
+
 def kd_notes(comparison: xr.Dataset) -> list[str]:
     """Lines that qualify the table: τ ties on validation, and single-run rows."""
     notes = []
-    for loss in comparison["loss"].values:
-        c = comparison.sel(loss=loss)
+    for loss, _, c in _rows(comparison):
         if "tied" in c and int(c["tied"]) > 1:
             notes.append(f"Note: for {loss}, τ = {c['tied_temperatures'].item()} tie on validation accuracy; "
                          f"τ = {float(c.best_temperature):g} is reported, but the grid does not single out a best τ.")
@@ -45,10 +57,9 @@ def kd_table(comparison: xr.Dataset) -> str:
     """STKD Table 4 from a ``kd_comparison`` group: per loss, the tuned grid and the
     stochastic run, and the energy ratio. A tie for the best τ is shown in the τ column
     (see :func:`kd_notes`), a single run's std as —."""
-    rows = [("loss", "method", "test accuracy (mean ± std)", "best τ (val)", "runs", "GFLOPs", "kWh", "gCO₂",
+    rows = [(", ".join(["loss", *comparison.attrs.get("pair_axes", ())]), "method", "test accuracy (mean ± std)", "best τ (val)", "runs", "GFLOPs", "kWh", "gCO₂",
              "energy vs stochastic")]
-    for loss in comparison["loss"].values:
-        c = comparison.sel(loss=loss)
+    for loss, _, c in _rows(comparison):
         for method in comparison["method"].values:
             m = c.sel({"method": method})
             tuned, stochastic = method == "tuned", method == "stochastic"
@@ -72,15 +83,14 @@ def plot_kd_pareto(tree: xr.DataTree, comparison: xr.Dataset, path: Path) -> Pat
     fig, ax = plt.subplots(figsize=(9.5, 4.8), dpi=120)
     points = []
     markers = dict(zip([str(m) for m in comparison["method"].values], ["s", "*", "D", "^", "v", "P", "X", "h"]))
-    for i, loss in enumerate(comparison["loss"].values):
-        color = f"C{i}"
-        g = grid.sel(loss=loss) if "loss" in grid.dims else grid
+    for i, (loss, point, c) in enumerate(_rows(comparison)):
+        color = f"C{i % 10}"
+        g = grid.sel({d: v for d, v in point.items() if d in grid.dims})
         seeds = [d for d in g["accuracy"].dims if d != "temperature"]
         acc = g["accuracy"].mean(seeds) if seeds else g["accuracy"]
         co2 = g["co2_g"].sum(seeds) if seeds else g["co2_g"]
         ax.scatter(co2, 100 * acc, s=14, color=color, alpha=0.45, label=f"{loss}: one τ (all seeds)")
         points += list(zip(co2.values, 100 * acc.values))
-        c = comparison.sel(loss=loss)
         for method, marker in markers.items():
             m = c.sel({"method": method})
             x, y = float(m.co2_g), 100 * float(m.accuracy_mean)

@@ -18,6 +18,9 @@ parameters. Per loss:
   accuracy (pruned trials never win), test accuracy mean ± std over those, and the cost of
   every task the searches ran, pruned ones included.
 * ``energy_vs_stochastic`` = a method's kWh / the stochastic run's (1 for stochastic itself).
+* **pairs** — every other sweep axis both stages share (a swept or renamed ``teacher_model``
+  and ``student_model``, STKD Table 7) is a dimension of the comparison: τ is tuned, and costs
+  are totalled, per point of those axes, never across them.
 
 The sample standard deviation of a single run is undefined: ``accuracy_std`` is NaN there
 (the report shows —), never 0.
@@ -25,6 +28,7 @@ The sample standard deviation of a single run is undefined: ``accuracy_std`` is 
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,7 +39,7 @@ from compressflow.registries import SUMMARIES
 if TYPE_CHECKING:
     from compressflow.engine.spec import PipelineSpec
 
-__all__ = ["best_trials", "kd_comparison", "pair_grid_stages", "search_stages", "select_temperature", "tied_temperatures"]
+__all__ = ["REPLICATE_AXES", "best_trials", "kd_comparison", "pair_axes", "pair_grid_stages", "search_stages", "select_temperature", "tied_temperatures"]
 
 COST_VARS = {"train_flops": "gflops", "energy_kwh": "energy_kwh", "co2_g": "co2_g", "duration_s": "duration_s"}
 
@@ -95,7 +99,8 @@ def kd_comparison(spec: PipelineSpec, groups: dict[str, xr.Dataset]) -> dict[str
             continue
         searched = {n: groups[f"/{n}"] for n in search_stages(spec, stoch_name)
                     if "val_accuracy" in groups.get(f"/{n}", xr.Dataset())}
-        ds = _compare(spec, groups[f"/{grid_name}"], groups[f"/{stoch_name}"], grid_name, stoch_name, searched)
+        ds = _compare_per_pair(spec, groups[f"/{grid_name}"], groups[f"/{stoch_name}"], grid_name, stoch_name,
+                               searched)
         out["/kd_comparison" if len(pairs) == 1 else f"/kd_comparison_{stoch_name}"] = ds
     return out
 
@@ -120,6 +125,42 @@ def best_trials(ds: xr.Dataset) -> xr.DataArray:
     val = ds["val_accuracy"].where(ds["status"] == "ok")
     pick = val.fillna(-np.inf).argmax("trial")
     return ds["accuracy"].isel(trial=pick).where(val.max("trial").notnull())
+
+
+#: axes a comparison averages over (replicates) or compares along; every other shared sweep axis
+#: (a swept model, a renamed ``teacher_model``/``student_model``) gets its own rows
+REPLICATE_AXES = ("seed", "temperature", "loss")
+
+
+def pair_axes(grid: xr.Dataset, stoch: xr.Dataset) -> list[str]:
+    """Sweep axes both stages' groups share, other than seeds, τ and the loss: one comparison
+    per point of them (per teacher × student pair in STKD's Table 7), not one averaged over them."""
+    shared = [str(a) for a in grid.attrs.get("sweep_axes", ()) if a in stoch.attrs.get("sweep_axes", ())]
+    return [a for a in shared if a not in REPLICATE_AXES and a in grid.dims and a in stoch.dims]
+
+
+def _compare_per_pair(spec: PipelineSpec, grid: xr.Dataset, stoch: xr.Dataset, grid_name: str, stoch_name: str,
+                      searched: dict[str, xr.Dataset]) -> xr.Dataset:
+    axes = pair_axes(grid, stoch)
+    if not axes:
+        return _compare(spec, grid, stoch, grid_name, stoch_name, searched)
+    parts = []
+    for values in itertools.product(*(grid[a].values.tolist() for a in axes)):
+        at = dict(zip(axes, values))
+        if any(v not in stoch[a].values.tolist() for a, v in at.items()):
+            continue  # a point only the grid swept has nothing to compare with
+
+        def pick(ds: xr.Dataset) -> xr.Dataset:
+            return ds.sel({a: v for a, v in at.items() if a in ds.dims})
+
+        found = {n: pick(ds) for n, ds in searched.items()}
+        part = _compare(spec, pick(grid), pick(stoch), grid_name, stoch_name, found)
+        parts.append(part.expand_dims({a: [v] for a, v in at.items()}))
+    ds = xr.combine_by_coords(parts, combine_attrs="override")
+    assert isinstance(ds, xr.Dataset)
+    ds = ds.transpose("loss", *axes, "method")
+    ds.attrs["pair_axes"] = axes
+    return ds
 
 
 def _compare(spec: PipelineSpec, grid: xr.Dataset, stoch: xr.Dataset, grid_name: str, stoch_name: str,

@@ -155,3 +155,56 @@ def test_a_search_row_costs_only_its_own_losses_searches():
     kwh = comp["energy_kwh"].sel({"method": "successive_halving"})  # (sel's own method= is another thing)
     assert float(kwh.sel(loss="hkd")) == pytest.approx(3e-4) and float(kwh.sel(loss="dml")) == pytest.approx(12e-4)
     assert float(comp["energy_vs_stochastic"].sel({"method": "successive_halving", "loss": "dml"})) == pytest.approx(6.0)
+
+
+def test_teacher_student_pairs_are_compared_one_by_one_not_averaged():
+    """STKD Table 7: with renamed model axes on both stages, τ is tuned and costs are totalled
+    per teacher × student pair; averaging over pairs would pick one τ for all of them."""
+    from compressflow import load_spec
+    from compressflow.report import kd_table
+    from compressflow.results.kd_comparison import kd_comparison
+
+    spec = load_spec({"name": "t", "stages": {
+        "teacher": {"op": "train", "params": {"epochs": 10},
+                    "sweep": {"model": {"as": "teacher_model", "values": ["resnet18", "wrn_40_2"]}}},
+        "grid": {"op": "distill", "needs": {"teacher": "teacher"}, "params": {"epochs": 10},
+                 "sweep": {"model": {"as": "student_model", "values": ["mobilenet_v2", "wrn_16_1"]},
+                           "temperature": [2, 8], "seed": [0, 1]}},
+        "stoch": {"op": "distill", "needs": {"teacher": "teacher"},
+                  "params": {"epochs": 10, "temperature": {"stochastic": [2, 8]}},
+                  "sweep": {"model": {"as": "student_model", "values": ["mobilenet_v2", "wrn_16_1"]},
+                            "seed": [0, 1]}}}})
+    teachers, students = ["resnet18", "wrn_40_2"], ["mobilenet_v2", "wrn_16_1"]
+    # val prefers τ = 2 only for (wrn_40_2, wrn_16_1); test accuracy encodes the pair
+    val = np.full((2, 2, 2, 2), 0.5)
+    val[:, :, 1, :] = 0.6
+    val[1, 1, 0, :] = 0.9
+    test = np.zeros((2, 2, 2, 2))
+    for i in range(2):
+        for j in range(2):
+            test[i, j] = 0.1 * (2 * i + j + 1)
+    dims = ("teacher_model", "student_model", "temperature", "seed")
+    coords = {"teacher_model": teachers, "student_model": students, "temperature": [2, 8], "seed": [0, 1]}
+    kwh = np.ones((2, 2, 2, 2)) * np.array([1.0, 3.0])[:, None, None, None]  # wrn_40_2's students cost 3×
+    grid = xr.Dataset({"val_accuracy": (dims, val), "accuracy": (dims, test), "energy_kwh": (dims, kwh),
+                       "train_flops": (dims, kwh * 1e9), "co2_g": (dims, kwh), "duration_s": (dims, kwh)},
+                      coords=coords, attrs={"sweep_axes": ["teacher_model", "student_model", "temperature", "seed"]})
+    sdims = ("teacher_model", "student_model", "seed")
+    skwh = np.ones((2, 2, 2)) * 0.5
+    stoch = xr.Dataset({"val_accuracy": (sdims, np.full((2, 2, 2), 0.7)), "accuracy": (sdims, np.full((2, 2, 2), 0.75)),
+                        "energy_kwh": (sdims, skwh), "train_flops": (sdims, skwh * 1e9), "co2_g": (sdims, skwh),
+                        "duration_s": (sdims, skwh)},
+                       coords={k: coords[k] for k in sdims}, attrs={"sweep_axes": list(sdims)})
+    comp = kd_comparison(spec, {"/teacher": xr.Dataset(), "/grid": grid, "/stoch": stoch})["/kd_comparison"]
+    assert comp.attrs["pair_axes"] == ["teacher_model", "student_model"]
+    assert dict(comp.sizes) == {"loss": 1, "teacher_model": 2, "student_model": 2, "method": 2}
+    best = comp.best_temperature.sel(loss="hkd")
+    assert best.values.tolist() == [[8, 8], [8, 2]]
+    tuned = comp.accuracy_mean.sel({"loss": "hkd", "method": "tuned"})
+    np.testing.assert_allclose(tuned.values, [[0.1, 0.2], [0.3, 0.4]])
+    # per pair: the grid's 2 τ × 2 seeds, the stochastic run's 2 seeds
+    np.testing.assert_allclose(comp.energy_kwh.sel({"loss": "hkd", "method": "tuned"}).values, [[4, 4], [12, 12]])
+    np.testing.assert_allclose(comp.energy_ratio.sel(loss="hkd").values, [[4, 4], [12, 12]])
+    table = kd_table(comp)
+    assert table.splitlines()[0].startswith("| loss, teacher_model, student_model | method |")
+    assert "| hkd, teacher_model=wrn_40_2, student_model=wrn_16_1 | tuned | 40.00 ± 0.00 % | 2 |" in table
