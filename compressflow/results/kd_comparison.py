@@ -101,6 +101,8 @@ def kd_comparison(spec: PipelineSpec, groups: dict[str, xr.Dataset]) -> dict[str
                     if "val_accuracy" in groups.get(f"/{n}", xr.Dataset())}
         ds = _compare_per_pair(spec, groups[f"/{grid_name}"], groups[f"/{stoch_name}"], grid_name, stoch_name,
                                searched)
+        if ds is None:
+            continue
         out["/kd_comparison" if len(pairs) == 1 else f"/kd_comparison_{stoch_name}"] = ds
     return out
 
@@ -140,7 +142,7 @@ def pair_axes(grid: xr.Dataset, stoch: xr.Dataset) -> list[str]:
 
 
 def _compare_per_pair(spec: PipelineSpec, grid: xr.Dataset, stoch: xr.Dataset, grid_name: str, stoch_name: str,
-                      searched: dict[str, xr.Dataset]) -> xr.Dataset:
+                      searched: dict[str, xr.Dataset]) -> xr.Dataset | None:
     axes = pair_axes(grid, stoch)
     if not axes:
         return _compare(spec, grid, stoch, grid_name, stoch_name, searched)
@@ -156,6 +158,8 @@ def _compare_per_pair(spec: PipelineSpec, grid: xr.Dataset, stoch: xr.Dataset, g
         found = {n: pick(ds) for n, ds in searched.items()}
         part = _compare(spec, pick(grid), pick(stoch), grid_name, stoch_name, found)
         parts.append(part.expand_dims({a: [v] for a, v in at.items()}))
+    if not parts:  # the two stages share no point of those axes: no pair to compare
+        return None
     ds = xr.combine_by_coords(parts, combine_attrs="override")
     assert isinstance(ds, xr.Dataset)
     ds = ds.transpose("loss", *axes, "method")
