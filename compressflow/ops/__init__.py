@@ -13,7 +13,7 @@ An op is a function ``fn(ctx, *, <inputs>, <params>) -> Record`` registered in :
 * ``@OPS.register(version=2, check=fn)`` sets the op's code version (part of its task keys)
   and its spec-time check ``fn(spec, stage_name)``, run before any task.
 
-The built-in ops (one module per family: ``train``, ``evaluate``, ``distill``, ``blockwise``,
+The built-in ops (one module per family: ``train``, ``evaluate``, ``distill``, ``quantize``, ``blockwise``,
 ``craft``, ``prune``, ``represent``, ``bias``, ``wait``, ``objective``) register when :data:`OPS` is first
 looked up (see :mod:`compressflow.plugins`); importing this package imports neither them nor
 torch, so a spec is checked without it. :class:`OpContext` (torch) is imported on first use.
