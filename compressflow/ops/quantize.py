@@ -25,7 +25,7 @@ from compressflow.nn.training import accuracy, predict
 from compressflow.ops.artifacts import atomic_write_bytes, load_checkpoint, load_weights
 from compressflow.ops.common import Width, curves, model_costs, with_units
 from compressflow.ops.context import OpContext
-from compressflow.ops.schedule import PositiveInt, Schedule, check_schedule
+from compressflow.ops.schedule import Schedule, check_schedule
 from compressflow.ops.signature import ModelName
 from compressflow.registries import OPS
 
@@ -78,9 +78,9 @@ def quantize(
     freeze_observers_at: Annotated[float, Field(gt=0, le=1)] = 0.75,
     schedule: Schedule = Schedule(),
     seed: int = 0,
-    latency_samples: PositiveInt = 256,
-    latency_batch: PositiveInt = 1,
-    latency_rounds: PositiveInt = 5,
+    latency_samples: Annotated[int, Field(ge=1, le=65536)] = 256,
+    latency_batch: Annotated[int, Field(ge=1, le=4096)] = 1,
+    latency_rounds: Annotated[int, Field(ge=1, le=100)] = 5,
 ) -> Record:
     """Train ``model`` with fake quantization, convert it to int8 and measure it (STKD Table 8).
 
