@@ -10,6 +10,7 @@ prefer it on GPUs)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -302,8 +303,10 @@ def _resume_problem(state: Mapping[str, Any], config: Mapping[str, Any], model: 
         return f"its model has other parameters ({', '.join(diff[:3])}{', ...' if len(diff) > 3 else ''})"
     for name, tensor in own.items():
         other = theirs[name]
-        if not isinstance(other, torch.Tensor) or other.shape != tensor.shape:
-            return f"its model's {name} has shape {tuple(getattr(other, 'shape', ()))}, this one {tuple(tensor.shape)}"
+        if not isinstance(other, torch.Tensor):
+            return f"its model's {name} is not a tensor"
+        if other.shape != tensor.shape and not _loads(model, theirs):
+            return f"its model's {name} has shape {tuple(other.shape)}, this one {tuple(tensor.shape)}"
     for name in ("generator", "rng_cpu"):
         if not isinstance(state[name], torch.Tensor) or state[name].dtype != torch.uint8:
             return f"its {name} is not an RNG state"
@@ -316,6 +319,17 @@ def _resume_problem(state: Mapping[str, Any], config: Mapping[str, Any], model: 
     if not isinstance(state["history"], Mapping) or set(state["history"]) != fields:
         return "its history has other fields"
     return ""
+
+
+def _loads(model: torch.nn.Module, state: Mapping[str, Any]) -> bool:
+    """Whether a copy of ``model`` takes ``state``: quantization observers and fake-quantize
+    modules size their scales and ranges on their first batch and resize them on load, so a
+    QAT model's saved state differs in shape from a fresh one's and still fits."""
+    try:
+        copy.deepcopy(model).load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError):
+        return False
+    return True
 
 
 def _restore(state: Mapping[str, Any], model: torch.nn.Module, opt: torch.optim.Optimizer,

@@ -11,6 +11,7 @@ import torch.ao.nn.quantized as nnq
 
 from compressflow.data import load_splits
 from compressflow.errors import InputError
+from compressflow.nn.quantization import quantized_weights
 from compressflow.nn.training import accuracy, predict
 from compressflow.ops import OpContext, Schedule
 from compressflow.ops.artifacts import load_checkpoint
@@ -80,3 +81,25 @@ def test_an_edited_int8_file_is_refused(scratch, tmp_path):
     bad = type(art)(art.kind, str(forged), sha256_file(forged), art.meta)
     with pytest.raises(InputError, match=r"is not a compressflow int8 model \((KeyError|RuntimeError): .*; re-run the quantize"):
         load_int8(bad)
+
+
+def test_a_stopped_qat_run_resumes_to_the_same_int8_model(scratch, tmp_path):
+    """Stopped after epoch 1 (a search rung's budget) and resumed: the observers' saved ranges
+    (sized on their first batch, so unlike a fresh model's) and the phases come back, and the
+    int8 model equals the one of the uninterrupted run (``scratch``)."""
+    kw = {"model": "resnet18", "width": 0.125, "schedule": SHORT, "seed": 3, **TIMING}
+    quantize(OpContext("quantize-stopped", "qat", DATA, tmp_path, checkpoint_every=1, budget=1), **kw)
+    ctx = OpContext("quantize-stopped", "qat", DATA, tmp_path, checkpoint_every=1)
+    resumed = quantize(ctx, **kw)
+    assert ctx.resumed_from_epoch == 1
+    assert float(resumed.metrics.accuracy) == float(scratch.metrics.accuracy)
+    ours, theirs = load_int8(resumed.artifact).state_dict(), load_int8(scratch.artifact).state_dict()
+    assert set(ours) == set(theirs)
+    for name, value in ours.items():
+        if isinstance(value, torch.Tensor):
+            if value.is_quantized:
+                assert torch.equal(value.int_repr(), theirs[name].int_repr()), name
+            else:
+                assert torch.equal(value, theirs[name]), name
+    a, b = quantized_weights(load_int8(resumed.artifact)), quantized_weights(load_int8(scratch.artifact))
+    assert a and set(a) == set(b) and all(torch.equal(a[k].int_repr(), b[k].int_repr()) for k in a)
