@@ -92,10 +92,11 @@ def test_builtin_ops_register_their_checks():
     from compressflow.ops._layer_check import check_blockwise_layers, check_module_names
     from compressflow.ops.prune import _check_spec as check_prune
     from compressflow.ops.represent import _same_probe
+    from compressflow.ops.distill import check_distill
 
     assert {op: OPS.check(op) for op in ("train", "distill", "prune", "activations", "replace_layer", "craft",
                                          "capture", "svcca")} == {
-        "train": check_schedule, "distill": check_schedule, "prune": check_prune,
+        "train": check_schedule, "distill": check_distill, "prune": check_prune,
         "activations": check_blockwise_layers, "replace_layer": check_blockwise_layers, "craft": check_blockwise_layers,
         "capture": check_module_names, "svcca": _same_probe}
     for op in ("train", "distill", "prune", "craft", "svcca"):

@@ -78,12 +78,12 @@ def model_costs(model: torch.nn.Module, splits: Splits, hist: History | None = N
 
 
 def fit_model(ctx: OpContext, *, model: str, width: float, seed: int, schedule: Schedule,
-              loss_fn: LossFn = cross_entropy, stateful: Sequence[Stateful] = ()
+              loss_fn: LossFn = cross_entropy, stateful: Sequence[Stateful] = (), splits: Splits | None = None
               ) -> tuple[torch.nn.Module, History, dict[str, Any]]:
     """Build ``model`` (seeded) for the pipeline's data and train it on ``schedule``
     (:meth:`OpContext.fit`: progress and energy per epoch; ``stateful``: the loss's own state,
-    checkpointed with the model)."""
-    splits = ctx.splits()
+    checkpointed with the model; ``splits``: other data, e.g. a synthetic training split)."""
+    splits = ctx.splits() if splits is None else splits
     kwargs = {"num_classes": splits.num_classes, "in_channels": splits.in_channels, "width": width}
     torch.manual_seed(seed)
     net = build_model(model, **kwargs).to(ctx.device)

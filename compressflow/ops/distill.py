@@ -1,14 +1,18 @@
 """``distill``: train a student from a frozen teacher with a KD loss and a temperature policy
-(a fixed τ — one grid point — or STKD's stochastic τ drawn per batch)."""
+(a fixed τ — one grid point — or STKD's stochastic τ drawn per batch), on the pipeline's
+training split or, data-free, on a ``synthesize`` stage's images (``needs: {data: <stage>}``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
 
 import numpy as np
 import torch
 from pydantic import AfterValidator, Field
 
+from compressflow.data.synthesized import read_image_set
+from compressflow.errors import InputError, SpecError
 from compressflow.metrics.flops import macs_per_sample
 from compressflow.nn.training import memory_format
 from compressflow.nn.temperature import check_temperature, temperature_policy
@@ -18,20 +22,33 @@ from compressflow.ops.common import Width, fit_model, model_record
 from compressflow.ops.context import OpContext
 from compressflow.ops.schedule import Schedule, check_schedule
 from compressflow.ops.signature import LossName, ModelName
-from compressflow.ops.artifacts import load_checkpoint
+from compressflow.ops.artifacts import artifact_problem, load_checkpoint
 
 __all__ = ["distill"]
 
 Temperature = Annotated[Any, AfterValidator(check_temperature)]
 
 
+def check_distill(spec: Any, name: str) -> None:
+    """Spec-time check of a ``distill`` stage: its schedule (:func:`check_schedule`) and that
+    ``needs.data``, when given, is a ``synthesize`` stage (the one op writing image sets)."""
+    check_schedule(spec, name)
+    upstream = spec.stages[name].needs.get("data")
+    if upstream is not None and spec.stages[upstream].op != "synthesize":
+        raise SpecError(f"stages.{name}.needs.data: stage {upstream!r} is a {spec.stages[upstream].op!r} stage; "
+                        f"distill trains on the images of a 'synthesize' stage (drop needs.data to train on the "
+                        f"pipeline's own training split)")
+
+
 # the check warns when the schedule leaves ~no epochs at the base rate; version 2: dml and cmc
-# gained the (1 − α)·CE term and every loss the tau_squared switch (STKD's α = 0.95 for all)
-@OPS.register(version=2, check=check_schedule)
+# gained the (1 − α)·CE term and every loss the tau_squared switch (STKD's α = 0.95 for all).
+# The optional `data` input needs no new version: a key holds only the needs a stage gives.
+@OPS.register(version=2, check=check_distill)
 def distill(
     ctx: OpContext,
     *,
     teacher: Artifact,
+    data: Artifact | None = None,
     model: ModelName = "mobilenet_v2",
     width: Width = 0.25,
     loss: LossName = "hkd",
@@ -48,6 +65,12 @@ def distill(
     teacher : Artifact
         Upstream checkpoint (``needs: {teacher: <stage>}``); loaded once, kept in eval mode
         and never updated.
+    data : Artifact, optional
+        A ``synthesize`` stage's image set (``needs: {data: <stage>}``): the student trains on
+        its images instead of the pipeline's training split (data-free KD), with the
+        dataset's augmentation as usual; validation and test stay the pipeline's real val and
+        test splits. Its labels are DeepInversion's sampled targets (which the teacher
+        classifies as such): the ``(1 − alpha)`` CE term uses them; ``alpha: 1`` is pure KD.
     model, width : str, float
         The student.
     loss : {"hkd", "cmc", "dml", "ce"}
@@ -71,10 +94,23 @@ def distill(
     Record
         As ``train`` (``train_flops`` includes the teacher's forward passes), plus
         ``tau_mean``, ``stochastic`` (bool), and for stochastic τ the per-step ``tau_draws``
-        (dim ``step``) and their histogram ``tau_count`` (dim ``tau``); artifact: the
-        student's checkpoint.
+        (dim ``step``) and their histogram ``tau_count`` (dim ``tau``), and ``synthetic``
+        (bool: trained on ``data``); artifact: the student's checkpoint.
+
+    Raises
+    ------
+    InputError
+        ``data`` is not an image-set store, or its images or labels do not fit the pipeline's data.
     """
     splits = ctx.splits()
+    train_on = splits
+    if data is not None:
+        problem = artifact_problem(data)
+        if problem is not None:
+            raise InputError(f"distill.data: {problem}; re-run the 'synthesize' stage that produced it")
+        synthetic, _ = read_image_set(data.path, sample_shape=splits.sample_shape, num_classes=splits.num_classes,
+                                      where="distill.data")
+        train_on = dataclasses.replace(splits, train=synthetic)
     teacher_net = load_checkpoint(teacher, ctx.device).eval().to(memory_format=memory_format(ctx.device))
     teacher_net.requires_grad_(False)
     policy = temperature_policy(temperature, seed)
@@ -87,8 +123,8 @@ def distill(
         return kd(logits, teacher_logits, y, policy(), alpha=alpha, **switch)
 
     net, hist, kwargs = fit_model(ctx, model=model, width=width, seed=seed, schedule=schedule, loss_fn=loss_fn,
-                                  stateful=(policy,))
-    return model_record(ctx, net, hist, model, kwargs, _temperature_vars(policy),
+                                  stateful=(policy,), splits=train_on)
+    return model_record(ctx, net, hist, model, kwargs, {**_temperature_vars(policy), "synthetic": data is not None},
                         teacher_macs=macs_per_sample(teacher_net, splits.sample_shape))
 
 

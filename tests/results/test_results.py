@@ -29,6 +29,8 @@ EVERY_OP = {
         "lr_grid": {"op": "train", "params": T, "sweep": {"lr": [0.1, 0.2]}},  # lr 0.1 is the teacher's task
         "test": {"op": "evaluate", "needs": {"model": "teacher"}},
         "student": {"op": "distill", "needs": {"teacher": "teacher"}, "params": {**T, "loss": "hkd"}},
+        "dreamt": {"op": "synthesize", "needs": {"teacher": "teacher"}, "params": {"images": 20, "iterations": 2}},
+        "student_datafree": {"op": "distill", "needs": {"teacher": "teacher", "data": "dreamt"}, "params": T},
         "qat": {"op": "quantize", "params": {**T, "latency_samples": 8, "latency_rounds": 1}},
         "cache": {"op": "activations", "needs": {"model": "teacher"}, "params": {"layers": [L]}},
         "blocks": {"op": "replace_layer", "needs": {"teacher": "teacher", "activations": "cache"},
