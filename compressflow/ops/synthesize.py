@@ -20,7 +20,7 @@ from compressflow.nn.deepinversion import InversionWeights, bn_distance, deep_in
 from compressflow.ops.artifacts import load_checkpoint
 from compressflow.ops.common import zarr_record
 from compressflow.ops.context import OpContext
-from compressflow.ops.schedule import NonNegative, PositiveInt
+from compressflow.ops.schedule import NonNegative
 from compressflow.registries import OPS
 
 __all__ = ["synthesize"]
@@ -48,9 +48,9 @@ def synthesize(
     *,
     teacher: Artifact,
     student: Artifact | None = None,
-    images: PositiveInt = 512,
-    iterations: PositiveInt = 200,
-    batch_size: PositiveInt = 128,
+    images: Annotated[int, Field(ge=1, le=100_000)] = 512,  # bounded: the set is held in memory
+    iterations: Annotated[int, Field(ge=1, le=100_000)] = 200,
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 128,
     lr: Annotated[float, Field(gt=0, le=10)] = 0.2,
     ce: NonNegative = 1.0,
     r_feature: NonNegative = 0.1,
