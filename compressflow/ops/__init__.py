@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 #: the modules whose import registers the built-in ops (imported by :func:`compressflow.plugins.load`)
 FAMILIES = tuple(f"compressflow.ops.{m}" for m in
-                 ("train", "evaluate", "distill", "quantize", "blockwise", "craft", "prune", "represent", "bias", "wait", "objective", "synthesize"))
+                 ("train", "evaluate", "distill", "quantize", "blockwise", "craft", "prune", "represent", "bias", "wait", "objective", "synthesize", "distill_detection"))
 
 
 def __getattr__(name: str) -> Any:

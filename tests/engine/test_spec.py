@@ -147,7 +147,7 @@ def test_required_param_may_come_from_the_sweep_or_is_named():
 TASKS = Path(__file__).resolve().parents[2] / "tasks"
 # every study the project ships, with its task count (train/distill/... tasks after sweeps)
 SHIPPED_TASKS = {"quickstart": 2, "stkd_datafree": 18, "stkd": 112, "stkd_dml_long": 13, "stkd_dml_tau2": 34, "stkd_search": 67, "stkd_pairs": 93, "stkd_qat": 16, "blockwise": 40,
-                 "pruning": 183}
+                 "pruning": 183, "stkd_detection": 7}
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED_TASKS))

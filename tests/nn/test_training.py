@@ -74,6 +74,7 @@ def test_cpu_layout_is_contiguous_gpu_layout_channels_last():
     assert memory_format(torch.device("cuda", 0)) is torch.channels_last
 
 
+@pytest.mark.slow  # a subprocess that trains for ~15 s
 def test_narrow_wrn_trains_on_cpu_without_heap_corruption(tmp_path):
     # torch 2.14's CPU channels-last backward corrupted the heap for WRN-16-1 at width 0.25
     # (the stkd_pairs study's workers died); in a subprocess, so a crash fails the test, not pytest

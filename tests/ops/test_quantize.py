@@ -1,4 +1,4 @@
-"""The quantize op in-process: the converted model is saved as int8 and reloads to the same
+"""The quantize op in-process (slow: QAT runs): the converted model is saved as int8 and reloads to the same
 predictions, its recorded accuracy is that model's, sizes and latencies are per arithmetic,
 and fine-tuning a checkpoint keeps its architecture."""
 
@@ -21,6 +21,7 @@ from compressflow.ops.train import train
 DATA = {"dataset": "digits", "image_size": 8, "channels": 1}
 SHORT = Schedule(epochs=2, batch_size=128, lr=0.1, warmup_epochs=0)
 TIMING = {"latency_samples": 16, "latency_rounds": 2}
+pytestmark = pytest.mark.slow  # QAT training runs (~30 s together): not in the fast subset
 
 
 @pytest.fixture(scope="module")

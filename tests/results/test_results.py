@@ -21,6 +21,7 @@ from compressflow.ops.signature import stage_signature
 
 T = {"model": "resnet18", "width": 0.125, "epochs": 1, "batch_size": 128}
 L = "layer1.0.conv1"
+DET = {"image_size": 32, "num_images": 12, "width": 0.125, "epochs": 1, "batch_size": 4}  # shapes, tiny
 #: one tiny pipeline with every registered op, `lr` and `sparsity` swept (the two reported crashes/losses)
 EVERY_OP = {
     "name": "every-op", "data": {"dataset": "digits", "image_size": 8, "channels": 1},
@@ -48,6 +49,8 @@ EVERY_OP = {
         "pies": {"op": "pie", "needs": {"models": "bias"}, "params": {"over": "sparsity"}},
         "idle": {"op": "wait"},
         "synthetic": {"op": "objective", "params": {"epochs": 1, "x": 0.7}},
+        "det_teacher": {"op": "train_detection", "params": DET},
+        "det_student": {"op": "distill_detection", "needs": {"teacher": "det_teacher"}, "params": DET},
     },
 }
 ALL_PARAMS = sorted({p for op in OPS for p in stage_signature(op).params})
