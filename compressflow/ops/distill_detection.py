@@ -54,7 +54,7 @@ def _one_of(field: str, value: str, valid: tuple[str, ...]) -> str:
 @OPS.register
 def train_detection(ctx: OpContext, *, model: Detector = "ssd_vgg16", width: Width = 0.25,
                     dataset: DatasetName = "shapes", root: str | None = None, image_size: ImageSize = 64,
-                    num_images: Annotated[int, Field(ge=3)] = 300, max_objects: Annotated[int, Field(ge=1)] = 3,
+                    num_images: Annotated[int, Field(ge=3, le=100_000)] = 300, max_objects: Annotated[int, Field(ge=1, le=50)] = 3,
                     data_seed: int = 0,
                     schedule: Schedule = DETECTION_SCHEDULE, seed: int = 0) -> Record:
     """Train a detector from scratch with SSD's losses (the teacher of ``distill_detection``).
@@ -89,7 +89,7 @@ def distill_detection(ctx: OpContext, *, teacher: Artifact, model: Detector = "s
                       width: Width = 0.5, loss: KDLoss = "hkd", temperature: Temperature = 4.0,
                       alpha: Annotated[float, Field(ge=0, le=1)] = 0.95, tau_squared: bool | None = None,
                       dataset: DatasetName = "shapes", root: str | None = None, image_size: ImageSize = 64,
-                      num_images: Annotated[int, Field(ge=3)] = 300, max_objects: Annotated[int, Field(ge=1)] = 3,
+                      num_images: Annotated[int, Field(ge=3, le=100_000)] = 300, max_objects: Annotated[int, Field(ge=1, le=50)] = 3,
                     data_seed: int = 0,
                       schedule: Schedule = DETECTION_SCHEDULE, seed: int = 0) -> Record:
     """Distil a ``train_detection`` teacher into a fresh detector (STKD Table 4, detection).
