@@ -16,9 +16,7 @@ bool (VOC's flag; all False for ``shapes``).
 from __future__ import annotations
 
 import functools
-import inspect
 import os
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import torch
 
 from compressflow._registry import Registry
+from compressflow.data.load import load_through_cache
 from compressflow.errors import DataError
 
 __all__ = ["DETECTION_DATASETS", "DetectionSplit", "DetectionSplits", "detection_batches", "load_detection_splits"]
@@ -131,8 +130,6 @@ def detection_batches(split: DetectionSplit, batch_size: int, *, shuffle: bool =
         yield images, targets
 
 
-_LOAD_LOCK = threading.Lock()
-
 
 def load_detection_splits(dataset: str = "shapes", *, root: str | os.PathLike[str] | None = None,
                           image_size: int | None = None, num_images: int = 300, max_objects: int = 3,
@@ -179,20 +176,10 @@ def load_detection_splits(dataset: str = "shapes", *, root: str | os.PathLike[st
     >>> splits.class_names, (len(splits.train), len(splits.val), len(splits.test))
     (('circle', 'square', 'triangle'), (13, 3, 4))
     """
-    loader = DETECTION_DATASETS.get(dataset)
     given: dict[str, Any] = dict(root=None if root is None else os.fspath(root), image_size=image_size,
                                  num_images=num_images, max_objects=max_objects, val_fraction=val_fraction,
                                  test_fraction=test_fraction, seed=seed, year=year)
-    params = inspect.signature(loader).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        given = {k: v for k, v in given.items() if k in params}
-    key = tuple(sorted(given.items()))
-    try:
-        hash(key)
-    except TypeError:  # e.g. a list as image_size: let the loader reject it with a DataError
-        return loader(**given)
-    with _LOAD_LOCK:
-        return _load_cached(dataset, key)
+    return load_through_cache(DETECTION_DATASETS.get(dataset), _load_cached, dataset, given)
 
 
 @functools.lru_cache(maxsize=4)

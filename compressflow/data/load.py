@@ -6,6 +6,7 @@ import functools
 import inspect
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from compressflow.data.augment import _check_ops
@@ -71,20 +72,28 @@ def load_splits(dataset: str = "digits", *, image_size: int | None = None, chann
     >>> tuple(x.shape)
     (64, 3, 16, 16)
     """
-    loader = DATASETS.get(dataset)
     given = dict(image_size=image_size, channels=channels, val_fraction=val_fraction, test_fraction=test_fraction,
                  seed=seed, augment=None if augment is None else _check_ops(augment, "augment"),
                  num_samples=num_samples, num_classes=num_classes, root=None if root is None else os.fspath(root))
+    return load_through_cache(DATASETS.get(dataset), _load_cached, dataset, given)
+
+
+def load_through_cache(loader: Callable[..., Any], cached: Callable[[str, tuple], Any], dataset: str,
+                       given: dict[str, Any]) -> Any:
+    """``loader(**options)`` with the ``given`` options its signature takes, through ``cached``
+    (an ``lru_cache`` of ``(dataset, sorted options)``) under the process's load lock, so the
+    threads of a worker load a dataset once; options that cannot be hashed (a list where a
+    number belongs) go straight to the loader, which rejects them with a ``DataError``."""
     params = inspect.signature(loader).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         given = {k: v for k, v in given.items() if k in params}
     key = tuple(sorted(given.items()))
     try:
         hash(key)
-    except TypeError:  # e.g. a list as image_size: let the loader reject it with a DataError
+    except TypeError:
         return loader(**given)
     with _LOAD_LOCK:
-        return _load_cached(dataset, key)
+        return cached(dataset, key)
 
 
 @functools.lru_cache(maxsize=8)  # a few datasets per worker process; CIFAR is ~0.6 GB as float32
