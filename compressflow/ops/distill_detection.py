@@ -94,7 +94,8 @@ def distill_detection(ctx: OpContext, *, teacher: Artifact, model: Detector = "s
                       schedule: Schedule = DETECTION_SCHEDULE, seed: int = 0) -> Record:
     """Distil a ``train_detection`` teacher into a fresh detector (STKD Table 4, detection).
 
-    The loss is ``box regression + (1 − α) · SSD classification + α · [τ²] · L_kd``, ``L_kd``
+    The loss is ``box regression + SSD classification + α · [τ²] · L_kd`` (SSD's losses at full
+    weight, see :mod:`compressflow.nn.detection_kd`), ``L_kd``
     the KD loss on the class logits of the student's anchors matched to ground truth against
     the teacher's logits for the same objects (:func:`compressflow.nn.detection_kd.detection_kd_loss`).
 

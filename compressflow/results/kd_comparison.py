@@ -1,8 +1,11 @@
 """STKD Table 4: a temperature grid search against stochastic temperature.
 
-For every ``distill`` stage with a stochastic τ, the grid stage it is compared with is the
-``distill`` stage that sweeps ``temperature`` with the same teacher and otherwise the same
-parameters. Per loss:
+For every ``distill`` (or ``distill_detection``) stage with a stochastic τ, the grid stage it is
+compared with is the stage of the same op that sweeps ``temperature`` with the same teacher and
+otherwise the same parameters. Classification compares test accuracy (τ picked on
+``val_accuracy``), detection test mAP@0.5 (τ picked on ``val_map_50``): the group's ``metric``
+attribute names it, and its score variables are ``<metric>_mean`` / ``<metric>_std``
+(``accuracy_mean``, ``map_50_mean``). Per loss:
 
 * **tuned** — the grid's best τ is the one with the highest validation accuracy averaged over
   the other sweep axes (seeds); never the test split. Its test accuracy is reported as mean
@@ -39,7 +42,12 @@ from compressflow.registries import SUMMARIES
 if TYPE_CHECKING:
     from compressflow.engine.spec import PipelineSpec
 
-__all__ = ["REPLICATE_AXES", "best_trials", "kd_comparison", "pair_axes", "pair_grid_stages", "search_stages", "select_temperature", "tied_temperatures"]
+__all__ = ["KD_OPS", "REPLICATE_AXES", "best_trials", "kd_comparison", "pair_axes", "pair_grid_stages", "search_stages", "select_temperature", "tied_temperatures"]
+
+#: ops a comparison pairs: the (validation, test) variables their stages record (the validation
+#: one picks τ, the test one is reported) and the score's name in words
+KD_OPS: dict[str, tuple[str, str, str]] = {"distill": ("val_accuracy", "accuracy", "accuracy"),
+                                           "distill_detection": ("val_map_50", "map_50", "mAP@0.5")}
 
 COST_VARS = {"train_flops": "gflops", "energy_kwh": "energy_kwh", "co2_g": "co2_g", "duration_s": "duration_s"}
 
@@ -50,9 +58,9 @@ def pair_grid_stages(spec: PipelineSpec) -> list[tuple[str, str]]:
     def comparable(name: str) -> tuple[Any, ...]:
         st = spec.stages[name]
         params = {k: v for k, v in st.params.items() if k != "temperature"}
-        return (st.needs, params, {k: v for k, v in st.sweep.items() if k != "temperature"}.keys())
+        return (st.op, st.needs, params, {k: v for k, v in st.sweep.items() if k != "temperature"}.keys())
 
-    distill = [n for n, st in spec.stages.items() if st.op == "distill"]
+    distill = [n for n, st in spec.stages.items() if st.op in KD_OPS]
     grids = [n for n in distill if "temperature" in spec.stages[n].sweep]
     pairs = []
     for name in distill:
@@ -95,20 +103,32 @@ def kd_comparison(spec: PipelineSpec, groups: dict[str, xr.Dataset]) -> dict[str
     pairs = pair_grid_stages(spec)
     out = {}
     for grid_name, stoch_name in pairs:
-        if any("val_accuracy" not in groups[f"/{name}"] for name in (grid_name, stoch_name)):
+        val, test, label = KD_OPS[spec.stages[stoch_name].op]
+        grid, stoch = (_scored(groups, n, val, test) for n in (grid_name, stoch_name))
+        if grid is None or stoch is None:
             continue
-        searched = {n: groups[f"/{n}"] for n in search_stages(spec, stoch_name)
-                    if "val_accuracy" in groups.get(f"/{n}", xr.Dataset())}
-        ds = _compare_per_pair(spec, groups[f"/{grid_name}"], groups[f"/{stoch_name}"], grid_name, stoch_name,
-                               searched)
-        if ds is None:
+        searched = {n: ds for n in search_stages(spec, stoch_name) if (ds := _scored(groups, n, val, test)) is not None}
+        comparison = _compare_per_pair(spec, grid, stoch, grid_name, stoch_name, searched)
+        if comparison is None:
             continue
-        out["/kd_comparison" if len(pairs) == 1 else f"/kd_comparison_{stoch_name}"] = ds
+        comparison = comparison.rename({"accuracy_mean": f"{test}_mean", "accuracy_std": f"{test}_std"})
+        comparison.attrs.update({"metric": test, "metric_label": label,
+                                 "selection": f"best mean validation {label} over seeds (test split never used)"})
+        out["/kd_comparison" if len(pairs) == 1 else f"/kd_comparison_{stoch_name}"] = comparison
     return out
 
 
+def _scored(groups: dict[str, xr.Dataset], name: str, val: str, test: str) -> xr.Dataset | None:
+    """Stage ``name``'s group with its scores renamed to the ones the comparison reads
+    (``val_accuracy``, ``accuracy``); None while it has no finished task."""
+    ds = groups.get(f"/{name}", xr.Dataset())
+    if val not in ds or test not in ds:
+        return None
+    return ds if test == "accuracy" else ds.rename({val: "val_accuracy", test: "accuracy"})
+
+
 def search_stages(spec: PipelineSpec, stoch_name: str) -> list[str]:
-    """The ``distill`` stages that search ``temperature`` with the stochastic stage's teacher,
+    """The stages of the stochastic stage's op that search ``temperature`` with its teacher,
     other parameters and sweep axes."""
     st = spec.stages[stoch_name]
     params = {k: v for k, v in st.params.items() if k != "temperature"}
@@ -117,7 +137,7 @@ def search_stages(spec: PipelineSpec, stoch_name: str) -> list[str]:
         return {**o.params, **({b.resource: b.max} if b is not None else {})}
 
     return [name for name, o in spec.stages.items()
-            if o.op == "distill" and o.search is not None and "temperature" in o.search.space
+            if o.op == st.op and o.search is not None and "temperature" in o.search.space
             and o.needs == st.needs and budgeted(o) == params and o.sweep.keys() == st.sweep.keys()]
 
 
@@ -247,4 +267,6 @@ def _total(ds: xr.Dataset, var: str) -> float:
         once = {k: v for k, v in zip(ds["task_key"].values.ravel(), ds[var].values.ravel().astype(float))
                 if k and np.isfinite(v)}
         return float(sum(once.values()))
+    if var not in ds:  # a cost the op does not record (detection has no FLOP count): unknown, not 0
+        return float("nan")
     return float(_finite(ds[var]).sum())

@@ -208,3 +208,37 @@ def test_teacher_student_pairs_are_compared_one_by_one_not_averaged():
     table = kd_table(comp)
     assert table.splitlines()[0].startswith("| loss, teacher_model, student_model | method |")
     assert "| hkd, teacher_model=wrn_40_2, student_model=wrn_16_1 | tuned | 40.00 ± 0.00 % | 2 |" in table
+
+
+def test_detection_grid_vs_stochastic_is_compared_on_map():
+    """distill_detection stages pair like distill ones: τ picked on val mAP@0.5, test mAP@0.5
+    reported as ``map_50_mean``; no FLOP count is recorded, so GFLOPs is unknown (—), not 0."""
+    from compressflow import load_spec
+    from compressflow.report import kd_table
+    from compressflow.results.kd_comparison import kd_comparison
+
+    data = {"dataset": "shapes", "image_size": 48, "num_images": 30}
+    spec = load_spec({"name": "d", "stages": {
+        "teacher": {"op": "train_detection", "params": data},
+        "alone": {"op": "distill_detection", "needs": {"teacher": "teacher"}, "params": {**data, "loss": "ce"}},
+        "grid": {"op": "distill_detection", "needs": {"teacher": "teacher"}, "params": data,
+                 "sweep": {"temperature": [2, 4, 8]}},
+        "stoch": {"op": "distill_detection", "needs": {"teacher": "teacher"},
+                  "params": {**data, "temperature": {"stochastic": [2, 20]}}},
+        "cls_stoch": {"op": "distill", "needs": {"teacher": "teacher"},
+                      "params": {"temperature": {"stochastic": [2, 20]}}}}})
+    costs = {"energy_kwh": 2e-4, "co2_g": 0.1, "duration_s": 60.0}
+    grid = xr.Dataset({"val_map_50": ("temperature", [0.30, 0.10, 0.20]), "map_50": ("temperature", [0.05, 0.40, 0.30]),
+                       **{k: ("temperature", [v] * 3) for k, v in costs.items()}}, coords={"temperature": [2, 4, 8]})
+    stoch = xr.Dataset({"val_map_50": 0.25, "map_50": 0.2, **costs})
+    out = kd_comparison(spec, {"/teacher": xr.Dataset(), "/alone": xr.Dataset(), "/grid": grid, "/stoch": stoch,
+                               "/cls_stoch": xr.Dataset()})
+    assert list(out) == ["/kd_comparison"]  # the distill stage has no grid of its own op to pair with
+    comp = out["/kd_comparison"]
+    assert comp.attrs["metric"] == "map_50" and "accuracy_mean" not in comp
+    assert comp.best_temperature.values.tolist() == [2]  # val, not test (test would pick 4)
+    assert comp.map_50_mean.sel({"method": "tuned"}).values.tolist() == [0.05]
+    assert comp.map_50_mean.sel({"method": "stochastic"}).values.tolist() == [0.2]
+    assert comp.energy_ratio.values.tolist() == pytest.approx([3.0])
+    table = kd_table(comp)
+    assert "test mAP@0.5 (mean ± std)" in table and "| hkd | tuned | 5.00 ± — % | 2 | 1 | — |" in table
