@@ -191,11 +191,19 @@ def time_models(models: Mapping[str, nn.Module], inputs: torch.Tensor, *, batch_
     """Time ``models`` (CPU, eval mode) on ``inputs`` in ``batch_size`` chunks: one warm-up
     pass each, then ``rounds`` rounds in which every model runs over all inputs in turn, so
     a change of machine load affects them alike. ``energy()`` (the task meter's kWh so far)
-    is read around every pass and the differences summed per model."""
+    is read around every pass and the differences summed per model.
+
+    Each model is timed as a fresh deep copy (its int8 weights packed anew): the x86 int8
+    kernels keep what they prepared for the first batch shape they ran, and a later shape
+    runs slower (measured on a width-0.25 MobileNetV2 at 16x16: batch 1 after one batch-512
+    pass 4.3 vs 2.3 ms per sample; batch 16 after batch 1 0.36 vs 0.23 ms), so a model
+    already evaluated at another batch size would be timed at that handicap. The models
+    passed in are not run."""
     chunks = list(torch.split(inputs.cpu(), batch_size))
     elapsed: dict[str, list[float]] = {name: [] for name in models}
     spent = {name: 0.0 for name in models}
     with _backend(backend):
+        models = {name: copy.deepcopy(net) for name, net in models.items()}
         for net in models.values():
             for x in chunks[: max(1, min(len(chunks), 8))]:
                 net(x)

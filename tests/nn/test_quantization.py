@@ -59,6 +59,24 @@ def test_int8_kernels_agree_with_the_fake_quantized_model():
     assert not torch.equal(fake, real)  # and really a different (integer) computation
 
 
+
+def test_the_copy_time_models_runs_is_the_same_int8_model():
+    # time_models times deep copies (fresh weight packing, see its docstring): a copy must
+    # compute exactly what the model does, at every batch shape, after it ran another shape
+    import copy
+
+    from compressflow.nn.quantization import _backend
+
+    prepared, _, _ = _calibrated()
+    int8 = convert_int8(prepared)
+    x = torch.randn(40, *SHAPE)
+    with torch.no_grad(), _backend("x86"):
+        big = int8(x)
+        twin = copy.deepcopy(int8)
+        for chunk in (x[:1], x[:16], x):
+            assert torch.equal(twin(chunk), int8(chunk))
+    assert torch.equal(big[:1], twin(x[:1]))
+
 def _flags(model):
     fq = [m for m in model.modules() if hasattr(m, "fake_quant_enabled")]
     bn = [m for m in model.modules() if isinstance(m, (nniqat.ConvBn2d, nniqat.ConvBnReLU2d))]
@@ -90,26 +108,32 @@ def test_phase_zero_applies_before_training():
 
 
 class _Counting(nn.Module):
-    def __init__(self):
+    log: dict[str, list[int]] = {}  # a class attribute: shared with the deep copies time_models runs
+
+    def __init__(self, tag):
         super().__init__()
-        self.batches = []
+        self.tag, self.own = tag, []
+        _Counting.log[tag] = []
 
     def forward(self, x):
-        self.batches.append(len(x))
+        _Counting.log[self.tag].append(len(x))
+        self.own.append(len(x))
         return x.sum(dim=(1, 2, 3))
 
 
 def test_time_models_interleaves_and_splits_energy_per_sample():
-    a, b = _Counting(), _Counting()
+    a, b = _Counting("a"), _Counting("b")
     counter = itertools.count()
     kwh = lambda: float(next(counter))  # noqa: E731  (+1 kWh per read: each pass costs exactly 1)
     timing = time_models({"a": a, "b": b}, torch.zeros(10, *SHAPE), batch_size=4, rounds=3, energy=kwh)
-    assert a.batches == b.batches == [4, 4, 2] + [4, 4, 2] * 3  # one warm-up pass, then three rounds
+    # one warm-up pass, then three rounds, all on copies: the models passed in never run
+    assert _Counting.log["a"] == _Counting.log["b"] == [4, 4, 2] + [4, 4, 2] * 3
+    assert a.own == b.own == []
     assert timing.samples == 10 and timing.rounds == 3 and timing.batch_size == 4
     # each of a model's 3 passes read 2 consecutive counter values: 1 kWh, over 10 samples
     assert timing.energy_kwh == pytest.approx({"a": 3 / 30, "b": 3 / 30})
     assert all(t > 0 for t in timing.latency_s.values())
-    no_meter = time_models({"a": _Counting()}, torch.zeros(3, *SHAPE))
+    no_meter = time_models({"a": _Counting("c")}, torch.zeros(3, *SHAPE))
     assert no_meter.energy_kwh["a"] != no_meter.energy_kwh["a"]  # nan without a meter
 
 
