@@ -2,6 +2,7 @@
 float weight) and runs int8 kernels close to its fake-quantized self; the phases switch what
 they say when they say it and come back on resume; timing splits energy per sample."""
 
+import copy
 import itertools
 
 import pytest
@@ -11,8 +12,8 @@ import torch.ao.nn.intrinsic.qat as nniqat
 import torch.ao.nn.quantized as nnq
 
 from compressflow.nn.models import build_model
-from compressflow.nn.quantization import (QATPhases, convert_int8, fuse_float, prepare_qat, quantized_weights,
-                                          saved_bytes, time_models)
+from compressflow.nn.quantization import (QATPhases, _backend, convert_int8, fuse_float, prepare_qat,
+                                          quantized_weights, saved_bytes, time_models)
 
 SHAPE = (1, 8, 8)
 
@@ -59,14 +60,9 @@ def test_int8_kernels_agree_with_the_fake_quantized_model():
     assert not torch.equal(fake, real)  # and really a different (integer) computation
 
 
-
 def test_the_copy_time_models_runs_is_the_same_int8_model():
     # time_models times deep copies (fresh weight packing, see its docstring): a copy must
     # compute exactly what the model does, at every batch shape, after it ran another shape
-    import copy
-
-    from compressflow.nn.quantization import _backend
-
     prepared, _, _ = _calibrated()
     int8 = convert_int8(prepared)
     x = torch.randn(40, *SHAPE)
@@ -75,7 +71,8 @@ def test_the_copy_time_models_runs_is_the_same_int8_model():
         twin = copy.deepcopy(int8)
         for chunk in (x[:1], x[:16], x):
             assert torch.equal(twin(chunk), int8(chunk))
-    assert torch.equal(big[:1], twin(x[:1]))
+        assert torch.equal(big[:1], twin(x[:1]))  # and per sample, whatever the batch
+
 
 def _flags(model):
     fq = [m for m in model.modules() if hasattr(m, "fake_quant_enabled")]
