@@ -58,13 +58,20 @@ def summary_table(tree: xr.DataTree) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
+#: stage metrics the summary's score column shows, first present wins, with their prefix
+_SCORES = (("accuracy", ""), ("map_50", "mAP50 "))
+
+
 def _accuracy_text(group: xr.Dataset) -> str:
-    if "accuracy" not in group:
+    """The stage's test accuracy, or a detection stage's test mAP@0.5 (prefixed ``mAP50``):
+    one value, or the mean with the max and count over a sweep; ``-`` when it has neither."""
+    name, prefix = next(((n, p) for n, p in _SCORES if n in group), ("", ""))
+    if not name:
         return "-"
-    acc = group["accuracy"].values.astype(float).ravel()
+    acc = group[name].values.astype(float).ravel()
     acc = acc[np.isfinite(acc)]
     if acc.size == 0:
         return "-"
     if acc.size == 1:
-        return f"{acc[0]:.4f}"
-    return f"{acc.mean():.4f} (max {acc.max():.4f}, n={acc.size})"
+        return f"{prefix}{acc[0]:.4f}"
+    return f"{prefix}{acc.mean():.4f} (max {acc.max():.4f}, n={acc.size})"

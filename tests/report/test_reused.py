@@ -83,3 +83,17 @@ def test_stage_table_of_results_written_before_reused():
     tree = results_tree("teacher")
     assert [r[3:5] for r in summary_rows(tree, reuse=True)[1:]] == [("0", "2")]
     assert "reused from earlier runs" not in stages_section(tree, None)
+
+
+def test_stage_table_scores_detection_stages_by_map50():
+    tree = results_tree("teacher", "grid")
+    teacher = tree["teacher"].to_dataset().drop_vars("accuracy")
+    teacher["map_50"] = ("seed", [0.1144, np.nan])  # a failed seed's NaN is left out
+    tree["teacher"] = teacher
+    grid = tree["grid"].to_dataset()
+    acc = grid["accuracy"].values
+    rows = {r[0]: r for r in summary_rows(tree)[1:]}
+    assert rows["teacher"][3] == "mAP50 0.1144"
+    assert rows["grid"][3] == f"{acc.mean():.4f} (max {acc.max():.4f}, n=6)"  # classification keeps accuracy
+    tree["teacher"] = teacher.drop_vars("map_50")
+    assert summary_rows(tree)[1][3] == "-"
