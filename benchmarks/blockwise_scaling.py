@@ -72,11 +72,12 @@ def cache_vs_recompute(base: Path, layers: list[str]) -> list[tuple[str, float, 
     import time
 
     from compressflow.data import load_splits
-    from compressflow.engine.records import LedgerEntry
+    from compressflow.rundir import RunDir
     from compressflow.ops.blockwise import _layer_data
-    from compressflow.ops.artifacts import load_checkpoint
+    from compressflow.ops import load_checkpoint
 
-    recs = [LedgerEntry.load(p) for p in (base / "records").glob("*.json")]
+    run = RunDir(base)
+    recs = [run.finished(k) for k in run.record_keys()]
     teacher = next(r for r in recs if r.op == "train").record.artifact
     cache = next(r for r in recs if r.op == "activations").record.artifact
     net, splits = load_checkpoint(teacher).eval(), load_splits(**DATA)
@@ -104,13 +105,14 @@ def _peak_rss_mb(job: str, base: str) -> tuple[float, float]:
     import psutil
     import torch
 
-    from compressflow.engine.records import LedgerEntry
+    from compressflow.rundir import RunDir
     from compressflow.ops.context import OpContext
     from compressflow.ops.blockwise import replace_layer
     from compressflow.ops.distill import distill
 
     torch.set_num_threads(1)
-    recs = [LedgerEntry.load(p) for p in (Path(base) / "records").glob("*.json")]
+    run = RunDir(base)
+    recs = [run.finished(k) for k in run.record_keys()]
     teacher = next(r for r in recs if r.op == "train").record.artifact
     cache = next(r for r in recs if r.op == "activations").record.artifact
     ctx = OpContext(job, job, DATA, Path(base) / job)

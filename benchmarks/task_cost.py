@@ -17,7 +17,7 @@ from distributed import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compressflow
-from compressflow.engine import study as R  # where run() does its work (submit + Study)
+from compressflow.api import study as R  # where run() does its work (submit + Study)
 from compressflow.engine.cluster import local_cluster
 
 ap = argparse.ArgumentParser()
@@ -37,8 +37,8 @@ def timed(mod, name):
         finally:
             phases[name] = phases.get(name, 0) + time.perf_counter() - t
     setattr(mod, name, wrap)
-for n in ("check_results_store", "load_splits", "expand", "plan_resume", "build_graph", "_check_reused_records",
-          "install_meter", "check_resources", "submit_graph", "build_results", "save_results"):
+for n in ("check_results_store", "check_data", "expand", "plan_resume", "build_graph", "_check_reused_records",
+          "install_worker_plugin", "check_resources", "submit_graph", "build_results", "save_results"):
     if hasattr(R, n):  # what this version of the runner has
         timed(R, n)
 

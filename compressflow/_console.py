@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 __all__ = ["LOGGER", "console"]
 
-#: the parent of every compressflow logger (``compressflow.engine.runner``, ...)
+#: the parent of every compressflow logger (``compressflow.study``, ...)
 LOGGER = "compressflow"
 
 

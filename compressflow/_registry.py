@@ -1,11 +1,20 @@
-"""One generic name → object registry, reused for ops, models, datasets and losses."""
+"""One generic name → object registry, reused for ops, models, datasets, losses, blocks and
+summaries: one class, whatever it holds (no copy per kind).
+
+An entry may carry *facts* the registry declares with their defaults (an op's code
+``version`` and spec-time ``check``, a model's or dataset's ``task``), given at registration
+and read with :meth:`Registry.info`; :meth:`Registry.list` filters on them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import difflib
+import types
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+__all__ = ["OpRegistry", "Registry", "UnknownNameError"]
 
 
 class UnknownNameError(KeyError):
@@ -21,28 +30,37 @@ class Registry(Generic[T]):
     Parameters
     ----------
     kind : str
-        What the registry holds (``"model"``, ``"stage"``, ...); used in error messages.
+        What the registry holds (``"model"``, ``"op"``, ...); used in error messages.
     loader : callable, optional
-        Called before the first lookup (``get``, ``list``, ``in``, iteration, ``len``) until
-        it returns True: it imports the modules that register the built-in and plugin names
-        (:func:`compressflow.plugins.load`), so nothing is imported for its side effects
-        until a name is needed. Registering never calls it.
+        Called before the first lookup (``get``, ``info``, ``list``, ``in``, iteration, ``len``)
+        until it returns True: it imports the modules that register the built-in and plugin
+        names (:func:`compressflow.registries.load`), so nothing is imported for its side
+        effects until a name is needed. Registering never calls it.
+    facts : mapping, optional
+        The facts an entry may be registered with, and their defaults
+        (``{"task": "classification"}``): ``register(fn, task="detection")``.
 
     Examples
     --------
-    >>> MODELS = Registry("model")
+    >>> MODELS = Registry("model", facts={"task": "classification"})
     >>> @MODELS.register
     ... def tiny(num_classes=10):
     ...     return num_classes
-    >>> MODELS.get("tiny")(3)
-    3
-    >>> MODELS.list()
-    ['tiny']
+    >>> @MODELS.register(task="detection")
+    ... def boxes(num_classes=10):
+    ...     return num_classes
+    >>> MODELS.get("tiny")(3), MODELS.info("boxes")["task"]
+    (3, 'detection')
+    >>> MODELS.list(), MODELS.list(task="classification")
+    (['boxes', 'tiny'], ['tiny'])
     """
 
-    def __init__(self, kind: str, *, loader: Callable[[], bool] | None = None) -> None:
+    def __init__(self, kind: str, *, loader: Callable[[], bool] | None = None,
+                 facts: Mapping[str, Any] | None = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._info: dict[str, dict[str, Any]] = {}
+        self._facts = dict(facts or {})
         self._loader = loader
 
     def _load(self) -> None:
@@ -51,25 +69,37 @@ class Registry(Generic[T]):
         if self._loader is not None and self._loader():
             self._loader = None
 
-    def register(self, obj: T | None = None, *, name: str | None = None):
-        """Register ``obj`` under ``name`` (default: its ``__name__``); usable as a decorator.
+    def register(self, obj: T | None = None, *, name: str | None = None, **facts: Any) -> Any:
+        """Register ``obj`` under ``name`` (default: its ``__name__``) with ``facts``; usable as
+        a decorator, bare or called.
 
         Raises
         ------
         ValueError
-            If the name is already taken.
+            If the name is already taken, or a fact's value is not valid.
+        TypeError
+            If a fact is not one this registry declares.
         """
+        unknown = sorted(set(facts) - set(self._facts))
+        if unknown:
+            valid = ", ".join(self._facts) or "none"
+            raise TypeError(f"a {self.kind} is registered with no fact {unknown[0]!r}; facts of a {self.kind}: {valid}")
+        self._check_facts(facts)
 
         def add(item: T) -> T:
             key = self._name_of(item, name)
             if key in self._items:
                 raise ValueError(f"{self.kind} {key!r} is already registered")
             self._items[key] = item
+            self._info[key] = {**self._facts, **facts}
             return item
 
         if obj is None:
             return add
         return add(obj)
+
+    def _check_facts(self, facts: Mapping[str, Any]) -> None:
+        """Refuse bad fact values before anything is registered (a subclass's rules)."""
 
     def _name_of(self, item: T, name: str | None) -> str:
         """The name ``item`` registers under: ``name``, else its ``__name__``."""
@@ -92,13 +122,33 @@ class Registry(Generic[T]):
         except (KeyError, TypeError):
             raise UnknownNameError(self.unknown_message(name)) from None
 
-    def unknown_message(self, name: object) -> str:
-        return f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.list())}"
+    def info(self, name: str) -> Mapping[str, Any]:
+        """The facts ``name`` was registered with (defaults filled in), read-only.
 
-    def list(self) -> list[str]:
-        """Sorted registered names."""
+        Raises
+        ------
+        UnknownNameError
+            If ``name`` is not registered.
+        """
+        self.get(name)
+        return types.MappingProxyType(self._info[name])
+
+    def unknown_message(self, name: object, **where: Any) -> str:
+        """Why ``name`` is refused where an entry with facts ``where`` is asked for: it is
+        unknown, or registered with other facts; lists the valid choices and the closest one."""
+        valid = self.list(**where)
         self._load()
-        return sorted(self._items)
+        if name in self._items and where:
+            facts = ", ".join(f"{k} {self._info[name].get(k)!r}" for k in where)
+            return f"{self.kind} {name!r} has {facts}; valid choices here: {', '.join(valid) or 'none'}"
+        close = difflib.get_close_matches(name, valid, n=1) if isinstance(name, str) else []
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown {self.kind} {name!r}{hint}; valid choices: {', '.join(valid)}"
+
+    def list(self, **where: Any) -> list[str]:
+        """Sorted registered names; with ``where``, those whose facts have those values."""
+        self._load()
+        return sorted(k for k in self._items if all(self._info[k].get(f) == v for f, v in where.items()))
 
     def __contains__(self, name: object) -> bool:
         self._load()
@@ -116,18 +166,22 @@ class Registry(Generic[T]):
 
 
 class OpRegistry(Registry[T]):
-    """The op registry: a :class:`Registry` whose entries also carry a code ``version`` and
-    an optional spec-time ``check``.
+    """The op registry: a :class:`Registry` whose entries carry the op's code ``version``, its
+    checks, the kind of ``data`` it needs and the parameters it ``moved``.
 
-    An op's version is part of every task key of that op (see :mod:`compressflow.engine.keys`):
-    bump it when a change to the op's code changes what it computes, and every finished
-    task of that op, and everything downstream of it, runs again on the next run; other
-    ops' records are still reused. Unchanged ops keep version 1.
-
-    An op's check, ``check(spec, stage_name)``, runs when a spec is loaded, after every
-    stage's own parameters validated: it looks across stages (e.g. that a layer name exists
-    in the upstream model) and raises :class:`~compressflow.errors.SpecError` or warns
-    (:class:`~compressflow.errors.SpecWarning`) before any task runs.
+    * ``version`` (default 1) is part of every task key of the op (see
+      :mod:`compressflow.engine.keys`): bump it when a change to the op's code changes what it
+      computes, and every finished task of that op, and everything downstream of it, runs
+      again on the next run; other ops' records are still reused.
+    * ``check(spec, stage_name)`` runs when a spec is loaded, after every stage's own
+      parameters validated; it looks across stages and raises
+      :class:`~compressflow.errors.SpecError` or warns (:class:`~compressflow.errors.SpecWarning`).
+      It sees only the spec and must not import torch: loading a spec stays cheap.
+    * ``model_check(spec, stage_name)`` runs when the study is submitted, before any task:
+      a check that must build a model (on the meta device) to know, e.g., its layer names.
+    * ``data``: ``"classification"`` (default), ``"detection"`` or None (the op reads no
+      data): the spec's dataset must be of that task.
+    * ``moved``: former parameter → how to update a spec that still sets it.
 
     Examples
     --------
@@ -146,39 +200,23 @@ class OpRegistry(Registry[T]):
     True
     """
 
+    FACTS: Mapping[str, Any] = {"version": 1, "check": None, "model_check": None, "data": "classification",
+                                "moved": {}}
+
     def __init__(self, kind: str, *, loader: Callable[[], bool] | None = None) -> None:
-        super().__init__(kind, loader=loader)
-        self._versions: dict[str, int] = {}
-        self._checks: dict[str, Callable[[Any, str], None]] = {}
+        super().__init__(kind, loader=loader, facts=self.FACTS)
 
-    def register(self, obj: T | None = None, *, name: str | None = None, version: int = 1,
-                 check: Callable[[Any, str], None] | None = None):
-        """Register ``obj`` as :meth:`Registry.register` does, with its code ``version`` and
-        its spec-time ``check`` (``check(spec, stage_name)``; none by default).
-
-        Raises
-        ------
-        ValueError
-            If the name is taken or ``version`` is not an integer >= 1.
-        TypeError
-            If ``check`` is given and is not callable.
-        """
+    def _check_facts(self, facts: Mapping[str, Any]) -> None:
+        version = facts.get("version", 1)
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise ValueError(f"{self.kind} version must be an integer >= 1, got {version!r}")
-        if check is not None and not callable(check):
-            raise TypeError(f"{self.kind} check must be a function check(spec, stage_name), got {check!r}")
-
-        def add(item: T) -> T:
-            Registry.register(self, item, name=name)
-            key = self._name_of(item, name)
-            self._versions[key] = version
-            if check is not None:
-                self._checks[key] = check
-            return item
-
-        if obj is None:
-            return add
-        return add(obj)
+        for hook in ("check", "model_check"):
+            if facts.get(hook) is not None and not callable(facts[hook]):
+                raise TypeError(f"{self.kind} {hook} must be a function {hook}(spec, stage_name), got {facts[hook]!r}")
+        if facts.get("data", "classification") not in ("classification", "detection", None):
+            raise ValueError(f"{self.kind} data must be 'classification', 'detection' or None, got {facts['data']!r}")
+        if not isinstance(facts.get("moved", {}), Mapping):
+            raise TypeError(f"{self.kind} moved must map a former parameter to how to update it, got {facts['moved']!r}")
 
     def version(self, name: str) -> int:
         """The code version ``name`` was registered with (1 unless it said otherwise).
@@ -188,8 +226,7 @@ class OpRegistry(Registry[T]):
         UnknownNameError
             If ``name`` is not registered.
         """
-        self.get(name)
-        return self._versions[name]
+        return int(self.info(name)["version"])
 
     def check(self, name: str) -> Callable[[Any, str], None]:
         """The spec-time check ``name`` was registered with, as ``check(spec, stage_name)``;
@@ -200,8 +237,18 @@ class OpRegistry(Registry[T]):
         UnknownNameError
             If ``name`` is not registered.
         """
-        self.get(name)
-        return self._checks.get(name, _no_check)
+        return self.info(name)["check"] or _no_check
+
+    def model_check(self, name: str) -> Callable[[Any, str], None]:
+        """The submit-time check ``name`` was registered with (``model_check``), or one that
+        does nothing.
+
+        Raises
+        ------
+        UnknownNameError
+            If ``name`` is not registered.
+        """
+        return self.info(name)["model_check"] or _no_check
 
 
 def _no_check(spec: Any, name: str) -> None:

@@ -77,18 +77,19 @@ def _show_warning(previous, message, category, filename, lineno, file=None, line
 
 
 def _run(args: argparse.Namespace) -> int:
-    from compressflow.engine.spec import load_spec
     from compressflow.plugins import import_plugins
+    from compressflow.spec import load_spec
 
     plugins = import_plugins(args.plugin, field="--plugin")  # so a bad one is named --plugin
-    spec = load_spec(args.spec)  # a bad spec is refused before the engine (distributed, xarray) is imported
-    from compressflow.engine.runner import run
+    spec = load_spec(args.spec)  # a bad spec is refused before the engine (distributed, xarray, torch) is imported
+    from compressflow.api.runner import run
     from compressflow.report import summary_table
+    from compressflow.rundir import RunDir
 
     tree = run(spec, cluster=args.cluster, out=args.out, plugins=plugins, show_progress=not args.quiet)
-    out = args.out or f"runs/{tree.attrs['name']}"
+    run_dir = RunDir(args.out) if args.out is not None else RunDir.default(spec.name)
     print(summary_table(tree))
-    print(f"results: {out}/results.zarr")
+    print(f"results: {run_dir.results}")
     ledger = tree["tasks"]
     print(_tasks_line(ledger.to_dataset()))
     failed = [(str(k), str(s), str(st), str(e)) for k, s, st, e in zip(
@@ -108,22 +109,22 @@ def _tasks_line(ledger: Any) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from compressflow.engine.spec import load_spec
     from compressflow.plugins import import_plugins
+    from compressflow.spec import load_spec
 
     import_plugins(args.plugin, field="--plugin")
     spec = load_spec(args.spec)  # imports the spec's own plugins
-    from compressflow.engine.status import format_status, run_state, status_from_rundir
+    from compressflow.engine.status import format_status, status_from_rundir
+    from compressflow.rundir import RunDir
 
-    out = Path(args.out) if args.out is not None else Path("runs") / spec.name
+    run = RunDir(args.out) if args.out is not None else RunDir.default(spec.name)
+    out = run.root
     rows = status_from_rundir(spec, out)
     print(format_status(rows))
     if not out.exists():
         print(f"no run directory {str(out)!r} yet: every task is pending")
         return 0
-    state = run_state(out)
+    state = run.state()
     if state.live:
         print(f"a run is live in {str(out)!r} ({state.holder})")
     elif state.holder:
@@ -148,11 +149,15 @@ def _report(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     from compressflow.errors import InputError
-    from compressflow.registries import DATASETS, LOSSES, MODELS, OPS
+    from compressflow.registries import BLOCKS, DATASETS, LOSSES, MODELS, OPS
 
     if args.op is None:
-        for title, reg in (("ops", OPS), ("models", MODELS), ("datasets", DATASETS), ("losses", LOSSES)):
-            print(f"{title}: {', '.join(reg.list()) or '-'}")
+        for title, names in (("ops", OPS.list()), ("models", MODELS.list(task="classification")),
+                             ("detection models", MODELS.list(task="detection")),
+                             ("datasets", DATASETS.list(task="classification")),
+                             ("detection datasets", DATASETS.list(task="detection")), ("losses", LOSSES.list()),
+                             ("blocks", BLOCKS.list())):
+            print(f"{title}: {', '.join(names) or '-'}")
         return 0
     if args.op not in OPS:
         raise InputError(f"list: unknown op {args.op!r}; valid ops: {', '.join(OPS.list())}")

@@ -19,6 +19,11 @@ class DataError(InputError):
     """A dataset that cannot be loaded as asked (missing files, wrong options)."""
 
 
+class PluginError(InputError):
+    """A plugin that cannot be imported (on the client or on a worker), or an installed entry
+    point that fails to load; the message names it and the cause, which is chained."""
+
+
 class SpecWarning(UserWarning):
     """A spec that validates but probably does not do what was meant (e.g. a schedule that
     leaves almost no epochs at the base learning rate). The CLI prints it as one
@@ -32,4 +37,4 @@ def one_line(exc: BaseException | str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["DataError", "InputError", "SpecError", "SpecWarning", "one_line"]
+__all__ = ["DataError", "InputError", "PluginError", "SpecError", "SpecWarning", "one_line"]

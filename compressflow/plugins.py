@@ -5,16 +5,20 @@ spec) and on the worker that runs a task, so whatever registers a name must be i
 both places. Two doors:
 
 * **Installed plugins**: a package declares an entry point in the group ``compressflow.plugins``
-  (``[project.entry-points."compressflow.plugins"] my_ops = "my_package.ops"``). :func:`load`
-  imports it, with compressflow's built-in modules, the first time a registry is looked up,
-  in every process, so each worker that has the package installed has its names.
+  (``[project.entry-points."compressflow.plugins"] my_ops = "my_package.ops"``).
+  :func:`compressflow.registries.load` imports it, with compressflow's built-in modules, the
+  first time a registry is looked up, in every process, so each worker that has the package
+  installed has its names.
 * **Plugins of a run**: ``compressflow run SPEC --plugin PATH_OR_MODULE``, the spec key
   ``plugins: [...]`` or ``compressflow.run(spec, plugins=[...])``. Each entry is a ``.py``
   file, a package folder (holding ``__init__.py``) or an importable module name.
   :func:`import_plugins` imports it on the client, before the spec is validated, and
-  :func:`install` registers a :class:`ShipPlugin` with the scheduler: the scheduler hands it
+  :func:`compressflow.engine.shipping.install` registers a
+  :class:`~compressflow.engine.shipping.ShipPlugin` with the scheduler: the scheduler hands it
   to every current worker and to every worker that joins later, before that worker takes a
   task; it writes the file or folder into the worker's local directory and imports it there.
+
+This module resolves and imports plugins here (no Dask: a spec check does not need it).
 
 Why not Dask's ``UploadFile`` / ``UploadDirectory``: ``UploadFile`` *reloads* the module on
 every registration, which runs its ``@register`` decorators again (a registry refuses a name
@@ -27,117 +31,24 @@ imported again there: restart the workers after editing a plugin.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import importlib.util
-import logging
 import os
 import re
 import sys
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
-from compressflow.errors import InputError, SpecError, one_line
-from compressflow.ops import FAMILIES
+from compressflow.errors import InputError, PluginError, SpecError, one_line
 
-__all__ = ["BUILTIN_MODULES", "ENTRY_POINT_GROUP", "MAX_PLUGIN_BYTES", "Plugin", "PluginError", "ShipPlugin",
-           "dedupe", "files_of", "import_plugins", "install", "load", "resolve"]
-
-log = logging.getLogger("compressflow.plugins")
-
-#: the entry-point group an installed package declares its compressflow modules in
-ENTRY_POINT_GROUP = "compressflow.plugins"
-#: the modules whose import registers compressflow's own names
-BUILTIN_MODULES = ("compressflow.nn.losses", "compressflow.nn.blocks", "compressflow.nn.models", "compressflow.data",
-                   *FAMILIES, "compressflow.results.kd_comparison")
+__all__ = ["MAX_PLUGIN_BYTES", "Plugin", "PluginError", "dedupe", "files_of", "import_plugins", "resolve"]
 #: the most a shipped file or folder may hold: it travels through the scheduler to every worker
 MAX_PLUGIN_BYTES = 32 * 2**20
 
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _KINDS = "a .py file, a package folder (with __init__.py) or a module name"
-
-
-class PluginError(InputError):
-    """A plugin that cannot be imported (on the client or on a worker); the message names it
-    and the cause, which is chained."""
-
-
-# --- built-ins and installed plugins, loaded on first lookup ----------------------------------
-
-_lock = threading.RLock()  # re-entrant: a module being loaded may look a name up (see load)
-_state: dict[str, Any] = {"done": False, "loading": False, "error": None}
-
-
-def load() -> bool:
-    """Import compressflow's built-in modules and every entry point of the group
-    ``compressflow.plugins``, once per process.
-
-    The registries call this on their first lookup, so it rarely needs calling directly.
-    An entry point names a module (imported) or a function (imported and called with no
-    arguments).
-
-    Returns
-    -------
-    bool
-        True once everything is loaded; False when called again, from the same thread,
-        by a module that the load is importing (the registry asks again later).
-
-    Raises
-    ------
-    PluginError
-        An entry point failed to import; raised again on every later lookup (a half-loaded
-        plugin must not pass for a missing name).
-    """
-    if _state["done"]:
-        return True
-    with _lock:  # other threads wait here until the first one has loaded everything
-        if _state["done"]:
-            return True
-        if _state["error"] is not None:
-            error = _state["error"]
-            raise PluginError(str(error)) from error.__cause__
-        if _state["loading"]:
-            return False
-        _state["loading"] = True
-        try:
-            for name in BUILTIN_MODULES:
-                importlib.import_module(name)
-            for ep in _entry_points():
-                _load_entry_point(ep)
-        except PluginError as exc:
-            _state["error"] = exc
-            raise
-        finally:
-            _state["loading"] = False
-        _state["done"] = True
-    return True
-
-
-def _entry_points() -> list[importlib.metadata.EntryPoint]:
-    seen: set[str] = set()
-    unique = []
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.value not in seen:  # the same distribution found twice on sys.path
-            seen.add(ep.value)
-            unique.append(ep)
-    return unique
-
-
-def _load_entry_point(ep: importlib.metadata.EntryPoint) -> None:
-    try:
-        obj = ep.load()
-        if callable(obj) and not isinstance(obj, (ModuleType, type)):
-            obj()
-    except Exception as exc:
-        dist = getattr(getattr(ep, "dist", None), "name", None)
-        origin = f" of package {dist!r}" if dist else ""
-        raise PluginError(
-            f"plugin entry point {ep.name!r} = {ep.value!r}{origin} (group {ENTRY_POINT_GROUP!r}) failed to load: "
-            f"{type(exc).__name__}: {one_line(exc)}; fix or uninstall that package"
-        ) from exc
 
 
 # --- plugins of a run: resolve, import on the client, ship to the workers ---------------------
@@ -322,38 +233,6 @@ def files_of(plugin: Plugin) -> dict[str, bytes]:
                                 f"{MAX_PLUGIN_BYTES // 2**20} MiB; ship code only (keep data elsewhere)")
             files[str(Path(root.name, path.relative_to(root)))] = data
     return files
-
-
-def install(client: Any, plugins: Iterable[Plugin]) -> None:
-    """Register every plugin with the scheduler as a :class:`ShipPlugin`: current workers
-    import it now, workers that join later before their first task.
-
-    Raises
-    ------
-    PluginError
-        A plugin failed to import on a worker (e.g. a package it imports is not installed
-        there); the cause is chained.
-    """
-    from distributed.comm.core import CommClosedError
-
-    from compressflow._ship import ShipPlugin
-
-    for plugin in plugins:
-        try:
-            client.register_plugin(ShipPlugin(plugin), name=f"compressflow-plugin-{plugin.module}")
-        except CommClosedError as exc:  # a worker left meanwhile; the scheduler still has the plugin
-            log.warning("a worker left while plugin %s was being installed (%s); continuing", plugin.module, exc)
-        except Exception as exc:
-            raise PluginError(f"{plugin.where}: importing {plugin.source!r} on a worker failed: "
-                              f"{type(exc).__name__}: {one_line(exc)}; install what it needs on the workers") from exc
-
-
-def __getattr__(name: str) -> Any:
-    if name == "ShipPlugin":  # on demand: it imports distributed, which a spec check does not need
-        from compressflow._ship import ShipPlugin
-
-        return ShipPlugin
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def dedupe(plugins: Iterable[Plugin]) -> list[Plugin]:

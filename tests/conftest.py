@@ -1,4 +1,5 @@
-"""Shared fixtures: one real in-process-spawned Dask LocalCluster for the session."""
+"""Shared fixtures: one real in-process-spawned Dask LocalCluster for the session (``client``,
+the e2e tests'), op contexts for the op tests, and a registry state restored after a test."""
 
 from __future__ import annotations
 
@@ -22,17 +23,6 @@ def client():
 
     with local_cluster(n_workers=2, dashboard_address=":0", security="none") as cluster, Client(cluster) as c:
         yield c
-
-
-def tiny_spec(**stage_overrides):
-    """A two-stage pipeline small enough to run in seconds."""
-    teacher = {"op": "train", "params": {"model": "resnet18", "width": 0.125, "epochs": 1, "batch_size": 128}}
-    teacher.update(stage_overrides)
-    return {
-        "name": "tiny",
-        "data": {"dataset": "digits", "image_size": 8, "channels": 1},
-        "stages": {"teacher": teacher, "test": {"op": "evaluate", "needs": {"model": "teacher"}}},
-    }
 
 
 # -- op contexts for the op tests: progress recorded, a stand-in energy meter (no Dask, no CodeCarbon)
@@ -76,24 +66,24 @@ def fresh_names():
     a user op registered by one test does not leak into the next."""
     import sys
 
-    from compressflow import plugins
+    from compressflow import registries
     from compressflow.ops.signature import stage_signature
     from compressflow.registries import BLOCKS, DATASETS, LOSSES, MODELS, OPS, SUMMARIES
 
-    plugins.load()
+    registries.load()
     regs = (BLOCKS, DATASETS, LOSSES, MODELS, OPS, SUMMARIES)
     items = [dict(r._items) for r in regs]
-    versions = dict(OPS._versions)
-    state = dict(plugins._state)
+    info = [dict(r._info) for r in regs]
+    state = dict(registries._state)
     modules = set(sys.modules)
     path = list(sys.path)
     yield
-    for reg, saved in zip(regs, items):
+    for reg, saved, facts in zip(regs, items, info):
         reg._items.clear()
         reg._items.update(saved)
-    OPS._versions.clear()
-    OPS._versions.update(versions)
-    plugins._state.update(state)
+        reg._info.clear()
+        reg._info.update(facts)
+    registries._state.update(state)
     for name in set(sys.modules) - modules:
         del sys.modules[name]
     sys.path[:] = path

@@ -14,7 +14,8 @@ A case is data (see ``tests/bad_input/*.yaml``):
     and ``--out`` as ``run`` does) and extra arguments.
 ``cluster`` / ``cluster_arg``
     a cluster spec mapping written to ``{tmp}/cluster.yaml`` (or ``cluster_text``, its exact
-    text), or a string passed verbatim as ``--cluster``.
+    text), or a string passed verbatim as ``--cluster`` (``{scheduler}``: the address of the
+    tests' shared cluster).
 ``setup``
     a function of ``tests/bad_input/setups.py`` run first.
 ``expect``, ``exit``
@@ -101,8 +102,8 @@ def snapshot(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def argv_for(case: dict[str, Any], tmp: Path, out: Path) -> list[str]:
-    names = {"tmp": str(tmp), "out": str(out)}
+def argv_for(case: dict[str, Any], tmp: Path, out: Path, scheduler: str = "") -> list[str]:
+    names = {"tmp": str(tmp), "out": str(out), "scheduler": scheduler}
     command = case.get("command", "run")
     if command not in ("run", "status"):
         return [command, *fill(case.get("args", [str(out)]), names)]
@@ -138,13 +139,15 @@ def test_matrix_covers_every_door():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
-def test_bad_input(case, tmp_path, capsys):
+def test_bad_input(case, tmp_path, capsys, request):
     tmp = tmp_path / "case"
     tmp.mkdir()
     out = tmp / "run"
     if case.get("setup"):
         SETUPS[case["setup"]](tmp, out)
-    argv = argv_for(case, tmp, out)
+    # "{scheduler}": the tests' shared cluster, for cases whose input a worker reads
+    scheduler = request.getfixturevalue("client").scheduler.address if "{scheduler}" in str(case) else ""
+    argv = argv_for(case, tmp, out, scheduler)
     before = snapshot(tmp)
     code = main(argv)
     err = capsys.readouterr().err

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from compressflow.cli import main
-from conftest import tiny_spec
+from tests.support import tiny_spec
 
 
 def _errors(capsys) -> str:
@@ -119,7 +119,10 @@ def test_list_without_a_name_lists_names_and_unknown_op_exit_2(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("ops: ") and "train" in out[0].split(": ")[1].split(", ")
-    assert [line.split(":")[0] for line in out] == ["ops", "models", "datasets", "losses"]
+    assert [line.split(":")[0] for line in out] == ["ops", "models", "detection models", "datasets",
+                                                    "detection datasets", "losses", "blocks"]
+    assert out[2] == "detection models: ssd_vgg16, ssdlite_mobilenet_v3" and out[4] == "detection datasets: shapes, voc"
+    assert "ssd_vgg16" not in out[1] and "shapes" not in out[3]
     assert main(["list", "trian"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("compressflow: error: list: unknown op 'trian'; valid ops: ") and ", train, " in err + ", "

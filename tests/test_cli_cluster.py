@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from compressflow.cli import main
-from conftest import tiny_spec
+from tests.support import tiny_spec
 
 DASK = str(Path(sys.executable).parent / "dask")
 

@@ -5,7 +5,7 @@ import logging
 
 from compressflow._console import console
 
-log = logging.getLogger("compressflow.engine.runner")
+log = logging.getLogger("compressflow.study")
 
 
 def test_console_shows_progress_and_warnings_on_stderr_then_restores(capsys):

@@ -20,10 +20,11 @@ import yaml
 
 from compressflow import plugins, registries
 from compressflow._registry import Registry
-from compressflow.engine.spec import load_spec
+from compressflow.spec import load_spec
 from compressflow.errors import SpecError
 from compressflow.ops.signature import stage_signature
-from compressflow.plugins import PluginError, ShipPlugin
+from compressflow.engine.shipping import ShipPlugin
+from compressflow.plugins import PluginError
 from compressflow.registries import BLOCKS, DATASETS, LOSSES, MODELS, OPS, SUMMARIES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +101,7 @@ def test_builtins_are_registered_by_the_first_lookup_in_a_fresh_process():
 
 
 def _entry_points(monkeypatch, *values: str) -> None:
-    eps = [importlib.metadata.EntryPoint(name=f"ep{i}", value=v, group=plugins.ENTRY_POINT_GROUP)
+    eps = [importlib.metadata.EntryPoint(name=f"ep{i}", value=v, group=registries.ENTRY_POINT_GROUP)
            for i, v in enumerate(values)]
     monkeypatch.setattr(importlib.metadata, "entry_points",
                         lambda group=None: [e for e in eps if e.group == group])
@@ -109,9 +110,9 @@ def _entry_points(monkeypatch, *values: str) -> None:
 
 def _unload(monkeypatch) -> None:
     """As in a fresh process: nothing loaded, every registry loads on its next lookup."""
-    plugins._state.update(done=False, error=None)
+    registries._state.update(done=False, error=None)
     for reg in (BLOCKS, DATASETS, LOSSES, MODELS, OPS, SUMMARIES):
-        monkeypatch.setattr(reg, "_loader", registries._load)
+        monkeypatch.setattr(reg, "_loader", registries.load)
 
 
 def test_entry_points_register_on_first_lookup(fresh_names, monkeypatch, tmp_path):
@@ -337,15 +338,17 @@ def test_user_op_and_model_reach_cli_started_workers_and_one_that_joins_mid_run(
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     joined: dict[str, set[str]] = {}
 
-    def join_after_first_task() -> None:
-        deadline = time.time() + 300
-        while not list((out / "records").glob("*.json")) and time.time() < deadline:
+    def join_once_the_run_is_live() -> None:
+        from compressflow.rundir import RunDir
+
+        deadline = time.time() + 300  # the probes wait at the gate, holding both workers, until it opens
+        while not RunDir(out).state().live and time.time() < deadline:
             time.sleep(0.1)
         dask_cli.start_worker()
         joined["third"] = dask_cli.workers(3) - first_two
         gate.write_text("open")
 
-    helper = threading.Thread(target=join_after_first_task, daemon=True)
+    helper = threading.Thread(target=join_once_the_run_is_live, daemon=True)
     helper.start()
     code = main(["run", str(tmp_path / "spec.yaml"), "--cluster", dask_cli.address, "--out", str(out), "--quiet",
                  "--plugin", str(user / "user_ops.py")])

@@ -23,7 +23,25 @@ def test_unknown_name_lists_choices():
     reg.register(lambda: 1, name="alpha")
     with pytest.raises(UnknownNameError) as err:
         reg.get("alpah")
-    assert str(err.value) == "unknown widget 'alpah'; valid choices: alpha"
+    assert str(err.value) == "unknown widget 'alpah' (did you mean 'alpha'?); valid choices: alpha"
+    with pytest.raises(UnknownNameError) as err:
+        reg.get("zzz")
+    assert str(err.value) == "unknown widget 'zzz'; valid choices: alpha"  # nothing close: no guess
+
+
+def test_entries_carry_declared_facts_and_lists_filter_on_them():
+    reg = Registry("model", facts={"task": "classification"})
+    reg.register(lambda: 1, name="net")
+    reg.register(lambda: 2, name="ssd", task="detection")
+    assert dict(reg.info("net")) == {"task": "classification"} and reg.info("ssd")["task"] == "detection"
+    assert reg.list(task="detection") == ["ssd"] and reg.list(task="classification") == ["net"]
+    assert reg.unknown_message("ssd", task="classification") == (
+        "model 'ssd' has task 'detection'; valid choices here: net")
+    with pytest.raises(TypeError, match="a model is registered with no fact 'kind'; facts of a model: task"):
+        reg.register(lambda: 3, name="x", kind="detection")
+    assert "x" not in reg
+    with pytest.raises(TypeError):
+        reg.info("net")["task"] = "detection"  # read-only
 
 
 def test_duplicate_name_raises():
@@ -34,7 +52,7 @@ def test_duplicate_name_raises():
 
 
 def test_project_registries_hold_builtins():
-    import compressflow.engine.spec  # noqa: F401
+    import compressflow.spec  # noqa: F401
 
     assert {"train", "evaluate"} <= set(OPS.list())
     assert {"digits", "cifar10", "cifar100", "tinyimagenet", "synthetic"} <= set(DATASETS.list())
@@ -88,26 +106,30 @@ def test_op_registry_carries_the_spec_time_check():
 
 
 def test_builtin_ops_register_their_checks():
-    from compressflow.ops import check_schedule
-    from compressflow.ops._layer_check import check_blockwise_layers, check_module_names
+    from compressflow.ops import check_module_names, check_replaceable_layers, check_schedule
+    from compressflow.ops.distill import check_distill
+    from compressflow.ops.prune import _check_attention
     from compressflow.ops.prune import _check_spec as check_prune
     from compressflow.ops.represent import _same_probe
-    from compressflow.ops.distill import check_distill
 
-    assert {op: OPS.check(op) for op in ("train", "distill", "prune", "activations", "replace_layer", "craft",
-                                         "capture", "svcca")} == {
-        "train": check_schedule, "distill": check_distill, "prune": check_prune,
-        "activations": check_blockwise_layers, "replace_layer": check_blockwise_layers, "craft": check_blockwise_layers,
-        "capture": check_module_names, "svcca": _same_probe}
+    assert {op: OPS.check(op) for op in ("train", "distill", "prune", "svcca")} == {
+        "train": check_schedule, "distill": check_distill, "prune": check_prune, "svcca": _same_probe}
+    # the checks that build a model run when the study is submitted, not when the spec loads
+    assert {op: OPS.model_check(op) for op in ("activations", "replace_layer", "craft", "capture", "prune")} == {
+        "activations": check_replaceable_layers, "replace_layer": check_replaceable_layers,
+        "craft": check_replaceable_layers, "capture": check_module_names, "prune": _check_attention}
+    assert OPS.model_check("train")(object(), "stage") is None  # none registered: a check that does nothing
+    assert {op: OPS.info(op)["data"] for op in ("train", "train_detection", "distill_detection", "wait")} == {
+        "train": "classification", "train_detection": "detection", "distill_detection": "detection", "wait": None}
     for op in ("train", "distill", "prune", "craft", "svcca"):
         assert not hasattr(OPS.get(op), "check_spec")  # the registry holds it, not a hidden attribute
 
 
 def test_load_spec_runs_the_registered_check(monkeypatch):
-    from compressflow.engine.spec import load_spec
+    from compressflow.spec import load_spec
 
     seen = []
-    monkeypatch.setitem(OPS._checks, "wait", lambda spec, name: seen.append((spec.name, name)))
+    monkeypatch.setitem(OPS._info["wait"], "check", lambda spec, name: seen.append((spec.name, name)))
     load_spec({"name": "c", "stages": {"a": {"op": "wait"}, "b": {"op": "wait", "params": {"seconds": 0.0}}}})
     assert seen == [("c", "a"), ("c", "b")]
 
@@ -125,7 +147,7 @@ def test_the_svcca_op_does_not_shadow_the_metric():
     import compressflow.ops.represent as represent
 
     assert OPS.get("svcca") is represent.compare_representations
-    assert represent.svcca is similarity.svcca
+    assert similarity.svcca is not represent.compare_representations and callable(similarity.svcca)
 
 
 def test_ops_all_is_the_op_authors_contract():

@@ -98,7 +98,7 @@ def study_event(graph: TaskGraph, study_id: str, intensity: float | None = None,
     """
     energy = graph.spec.energy
     if intensity is None:
-        from compressflow.energy import carbon_intensity
+        from compressflow.energy.carbon import carbon_intensity
 
         intensity = carbon_intensity(energy.country, energy.region)
     summaries = {}

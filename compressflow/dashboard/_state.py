@@ -10,6 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from compressflow.energy.carbon import co2_grams
 from compressflow.engine.events import PROGRESS, STUDY, TASK
 
 __all__ = ["STATES", "Board", "StudyView"]
@@ -73,7 +74,7 @@ class StudyView:
                    _number(msg.get("intensity_g_per_kwh")), _number(msg.get("pue", 1.0)), tasks)
 
     def co2_g(self, kwh: float) -> float:
-        return kwh * self.pue * self.intensity
+        return co2_grams(kwh, self.pue, self.intensity)
 
     def stage_table(self) -> list[dict[str, Any]]:
         """Per stage: tasks, the count in every state of :data:`STATES`, ``kwh`` (what ran in

@@ -82,7 +82,7 @@ def write_activations(model: nn.Module, inputs: Mapping[str, torch.Tensor], laye
                     arr[start:start + len(value)] = value
 
     # late: importing compressflow.ops registers the built-in ops, and ops.blockwise imports this module
-    from compressflow.ops.artifacts import replace_dir
+    from compressflow.rundir.files import replace_dir
 
     try:
         replace_dir(Path(path), write)

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from compressflow.errors import DataError
+from compressflow.data.options import AUGMENT_OPS, MAX_ROTATION_DEG, check_int, check_ops
 
 if TYPE_CHECKING:
     from compressflow.data.splits import Split
 
 __all__ = ["AUGMENT_OPS", "MAX_ROTATION_DEG", "augment_batch", "batches"]
 
-
-AUGMENT_OPS: tuple[str, ...] = ("crop", "flip", "rotate")
-MAX_ROTATION_DEG = 15.0
 
 
 def batches(split: Split, batch_size: int, *, shuffle: bool, augment: tuple[str, ...] = (),
@@ -50,8 +46,8 @@ def batches(split: Split, batch_size: int, *, shuffle: bool, augment: tuple[str,
     DataError
         If ``batch_size`` or ``augment`` is invalid; raised by the call, not the first ``next``.
     """
-    batch_size = _check_int("batch_size", batch_size, 1)
-    ops = _check_ops(augment, "augment")
+    batch_size = check_int("batch_size", batch_size, 1)
+    ops = check_ops(augment, "augment")
     n = len(split)
     order = torch.randperm(n, generator=generator, device=_rng_device(generator)) if shuffle else torch.arange(n)
     order = order.to(split.x.device)
@@ -92,7 +88,7 @@ def augment_batch(x: torch.Tensor, ops: tuple[str, ...], generator: torch.Genera
     DataError
         If an op is unknown.
     """
-    ops = _check_ops(ops, "ops")
+    ops = check_ops(ops, "ops")
     n = x.shape[0]
     if "crop" in ops:
         x = _random_crop(x, max(1, round(4 * x.shape[-1] / 32)), generator)
@@ -125,20 +121,3 @@ def _rng_device(generator: torch.Generator | None) -> torch.device:
 
 def _uniform(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     return torch.rand(n, generator=generator, device=_rng_device(generator)).to(device)
-
-
-def _check_int(field: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise DataError(f"{field} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_ops(ops: Any, field: str) -> tuple[str, ...]:
-    """Validated ops in the canonical order, so ('flip', 'crop') and ('crop', 'flip') agree."""
-    given = (ops,) if isinstance(ops, str) else tuple(ops) if isinstance(ops, (list, tuple, set)) else None
-    if given is None:
-        raise DataError(f"{field} must be a list of ops from {', '.join(AUGMENT_OPS)}, got {ops!r}")
-    unknown = [op for op in given if op not in AUGMENT_OPS]
-    if unknown:
-        raise DataError(f"{field} has unknown op {unknown[0]!r}; valid choices: {', '.join(AUGMENT_OPS)}")
-    return tuple(op for op in AUGMENT_OPS if op in given)

@@ -8,12 +8,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from compressflow.data._files import _locate
 from compressflow.data._safe_pickle import _PICKLE_ALLOWED, _CifarUnpickler, _RefusedGlobal
-from compressflow.data.augment import AUGMENT_OPS
-from compressflow.data.splits import Splits, _build, _Options, _options, _split_indices
+from compressflow.data.options import AUGMENT_OPS, Options, options
 from compressflow.errors import DataError, one_line
 from compressflow.registries import DATASETS
+
+if TYPE_CHECKING:
+    from compressflow.data.splits import Splits
 
 __all__ = ["cifar10", "cifar100"]
 
@@ -32,8 +36,15 @@ class _CifarLayout(NamedTuple):
 def _register_cifar(layout: _CifarLayout) -> Callable[..., Splits]:
     def load(*, root: str | None = None, image_size: int | None = None, channels: int | None = None,
              val_fraction: float = 0.15, seed: int = 0, augment: tuple[str, ...] | None = None) -> Splits:
-        return _load_cifar(layout, root, _options(image_size, channels, augment, val_fraction, None, seed,
-                                                  32, AUGMENT_OPS))
+        return _load_cifar(layout, root, options(image_size, channels, augment, val_fraction, None, seed,
+                                                 32, AUGMENT_OPS))
+
+    def check(*, image_size: int | None = None, channels: int | None = None, val_fraction: float = 0.15,
+              seed: int = 0, augment: tuple[str, ...] | None = None, **_: object) -> None:
+        options(image_size, channels, augment, val_fraction, None, seed, 32, ())
+
+    def locate(*, root: str | None = None, **_: object) -> None:
+        _where(layout, root)
 
     load.__name__ = load.__qualname__ = layout.name
     load.__doc__ = (f"{layout.name} from the official python-pickle archive under ``root`` (the folder holding "
@@ -42,7 +53,7 @@ def _register_cifar(layout: _CifarLayout) -> Callable[..., Splits]:
                     "augmentation crop + flip + rotate (ALGORITHMS §1). The batches are read by a restricted "
                     "unpickler that builds only dicts, lists, bytes/str, numbers and numpy arrays, so a "
                     "crafted file cannot run code: it is refused with a DataError naming the global it asks for.")
-    return DATASETS.register(load)
+    return DATASETS.register(load, check=check, locate=locate)
 
 
 cifar10 = _register_cifar(_CifarLayout("cifar10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
@@ -52,11 +63,18 @@ cifar100 = _register_cifar(_CifarLayout("cifar100", "cifar-100-python", ("train"
                                         "fine_labels", "fine_label_names", "train, test and meta"))
 
 
-def _load_cifar(layout: _CifarLayout, root: str | None, opts: _Options) -> Splits:
+def _where(layout: _CifarLayout, root: str | None) -> Path:
+    """The folder holding the archive's files, or a DataError naming what is missing."""
     title = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}.get(layout.name, layout.name)
-    where = _locate(layout.name, root, layout.folder, (*layout.train, layout.test, layout.meta),
-                    f"no {title} python batches", layout.expected,
-                    "the 'python version' archive from the CIFAR site, extracted")
+    return _locate(layout.name, root, layout.folder, (*layout.train, layout.test, layout.meta),
+                   f"no {title} python batches", layout.expected,
+                   "the 'python version' archive from the CIFAR site, extracted")
+
+
+def _load_cifar(layout: _CifarLayout, root: str | None, opts: Options) -> Splits:
+    from compressflow.data.splits import _build, _split_indices
+
+    where = _where(layout, root)
     (names,) = _read_pickle(layout.name, where / layout.meta, layout.names_key)
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, (bytes, str)) for n in names):
         raise DataError(f"{layout.name}: {str(where / layout.meta)!r} has {layout.names_key!r} of type "

@@ -2,10 +2,10 @@
 
 Detection data is not classification data: an image has any number of objects, each a box
 and a label, and images may differ in size. So it has its own :class:`DetectionSplits`
-(lists of images and of torchvision-style target dicts), its own registry
-:data:`DETECTION_DATASETS` (``shapes``, generated from the seed, and ``voc``, the official
-PASCAL VOC folders) and :func:`load_detection_splits`; the classification
-:func:`~compressflow.data.load_splits` and :class:`~compressflow.data.Splits` are untouched.
+(lists of images and of torchvision-style target dicts) and :func:`load_detection_splits`.
+Its datasets are entries of :data:`~compressflow.registries.DATASETS` with
+``task="detection"`` (``shapes``, generated from the seed, and ``voc``, the official PASCAL
+VOC folders), chosen by the spec's ``data:`` block like every other dataset.
 
 Targets follow torchvision's detection models: ``boxes`` (N, 4) float32 ``x1, y1, x2, y2`` in
 pixels (a box spanning pixel columns ``i … j`` has ``x1 = i``, ``x2 = j + 1``), ``labels`` (N,)
@@ -15,7 +15,6 @@ bool (VOC's flag; all False for ``shapes``).
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,21 +22,10 @@ from typing import Any
 
 import torch
 
-from compressflow._registry import Registry
-from compressflow.data.load import load_through_cache
+from compressflow.data.load import load_dataset
 from compressflow.errors import DataError
 
-__all__ = ["DETECTION_DATASETS", "DetectionSplit", "DetectionSplits", "detection_batches", "load_detection_splits"]
-
-
-def _load_builtins() -> bool:
-    from compressflow.data import shapes, voc  # noqa: F401  (importing them registers their datasets)
-
-    return True
-
-
-#: detection datasets by name: ``fn(**options) -> DetectionSplits``
-DETECTION_DATASETS: Registry = Registry("detection dataset", loader=_load_builtins)
+__all__ = ["DetectionSplit", "DetectionSplits", "Target", "detection_batches", "load_detection_splits"]
 
 Target = dict[str, torch.Tensor]
 
@@ -134,16 +122,18 @@ def detection_batches(split: DetectionSplit, batch_size: int, *, shuffle: bool =
 def load_detection_splits(dataset: str = "shapes", *, root: str | os.PathLike[str] | None = None,
                           image_size: int | None = None, num_images: int = 300, max_objects: int = 3,
                           val_fraction: float = 0.15, test_fraction: float = 0.2, seed: int = 0,
-                          year: str = "2007") -> DetectionSplits:
+                          **ignored: Any) -> DetectionSplits:
     """Load a registered detection dataset, cached per process.
 
     Options a dataset does not take are ignored (``root`` for ``shapes``, ``num_images`` for
-    ``voc``), so one ``data:`` block works across datasets.
+    ``voc``; the classification options of the spec's ``data`` block), so one ``data:`` block
+    works across datasets.
 
     Parameters
     ----------
     dataset : str
-        A name in :data:`DETECTION_DATASETS`: ``shapes`` (default) or ``voc``.
+        A detection dataset of :data:`~compressflow.registries.DATASETS`: ``shapes`` (default)
+        or ``voc``.
     root : str or path, optional
         ``voc``: the folder holding ``VOCdevkit/``, ``VOC<year>/``, or the year folder itself.
     image_size : int, optional
@@ -155,8 +145,6 @@ def load_detection_splits(dataset: str = "shapes", *, root: str | os.PathLike[st
         ``shapes``: held-out fractions. ``voc`` uses the official splits (see its docs).
     seed : int
         Seeds the generated images (``shapes``) or the val split carved from train (``voc``).
-    year : str
-        ``voc``: ``"2007"`` (default) or ``"2012"``.
 
     Returns
     -------
@@ -166,7 +154,7 @@ def load_detection_splits(dataset: str = "shapes", *, root: str | os.PathLike[st
     Raises
     ------
     compressflow.registries.UnknownNameError
-        If ``dataset`` is not registered (the message lists the valid names).
+        If ``dataset`` is not a registered detection dataset (the message lists the valid names).
     DataError
         If an option is invalid or a file is missing or malformed (the message names it).
 
@@ -176,24 +164,7 @@ def load_detection_splits(dataset: str = "shapes", *, root: str | os.PathLike[st
     >>> splits.class_names, (len(splits.train), len(splits.val), len(splits.test))
     (('circle', 'square', 'triangle'), (13, 3, 4))
     """
-    given: dict[str, Any] = dict(root=None if root is None else os.fspath(root), image_size=image_size,
+    given: dict[str, Any] = dict(ignored, root=None if root is None else os.fspath(root), image_size=image_size,
                                  num_images=num_images, max_objects=max_objects, val_fraction=val_fraction,
-                                 test_fraction=test_fraction, seed=seed, year=year)
-    return load_through_cache(DETECTION_DATASETS.get(dataset), _load_cached, dataset, given)
-
-
-@functools.lru_cache(maxsize=4)
-def _load_cached(dataset: str, options: tuple[tuple[str, Any], ...]) -> DetectionSplits:
-    return DETECTION_DATASETS.get(dataset)(**dict(options))
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise DataError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
-def _check_fraction(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise DataError(f"{name} must be a number in [0, 1), got {value!r}")
-    return float(value)
+                                 test_fraction=test_fraction, seed=seed)
+    return load_dataset(dataset, "detection", given)

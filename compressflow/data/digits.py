@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
-from compressflow.data.splits import Splits, _build, _options, _split_indices
+from compressflow.data.options import options
 from compressflow.registries import DATASETS
+
+if TYPE_CHECKING:
+    from compressflow.data.splits import Splits
 
 __all__ = ["digits"]
 
 
-@DATASETS.register
+def _check(*, image_size: int | None = None, channels: int | None = None, val_fraction: float = 0.15,
+           test_fraction: float = 0.2, seed: int = 0, augment: tuple[str, ...] | None = None, **_: object) -> None:
+    options(image_size, channels, augment, val_fraction, test_fraction, seed, 16, ())
+
+
+@DATASETS.register(check=_check)
 def digits(*, image_size: int | None = None, channels: int | None = None, val_fraction: float = 0.15,
            test_fraction: float = 0.2, seed: int = 0, augment: tuple[str, ...] | None = None) -> Splits:
     """scikit-learn's bundled handwritten digits: 1,797 real 8×8 grey images, 10 classes.
@@ -19,9 +27,12 @@ def digits(*, image_size: int | None = None, channels: int | None = None, val_fr
     (default 3), split stratified by ``seed``. Default augmentation is crop + rotate, never
     flip: a mirrored digit is a different glyph (or none), so flipping would corrupt labels.
     """
+    import numpy as np
     from sklearn.datasets import load_digits
 
-    opts = _options(image_size, channels, augment, val_fraction, test_fraction, seed, 16, ("crop", "rotate"))
+    from compressflow.data.splits import _build, _split_indices
+
+    opts = options(image_size, channels, augment, val_fraction, test_fraction, seed, 16, ("crop", "rotate"))
     raw = load_digits()
     x, y = raw.images[:, None], raw.target.astype(np.int64)
     parts = [(x[i], y[i]) for i in _split_indices("digits", y, opts)]

@@ -1,4 +1,5 @@
-"""Loading a registered dataset by name: option filtering, a per-process cache and a load lock."""
+"""Loading a registered dataset by name: option filtering, a per-process cache and a load lock,
+and the cheap check of a dataset's options and location the client runs before any task."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import functools
 import inspect
 import os
 import threading
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from compressflow.data.augment import _check_ops
-from compressflow.data.splits import Splits
-from compressflow.registries import DATASETS
+from compressflow.data.options import check_ops
+from compressflow.registries import DATASETS, UnknownNameError
 
-__all__ = ["load_splits"]
+if TYPE_CHECKING:
+    from compressflow.data.splits import Splits
+
+__all__ = ["check_data", "load_dataset", "load_splits"]
 
 _LOAD_LOCK = threading.Lock()  # else each thread of a Dask worker would load the same dataset at once
 
@@ -21,17 +23,18 @@ _LOAD_LOCK = threading.Lock()  # else each thread of a Dask worker would load th
 def load_splits(dataset: str = "digits", *, image_size: int | None = None, channels: int | None = None,
                 val_fraction: float = 0.15, test_fraction: float = 0.2, seed: int = 0,
                 root: str | os.PathLike[str] | None = None, augment: tuple[str, ...] | None = None,
-                num_samples: int = 1000, num_classes: int = 10) -> Splits:
-    """Load a registered dataset as normalised in-memory splits, cached per process.
+                num_samples: int = 1000, num_classes: int = 10, **ignored: Any) -> Splits:
+    """Load a registered classification dataset as normalised in-memory splits, cached per process.
 
-    Options a dataset does not take are ignored (e.g. ``root`` for ``digits``), so one
-    spec ``data:`` block works across datasets, and they do not split the cache.
+    Options a dataset does not take are ignored (e.g. ``root`` for ``digits``, and the
+    detection options of the spec's ``data`` block), so one spec ``data:`` block works across
+    datasets, and they do not split the cache.
 
     Parameters
     ----------
     dataset : str
-        A name in ``DATASETS``: ``digits`` (default), ``cifar10``, ``cifar100``,
-        ``tinyimagenet``, ``synthetic``.
+        A classification dataset of ``DATASETS``: ``digits`` (default), ``cifar10``,
+        ``cifar100``, ``tinyimagenet``, ``synthetic``.
     image_size : int, optional
         Side of the square images (>= 4); default per dataset (16, 32, 32, 64, 16).
     channels : int, optional
@@ -56,7 +59,7 @@ def load_splits(dataset: str = "digits", *, image_size: int | None = None, chann
     Raises
     ------
     compressflow.registries.UnknownNameError
-        If ``dataset`` is not registered (the message lists the valid names).
+        If ``dataset`` is not a registered classification dataset (the message lists the valid names).
     DataError
         If an option is invalid or files are missing.
 
@@ -72,30 +75,66 @@ def load_splits(dataset: str = "digits", *, image_size: int | None = None, chann
     >>> tuple(x.shape)
     (64, 3, 16, 16)
     """
-    given = dict(image_size=image_size, channels=channels, val_fraction=val_fraction, test_fraction=test_fraction,
-                 seed=seed, augment=None if augment is None else _check_ops(augment, "augment"),
+    given = dict(ignored, image_size=image_size, channels=channels, val_fraction=val_fraction,
+                 test_fraction=test_fraction, seed=seed, augment=None if augment is None else check_ops(augment, "augment"),
                  num_samples=num_samples, num_classes=num_classes, root=None if root is None else os.fspath(root))
-    return load_through_cache(DATASETS.get(dataset), _load_cached, dataset, given)
+    return load_dataset(dataset, "classification", given)
 
 
-def load_through_cache(loader: Callable[..., Any], cached: Callable[[str, tuple], Any], dataset: str,
-                       given: dict[str, Any]) -> Any:
-    """``loader(**options)`` with the ``given`` options its signature takes, through ``cached``
-    (an ``lru_cache`` of ``(dataset, sorted options)``) under the process's load lock, so the
-    threads of a worker load a dataset once; options that cannot be hashed (a list where a
-    number belongs) go straight to the loader, which rejects them with a ``DataError``."""
-    params = inspect.signature(loader).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        given = {k: v for k, v in given.items() if k in params}
+def load_dataset(dataset: str, task: str, given: dict[str, Any]) -> Any:
+    """``loader(**options)`` of the ``task`` dataset ``dataset`` with the ``given`` options its
+    signature takes, cached per process (an ``lru_cache`` of ``(dataset, sorted options)``)
+    under the process's load lock, so the threads of a worker load a dataset once; options that
+    cannot be hashed (a list where a number belongs) go straight to the loader, which rejects
+    them with a ``DataError``.
+
+    Raises
+    ------
+    compressflow.registries.UnknownNameError
+        ``dataset`` is not a registered dataset of that task.
+    """
+    loader = _loader(dataset, task)
+    given = _taken(loader, given)
     key = tuple(sorted(given.items()))
     try:
         hash(key)
     except TypeError:
         return loader(**given)
     with _LOAD_LOCK:
-        return cached(dataset, key)
+        return _load_cached(dataset, key)
+
+
+def check_data(dataset: str, *, locate: bool = True, **options: Any) -> None:
+    """Refuse options ``dataset`` cannot take (its registered ``check``: no file is touched) and,
+    with ``locate``, a location where its files are not (its ``locate``: no file is read beyond
+    finding it). Loading a spec runs the first; the client runs both before any task, instead
+    of loading the dataset.
+
+    Raises
+    ------
+    DataError
+        One line naming the option or the missing file.
+    """
+    info = DATASETS.info(dataset)
+    given = {k: v for k, v in options.items() if k != "dataset"}
+    for name in ("check", "locate") if locate else ("check",):
+        if info[name] is not None:
+            info[name](**given)
+
+
+def _loader(dataset: str, task: str) -> Any:
+    if dataset not in DATASETS.list(task=task):
+        raise UnknownNameError(DATASETS.unknown_message(dataset, task=task))
+    return DATASETS.get(dataset)
+
+
+def _taken(loader: Any, given: dict[str, Any]) -> dict[str, Any]:
+    params = inspect.signature(loader).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return given
+    return {k: v for k, v in given.items() if k in params}
 
 
 @functools.lru_cache(maxsize=8)  # a few datasets per worker process; CIFAR is ~0.6 GB as float32
-def _load_cached(dataset: str, options: tuple[tuple[str, Any], ...]) -> Splits:
+def _load_cached(dataset: str, options: tuple[tuple[str, Any], ...]) -> Any:
     return DATASETS.get(dataset)(**dict(options))

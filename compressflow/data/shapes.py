@@ -10,14 +10,16 @@ are flat, saturated colours, so a detector has to find shape and colour against 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import torch
 
-from compressflow.data.detection import (DETECTION_DATASETS, DetectionSplit, DetectionSplits, _check_fraction,
-                                         _check_int)
+from compressflow.data.options import check_fraction, check_int
 from compressflow.errors import DataError
+from compressflow.registries import DATASETS
+
+if TYPE_CHECKING:
+    from compressflow.data.detection import DetectionSplit, DetectionSplits
 
 __all__ = ["SHAPE_CLASSES", "shapes"]
 
@@ -33,7 +35,26 @@ class _Drawn(NamedTuple):
     labels: list[np.ndarray]  # per image (n,) int64 in 1..3
 
 
-@DETECTION_DATASETS.register
+def _options(image_size: int | None = None, num_images: int = 300, max_objects: int = 3, val_fraction: float = 0.15,
+             test_fraction: float = 0.2, **_: object) -> tuple[int, int, int, int]:
+    """``(size, images, val images, test images)``, validated."""
+    size = check_int("shapes: image_size", 64 if image_size is None else image_size, 24)
+    n = check_int("shapes: num_images", num_images, 3)
+    check_int("shapes: max_objects", max_objects, 1)
+    val, test = (check_fraction("shapes: val_fraction", val_fraction),
+                 check_fraction("shapes: test_fraction", test_fraction))
+    n_val, n_test = round(val * n), round(test * n)
+    if n - n_val - n_test < 1:
+        raise DataError(f"shapes: val_fraction={val_fraction} and test_fraction={test_fraction} leave no "
+                        f"training image of num_images={n}; lower them or raise num_images")
+    return size, n, n_val, n_test
+
+
+def _check(**options: object) -> None:
+    _options(**options)  # type: ignore[arg-type]
+
+
+@DATASETS.register(task="detection", check=_check)
 def shapes(*, image_size: int | None = None, num_images: int = 300, max_objects: int = 3,
            val_fraction: float = 0.15, test_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
     """Coloured circles, squares and triangles on textured backgrounds, generated from ``seed``.
@@ -43,15 +64,11 @@ def shapes(*, image_size: int | None = None, num_images: int = 300, max_objects:
     ``image_size`` defaults to 64 (at least 24: an object's radius is ``image_size / 12`` to
     ``image_size / 5``, at least 3 pixels).
     """
-    size = _check_int("shapes: image_size", 64 if image_size is None else image_size, 24)
-    n = _check_int("shapes: num_images", num_images, 3)
-    _check_int("shapes: max_objects", max_objects, 1)
-    val, test = (_check_fraction("shapes: val_fraction", val_fraction),
-                 _check_fraction("shapes: test_fraction", test_fraction))
-    n_val, n_test = round(val * n), round(test * n)
-    if n - n_val - n_test < 1:
-        raise DataError(f"shapes: val_fraction={val_fraction} and test_fraction={test_fraction} leave no "
-                        f"training image of num_images={n}; lower them or raise num_images")
+    import torch
+
+    from compressflow.data.detection import DetectionSplit, DetectionSplits
+
+    size, n, n_val, n_test = _options(image_size, num_images, max_objects, val_fraction, test_fraction)
     drawn = _draw(seed, size, n, max_objects)
     parts = (range(0, n - n_val - n_test), range(n - n_val - n_test, n - n_test), range(n - n_test, n))
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass
-from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from compressflow.data.augment import _check_int, _check_ops
+from compressflow.data.options import Options
 from compressflow.errors import DataError
 
 __all__ = ["Split", "Splits", "biased"]
@@ -91,36 +89,8 @@ def biased(splits: Splits, classes: tuple[int, ...], keep: float, seed: int = 0)
     return dataclasses.replace(splits, train=Split(splits.train.x[kept], y[kept]))
 
 
-class _Options(NamedTuple):
-    size: int
-    channels: int
-    augment: tuple[str, ...]
-    val_fraction: float
-    test_fraction: float | None  # None: the dataset has an official test split
-    seed: int
-
-
-def _options(image_size: Any, channels: Any, augment: Any, val_fraction: Any, test_fraction: Any, seed: Any,
-             default_size: int, default_augment: tuple[str, ...]) -> _Options:
-    """Validate the common options before any file is read, so a typo fails in milliseconds."""
-    if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
-        raise DataError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
-    for field, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
-                                  or not 0 < float(value) < 1):
-            raise DataError(f"{field} must be a number strictly between 0 and 1, got {value!r}")
-    if test_fraction is not None and val_fraction + test_fraction >= 1:
-        raise DataError(f"val_fraction + test_fraction must be < 1 to leave training data, got "
-                        f"{val_fraction} + {test_fraction} = {val_fraction + test_fraction:g}")
-    return _Options(default_size if image_size is None else _check_int("image_size", image_size, 4),
-                    3 if channels is None else int(channels),
-                    default_augment if augment is None else _check_ops(augment, "augment"),
-                    float(val_fraction), None if test_fraction is None else float(test_fraction),
-                    _check_int("seed", seed, 0))
-
-
 def _build(name: str, parts: list[tuple[np.ndarray, np.ndarray]], scale: float, class_names: tuple[str, ...],
-           opts: _Options) -> Splits:
+           opts: Options) -> Splits:
     """Resize, convert channels and normalise (train statistics) raw (N, C, H, W) train/val/test arrays."""
     xs = [_prepare(x, scale, opts.size, opts.channels) for x, _ in parts]
     var, mean = torch.var_mean(xs[0], dim=(0, 2, 3), correction=0)
@@ -147,7 +117,7 @@ def _prepare(x: np.ndarray, scale: float, size: int, channels: int) -> torch.Ten
     return out
 
 
-def _split_indices(name: str, y: np.ndarray, opts: _Options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _split_indices(name: str, y: np.ndarray, opts: Options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sorted stratified (train, val, test) indices, sizes as fractions of ``len(y)``; no test if no test_fraction."""
     from sklearn.model_selection import train_test_split
 

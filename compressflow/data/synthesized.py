@@ -52,7 +52,7 @@ def write_image_set(path: Path | str, images: torch.Tensor, labels: torch.Tensor
                           compressors=_CHECKSUMMED)[:] = x
         root.create_array("labels", shape=y.shape, dtype="int64", chunks=(chunk,), compressors=_CHECKSUMMED)[:] = y
 
-    from compressflow.ops.artifacts import replace_dir  # late: importing compressflow.ops registers the ops
+    from compressflow.rundir.files import replace_dir
 
     replace_dir(Path(path), write)
     return Path(path)

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
-from compressflow.data.augment import _check_int, _random_crop
-from compressflow.data.splits import Splits, _build, _options, _split_indices
+from compressflow.data.options import check_int, options
 from compressflow.registries import DATASETS
+
+if TYPE_CHECKING:
+    from compressflow.data.splits import Splits
 
 __all__ = ["synthetic"]
 
 _SYNTHETIC_SIGNAL = 0.25  # pattern amplitude against unit noise: a linear model gets ~80 %, not 100 %
 
 
-@DATASETS.register
+def _check(*, num_samples: int = 1000, num_classes: int = 10, image_size: int | None = None,
+           channels: int | None = None, val_fraction: float = 0.15, test_fraction: float = 0.2, seed: int = 0,
+           augment: tuple[str, ...] | None = None, **_: object) -> None:
+    options(image_size, channels, augment, val_fraction, test_fraction, seed, 16, ())
+    check_int("num_samples", num_samples, 1), check_int("num_classes", num_classes, 2)
+
+
+@DATASETS.register(check=_check)
 def synthetic(*, num_samples: int = 1000, num_classes: int = 10, image_size: int | None = None,
               channels: int | None = None, val_fraction: float = 0.15, test_fraction: float = 0.2,
               seed: int = 0, augment: tuple[str, ...] | None = None) -> Splits:
@@ -25,8 +33,14 @@ def synthetic(*, num_samples: int = 1000, num_classes: int = 10, image_size: int
     balanced. Default size 16, 3 channels, augmentation crop only: translations preserve the
     label by construction; flips and rotations are not how the classes were made.
     """
-    opts = _options(image_size, channels, augment, val_fraction, test_fraction, seed, 16, ("crop",))
-    n, k = _check_int("num_samples", num_samples, 1), _check_int("num_classes", num_classes, 2)
+    import torch
+    import torch.nn.functional as F
+
+    from compressflow.data.augment import _random_crop
+    from compressflow.data.splits import _build, _split_indices
+
+    opts = options(image_size, channels, augment, val_fraction, test_fraction, seed, 16, ("crop",))
+    n, k = check_int("num_samples", num_samples, 1), check_int("num_classes", num_classes, 2)
     c, size = opts.channels, opts.size
     gen = torch.Generator().manual_seed(opts.seed)
     patterns = F.interpolate(torch.randn(k, c, 4, 4, generator=gen), size=(size, size), mode="bilinear",

@@ -9,11 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from compressflow.data._files import _locate, _read_text
-from compressflow.data.augment import AUGMENT_OPS
-from compressflow.data.splits import Splits, _build, _options, _split_indices
+from compressflow.data.options import AUGMENT_OPS, options
 from compressflow.errors import DataError, one_line
 from compressflow.registries import DATASETS
+
+if TYPE_CHECKING:
+    from compressflow.data.splits import Splits
 
 __all__ = ["MAX_IMAGE_PIXELS", "tinyimagenet"]
 
@@ -21,7 +25,23 @@ _IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 MAX_IMAGE_PIXELS = 4096 * 4096  # a Tiny ImageNet image is 64×64; anything past 16.8 MP is not one (or a bomb)
 
 
-@DATASETS.register
+def _where(root: str | None) -> Path:
+    """The ``tiny-imagenet-200`` folder under ``root``, or a DataError naming what is missing."""
+    return _locate("tinyimagenet", root, "tiny-imagenet-200", ("wnids.txt", "train", "val/val_annotations.txt"),
+                   "no Tiny ImageNet folder", "wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG and "
+                   "val/val_annotations.txt", "tiny-imagenet-200.zip from the CS231n site, extracted")
+
+
+def _check(*, image_size: int | None = None, channels: int | None = None, val_fraction: float = 0.15, seed: int = 0,
+           augment: tuple[str, ...] | None = None, **_: object) -> None:
+    options(image_size, channels, augment, val_fraction, None, seed, 64, ())
+
+
+def _locate_folder(*, root: str | None = None, **_: object) -> None:
+    _where(root)
+
+
+@DATASETS.register(check=_check, locate=_locate_folder)
 def tinyimagenet(*, root: str | None = None, image_size: int | None = None, channels: int | None = None,
                  val_fraction: float = 0.15, seed: int = 0, augment: tuple[str, ...] | None = None) -> Splits:
     """Tiny ImageNet (200 classes, 64×64 RGB) from the official folder layout under ``root``.
@@ -34,10 +54,10 @@ def tinyimagenet(*, root: str | None = None, image_size: int | None = None, chan
     :data:`MAX_IMAGE_PIXELS` is refused from its header, before it is decoded, and any file
     PIL cannot decode is a DataError naming it.
     """
-    opts = _options(image_size, channels, augment, val_fraction, None, seed, 64, AUGMENT_OPS)
-    where = _locate("tinyimagenet", root, "tiny-imagenet-200", ("wnids.txt", "train", "val/val_annotations.txt"),
-                    "no Tiny ImageNet folder", "wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG and "
-                    "val/val_annotations.txt", "tiny-imagenet-200.zip from the CS231n site, extracted")
+    from compressflow.data.splits import _build, _split_indices
+
+    opts = options(image_size, channels, augment, val_fraction, None, seed, 64, AUGMENT_OPS)
+    where = _where(root)
     wnids = _read_text("tinyimagenet", where / "wnids.txt").split()
     index = {w: i for i, w in enumerate(wnids)}
     words = {}

@@ -14,14 +14,17 @@ import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import torch
 
 from compressflow.data._files import _read_text
-from compressflow.data.detection import DETECTION_DATASETS, DetectionSplit, DetectionSplits, _check_fraction, _check_int
+from compressflow.data.options import check_fraction, check_int
 from compressflow.errors import DataError, one_line
+from compressflow.registries import DATASETS
+
+if TYPE_CHECKING:
+    from compressflow.data.detection import DetectionSplit, DetectionSplits
 
 __all__ = ["MAX_XML_BYTES", "VOC_CLASSES", "voc"]
 
@@ -43,7 +46,24 @@ class _Annotation(NamedTuple):
     difficult: np.ndarray  # (n,) bool
 
 
-@DETECTION_DATASETS.register
+def _options(year: str = "2007", image_size: int | None = None, val_fraction: float = 0.15,
+             **_: object) -> tuple[int | None, float]:
+    """``(image size, val fraction)``, validated (no file touched)."""
+    if year not in ("2007", "2012"):
+        raise DataError(f"voc: year {year!r} is not a VOC detection year; choose from '2007', '2012'")
+    size = None if image_size is None else check_int("voc: image_size", image_size, 16)
+    return size, check_fraction("voc: val_fraction", val_fraction)
+
+
+def _check(**options: Any) -> None:
+    _options(**options)
+
+
+def _locate_folder(*, root: str | None = None, year: str = "2007", **_: object) -> None:
+    _locate(root, year)
+
+
+@DATASETS.register(task="detection", check=_check, locate=_locate_folder)
 def voc(*, root: str | None = None, year: str = "2007", image_size: int | None = None, val_fraction: float = 0.15,
         seed: int = 0) -> DetectionSplits:
     """PASCAL VOC ``year`` (``"2007"`` or ``"2012"``) from the official layout under ``root``.
@@ -57,10 +77,9 @@ def voc(*, root: str | None = None, year: str = "2007", image_size: int | None =
     ``difficult`` objects are kept, flagged. ``image_size`` resizes every image to a square of
     that side, boxes scaled alike; by default images keep their sizes.
     """
-    if year not in ("2007", "2012"):
-        raise DataError(f"voc: year {year!r} is not a VOC detection year; choose from '2007', '2012'")
-    size = None if image_size is None else _check_int("voc: image_size", image_size, 16)
-    frac = _check_fraction("voc: val_fraction", val_fraction)
+    from compressflow.data.detection import DetectionSplits
+
+    size, frac = _options(year, image_size, val_fraction)
     where = _locate(root, year)
     main = where / "ImageSets" / "Main"
     ids = {name: _read_ids(main / f"{name}.txt") for name in ("train", "val", "test")
@@ -102,6 +121,10 @@ def _read_ids(path: Path) -> list[str]:
 
 
 def _read_split(where: Path, ids: list[str], index: dict[str, int], size: int | None) -> DetectionSplit:
+    import torch
+
+    from compressflow.data.detection import DetectionSplit
+
     annotations = [_read_annotation(where / "Annotations" / f"{i}.xml", index) for i in ids]
     images, targets = [], []
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:

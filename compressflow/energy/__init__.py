@@ -1,4 +1,5 @@
-"""Per-task energy and CO₂: CodeCarbon (offline) for CPU and RAM, NVML for the task's GPU.
+"""Per-task energy: CodeCarbon (offline) for CPU and RAM, NVML for the task's GPU; and CO₂,
+computed once from kWh wherever it is shown (:func:`co2_grams`).
 
 One :class:`EnergyMeter` per worker process (started by :class:`EnergyMeterPlugin`, or
 lazily by :func:`current_meter` outside Dask) owns one ``OfflineEmissionsTracker``;
@@ -29,25 +30,33 @@ What is attributed to a task, and what is not
   one task at a time, so the meter cuts the time line at every task start/end into
   segments and splits each segment's energy equally among the tasks running in it
   (``shared=N`` in ``method``). The sum over tasks is the process's energy, never more.
-* CO₂ is ours: ``energy_kwh × pue × intensity`` with CodeCarbon's offline intensity
-  tables; ``energy_kwh`` itself excludes PUE (CodeCarbon's ``pue`` is pinned to 1).
+* CO₂ is ours, in one function (:func:`co2_grams`): ``energy_kwh × pue × intensity`` with
+  CodeCarbon's offline intensity tables; ``energy_kwh`` itself excludes PUE (CodeCarbon's
+  ``pue`` is pinned to 1).
 
 Caveat (CodeCarbon 3.3.2): its 1 s sampler reads wall time, then CPU time; a sample whose
 thread is held up between the two (GIL-holding Python loop on an oversubscribed machine)
 over-estimates. We saw +10-19 % once on a loaded 2-core VM; repeated runs otherwise agree
 with the process's CPU time within 1 %.
+
+The names are imported on first use: CO₂ (:mod:`.carbon`) needs neither Dask nor the meter.
 """
 
-from compressflow.energy.carbon import carbon_intensity, co2_grams
-from compressflow.energy.meter import (
-    CODECARBON_ATTRIBUTES,
-    TESTED_CODECARBON,
-    EnergyMeter,
-    EnergyReading,
-    MeterCompatibilityError,
-    check_codecarbon_api,
-)
-from compressflow.energy.plugin import EnergyMeterPlugin, current_meter
+from __future__ import annotations
 
-__all__ = ["CODECARBON_ATTRIBUTES", "EnergyMeter", "EnergyMeterPlugin", "EnergyReading", "MeterCompatibilityError",
-           "TESTED_CODECARBON", "carbon_intensity", "check_codecarbon_api", "co2_grams", "current_meter"]
+from typing import TYPE_CHECKING
+
+import lazy_loader as lazy
+
+if TYPE_CHECKING:
+    from compressflow.energy.carbon import carbon_intensity, co2_grams
+    from compressflow.energy.meter import (CODECARBON_ATTRIBUTES, TESTED_CODECARBON, EnergyMeter, EnergyReading,
+                                           MeterCompatibilityError, check_codecarbon_api)
+    from compressflow.energy.plugin import EnergyMeterPlugin, current_meter
+
+__getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
+    "carbon": ["carbon_intensity", "co2_grams"],
+    "meter": ["CODECARBON_ATTRIBUTES", "EnergyMeter", "EnergyReading", "MeterCompatibilityError", "TESTED_CODECARBON",
+              "check_codecarbon_api"],
+    "plugin": ["EnergyMeterPlugin", "current_meter"],
+})

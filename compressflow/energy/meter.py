@@ -16,7 +16,7 @@ from typing import Any
 
 from compressflow.energy import _speedups
 from compressflow.energy import nvml as _nvml
-from compressflow.energy.carbon import _quiet_codecarbon, carbon_intensity, co2_grams
+from compressflow.energy.carbon import _quiet_codecarbon, carbon_intensity
 from compressflow.errors import InputError
 
 __all__ = ["CODECARBON_ATTRIBUTES", "EnergyMeter", "EnergyReading", "MeterCompatibilityError", "TESTED_CODECARBON",
@@ -40,20 +40,18 @@ _NAN = float("nan")
 
 @dataclass
 class EnergyReading:
-    """Energy and CO₂ of one task window; filled in when the window closes (NaN until then).
+    """Energy of one task window; filled in when the window closes (NaN until then).
 
-    Energies are IT energy in kWh (no PUE); ``co2_g = energy_kwh × pue × intensity``.
-    ``method`` says how each component was obtained, ``;``-separated.
+    Energies are IT energy in kWh (no PUE). ``method`` says how each component was obtained,
+    ``;``-separated. CO₂ is not the meter's: it is computed from ``energy_kwh`` where it is
+    shown (:func:`compressflow.energy.co2_grams`), with the spec's PUE and carbon intensity.
     """
 
     cpu_kwh: float = _NAN
     gpu_kwh: float = _NAN
     ram_kwh: float = _NAN
     energy_kwh: float = _NAN
-    co2_g: float = _NAN
     duration_s: float = _NAN
-    intensity_g_per_kwh: float = _NAN
-    pue: float = 1.0
     country: str = ""
     method: str = ""
 
@@ -117,9 +115,7 @@ class EnergyMeter:
     Parameters
     ----------
     country, region : str
-        Where the machine draws its power (see :func:`carbon_intensity`).
-    pue : float
-        Power usage effectiveness of the facility, ≥ 1.0 (STKD used 1.67).
+        Where the machine draws its power (CodeCarbon's tracker is told; see :func:`carbon_intensity`).
     gpu_index : int, optional
         CUDA ordinal of this process's GPU (``CUDA_VISIBLE_DEVICES`` is honoured).
     n_workers_on_host : int
@@ -128,11 +124,11 @@ class EnergyMeter:
     Raises
     ------
     InputError
-        Bad country/region, ``pue < 1`` or a bad count/index.
+        Bad country/region or a bad count/index.
 
     Examples
     --------
-    >>> meter = EnergyMeter(country="FRA", pue=1.67)
+    >>> meter = EnergyMeter(country="FRA")
     >>> with meter.measure("train") as reading:
     ...     pass
     >>> reading.energy_kwh >= 0 and reading.country == "FRA"
@@ -140,16 +136,14 @@ class EnergyMeter:
     >>> meter.stop()
     """
 
-    def __init__(self, country: str = "USA", region: str | None = None, pue: float = 1.0,
-                 gpu_index: int | None = None, n_workers_on_host: int = 1) -> None:
-        if not (_is_number(pue) and pue >= 1.0):
-            raise InputError(f"energy.pue={pue!r} must be a number ≥ 1.0 (1.0 = no overhead, 1.67 = 2019 average)")
+    def __init__(self, country: str = "USA", region: str | None = None, gpu_index: int | None = None,
+                 n_workers_on_host: int = 1) -> None:
         if not (_is_number(n_workers_on_host, int) and n_workers_on_host >= 1):
             raise InputError(f"energy.n_workers_on_host={n_workers_on_host!r} must be an integer ≥ 1")
         if gpu_index is not None and not (_is_number(gpu_index, int) and gpu_index >= 0):
             raise InputError(f"energy.gpu_index={gpu_index!r} must be None or a CUDA ordinal ≥ 0")
-        self.intensity_g_per_kwh = carbon_intensity(country, region)
-        self.country, self.region, self.pue = country.strip().upper(), region, float(pue)
+        carbon_intensity(country, region)  # refuses a country or region CodeCarbon does not know
+        self.country, self.region = country.strip().upper(), region
         self.gpu_index, self.n_workers_on_host = gpu_index, n_workers_on_host
         self._lock = threading.RLock()
         self._tracker: Any = None
@@ -229,7 +223,7 @@ class EnergyMeter:
         EnergyReading
         """
         self.start()
-        reading = EnergyReading(intensity_g_per_kwh=self.intensity_g_per_kwh, pue=self.pue, country=self.country)
+        reading = EnergyReading(country=self.country)
         window = _Window(str(name), on_sample)
         with self._lock:
             self._close_segment()
@@ -314,7 +308,6 @@ class EnergyMeter:
             window.cpu = window.gpu = window.ram = _NAN
         reading.cpu_kwh, reading.gpu_kwh, reading.ram_kwh = window.cpu, window.gpu, window.ram
         reading.energy_kwh = window.cpu + window.gpu + window.ram
-        reading.co2_g = co2_grams(reading.energy_kwh, self.pue, self.intensity_g_per_kwh)
         reading.duration_s = duration_s
         reading.method = method
 

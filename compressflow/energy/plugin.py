@@ -44,16 +44,16 @@ class EnergyMeterPlugin(WorkerPlugin):
 
     Examples
     --------
-    >>> client.register_plugin(EnergyMeterPlugin(country="FRA", pue=1.67))  # doctest: +SKIP
+    >>> client.register_plugin(EnergyMeterPlugin(country="FRA"))  # doctest: +SKIP
     """
 
     name = "compressflow-energy"
 
-    def __init__(self, country: str = "USA", region: str | None = None, pue: float = 1.0,
-                 gpu_index: int | None = None, n_workers_on_host: int | dict[str, int] = 1) -> None:
+    def __init__(self, country: str = "USA", region: str | None = None, gpu_index: int | None = None,
+                 n_workers_on_host: int | dict[str, int] = 1) -> None:
         per_host = n_workers_on_host if isinstance(n_workers_on_host, dict) else {}
         default = 1 if isinstance(n_workers_on_host, dict) else n_workers_on_host  # {}: no worker yet
-        kwargs: dict[str, Any] = dict(country=country, region=region, pue=pue, gpu_index=gpu_index, n_workers_on_host=default)
+        kwargs: dict[str, Any] = dict(country=country, region=region, gpu_index=gpu_index, n_workers_on_host=default)
         EnergyMeter(**kwargs)  # validate now, on the client
         self.meter_kwargs = kwargs
         self.workers_per_host = dict(per_host)

@@ -2,22 +2,21 @@
 Dask worker plugin, so workers that join later learn it too) that marks ``(study, stage)``
 cancelled in every worker process; a task of that stage that has not started returns
 ``cancelled`` at once, and a running one stops at its next epoch boundary
-(:meth:`compressflow.ops.OpContext.fit`) with its energy and its checkpoint kept. Checking is a
-set lookup in the worker's memory: no message per epoch."""
+(:meth:`compressflow.ops.OpContext.check_cancelled`, through :func:`stop_check`) with its
+energy and its checkpoint kept. Checking is a set lookup in the worker's memory: no message
+per epoch."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-__all__ = ["CancelPlugin", "Cancelled", "is_cancelled", "worker_retiring"]
+from compressflow.ops import Cancelled
+
+__all__ = ["CancelPlugin", "Cancelled", "is_cancelled", "stop_check", "worker_retiring"]
 
 _CANCELLED: set[tuple[str, str]] = set()
-
-
-class Cancelled(Exception):
-    """Raised inside a task whose stage was cancelled; the engine records ``cancelled``."""
 
 
 def is_cancelled(study: str, stage: str) -> bool:
@@ -37,6 +36,23 @@ def worker_retiring() -> bool:
         return get_worker().status in (Status.closing_gracefully, Status.closing, Status.closed)
     except ValueError:  # not on a Dask worker
         return False
+
+
+def stop_check(study: str, stage: str) -> Callable[[], None]:
+    """The :class:`~compressflow.ops.OpContext`'s ``stop_check`` for a task of ``stage``:
+    raises :class:`~compressflow.ops.Cancelled` once the stage was cancelled, or
+    ``distributed.Reschedule`` when the worker is closing (another worker resumes the task
+    from the state saved at this epoch)."""
+
+    def check() -> None:
+        if is_cancelled(study, stage):
+            raise Cancelled(f"stage {stage!r} was cancelled")
+        if worker_retiring():
+            from distributed import Reschedule
+
+            raise Reschedule()
+
+    return check
 
 
 class CancelPlugin(WorkerPlugin):

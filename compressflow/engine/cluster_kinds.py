@@ -26,22 +26,14 @@ import asyncio
 import os
 from typing import Any
 
+from compressflow.engine.cluster_options import OPTIONAL_KINDS, SECURITY_CHOICES, worker_lifetime
 from compressflow.errors import InputError
 
 __all__ = ["LIFETIME_MOVES", "OPTIONAL_KINDS", "SECURITY_CHOICES", "make_cluster", "security"]
 
-OPTIONAL_KINDS = ("local-cuda", "slurm")
-
 #: How often a task may move to another worker because its worker reached its lifetime (and
 #: could not retire cleanly, see ``_allow_moves``) before Dask marks it failed.
 LIFETIME_MOVES = 20
-
-
-#: How a spec asks for TLS: ``temporary`` (throw-away credentials), ``none`` (plain TCP), or
-#: a mapping of Dask's TLS settings (the keyword arguments of ``distributed.security.Security``).
-SECURITY_CHOICES = ("temporary: TLS with throw-away credentials held only by this process, "
-                    "none: plain TCP (no authentication), or a mapping of Dask TLS settings "
-                    "(tls_ca_file, tls_client_cert, tls_client_key, require_encryption, ...)")
 
 
 def security(value: Any, default: Any = None):
@@ -100,8 +92,6 @@ def make_cluster(kind: str, options: dict[str, Any]):
 def _slurm(cls, options: dict[str, Any]):
     """A ``SLURMCluster`` from a checked slurm spec: GPUs per job requested and advertised,
     workers that retire before their job's walltime, and a fixed or adaptive number of jobs."""
-    from compressflow.engine.cluster_options import worker_lifetime
-
     opts = dict(options)
     jobs = int(opts.pop("jobs", 1))
     adapt = opts.pop("adapt", None)

@@ -16,14 +16,21 @@ from typing import Any
 
 from dask.utils import format_bytes, parse_bytes, parse_timedelta
 
-from compressflow.engine._yaml import read_yaml
-from compressflow.engine.cluster_kinds import OPTIONAL_KINDS, SECURITY_CHOICES
+from compressflow.spec._yaml import read_yaml
 from compressflow.errors import SpecError
 
-__all__ = ["ADDRESS_SCHEMES", "CLOSE_S", "KINDS", "LOCAL_DEFAULTS", "MIN_MEMORY_LIMIT", "OPTIONS", "Option",
-           "check_options", "load_cluster_spec", "slurm_seconds", "worker_lifetime"]
+__all__ = ["ADDRESS_SCHEMES", "CLOSE_S", "KINDS", "LOCAL_DEFAULTS", "MIN_MEMORY_LIMIT", "OPTIONAL_KINDS", "OPTIONS",
+           "SECURITY_CHOICES", "Option", "check_options", "load_cluster_spec", "slurm_seconds", "worker_lifetime"]
 
+#: cluster kinds that need an optional extra (dask-cuda, dask-jobqueue)
+OPTIONAL_KINDS = ("local-cuda", "slurm")
 KINDS = ("local", "address", *OPTIONAL_KINDS)
+
+#: How a spec asks for TLS: ``temporary`` (throw-away credentials), ``none`` (plain TCP), or
+#: a mapping of Dask's TLS settings (the keyword arguments of ``distributed.security.Security``).
+SECURITY_CHOICES = ("temporary: TLS with throw-away credentials held only by this process, "
+                    "none: plain TCP (no authentication), or a mapping of Dask TLS settings "
+                    "(tls_ca_file, tls_client_cert, tls_client_key, require_encryption, ...)")
 
 LOCAL_DEFAULTS: dict[str, Any] = {
     "n_workers": None,  # None: min(cores, 4)
@@ -339,7 +346,7 @@ def load_cluster_spec(path: str | os.PathLike) -> dict[str, Any]:
     ------
     SpecError
         Unreadable, not UTF-8, not valid or unbounded YAML (duplicate keys, deep nesting and
-        alias expansion included; see :func:`compressflow.engine._yaml.read_yaml`), not a mapping,
+        alias expansion included; see :func:`compressflow.spec._yaml.read_yaml`), not a mapping,
         unknown kind, unknown option or bad value (one line).
     """
     where = repr(str(path))

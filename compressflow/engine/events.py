@@ -1,5 +1,5 @@
 """The events a study's tasks and client publish through the scheduler's event log — one
-source for the progress handle (:class:`compressflow.engine.study.Study`), the dashboard page
+source for the progress handle (:class:`compressflow.api.study.Study`), the dashboard page
 (:mod:`compressflow.dashboard`) and the CLI's progress lines.
 
 Topics (``distributed`` event topics; each message is a small JSON-able ``dict``):
@@ -20,16 +20,56 @@ Topics (``distributed`` event topics; each message is a small JSON-able ``dict``
 from __future__ import annotations
 
 import math
+import threading
+import time
+from collections.abc import Container
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from compressflow.engine.records import LedgerEntry
+    from compressflow.rundir.records import LedgerEntry
 
-__all__ = ["PROGRESS", "STUDY", "TASK", "publish", "task_summary"]
+__all__ = ["PROGRESS", "STUDY", "TASK", "RunningTasks", "publish", "task_summary"]
 
 STUDY = "compressflow-study"
 TASK = "compressflow-task"
 PROGRESS = "compressflow-progress"
+
+
+class RunningTasks:
+    """The running tasks of one submission and each one's latest progress (stage, worker, start,
+    epoch, energy, ...), kept from its ``compressflow-task`` and ``compressflow-progress`` events.
+    Thread-safe: the client's event handlers update it while its user reads it."""
+
+    def __init__(self, study: str) -> None:
+        self.study = study
+        self._lock = threading.Lock()
+        self._tasks: dict[str, dict[str, Any]] = {}
+
+    def on_task(self, msg: dict[str, Any], finished: Container[str]) -> None:
+        """A task event: a start (of a task not ``finished`` yet) adds it, an end drops it."""
+        if msg.get("study") != self.study:
+            return
+        with self._lock:
+            if msg.get("event") == "start" and msg["key"] not in finished:
+                self._tasks[msg["key"]] = {"stage": msg.get("stage"), "worker": msg.get("worker"),
+                                           "started": time.time()}
+            elif msg.get("event") == "end":
+                self._tasks.pop(msg["key"], None)
+
+    def on_progress(self, msg: dict[str, Any]) -> None:
+        """A progress event of a running task: its latest fields."""
+        with self._lock:
+            if msg.get("key") in self._tasks:
+                self._tasks[msg["key"]].update(msg)
+
+    def ended(self, key: str) -> None:
+        with self._lock:
+            self._tasks.pop(key, None)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Key → a copy of the task's latest progress."""
+        with self._lock:
+            return {k: dict(v) for k, v in self._tasks.items()}
 
 
 def publish(topic: str, message: dict[str, Any]) -> None:

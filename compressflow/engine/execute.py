@@ -1,7 +1,11 @@
 """What runs inside every Dask task: run the stage function under the worker's energy meter,
 catch its failure, and persist the record as soon as it exists. A training task keeps its
-resumable states (``artifacts/<key>.resume<n>.pt``, :meth:`compressflow.ops.OpContext.fit`)
-until it ends ``ok``: a failed, cancelled or killed attempt leaves them for the next one.
+resumable states (:meth:`compressflow.rundir.RunDir.training_state`,
+:meth:`compressflow.ops.OpContext.fit`) until it ends ``ok``: a failed, cancelled or killed
+attempt leaves them for the next one.
+
+The ops import torch when they first run; a worker imports it once, before its first task's
+clock and meter start (:func:`prepare`), so that import (seconds) is no task's time or energy.
 
 Records of earlier runs are not read here: the client's resume plan
 (:func:`compressflow.engine.resume.plan_resume`) has already left reusable tasks out of the
@@ -16,20 +20,29 @@ import time
 import traceback
 from typing import Any
 
+import functools
+import importlib
+
+import threading
+
 from distributed import Reschedule
+from distributed.diagnostics.plugin import WorkerPlugin
 
-from compressflow.engine.attempts import AttemptLog
-from compressflow.energy import current_meter
-from compressflow.engine.cancel import Cancelled, is_cancelled
-from compressflow.engine.events import TASK, publish, task_summary
-from compressflow.engine.graph import Node
-from compressflow.engine.records import LedgerEntry, RecordError, read_record
-from compressflow.engine.rundir import RunDir
-from compressflow.registries import OPS
-from compressflow.ops.context import OpContext
+from compressflow.energy.plugin import current_meter
+from compressflow.engine.cancel import Cancelled, is_cancelled, stop_check
+from compressflow.engine.events import PROGRESS, TASK, publish, task_summary
+from compressflow.engine.node import Node
+from compressflow.ops import OpContext
 from compressflow.ops.signature import stage_signature
+from compressflow.registries import OPS
+from compressflow.rundir import RunDir
+from compressflow.rundir.records import LedgerEntry, RecordError
 
-__all__ = ["execute_task", "with_lost_energy"]
+__all__ = ["PRELOAD", "PreloadPlugin", "execute_task", "load_data", "prepare", "with_lost_energy"]
+
+#: what every op's first run would import (the tensor library and the training loop); a worker
+#: imports them once, outside any task's clock and meter
+PRELOAD = ("torch", "compressflow.nn.training", "compressflow.nn.models", "compressflow.metrics.flops")
 
 log = logging.getLogger("compressflow.task")
 
@@ -67,15 +80,15 @@ def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream:
         task.status, task.error = "cancelled", f"stage {node.stage!r} was cancelled before the task started"
         publish(TASK, {**event, "event": "end", **task_summary(task)})
         return task
+    prepare()
     meter = current_meter()  # the worker's meter: the op reads it for its per-epoch energy curve
-    ctx = OpContext(node.key, node.stage, data, run.root, meter=meter,
-                    should_stop=(lambda: is_cancelled(study, node.stage)) if study else None,
-                    checkpoint_every=node.checkpoint_every, budget=node.budget, state_key=node.state_key)
+    ctx = OpContext(node.key, node.stage, data, run.root, meter=meter, stop_check=stop_check(study, node.stage),
+                    publish=functools.partial(publish, PROGRESS), checkpoint_every=node.checkpoint_every,
+                    budget=node.budget, state_key=node.state_key)
     publish(TASK, {**event, "event": "start", "worker": task.worker})
     fn = OPS.get(node.op)
-    attempt = AttemptLog(run, node.key, task.worker)
-    task.workers_tried = attempt.start()
-    task.attempts = len(task.workers_tried)
+    attempt = run.attempt_log(node.key, task.worker)
+    attempt.start()
     task.start = time.time()
     with meter.measure(node.key, on_sample=attempt.energy) as reading:
         try:
@@ -91,27 +104,59 @@ def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream:
             log.error("task %s (%s) failed:\n%s", node.key, node.stage, traceback.format_exc())
     task.end = time.time()
     task.resumed_from_epoch = ctx.resumed_from_epoch
-    attempt.end(task.status, reading.cpu_kwh, reading.gpu_kwh, reading.ram_kwh)
-    task.energy = with_lost_energy(reading.as_dict(), attempt.lost())
-    task.attempts_kwh = attempt.kwh()
+    attempts = attempt.end(task.status, reading.cpu_kwh, reading.gpu_kwh, reading.ram_kwh)
+    task.workers_tried, task.attempts = attempts.workers, len(attempts.workers)
+    task.energy = with_lost_energy(reading.as_dict(), attempts.lost)
+    task.attempts_kwh = attempts.kwh
     if task.status == "rescheduled":  # no result: the scheduler runs it again elsewhere, and that
         raise Reschedule()            # attempt counts this one's energy as lost (its log says so)
     if task.ok:
-        run.write_record(node.key, task.to_json(root=run.root))
+        run.write_record(task)
         if node.budget is None:  # a search's rung keeps its state: a promotion resumes it
-            _drop_training_states(run, node.state_key or node.key)
+            for path, problem in run.drop_training_states(node.state_key or node.key):
+                # a leftover state costs disk space only; the task did finish
+                log.warning("could not delete the training state %s: %s", path, problem)
     publish(TASK, {**event, "event": "end", **task_summary(task)})
     return task
+
+
+@functools.cache
+def prepare() -> None:
+    """Import :data:`PRELOAD` in this worker process, once (a worker plugin may already be
+    doing so in the background since the worker started: this then waits for it)."""
+    for name in PRELOAD:
+        importlib.import_module(name)
+
+
+def load_data(options: dict[str, Any]) -> None:
+    """Load the study's dataset in this worker process (cached there for its tasks): what the
+    client has a worker do before any task runs, so a damaged file is one ``DataError``."""
+    from compressflow.data import load_detection_splits, load_splits
+    from compressflow.registries import DATASETS
+
+    prepare()
+    detection = DATASETS.info(options["dataset"])["task"] == "detection"
+    (load_detection_splits if detection else load_splits)(**options)
+
+
+class PreloadPlugin(WorkerPlugin):
+    """Starts importing :data:`PRELOAD` on every worker (present and future) in a background
+    thread as soon as it joins, so the seconds of importing torch overlap the cluster's start
+    and the client's submission instead of delaying the first task."""
+
+    name = "compressflow-preload"
+
+    def setup(self, worker: Any) -> None:
+        threading.Thread(target=prepare, name="compressflow-preload", daemon=True).start()
 
 
 def with_lost_energy(energy: dict[str, Any], lost: dict[str, float]) -> dict[str, Any]:
     """This attempt's reading plus the energy of the task's attempts that did not finish
     (``lost``, per component): what the task really cost. ``energy_lost_kwh`` keeps the lost
-    part. CO₂ is left out: :func:`compressflow.results.build_results` computes it, once, from
-    ``energy_kwh`` with the current spec's PUE and carbon intensity (so a reused record
-    follows the spec too)."""
+    part. CO₂ is not kept in a record: the results compute it, once, from ``energy_kwh`` with
+    the current spec's PUE and carbon intensity (:func:`compressflow.energy.co2_grams`), so a
+    reused record follows the spec too."""
     total = dict(energy)
-    total.pop("co2_g", None)
     for name, kwh in lost.items():
         total[name] = float(total.get(name, float("nan"))) + kwh
     total["energy_lost_kwh"] = sum(lost.values())
@@ -119,23 +164,13 @@ def with_lost_energy(energy: dict[str, Any], lost: dict[str, float]) -> dict[str
     return total
 
 
-def _drop_training_states(run: RunDir, key: str) -> None:
-    """Delete the finished task's resumable states: its record and artifact now stand for it."""
-    for path in run.artifact(key, "").parent.glob(f"{key}.resume*.pt"):
-        try:
-            path.unlink()
-        except OSError as exc:  # a leftover state costs disk space only; the task did finish
-            log.warning("could not delete the training state %s: %s", path, exc)
-
-
 def _finished_meanwhile(run: RunDir, key: str) -> LedgerEntry | None:
-    path = run.record(key)
     try:
-        done = read_record(path, run.root, check_hash=False)
+        done = run.read_record(key, check_hash=False)
     except FileNotFoundError:
         return None
     except RecordError as exc:
-        log.warning("record %s is not reused and its task runs again: %s", path, exc)
+        log.warning("record %s is not reused and its task runs again: %s", run.record(key), exc)
         return None
     return done if done.ok else None
 

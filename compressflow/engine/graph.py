@@ -22,31 +22,15 @@ from typing import Any
 import dask
 from dask.delayed import Delayed
 
+from compressflow.engine.execute import execute_task
 from compressflow.engine.keys import task_key
-from compressflow.engine.records import LedgerEntry
-from compressflow.engine.rundir import RunDir
-from compressflow.engine.spec import PipelineSpec
+from compressflow.engine.node import Node
 from compressflow.ops.signature import stage_signature
+from compressflow.rundir import RunDir
+from compressflow.rundir.records import LedgerEntry
+from compressflow.spec import PipelineSpec
 
 __all__ = ["Node", "TaskGraph", "build_graph", "expand", "search_points", "upstream_keys"]
-
-
-@dataclass(frozen=True)
-class Node:
-    """One task: a stage at one sweep point."""
-
-    key: str
-    stage: str
-    op: str
-    params: dict[str, Any]
-    point: dict[str, Any]
-    needs: dict[str, str | tuple[str, ...]] = field(default_factory=dict)  # argument -> upstream key(s)
-    resources: dict[str, float] = field(default_factory=dict)
-    checkpoint_every: int = 1  # epochs between a training task's resumable states (0: none); not in the key
-    # a search's trial at a rung: train until epoch ``budget`` of the full schedule, keeping the
-    # resumable state under ``state_key`` (the full-budget task's key), which the next rung resumes
-    budget: int | None = None
-    state_key: str = ""
 
 
 @dataclass
@@ -86,7 +70,7 @@ def expand(spec: PipelineSpec) -> dict[str, list[Node]]:
         nodes = []
         per_point = {arg: stages[up] for arg, up in st.needs.items() if arg not in sig.fan_in}
         gathered = {arg: tuple(n.key for n in stages[up]) for arg, up in st.needs.items() if arg in sig.fan_in}
-        every = spec.checkpoint_every if st.checkpoint_every is None else st.checkpoint_every
+        every = spec.checkpoint_every_of(name)
         if st.search is not None:  # its tasks are made as the search goes (compressflow.engine.search)
             stages[name] = []
             continue
@@ -134,8 +118,6 @@ def build_graph(spec: PipelineSpec, out: Path | str, reused: Mapping[str, Ledger
     -------
     TaskGraph
     """
-    from compressflow.engine.execute import execute_task
-
     data = spec.data.options()
     run = RunDir(out)
     stages = expand(spec) if stages is None else stages

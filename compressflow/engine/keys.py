@@ -102,7 +102,7 @@ def dataset_options(data: Mapping[str, Any]) -> dict[str, Any]:
     Parameters
     ----------
     data : mapping
-        :meth:`compressflow.engine.spec.DataSpec.options`: ``dataset`` plus every option.
+        :meth:`compressflow.spec.DataSpec.options`: ``dataset`` plus every option.
 
     Returns
     -------
@@ -134,7 +134,7 @@ def task_key(op: str, params: Mapping[str, Any], data: Mapping[str, Any],
     params : mapping
         The op's validated parameters (defaults filled in).
     data : mapping
-        The spec's data options (:meth:`~compressflow.engine.spec.DataSpec.options`); only the
+        The spec's data options (:meth:`~compressflow.spec.DataSpec.options`); only the
         ones the dataset uses count (:func:`dataset_options`).
     needs : mapping
         Input name → the upstream task's key, or a sequence of keys for a fan-in input.

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from compressflow.engine.graph import Node
-from compressflow.engine.records import RecordError, LedgerEntry, read_record
-from compressflow.engine.rundir import RunDir
+from compressflow.engine.node import Node
+from compressflow.rundir import RunDir
+from compressflow.rundir.records import LedgerEntry, RecordError
 
 log = logging.getLogger("compressflow.engine.resume")
 
@@ -23,7 +23,7 @@ __all__ = ["plan_resume"]
 def plan_resume(nodes: Iterable[Node], run: RunDir) -> dict[str, LedgerEntry]:
     """Task key → its finished record, for every task of ``nodes`` that needs no recomputing.
 
-    A record is reused when :func:`~compressflow.engine.records.read_record` trusts it (hash of
+    A record is reused when :meth:`~compressflow.rundir.RunDir.read_record` trusts it (hash of
     its artifact checked) and it finished ``ok``; one that a downstream task takes an artifact
     from must have one. A bad record is not reused: it is moved, with its artifact if that
     changed, to ``OUT/rejected/<key>/`` (nothing is deleted), the reason is printed once,
@@ -42,7 +42,7 @@ def plan_resume(nodes: Iterable[Node], run: RunDir) -> dict[str, LedgerEntry]:
     for key, node in first.items():
         path = run.record(key)
         try:
-            done = read_record(path, run.root)
+            done = run.read_record(key)
         except FileNotFoundError:
             continue
         except RecordError as exc:

@@ -9,17 +9,14 @@ decreasing (sort descending, put each on the least-loaded worker) via ``binpacki
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
 
 import binpacking
 
 from compressflow.errors import InputError
+from compressflow.rundir.records import LedgerEntry
 
-if TYPE_CHECKING:
-    import xarray
-
-__all__ = ["POLICIES", "assign", "durations_from_ledger", "lower_bound", "makespan"]
+__all__ = ["POLICIES", "assign", "durations_of", "lower_bound", "makespan"]
 
 POLICIES = ("work_stealing", "round_robin", "bin_packing")
 
@@ -95,13 +92,13 @@ def lower_bound(durations: dict[str, float], n_workers: int) -> float:
     return max(sum(values) / n_workers, max(values, default=0.0))
 
 
-def durations_from_ledger(ledger: xarray.Dataset, stage: str, key_by: str) -> dict[str, float]:
-    """Known task durations from a previous run's ``/tasks`` ledger.
+def durations_of(tasks: Iterable[LedgerEntry], stage: str, key_by: str) -> dict[str, float]:
+    """Known task durations from an earlier run's finished tasks.
 
     Parameters
     ----------
-    ledger : xarray.Dataset
-        Dim ``task``; variables ``stage``, ``point`` (JSON), ``duration_s``, ``status``.
+    tasks : iterable of LedgerEntry
+        The earlier run's ledger entries (:meth:`compressflow.rundir.RunDir.finished`).
     stage : str
         Stage whose tasks to read, e.g. ``"blockwise"``.
     key_by : str
@@ -110,21 +107,25 @@ def durations_from_ledger(ledger: xarray.Dataset, stage: str, key_by: str) -> di
     Returns
     -------
     dict of str to float
-        ``str(point[key_by])`` -> ``duration_s`` for the stage's tasks with status ``ok``
+        ``str(point[key_by])`` -> duration (s) for the stage's tasks with status ``ok``
         (failed tasks and tasks whose point lacks ``key_by`` are skipped).
 
     Raises
     ------
     InputError
-        If ``stage`` does not occur in the ledger.
-    """
-    stages = [str(s) for s in ledger["stage"].values]
-    if stage not in stages:
-        raise InputError(f"scheduling.stage: {stage!r} is not in the ledger; stages there: {sorted(set(stages))}")
-    out: dict[str, float] = {}
-    for s, point, st, d in zip(stages, ledger["point"].values, ledger["status"].values, ledger["duration_s"].values):
-        point = json.loads(str(point))
-        if s == stage and str(st) == "ok" and key_by in point:
-            out[str(point[key_by])] = float(d)
-    return out
+        If no task of ``stage`` is among them.
 
+    Examples
+    --------
+    >>> from compressflow.rundir.records import LedgerEntry
+    >>> done = [LedgerEntry("a", "w", "wait", {"seconds": 1}, status="ok", start=0.0, end=1.5)]
+    >>> durations_of(done, "w", "seconds")
+    {'1': 1.5}
+    """
+    tasks = list(tasks)
+    stages = {t.stage for t in tasks}
+    if stage not in stages:
+        raise InputError(f"scheduling.stage: {stage!r} is not among the earlier run's tasks; stages there: "
+                         f"{sorted(stages)}")
+    return {str(t.point[key_by]): float(t.duration_s) for t in tasks
+            if t.stage == stage and t.ok and key_by in t.point}

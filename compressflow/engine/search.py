@@ -1,4 +1,4 @@
-"""Running a stage's ``search:`` (:mod:`compressflow.engine.search_spec`): Optuna proposes
+"""Running a stage's ``search:`` (:mod:`compressflow.spec.search`): Optuna proposes
 configurations by ask-and-tell on the client, each trial runs as Dask tasks, and what the tasks
 record is told back.
 
@@ -39,12 +39,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from compressflow.engine.graph import Node
+from compressflow.engine.node import Node
 from compressflow.engine.keys import task_key
-from compressflow.engine.records import LedgerEntry
-from compressflow.engine.search_spec import LEDGER_OBJECTIVES, MULTI_FIDELITY, SearchSpec, rungs
-from compressflow.engine.spec import PipelineSpec
 from compressflow.ops.signature import stage_signature
+from compressflow.rundir.records import LedgerEntry
+from compressflow.spec import PipelineSpec
+from compressflow.spec.search import LEDGER_OBJECTIVES, MULTI_FIDELITY, SearchSpec, rungs
 
 __all__ = ["Search", "Trial", "searches"]
 
@@ -173,7 +173,7 @@ class Search:
         data = self.spec.data.options()
         tag = {"__search__": self.search.strategy}
         full = task_key(st.op, {**params, **tag}, data, self.needs)
-        every = self.spec.checkpoint_every if st.checkpoint_every is None else st.checkpoint_every
+        every = self.spec.checkpoint_every_of(self.stage)
         point = dict(trial.point)
         if budget is None or b is None or budget >= b.max:
             node = Node(full, self.stage, st.op, params, point, dict(self.needs), dict(st.resources), every)

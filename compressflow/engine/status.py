@@ -7,12 +7,12 @@ what the run directory keeps (``compressflow status``); :func:`status_from_ledge
 results ledger (``/tasks``); the live handle (:func:`compressflow.submit`) from its
 futures and events.
 
-Reading a run directory (layout in :mod:`compressflow.engine.rundir`):
+Reading a run directory (through :class:`compressflow.rundir.RunDir`, which knows its layout):
 
-* a task with a trusted ``records/<key>.json`` (status ``ok``, its key, its digest) is
+* a task with a trusted record (status ``ok``, its key, its digest, its artifact) is
   finished: *ran* when it ended after the latest run started (the time in ``.lock``), else
   *reused*;
-* otherwise its last attempt (``attempts/<key>.log``) decides: still open and the lock held
+* otherwise its last attempt (its attempt log) decides: still open and the lock held
   (a run is live) → *running*; open without a live run → *pending* (its worker was killed);
   ended ``failed`` / ``cancelled`` → *failed* / *cancelled* (while a run is live, only an
   attempt of that run counts: an older failure runs again);
@@ -25,28 +25,25 @@ attempts of that run of the tasks without a record.
 
 from __future__ import annotations
 
-import fcntl
 import html
-import json
 import math
-import re
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compressflow.engine.attempts import COMPONENTS, parse_attempts
-from compressflow.engine.rundir import RunDir
-from compressflow.errors import InputError
+from compressflow.rundir import RunDir, RunState
 
 if TYPE_CHECKING:  # only for annotations: reading a run directory needs neither
     import xarray as xr
 
-    from compressflow.engine.spec import PipelineSpec
+    from compressflow.engine.graph import TaskGraph
+    from compressflow.rundir.records import LedgerEntry
+    from compressflow.spec import PipelineSpec
 
-__all__ = ["RunState", "StageStatus", "format_status", "run_state", "status_from_ledger", "status_from_rundir",
-           "status_html", "total"]
+__all__ = ["StageStatus", "format_status", "status_from_ledger", "status_from_rundir", "status_html", "status_of_graph",
+           "total"]
 
 #: the columns of a status table, after ``stage``: StageStatus fields and their headers
 COLUMNS = ("tasks", "reused", "ran", "running", "pending", "failed", "cancelled")
@@ -162,69 +159,6 @@ def status_html(rows: list[StageStatus]) -> str:
             f"<tfoot>{tr(_cells(total(rows)), 'th')}</tfoot></table>")
 
 
-@dataclass(frozen=True)
-class RunState:
-    """What ``OUT/.lock`` says: whether a run holds it now (``live``), when the latest run
-    started (POSIX seconds; None without a lock file) and its holder line."""
-
-    live: bool
-    started: float | None
-    holder: str
-
-
-_STARTED = re.compile(r"started (\S+)")
-
-
-def run_state(out: Path | str) -> RunState:
-    """Read ``OUT/.lock`` and test (``flock`` with ``LOCK_NB``, released at once) whether a run
-    holds it. Never creates the file.
-
-    Raises
-    ------
-    InputError
-        The lock cannot be opened (e.g. it is a directory).
-    """
-    path = RunDir(out).lock_file
-    try:
-        fh = open(path, encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return RunState(False, None, "")
-    except OSError as exc:
-        raise InputError(f"--out: cannot open the run lock {str(path)!r} ({exc.strerror}); "
-                         f"remove it if it is not a file, or choose another --out") from None
-    with fh:
-        holder = " ".join(fh.read(500).split())
-        try:  # shared: two status readers never block each other; a run holds it exclusively
-            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            live = True
-        except OSError:  # a filesystem without locks: no run can be live there either
-            live = False
-        else:
-            live = False
-            fcntl.flock(fh, fcntl.LOCK_UN)
-    return RunState(live, _started(holder, path), holder)
-
-
-def _started(holder: str, path: Path) -> float | None:
-    """When the latest run started: the lock line's time (whole seconds), refined by the lock
-    file's mtime (the run writes the line as it takes the lock) when that falls in the same
-    second, so a task that ended in the second before the run started is not taken for one
-    of its own. A copied run directory (a new mtime) keeps the line's time."""
-    match = _STARTED.search(holder)
-    if not match:
-        return None
-    try:
-        started = datetime.fromisoformat(match.group(1)).timestamp()
-    except ValueError:
-        return None
-    try:
-        mtime = path.stat().st_mtime
-    except OSError:
-        return started
-    return mtime if started <= mtime < started + 1 else started
-
-
 def status_from_rundir(spec: PipelineSpec | str | Path | dict, out: Path | str) -> list[StageStatus]:
     """Per-stage status of ``spec`` from its run directory ``out``, without a cluster (rules
     in this module's docstring). A run directory that does not exist: every task pending.
@@ -248,13 +182,13 @@ def status_from_rundir(spec: PipelineSpec | str | Path | dict, out: Path | str) 
         compressflow keeps there.
     """
     from compressflow.engine.graph import expand
-    from compressflow.engine.spec import load_spec
+    from compressflow.spec import load_spec
 
     spec = load_spec(spec)
     stages = expand(spec)
     run = RunDir(out)
-    _check_rundir(run)
-    state = run_state(run.root) if run.root.exists() else RunState(False, None, "")
+    run.check_parts()
+    state = run.state() if run.root.exists() else RunState(False, None, "")
     status: dict[str, str] = {}  # key -> state
     energy: dict[str, float] = {}
     rows = []
@@ -278,45 +212,30 @@ def _search_status(run: RunDir, stage: str) -> StageStatus:
     trials are still to come only the search knows, so nothing is pending here."""
     counts: dict[str, int] = {}
     kwh = 0.0
-    for path in sorted(run.root.glob("records/*.json")) if run.root.exists() else ():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(data, dict) or data.get("stage") != stage or data.get("status") != "ok":
+    for key in run.record_keys():
+        entry = run.finished(key, metrics=False)
+        if entry is None or entry.stage != stage:
             continue
         counts["ran"] = counts.get("ran", 0) + 1
-        value = (data.get("energy") or {}).get("energy_kwh") if isinstance(data.get("energy"), dict) else None
-        kwh += float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
+        kwh += _known(entry.energy.get("energy_kwh"))
     return StageStatus.from_counts(stage, counts, kwh)
-
-
-def _check_rundir(run: RunDir) -> None:
-    root = run.root
-    if root.exists() and not root.is_dir():
-        raise InputError(f"--out: {str(root)!r} is not a directory; give the run directory of the study")
-    for name in ("records", "attempts"):
-        path = root / name
-        if path.exists() and not path.is_dir():
-            raise InputError(f"--out: {str(path)!r} is a file, not a directory; compressflow keeps its {name} "
-                             f"there: move the file away or choose another --out")
 
 
 def _task_state(run: RunDir, node: Any, state: RunState, known: Mapping[str, str]) -> tuple[str, float]:
     """(state, kWh spent in the latest run) of one task."""
     since = state.started if state.started is not None else -math.inf
-    record = _finished_record(run.record(node.key), node.key)
+    record = run.finished(node.key, metrics=False)
     if record is not None:
-        if float(record.get("end", math.nan)) >= since:
-            return "ran", _known(record.get("energy", {}).get("energy_kwh"))
+        if record.end >= since:
+            return "ran", _known(record.energy.get("energy_kwh"))
         return "reused", 0.0
-    attempts = _attempts(run.attempt_log(node.key))
-    spent = sum(sum(_known(getattr(a, c)) for c in COMPONENTS) for t, a in attempts if t >= since)
+    attempts = run.attempts(node.key)
+    spent = sum(a.kwh for a in attempts if a.started >= since)
     if attempts:
-        started, last = attempts[-1]
+        last = attempts[-1]
         if last.status == "":
-            return ("running" if state.live and started >= since else "pending"), spent
-        if last.status in ("failed", "cancelled") and (not state.live or started >= since):
+            return ("running" if state.live and last.started >= since else "pending"), spent
+        if last.status in ("failed", "cancelled") and (not state.live or last.started >= since):
             return last.status, spent
         return "pending", spent
     for up in (k for k in node.needs.values() if isinstance(k, str)):  # fan-in inputs take failures as data
@@ -327,50 +246,35 @@ def _task_state(run: RunDir, node: Any, state: RunState, known: Mapping[str, str
     return "pending", spent
 
 
-def _finished_record(path: Path, key: str) -> dict[str, Any] | None:
-    """The record's JSON when it is trusted as finished: a mapping with this key, status
-    ``ok`` and a matching digest (read without xarray: the metrics are not needed here; the
-    run's resume plan checks the rest, artifact hash included)."""
-    from compressflow.engine.records import _digest
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    if not isinstance(data, dict) or data.get("key") != key or data.get("status") != "ok" or data.get("record") is None:
-        return None
-    digest = data.pop("digest", None)
-    if digest is not None and digest != _digest(data):
-        return None
-    return data
-
-
-def _attempts(path: Path) -> list[tuple[float, Any]]:
-    """(start time, Attempt) of every attempt in the log, in start order."""
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise InputError(f"--out: cannot read {str(path)!r} ({exc.strerror})") from None
-    starts: dict[str, float] = {}
-    for n, line in enumerate(lines):
-        parts = line.split()
-        aid = f"#{n}" if len(parts) == 2 else parts[3] if len(parts) >= 4 and parts[2] == "start" else None
-        if aid is not None:
-            try:
-                starts[aid] = float(parts[1])
-            except ValueError:
-                starts[aid] = -math.inf
-    return [(starts.get(aid, -math.inf), att) for aid, att in parse_attempts(lines).items()]
-
-
 def _known(value: Any) -> float:
     try:
         value = float(value)
     except (TypeError, ValueError):
         return 0.0
     return value if math.isfinite(value) else 0.0
+
+
+def status_of_graph(graph: TaskGraph, done: Mapping[str, LedgerEntry], running: Collection[str]) -> list[StageStatus]:
+    """Per-stage status of a live study (:class:`~compressflow.api.study.Study`): its graph (a
+    search stage: every rung of every trial asked so far), the entries of the tasks that
+    finished in this run and the keys of those running; energy of what ran."""
+    rows = []
+    for stage, nodes in graph.stages.items():
+        if graph.spec.stages[stage].search is not None:
+            nodes = [n for search in graph.searches if search.stage == stage for n in search.history]
+        counts: Counter[str] = Counter()
+        kwh = 0.0
+        for key in dict.fromkeys(n.key for n in nodes):  # a task shared by two sweep points counts once
+            if key in graph.reused:
+                counts["reused"] += 1
+            elif key in done:
+                entry = done[key]
+                counts["ran" if entry.ok else entry.status] += 1
+                kwh += _known(entry.energy.get("energy_kwh"))
+            else:
+                counts["running" if key in running else "pending"] += 1
+        rows.append(StageStatus.from_counts(stage, counts, kwh))
+    return rows
 
 
 def status_from_ledger(ledger: xr.Dataset) -> list[StageStatus]:

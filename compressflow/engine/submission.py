@@ -1,27 +1,32 @@
 """Putting a task graph on a Dask cluster: the energy meter on every worker, the resource check,
 submission stage by stage under each stage's placement policy, and the workers' machines for the
-results' provenance. Used by :mod:`compressflow.engine.study`."""
+results' provenance. Used by :mod:`compressflow.api.study`."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from distributed import Client, span
 from distributed.comm.addressing import get_address_host
 from distributed.comm.core import CommClosedError
+from distributed.diagnostics.plugin import WorkerPlugin
 
-from compressflow.energy import EnergyMeterPlugin
-from compressflow.engine.graph import TaskGraph
-from compressflow.engine.scheduling import assign, durations_from_ledger
+from compressflow.engine.execute import execute_task, load_data
+from compressflow.engine.graph import TaskGraph, upstream_keys
+from compressflow.engine.node import Node
+from compressflow.engine.scheduling import assign, durations_of
 from compressflow.errors import InputError
-from compressflow.results import open_results
-from compressflow.results.provenance import machine
+from compressflow.registries import OPS
+from compressflow.rundir import RunDir
+from compressflow.rundir.records import LedgerEntry
+from compressflow.engine.provenance import machine
 
-__all__ = ["check_resources", "install_meter", "known_durations", "machines", "progress_line", "submit_graph",
+__all__ = ["check_resources", "install_worker_plugin", "known_durations", "load_data_first", "lost_entry", "machines", "progress_line", "submit_graph", "submit_node",
            "workers_per_host"]
 
-log = logging.getLogger("compressflow.engine.runner")
+log = logging.getLogger("compressflow.engine.submission")
 
 
 def machines(client: Client) -> dict[str, Any]:
@@ -66,30 +71,65 @@ def submit_graph(client: Client, graph: TaskGraph, workers: list[str]) -> dict[s
     return futures
 
 
+def load_data_first(client: Client, graph: TaskGraph, study: str) -> None:
+    """Have one worker load the study's dataset before any task is submitted (when a task to
+    run reads data): a damaged file, whose location the client checked, raises its one-line
+    ``DataError`` here with no task started, and that worker keeps the data for its tasks."""
+    if not graph.delayed and not graph.searches:
+        return  # every task is reused
+    if all(OPS.info(st.op)["data"] is None for st in graph.spec.stages.values()):
+        return
+    client.submit(load_data, graph.spec.data.options(), pure=False, key=f"compressflow-data-{study}").result()
+
+
+def submit_node(client: Client, graph: TaskGraph, node: Node, futures: Mapping[str, Any], run: RunDir,
+                study: str) -> Any:
+    """Submit one task on its own (a search's trial at a rung): its upstream tasks are reused
+    records or futures already submitted."""
+    upstream = [graph.reused[k] if k in graph.reused else futures[k] for k in upstream_keys(node.needs.values())]
+    return client.submit(execute_task, node, graph.spec.data.options(), run, *upstream, study=study, key=node.key,
+                         resources=node.resources or None, pure=False)
+
+
+def lost_entry(node: Node, future: Any) -> LedgerEntry:
+    """The ledger entry of a task Dask itself gave up on (e.g. its workers kept dying): failed,
+    with why, so the collection of the others goes on."""
+    try:
+        exc = future.exception()
+        why = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    except Exception as err:  # cancelled futures have no exception to give
+        why = f"{type(err).__name__}: {err}"
+    return LedgerEntry(node.key, node.stage, node.op, dict(node.point), status="failed", error=why)
+
+
 def known_durations(graph: TaskGraph, stage: str, keys: list[str]) -> dict[str, float] | None:
-    """Task key -> duration from the ledger of ``scheduling.durations_from`` (tasks matched by
-    the ``key_by`` sweep axis; unmatched ones get the mean), or None without one."""
+    """Task key -> duration from the finished records of the run directory
+    ``scheduling.durations_from`` (tasks matched by the ``key_by`` sweep axis; unmatched ones
+    get the mean), or None without one."""
     sched = graph.spec.stages[stage].scheduling
     key_by = sched.key_by or next(iter(graph.spec.stages[stage].axes()), None)
     if sched.durations_from is None or key_by is None:
         return None
-    try:
-        ledger = open_results(sched.durations_from)["tasks"].to_dataset()
-    except FileNotFoundError as exc:
-        raise InputError(f"stages.{stage}.scheduling.durations_from: {exc}") from None
-    known = durations_from_ledger(ledger, stage, key_by)
+    earlier = RunDir(sched.durations_from)
+    finished = [e for e in (earlier.finished(k, metrics=False) for k in earlier.record_keys()) if e is not None]
+    if not finished:
+        raise InputError(f"stages.{stage}.scheduling.durations_from: no finished task records in "
+                         f"{str(earlier.root)!r}; give the run directory of an earlier run of this study")
+    known = durations_of(finished, stage, key_by)
     default = sum(known.values()) / len(known) if known else 1.0
     return {k: known.get(str(graph.nodes[k].point.get(key_by)), default) for k in keys}
 
 
-def install_meter(client: Client, plugin: EnergyMeterPlugin) -> None:
-    """Register the energy meter on every worker, present and future. The scheduler keeps the
-    plugin before it tells the workers, so a worker that dies meanwhile (its broadcast fails)
-    does not stop the run: its replacement gets the plugin when it joins."""
+def install_worker_plugin(client: Client, plugin: WorkerPlugin) -> None:
+    """Register a worker plugin (the energy meter, the preload) on every worker, present and
+    future, under its ``name``. The scheduler keeps the plugin before it tells the workers, so
+    a worker that dies meanwhile (its broadcast fails) does not stop the run: its replacement
+    gets the plugin when it joins."""
+    name = getattr(plugin, "name", type(plugin).__name__)
     try:
-        client.register_plugin(plugin, name="compressflow-energy")
+        client.register_plugin(plugin, name=name)
     except CommClosedError as exc:
-        log.warning("a worker left while the energy meter was being installed (%s); continuing", exc)
+        log.warning("a worker left while %s was being installed (%s); continuing", name, exc)
 
 
 def workers_per_host(workers: dict[str, Any]) -> dict[str, int]:

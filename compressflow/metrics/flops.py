@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from compressflow.errors import InputError
 
-__all__ = ["count_flops", "macs_per_sample", "param_count", "train_step_flops_per_sample"]
+__all__ = ["count_flops", "effective_macs", "macs_per_sample", "param_count", "train_step_flops_per_sample"]
 
 
 def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
@@ -175,3 +175,26 @@ def param_count(model: nn.Module) -> int:
     16
     """
     return sum(p.numel() for p in model.parameters())
+
+
+def effective_macs(net: nn.Module, shape: tuple[int, ...], density: dict[str, float]) -> float:
+    """Forward MACs per sample if every pruned layer skipped its zero weights: each layer's
+    MACs × its weight density (unpruned layers count in full)."""
+    total: float = macs_per_sample(net, shape)
+    for name, d in density.items():
+        layer_macs = _layer_macs(net, name, shape)
+        total -= layer_macs * (1 - d)
+    return float(total)
+
+
+def _layer_macs(net: nn.Module, name: str, shape: tuple[int, ...]) -> float:
+    seen: dict[str, torch.Size] = {}
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        seen["in"] = inputs[0].shape
+
+    h = net.get_submodule(name).register_forward_hook(hook)
+    with torch.no_grad():
+        net.eval()(torch.zeros(1, *shape))
+    h.remove()
+    return float(macs_per_sample(net.get_submodule(name), tuple(seen["in"][1:])))

@@ -5,22 +5,25 @@ tau_squared)`` so a temperature policy can hand it each batch's τ (a float or a
 Every KD loss trains on ``α · [τ²] · L_kd + (1 − α) · CE`` (:func:`with_labels`); ``tau_squared``
 defaults to true for ``hkd`` (Hinton) and false for ``cmc`` and ``dml`` (the paper prints none).
 ``dml`` with ``tau_squared=True`` is ``hkd``; ``cmc`` with it no longer depends on τ; any loss
-with ``alpha=1`` drops the label term (what ``dml`` and ``cmc`` were before ``distill`` version 2)."""
+with ``alpha=1`` drops the label term (what ``dml`` and ``cmc`` were before ``distill`` version 2).
+Registering them imports no torch (each imports ``torch.nn.functional`` when called)."""
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from compressflow.registries import LOSSES
 
-__all__ = ["ce", "cmc", "dml", "hkd", "kl_teacher_student", "with_labels"]
+if TYPE_CHECKING:
+    from torch import Tensor
 
-Tensor = torch.Tensor
+__all__ = ["ce", "cmc", "dml", "hkd", "kl_teacher_student", "with_labels"]
 
 
 def kl_teacher_student(student_logits: Tensor, teacher_logits: Tensor, tau: float | Tensor) -> Tensor:
     """``KL(o_t ‖ o_s)`` of the τ-softened outputs, averaged per sample (``batchmean``)."""
+    import torch.nn.functional as F
+
     log_s = F.log_softmax(student_logits / tau, dim=1)
     log_t = F.log_softmax(teacher_logits / tau, dim=1)
     return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True)
@@ -31,6 +34,8 @@ def with_labels(kd: Tensor, student_logits: Tensor, labels: Tensor, tau: float |
     """``α · [τ²] · L_kd + (1 − α) · CE(y, softmax(a_s))``: the training loss every KD loss
     shares (STKD: "for all experiments, we use an α value of 0.95"); ``tau_squared`` multiplies
     the KD term by the batch's τ² (Hinton's gradient-scale correction)."""
+    import torch.nn.functional as F
+
     if tau_squared:
         kd = tau**2 * kd
     return alpha * kd + (1 - alpha) * F.cross_entropy(student_logits, labels)
@@ -50,7 +55,7 @@ def cmc(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, tau: flo
     """Ba & Caruana, temperature-altered: ``α · mean((a_s/τ − a_t/τ)²) + (1 − α) · CE``.
 
     With ``tau_squared`` the KD term is ``mean((a_s − a_t)²)``: it no longer depends on τ."""
-    kd = torch.mean((student_logits / tau - teacher_logits / tau) ** 2)
+    kd = ((student_logits / tau - teacher_logits / tau) ** 2).mean()
     return with_labels(kd, student_logits, labels, tau, alpha, tau_squared)
 
 
@@ -68,4 +73,6 @@ def ce(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, tau: floa
        tau_squared: bool = False) -> Tensor:
     """No distillation: plain cross-entropy on the labels (the student-alone baseline; τ, α and
     ``tau_squared`` unused)."""
+    import torch.nn.functional as F
+
     return F.cross_entropy(student_logits, labels)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FixedTemperature", "StochasticTemperature", "check_temperature", "temperature_policy"]
+__all__ = ["FixedTemperature", "StochasticTemperature", "check_temperature", "temperature_policy", "temperature_vars"]
 
 
 class FixedTemperature:
@@ -93,3 +93,26 @@ def temperature_policy(value: float | Mapping[str, Any], seed: int) -> FixedTemp
         low, high = value["stochastic"]
         return StochasticTemperature(low, high, seed)
     return FixedTemperature(value)
+
+
+def temperature_vars(policy: FixedTemperature | StochasticTemperature) -> dict[str, Any]:
+    """What a policy drew, as the distilling ops record it: ``tau_mean`` and ``stochastic``;
+    for a stochastic τ also every draw (``tau_draws``, dim ``step``) and their histogram over
+    ``low..high`` (``tau_count``, dim ``tau``).
+
+    Examples
+    --------
+    >>> temperature_vars(FixedTemperature(4.0))
+    {'tau_mean': 4.0, 'stochastic': False}
+    """
+    draws = np.asarray(policy.draws, dtype=float)
+    if draws.size == 0 or not isinstance(policy, StochasticTemperature):
+        return {"tau_mean": policy.tau if isinstance(policy, FixedTemperature) else float("nan"), "stochastic": False}
+    values = np.arange(policy.low, policy.high + 1)
+    return {
+        "tau_mean": float(draws.mean()),
+        "stochastic": True,
+        "tau_draws": ("step", draws),
+        "tau_count": ("tau", np.array([(draws == v).sum() for v in values], dtype=np.int64)),
+        "tau": ("tau", values),
+    }

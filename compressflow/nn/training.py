@@ -141,7 +141,7 @@ def fit(
     energy: Callable[[], float] | None = None,
     resume: Mapping[str, Any] | None = None,
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
-    checkpoint_every: int = 1,
+    checkpoint_every: int | None = None,
     stateful: Sequence[Stateful] = (),
     stop_after: int | None = None,
 ) -> History:
@@ -177,7 +177,8 @@ def fit(
         ``resume`` takes. Its tensors are the live ones: serialise (``torch.save``) or copy
         them before returning.
     checkpoint_every : int
-        Epochs between checkpoints (>= 1).
+        Epochs between checkpoints (>= 1); required with ``checkpoint`` (the spec owns its
+        default, :meth:`compressflow.spec.PipelineSpec.checkpoint_every_of`).
     stateful : sequence, optional
         Further objects whose ``state_dict()`` belongs to the state (e.g. the loss's own
         random stream).
@@ -196,8 +197,9 @@ def fit(
         ``resume`` belongs to another run (schedule, seed, data size or model differ), or is
         not a state of this version; nothing was changed.
     """
-    if checkpoint is not None and (isinstance(checkpoint_every, bool) or checkpoint_every < 1):
-        raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+    if checkpoint is not None and (not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool)
+                                   or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every must be an integer >= 1 with a checkpoint, got {checkpoint_every!r}")
     config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "momentum": momentum,
               "weight_decay": weight_decay, "warmup_epochs": warmup_epochs, "milestones": [float(m) for m in milestones],
               "gamma": gamma, "optimizer": optimizer, "augment": augment, "train_samples": len(splits.train)}
@@ -272,7 +274,7 @@ def fit(
                 if checkpoint is not None:
                     checkpoint(state(epoch))
                 raise
-        if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch in (epochs, last)):
+        if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch in (epochs, last)):  # type: ignore[operator]
             checkpoint(state(epoch))
     model.eval()
     return hist

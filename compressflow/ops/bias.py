@@ -13,15 +13,10 @@ import json
 from typing import Annotated
 
 import numpy as np
-import xarray as xr
 from pydantic import Field
 
-from compressflow.metrics.bias import cev_sde, pie_mask
-from compressflow.nn.training import predict
-from compressflow.engine.records import Artifact, Record, Upstream
+from compressflow.ops import Artifact, OpContext, Record, Upstream, load_checkpoint
 from compressflow.registries import OPS
-from compressflow.ops.context import OpContext
-from compressflow.ops.artifacts import load_checkpoint
 
 __all__ = ["bias", "pie"]
 
@@ -39,6 +34,11 @@ def bias(ctx: OpContext, *, model: Artifact, original: Artifact,
         ``fpr_change``/``fnr_change`` (percent, dim ``class``); per test sample ``pred`` and
         ``original_pred`` (dim ``sample``) for ``pie``.
     """
+    import xarray as xr
+
+    from compressflow.metrics.bias import cev_sde
+    from compressflow.nn.training import predict
+
     splits = ctx.splits()
     y = splits.test.y.numpy()
     pred = predict(load_checkpoint(model, ctx.device).eval(), splits.test, device=ctx.device).argmax(1).numpy()
@@ -67,6 +67,10 @@ def pie(ctx: OpContext, *, models: Upstream, over: str = "seed") -> Record:
         Dims: the other sweep axes of the ``bias`` tasks. ``pie_count``, ``pie_fraction`` (of
         the test set), ``population`` (models that finished) and per sample ``is_pie``.
     """
+    import xarray as xr
+
+    from compressflow.metrics.bias import pie_mask
+
     groups: dict[str, list] = {}
     for task in models:
         if task.ok:

@@ -1,9 +1,13 @@
 """What an op function gets besides its parameters: :class:`OpContext` — where to write, which
 data, which device, the task's energy meter, a way to report progress that the client and
-dashboard can see, and the one training loop every op that trains uses (:meth:`OpContext.fit`),
-which keeps a resumable state of each of the task's fits in ``artifacts/<key>.resume<n>.pt``
+dashboard can see, a way to learn it should stop, and the one training loop every op that
+trains uses (:meth:`OpContext.fit`), which keeps a resumable state of each of the task's fits
 (every ``checkpoint_every`` epochs and before a cancel), so a retried, resumed or restarted
-task continues after its last saved epoch instead of training again from the start."""
+task continues after its last saved epoch instead of training again from the start.
+
+The engine builds one per task and hands it what only the engine knows (how to publish an
+event, how to tell a cancelled stage or a retiring worker); this module imports no engine
+module, and torch only when a method needs it."""
 
 from __future__ import annotations
 
@@ -15,24 +19,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from compressflow.data import Splits, load_splits
-from compressflow.nn.training import History, LossFn, ResumeMismatch, Stateful, cross_entropy, fit
-from compressflow.ops.artifacts import atomic_write_bytes
 from compressflow.ops.schedule import Schedule
-from distributed import Reschedule
-
-from compressflow.engine.cancel import Cancelled, worker_retiring
-from compressflow.engine.events import PROGRESS, publish
-from compressflow.engine.rundir import RunDir
+from compressflow.rundir import RunDir
+from compressflow.rundir.files import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from compressflow.energy import EnergyMeter
+    import torch
 
-__all__ = ["OpContext"]
+    from compressflow.data import DetectionSplits, Splits
+    from compressflow.energy import EnergyMeter
+    from compressflow.nn.training import History, LossFn, Stateful
+
+__all__ = ["Cancelled", "OpContext"]
 
 log = logging.getLogger("compressflow.stage")
+
+
+class Cancelled(Exception):
+    """Raised inside a task whose stage was cancelled (by :meth:`OpContext.check_cancelled`);
+    the engine records the task ``cancelled``, keeping its energy and training state."""
 
 
 @dataclass
@@ -52,14 +57,17 @@ class OpContext:
     meter : EnergyMeter, optional
         The worker's energy meter, measuring this task (the engine passes it); ``None``
         (e.g. an op called by hand) leaves the per-epoch energy curve ``nan``.
-    should_stop : callable, optional
-        True once the task's stage was cancelled (:mod:`compressflow.engine.cancel`):
-        :meth:`fit` then stops at the next epoch boundary by raising
-        :class:`~compressflow.engine.cancel.Cancelled`.
-    checkpoint_every : int
-        Epochs between the resumable states :meth:`fit` writes (0: none written or read).
-        The engine sets it from the spec (default 1); 0 here, so an op called by hand leaves
-        no state files behind and never resumes a stale one.
+    stop_check : callable, optional
+        Called at every epoch boundary (:meth:`check_cancelled`): the engine's raises
+        :class:`Cancelled` once the task's stage was cancelled, or hands the task back to the
+        scheduler when its worker is closing. None: the task never stops early.
+    publish : callable, optional
+        ``publish(event)`` sends a progress event to the client and the dashboard (the engine
+        passes the scheduler's event log); None: progress is only logged.
+    checkpoint_every : int, optional
+        Epochs between the resumable states :meth:`fit` writes; 0 or None: none written or
+        read. The engine passes the spec's setting (:meth:`~compressflow.spec.PipelineSpec.checkpoint_every_of`);
+        an op called by hand leaves no state files behind and never resumes a stale one.
     budget : int, optional
         Stop every :meth:`fit` after this epoch of its schedule (a search's rung,
         :mod:`compressflow.engine.search`): the schedule (rate decay, warm-up) stays that of
@@ -85,8 +93,9 @@ class OpContext:
     data: dict[str, Any] = field(default_factory=dict)
     out: Path = Path(".")
     meter: EnergyMeter | None = None
-    should_stop: Callable[[], bool] | None = None
-    checkpoint_every: int = 0
+    stop_check: Callable[[], None] | None = None
+    publish: Callable[[dict[str, Any]], None] | None = None
+    checkpoint_every: int | None = None
     budget: int | None = None
     state_key: str = ""
     resumed_from_epoch: int = field(default=0, init=False)
@@ -94,12 +103,22 @@ class OpContext:
     _energy_before: float = field(default=0.0, init=False, repr=False)  # kWh of earlier attempts (restored states)
 
     def splits(self) -> Splits:
-        """The pipeline's dataset (loaded once per worker process, then cached)."""
+        """The pipeline's classification dataset (loaded once per worker process, then cached)."""
+        from compressflow.data import load_splits
+
         return load_splits(**self.data)
+
+    def detection_splits(self) -> DetectionSplits:
+        """The pipeline's detection dataset (ops registered with ``data="detection"``)."""
+        from compressflow.data import load_detection_splits
+
+        return load_detection_splits(**self.data)
 
     @property
     def device(self) -> torch.device:
         """The task's device: its GPU, else the CPU."""
+        import torch
+
         # each GPU worker sees exactly its own device (CUDA_VISIBLE_DEVICES), so index 0 is ours
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
@@ -108,35 +127,35 @@ class OpContext:
         return RunDir(self.out).artifact(self.key, suffix)
 
     def progress(self, **values: Any) -> None:
-        """Report progress of a long task (e.g. per epoch) to the worker log and the
-        scheduler's event log (topic ``compressflow-progress``), which the client shows."""
+        """Report progress of a long task (e.g. per epoch) to the worker log and, through the
+        engine, to the scheduler's event log (topic ``compressflow-progress``), which the
+        client and the dashboard show."""
         text = " ".join(f"{k}={_fmt(v)}" for k, v in values.items())
         log.info("%s %s", self.stage, text)
-        publish(PROGRESS, {"key": self.key, "stage": self.stage, **values})
+        if self.publish is not None:
+            self.publish({"key": self.key, "stage": self.stage, **values})
 
     def check_cancelled(self) -> None:
-        """Raise :class:`~compressflow.engine.cancel.Cancelled` if the task's stage was
-        cancelled, or ``distributed.Reschedule`` if its worker is closing (its lifetime ended:
-        another worker resumes the task); ops with long loops of their own call it at their
-        natural boundaries."""
-        if self.should_stop is not None and self.should_stop():
-            raise Cancelled(f"stage {self.stage!r} was cancelled")
-        if worker_retiring():
-            raise Reschedule()  # the scheduler runs the task elsewhere; it resumes from this epoch's state
+        """Stop here if the task should: raises :class:`Cancelled` when its stage was
+        cancelled, or hands the task back (``distributed.Reschedule``) when its worker is
+        closing (another worker resumes it from this epoch's state). Ops with long loops of
+        their own call it at their natural boundaries; :meth:`fit` calls it every epoch."""
+        if self.stop_check is not None:
+            self.stop_check()
 
-    def fit(self, net: torch.nn.Module, schedule: Schedule, *, seed: int, loss_fn: LossFn = cross_entropy,
+    def fit(self, net: torch.nn.Module, schedule: Schedule, *, seed: int, loss_fn: LossFn | None = None,
             splits: Splits | None = None, on_epoch: Callable[[int, History], None] | None = None,
             label: Mapping[str, Any] | None = None, stateful: Sequence[Stateful] = ()) -> History:
         """Train ``net`` in place on ``schedule`` (:func:`compressflow.nn.training.fit`), reporting
         :meth:`progress` after every epoch and reading the meter into the history's per-epoch
         energy curve (``energy_kwh``, cumulative kWh of the task).
 
-        With :attr:`checkpoint_every` > 0 the n-th fit of the task keeps its resumable state in
-        ``artifact_path(f".resume{n}.pt")`` (written atomically every ``checkpoint_every``
-        epochs, after the last and before a cancel) and starts from it when it exists: a
-        finished state restores ``net`` and returns at once, an unfinished one continues
-        after its epoch. A state that does not match (another schedule, seed, data size or
-        model) or cannot be read is ignored with a warning.
+        With :attr:`checkpoint_every` > 0 the n-th fit of the task keeps its resumable state
+        (:meth:`compressflow.rundir.RunDir.training_state`; written atomically every
+        ``checkpoint_every`` epochs, after the last and before a cancel) and starts from it
+        when it exists: a finished state restores ``net`` and returns at once, an unfinished
+        one continues after its epoch. A state that does not match (another schedule, seed,
+        data size or model) or cannot be read is ignored with a warning.
 
         Parameters
         ----------
@@ -146,7 +165,7 @@ class OpContext:
             Epochs, batch size, rate, warm-up, milestones, optimizer, augmentation.
         seed : int
             Seeds batch order and augmentation (the caller seeds the initialisation).
-        loss_fn : callable
+        loss_fn : callable, optional
             ``loss_fn(logits, x, y)``; cross-entropy by default.
         splits : Splits, optional
             The data (default: :meth:`splits`), e.g. a biased subset.
@@ -163,9 +182,13 @@ class OpContext:
         History
             Per-epoch loss, accuracies, rates, elapsed time and energy.
         """
+        import torch
+
+        from compressflow.nn.training import ResumeMismatch, cross_entropy, fit
+
         extra = dict(label or {})
-        path = (RunDir(self.out).artifact(self.state_key or self.key, f".resume{self._fits}.pt")
-                if self.checkpoint_every > 0 else None)
+        every = self.checkpoint_every or 0
+        path = RunDir(self.out).training_state(self.state_key or self.key, self._fits) if every > 0 else None
         self._fits += 1
 
         def report(epoch: int, hist: History) -> None:
@@ -197,9 +220,9 @@ class OpContext:
             if meter is not None:
                 read = meter.energy_so_far
                 energy = lambda: before + read()  # noqa: E731
-            return fit(net, data, seed=seed, loss_fn=loss_fn, device=self.device, on_epoch=report, energy=energy,
-                       resume=state, checkpoint=None if path is None else save,
-                       checkpoint_every=max(1, self.checkpoint_every), stateful=stateful, stop_after=self.budget,
+            return fit(net, data, seed=seed, loss_fn=loss_fn or cross_entropy, device=self.device, on_epoch=report,
+                       energy=energy, resume=state, checkpoint=None if path is None else save,
+                       checkpoint_every=max(1, every), stateful=stateful, stop_after=self.budget,
                        **schedule.model_dump())
 
         if resume is not None:
@@ -219,6 +242,8 @@ class OpContext:
 def _read_state(path: Path) -> dict[str, Any] | None:
     """The state saved at ``path``, or None (none, or unreadable: logged). Loaded with
     ``weights_only``: tensors and plain values only, never arbitrary pickled objects."""
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -235,4 +260,3 @@ def _read_state(path: Path) -> dict[str, Any] | None:
 
 def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
-

@@ -6,7 +6,7 @@ Layers are replaced one at a time, each block trained on the *current* model —
 already holds the earlier replacements — so a block learns to map the inputs its layer really
 receives after the changes upstream to what the original layer makes of them. ``top_down``
 goes from the input towards the output; ``bottom_up`` the other way. A block is kept by the
-rule of ``assemble`` (:func:`~compressflow.ops.blockwise.rejection`): it must cost fewer
+rule of ``assemble`` (:func:`~compressflow.nn.blocks.rejection`): it must cost fewer
 MACs than the layer, and the current model's validation accuracy with it must stay within
 ``max_drop`` of the teacher's; the model is then fine-tuned for ``step_epochs`` before the
 next layer, and for ``schedule`` at the end.
@@ -19,23 +19,14 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
-from compressflow.metrics.flops import macs_per_sample, param_count
-from compressflow.nn.surgery import layer_io_batched, replaceable_layers, set_module
-from compressflow.nn.training import accuracy
-from compressflow.engine.records import Artifact, Record
+from compressflow.ops import (BLOCK_TRAINING, FINE_TUNING, Artifact, BlockLr, BlockName, OpContext, PositiveInt, Record,
+                              Schedule, check_replaceable_layers, load_checkpoint, model_record)
 from compressflow.registries import OPS
-from compressflow.ops.common import model_record
-from compressflow.ops.context import OpContext
-from compressflow.ops.schedule import BLOCK_TRAINING, FINE_TUNING, BlockLr, PositiveInt, Schedule
-from compressflow.ops._layer_check import check_blockwise_layers
-from compressflow.ops.signature import BlockName
-from compressflow.ops.blockwise import rejection, train_block
-from compressflow.ops.artifacts import load_checkpoint
 
 __all__ = ["craft"]
 
 
-@OPS.register(check=check_blockwise_layers)
+@OPS.register(model_check=check_replaceable_layers)
 def craft(
     ctx: OpContext,
     *,
@@ -86,6 +77,11 @@ def craft(
         ``val_accuracy_after`` (after that step's fine-tuning); artifact: the student's
         checkpoint.
     """
+    from compressflow.metrics.flops import macs_per_sample, param_count
+    from compressflow.nn.blocks import rejection, train_block
+    from compressflow.nn.surgery import layer_io_batched, replaceable_layers, set_module
+    from compressflow.nn.training import accuracy
+
     splits = ctx.splits()
     teacher_net = load_checkpoint(teacher, ctx.device).eval()
     names = replaceable_layers(teacher_net, include=layers, exclude=exclude)
@@ -98,8 +94,13 @@ def craft(
     kept: dict[str, tuple[float, float]] = {}
     for i, layer in enumerate(names):
         x_in, y_out = layer_io_batched(current.eval(), layer, splits.train.x)
-        blk, m = train_block(ctx, current, layer, block, x_in, y_out, epochs=block_epochs, batch_size=block_batch_size,
-                             lr=block_lr, eval_every=eval_every, seed=seed + i)
+
+        def report(epoch: int, mse: float, val: float, layer: str = layer) -> None:
+            ctx.progress(layer=layer, epoch=epoch, of=block_epochs, mse=mse, spliced_val_accuracy=val)
+
+        blk, m = train_block(current, layer, block, x_in, y_out, splits.val, device=ctx.device, epochs=block_epochs,
+                             batch_size=block_batch_size, lr=block_lr, eval_every=eval_every, seed=seed + i,
+                             on_eval=report)
         drop = teacher_val - float(m["spliced_val_accuracy"])
         reason = rejection(drop, float(m["macs_before"]), float(m["macs_after"]), max_drop)
         ok = not reason

@@ -5,28 +5,20 @@ training split or, data-free, on a ``synthesize`` stage's images (``needs: {data
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from pydantic import AfterValidator, Field
 
-from compressflow.data.synthesized import read_image_set
 from compressflow.errors import InputError, SpecError
-from compressflow.metrics.flops import macs_per_sample
-from compressflow.nn.training import memory_format
-from compressflow.nn.temperature import check_temperature, temperature_policy
-from compressflow.engine.records import Artifact, Record
+from compressflow.nn.temperature import temperature_policy, temperature_vars
+from compressflow.ops import (Artifact, Fraction, LossName, ModelName, OpContext, Record, Schedule, Temperature, Width,
+                              check_schedule, fit_model, load_checkpoint, model_record)
 from compressflow.registries import LOSSES, OPS
-from compressflow.ops.common import Width, fit_model, model_record
-from compressflow.ops.context import OpContext
-from compressflow.ops.schedule import Schedule, check_schedule
-from compressflow.ops.signature import LossName, ModelName
-from compressflow.ops.artifacts import artifact_problem, load_checkpoint
+from compressflow.rundir.records import artifact_problem
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["distill"]
-
-Temperature = Annotated[Any, AfterValidator(check_temperature)]
 
 
 def check_distill(spec: Any, name: str) -> None:
@@ -53,7 +45,7 @@ def distill(
     width: Width = 0.25,
     loss: LossName = "hkd",
     temperature: Temperature = 4.0,
-    alpha: Annotated[float, Field(ge=0, le=1)] = 0.95,
+    alpha: Fraction = 0.95,
     tau_squared: bool | None = None,
     schedule: Schedule = Schedule(),
     seed: int = 0,
@@ -102,6 +94,12 @@ def distill(
     InputError
         ``data`` is not an image-set store, or its images or labels do not fit the pipeline's data.
     """
+    import torch
+
+    from compressflow.data.synthesized import read_image_set
+    from compressflow.metrics.flops import macs_per_sample
+    from compressflow.nn.training import memory_format
+
     splits = ctx.splits()
     train_on = splits
     if data is not None:
@@ -124,20 +122,5 @@ def distill(
 
     net, hist, kwargs = fit_model(ctx, model=model, width=width, seed=seed, schedule=schedule, loss_fn=loss_fn,
                                   stateful=(policy,), splits=train_on)
-    return model_record(ctx, net, hist, model, kwargs, {**_temperature_vars(policy), "synthetic": data is not None},
+    return model_record(ctx, net, hist, model, kwargs, {**temperature_vars(policy), "synthetic": data is not None},
                         teacher_macs=macs_per_sample(teacher_net, splits.sample_shape))
-
-
-
-def _temperature_vars(policy) -> dict[str, Any]:
-    draws = np.asarray(policy.draws, dtype=float)
-    if draws.size == 0:
-        return {"tau_mean": policy.tau, "stochastic": False}
-    values = np.arange(policy.low, policy.high + 1)
-    return {
-        "tau_mean": float(draws.mean()),
-        "stochastic": True,
-        "tau_draws": ("step", draws),
-        "tau_count": ("tau", np.array([(draws == v).sum() for v in values], dtype=np.int64)),
-        "tau": ("tau", values),
-    }

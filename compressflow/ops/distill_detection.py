@@ -3,59 +3,47 @@ teacher trained on a detection dataset, and an SSDlite-MobileNetV3 student train
 SSD's losses plus a KD loss on the matched anchors' class logits (:mod:`compressflow.nn.detection_kd`),
 at a fixed τ or STKD's stochastic τ, both scored by COCO mAP on the test split.
 
-The pipeline's ``data:`` block names a classification dataset; a detection dataset is chosen by
-these ops' own parameters (``dataset``, ``root``, ``image_size``, ``num_images``, ``max_objects``;
-see :func:`compressflow.data.detection.load_detection_splits`).
+The pipeline's ``data:`` block names the detection dataset (``shapes`` or ``voc``) and its
+options, as for every other study (:func:`compressflow.data.load_detection_splits`); the
+model's input side is the data's ``image_size``.
 """
 
 from __future__ import annotations
 
 import io
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import xarray as xr
-from pydantic import AfterValidator, Field
 
-from compressflow.data.detection import DetectionSplit, detection_batches, load_detection_splits
-from compressflow.engine.records import Artifact, Record
 from compressflow.errors import InputError
-from compressflow.metrics.detection import detection_metrics
-from compressflow.nn.detection import DETECTION_MODELS, build_detector
-from compressflow.nn.detection_kd import detection_kd_loss
-from compressflow.nn.temperature import check_temperature, temperature_policy
-from compressflow.nn.training import optimizer_with_schedule
-from compressflow.ops.artifacts import atomic_write_bytes, load_weights
-from compressflow.ops.common import Width
-from compressflow.ops.context import OpContext
-from compressflow.ops.schedule import Schedule
+from compressflow.nn.temperature import temperature_policy, temperature_vars
+from compressflow.ops import (Artifact, DetectorName, Fraction, LossName, OpContext, Record, Schedule, Temperature, Width,
+                              load_weights)
 from compressflow.registries import OPS
+from compressflow.rundir.files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import torch
+    import xarray as xr
+
+    from compressflow.data.detection import DetectionSplit
 
 __all__ = ["distill_detection", "train_detection"]
 
-Temperature = Annotated[Any, AfterValidator(check_temperature)]
-KDLoss = Annotated[str, AfterValidator(lambda v: _one_of("loss", v, ("hkd", "cmc", "dml", "ce")))]
-DatasetName = Annotated[str, AfterValidator(lambda v: _one_of("dataset", v, ("shapes", "voc")))]
-Detector = Annotated[str, AfterValidator(lambda v: _one_of("model", v, tuple(DETECTION_MODELS.list())))]
-ImageSize = Annotated[int, Field(ge=32, le=1024)]
 #: detection trains with Adam at a modest rate (SGD at the classification default diverges from scratch)
 DETECTION_SCHEDULE = Schedule(epochs=10, batch_size=16, lr=0.004, optimizer="adam", weight_decay=0.0,
                               warmup_epochs=0.5, milestones=(0.7,), gamma=0.1)
+#: the data options these ops took before the spec's data block chose detection datasets
+_MOVED = {old: (f"the detection data is set in the spec's data block like every study's; move it there as "
+                f"data: {{{new}: ...}} (e.g. data: {{dataset: shapes, image_size: 64, num_images: 300, "
+                f"max_objects: 3, seed: 0}}) and drop it from the stage")
+          for old, new in (("dataset", "dataset"), ("root", "root"), ("image_size", "image_size"),
+                           ("num_images", "num_images"), ("max_objects", "max_objects"), ("data_seed", "seed"))}
 
 
-def _one_of(field: str, value: str, valid: tuple[str, ...]) -> str:
-    if value not in valid:
-        raise ValueError(f"unknown {field} {value!r}; valid choices: {', '.join(valid)}")
-    return value
-
-
-@OPS.register
-def train_detection(ctx: OpContext, *, model: Detector = "ssd_vgg16", width: Width = 0.25,
-                    dataset: DatasetName = "shapes", root: str | None = None, image_size: ImageSize = 64,
-                    num_images: Annotated[int, Field(ge=3, le=100_000)] = 300, max_objects: Annotated[int, Field(ge=1, le=50)] = 3,
-                    data_seed: int = 0,
+@OPS.register(data="detection", moved=_MOVED)
+def train_detection(ctx: OpContext, *, model: DetectorName = "ssd_vgg16", width: Width = 0.25,
                     schedule: Schedule = DETECTION_SCHEDULE, seed: int = 0) -> Record:
     """Train a detector from scratch with SSD's losses (the teacher of ``distill_detection``).
 
@@ -63,10 +51,6 @@ def train_detection(ctx: OpContext, *, model: Detector = "ssd_vgg16", width: Wid
     ----------
     model, width : str, float
         ``ssd_vgg16`` (default) or ``ssdlite_mobilenet_v3`` and its channel multiplier.
-    dataset, root, image_size, num_images, max_objects, data_seed
-        The detection data (``shapes`` generated from ``data_seed``, or ``voc`` under ``root``
-        with val carved from train by ``data_seed`` where there is no test list, resized to
-        ``image_size``); the model's input side is ``image_size`` too.
     schedule : Schedule
         Adam at 0.004 (for batch 128, scaled by ``batch_size / 128``), batch 16, 10 epochs;
         ``augment`` flips images horizontally.
@@ -80,17 +64,13 @@ def train_detection(ctx: OpContext, *, model: Detector = "ssd_vgg16", width: Wid
         ``map_50_per_class`` / ``map_per_class`` (dim ``class``), ``train_loss`` (dim ``epoch``),
         ``params``, ``train_time_s``; artifact: the checkpoint.
     """
-    return _run(ctx, None, "ce", 1.0, 0.0, None, model, width, dataset, root, image_size, num_images, max_objects,
-                data_seed, schedule, seed)
+    return _run(ctx, None, "ce", 1.0, 0.0, None, model, width, schedule, seed)
 
 
-@OPS.register
-def distill_detection(ctx: OpContext, *, teacher: Artifact, model: Detector = "ssdlite_mobilenet_v3",
-                      width: Width = 0.5, loss: KDLoss = "hkd", temperature: Temperature = 4.0,
-                      alpha: Annotated[float, Field(ge=0, le=1)] = 0.95, tau_squared: bool | None = None,
-                      dataset: DatasetName = "shapes", root: str | None = None, image_size: ImageSize = 64,
-                      num_images: Annotated[int, Field(ge=3, le=100_000)] = 300, max_objects: Annotated[int, Field(ge=1, le=50)] = 3,
-                    data_seed: int = 0,
+@OPS.register(data="detection", moved=_MOVED)
+def distill_detection(ctx: OpContext, *, teacher: Artifact, model: DetectorName = "ssdlite_mobilenet_v3",
+                      width: Width = 0.5, loss: LossName = "hkd", temperature: Temperature = 4.0,
+                      alpha: Fraction = 0.95, tau_squared: bool | None = None,
                       schedule: Schedule = DETECTION_SCHEDULE, seed: int = 0) -> Record:
     """Distil a ``train_detection`` teacher into a fresh detector (STKD Table 4, detection).
 
@@ -111,8 +91,8 @@ def distill_detection(ctx: OpContext, *, teacher: Artifact, model: Detector = "s
         A fixed τ or STKD's τ drawn per batch from the integers low..high.
     alpha, tau_squared
         The KD weight (0.95) and whether the KD term is scaled by τ² (default: the loss's own).
-    dataset, root, image_size, num_images, max_objects, data_seed, schedule
-        As for ``train_detection``; use the teacher's data options.
+    schedule
+        As for ``train_detection``.
     seed : int
         Seeds initialisation, batch order, flips and the τ draws.
 
@@ -123,17 +103,23 @@ def distill_detection(ctx: OpContext, *, teacher: Artifact, model: Detector = "s
         ``tau_draws`` (dim ``step``) and ``tau_count`` (dim ``tau``).
     """
     teacher_net = _load_detector(teacher, ctx.device)
-    return _run(ctx, teacher_net, loss, alpha, temperature, tau_squared, model, width, dataset, root, image_size,
-                num_images, max_objects, data_seed, schedule, seed)
+    return _run(ctx, teacher_net, loss, alpha, temperature, tau_squared, model, width, schedule, seed)
 
 
 def _run(ctx: OpContext, teacher: Any, loss: str, alpha: float, temperature: Any, tau_squared: bool | None,
-         model: str, width: float, dataset: str, root: str | None, image_size: int, num_images: int,
-         max_objects: int, data_seed: int, schedule: Schedule, seed: int) -> Record:
-    splits = load_detection_splits(dataset, root=root, image_size=image_size, num_images=num_images,
-                                   max_objects=max_objects, seed=data_seed)
+         model: str, width: float, schedule: Schedule, seed: int) -> Record:
+    import torch
+    import xarray as xr
+
+    from compressflow.data.detection import detection_batches
+    from compressflow.nn.detection import build_detector
+    from compressflow.nn.detection_kd import detection_kd_loss
+    from compressflow.nn.training import optimizer_with_schedule
+
+    splits = ctx.detection_splits()
+    image_size = ctx.data.get("image_size") or _default_size(splits)
     if len(splits.train) < 2:
-        raise InputError(f"{dataset}: the training split has {len(splits.train)} image; at least 2 are needed "
+        raise InputError(f"{splits.name}: the training split has {len(splits.train)} image; at least 2 are needed "
                          "(batch norm needs two samples per batch)")
     kwargs = {"name": model, "num_classes": splits.num_classes, "image_size": image_size, "width": width}
     torch.manual_seed(seed)
@@ -171,7 +157,7 @@ def _run(ctx: OpContext, teacher: Any, loss: str, alpha: float, temperature: Any
     test = evaluate_detector(net, splits.test, splits.class_names, ctx.device)
     val = evaluate_detector(net, splits.val, splits.class_names, ctx.device) if len(splits.val) else None
     artifact = _save_detector(net, ctx.artifact_path(".pt"), kwargs)
-    extra = _temperature_vars(policy) if teacher is not None else {}
+    extra = temperature_vars(policy) if teacher is not None else {}
     metrics = xr.Dataset(
         {**test.data_vars, "val_map_50": float(val.map_50) if val is not None else np.nan,
          "train_loss": ("epoch", curve), "params": sum(p.numel() for p in net.parameters()),
@@ -186,6 +172,11 @@ def _run(ctx: OpContext, teacher: Any, loss: str, alpha: float, temperature: Any
 def evaluate_detector(net: Any, split: DetectionSplit, class_names: tuple[str, ...], device: torch.device,
                       batch_size: int = 32) -> xr.Dataset:
     """COCO mAP of ``net`` on ``split`` (:func:`compressflow.metrics.detection.detection_metrics`)."""
+    import torch
+
+    from compressflow.data.detection import detection_batches
+    from compressflow.metrics.detection import detection_metrics
+
     net.eval()
     preds, targets = [], []
     with torch.no_grad():
@@ -196,15 +187,10 @@ def evaluate_detector(net: Any, split: DetectionSplit, class_names: tuple[str, .
     return detection_metrics(preds, targets, num_classes=len(class_names), class_names=class_names)
 
 
-def _temperature_vars(policy: Any) -> dict[str, Any]:
-    """What a τ policy drew, as ``distill`` records it (kept here: that op's module is its own)."""
-    draws = np.asarray(policy.draws, dtype=float)
-    if draws.size == 0:
-        return {"tau_mean": policy.tau, "stochastic": False}
-    values = np.arange(policy.low, policy.high + 1)
-    return {"tau_mean": float(draws.mean()), "stochastic": True, "tau_draws": ("step", draws),
-            "tau_count": ("tau", np.array([(draws == v).sum() for v in values], dtype=np.int64)),
-            "tau": ("tau", values)}
+def _default_size(splits: Any) -> int:
+    """The model's input side when the data block sets no ``image_size``: the images' own
+    (square, generated) side, else the SSD default."""
+    return int(splits.image_size) if splits.image_size else 300
 
 
 def _trainable(target: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -216,6 +202,8 @@ def _trainable(target: dict[str, torch.Tensor], device: torch.device) -> dict[st
 def _save_detector(net: Any, path: Any, kwargs: dict[str, Any]) -> Artifact:
     import hashlib
 
+    import torch
+
     buf = io.BytesIO()
     torch.save({"detector": dict(kwargs), "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}},
                buf)
@@ -226,6 +214,8 @@ def _save_detector(net: Any, path: Any, kwargs: dict[str, Any]) -> Artifact:
 
 def _load_detector(artifact: Artifact, device: torch.device) -> Any:
     """A ``train_detection`` checkpoint rebuilt, frozen, in eval mode."""
+    from compressflow.nn.detection import build_detector
+
     blob = load_weights(artifact, device)
     spec = blob.get("detector")
     if not isinstance(spec, dict) or not isinstance(blob.get("state_dict"), dict):

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from compressflow.metrics.classification import classification_metrics
-from compressflow.nn.training import accuracy, predict
-from compressflow.engine.records import Artifact, Record
+from compressflow.ops import Artifact, OpContext, Record, load_checkpoint, model_costs, with_units
 from compressflow.registries import OPS
-from compressflow.ops.common import model_costs, with_units
-from compressflow.ops.context import OpContext
-from compressflow.ops.artifacts import load_checkpoint
 
 __all__ = ["evaluate"]
 
@@ -27,6 +22,9 @@ def evaluate(ctx: OpContext, *, model: Artifact, split: Literal["test", "val"] =
     split : {"test", "val"}
         Which split to score.
     """
+    from compressflow.metrics.classification import classification_metrics
+    from compressflow.nn.training import accuracy, predict
+
     splits = ctx.splits()
     net = load_checkpoint(model, ctx.device)
     part = getattr(splits, split)

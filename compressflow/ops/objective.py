@@ -9,13 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import torch
-import xarray as xr
 from pydantic import Field
 
-from compressflow.engine.records import Record
-from compressflow.ops.context import OpContext
-from compressflow.ops.schedule import Schedule
+from compressflow.ops import OpContext, Record, Schedule
 from compressflow.registries import OPS
 
 __all__ = ["known_accuracy", "objective"]
@@ -63,6 +59,9 @@ def objective(
         ``val_accuracy`` (the known function at the last epoch trained), ``epochs_trained``,
         ``cost`` (= ``x``, a second objective with a known trade-off) and ``val_accuracy_curve``.
     """
+    import torch
+    import xarray as xr
+
     splits = ctx.splits()
     torch.manual_seed(seed)
     features = splits.in_channels * splits.image_size ** 2

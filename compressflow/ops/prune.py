@@ -24,28 +24,23 @@ re-initialisation must draw fresh weights).
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import Field
 
-from compressflow.data import Splits, biased
 from compressflow.errors import InputError, SpecError
-from compressflow.metrics.flops import macs_per_sample
-from compressflow.nn.models import build_model, stage_outputs
-from compressflow.nn.pruning import (agp_sparsity, apply_masks, filter_masks, layer_sparsity, magnitude_masks,
-                                     make_permanent, prunable_layers, random_masks)
-from compressflow.nn.training import History, accuracy, cross_entropy
-from compressflow.engine.records import Artifact, Record
-from compressflow.registries import LOSSES, OPS
-from compressflow.ops.common import model_record
-from compressflow.ops.context import OpContext
-from compressflow.ops.schedule import PositiveInt, Schedule, check_schedule
-from compressflow.ops.artifacts import load_checkpoint
+from compressflow.ops import (Artifact, OpContext, PositiveInt, Record, Schedule, check_schedule, load_checkpoint,
+                              model_record, stage_model)
+from compressflow.registries import OPS
 
-__all__ = ["DISTILL", "TeacherLoss", "attention_map", "attention_transfer", "derived_seed", "fresh_model", "prune"]
+if TYPE_CHECKING:
+    import torch
+
+    from compressflow.data import Splits
+    from compressflow.nn.training import History
+
+__all__ = ["DISTILL", "derived_seed", "fresh_model", "prune"]
 
 DISTILL = ("none", "kd", "at", "kd+at")
 Sparsity = Annotated[float, Field(gt=0, lt=1)]
@@ -64,8 +59,9 @@ def _check_rounds(spec, name: str) -> None:
 
 def _check_attention(spec, name: str) -> None:
     """Attention transfer needs the stages (residual groups) of the student and the teacher,
-    the same number of each: checked on the architectures the spec names, before any task."""
-    from compressflow.ops._layer_check import _build  # (it imports the stage registry)
+    the same number of each: checked on the architectures the spec names, before any task
+    (a ``model_check``: it builds them on the meta device)."""
+    from compressflow.nn.architectures import stage_outputs
 
     st = spec.stages[name]
     modes = st.sweep.get("distill", [st.params.get("distill", "none")])
@@ -73,7 +69,7 @@ def _check_attention(spec, name: str) -> None:
         return
     found = {}
     for arg in ("model", "teacher"):
-        built = _build(spec, st.needs.get(arg))
+        built = stage_model(spec, st.needs.get(arg))
         if built is not None:
             try:
                 found[arg] = (built[0], stage_outputs(built[1]))
@@ -88,10 +84,9 @@ def _check_attention(spec, name: str) -> None:
 
 
 def _check_spec(spec, name: str) -> None:
-    """The spec-time check of a prune stage: rounds, attention transfer, and the from-scratch
-    schedule of ``reinit``/``random``."""
+    """The spec-time check of a prune stage: rounds, and the from-scratch schedule of
+    ``reinit``/``random``."""
     _check_rounds(spec, name)
-    _check_attention(spec, name)
     st = spec.stages[name]
     if {"reinit", "random"} & set(st.sweep.get("method", [st.params.get("method", "magnitude")])):
         check_schedule(spec, name)  # these train from scratch; magnitude/filters fine-tune
@@ -99,7 +94,7 @@ def _check_spec(spec, name: str) -> None:
 
 
 
-@OPS.register(check=_check_spec)
+@OPS.register(check=_check_spec, model_check=_check_attention)
 def prune(
     ctx: OpContext,
     *,
@@ -136,7 +131,7 @@ def prune(
     distill : {"none", "kd", "at", "kd+at"}
         Train jointly with Hinton KD (``hkd`` at ``temperature``, weight ``alpha``), attention
         transfer (ALGORITHMS §4: ``at_beta · Σ_groups mean((q_s − q_t)²)`` over the attention
-        maps at the outputs of the network's residual groups, see :func:`attention_transfer`)
+        maps at the outputs of the network's residual groups, see :func:`compressflow.nn.attention.attention_transfer`)
         added to cross-entropy, or both (the AT term added to the KD loss) from the teacher.
     biased_classes, biased_keep : tuple of int, float
         Keep only this fraction of the training samples of these classes (seeded).
@@ -151,6 +146,14 @@ def prune(
         layers), ``layer_sparsity`` (dim ``layer``), ``macs_dense`` and ``macs_effective``
         (MACs × each layer's weight density); artifact: the pruned checkpoint (masks baked in).
     """
+    import torch
+
+    from compressflow.data import biased
+    from compressflow.metrics.flops import effective_macs, macs_per_sample
+    from compressflow.nn.pruning import (agp_sparsity, apply_masks, filter_masks, layer_sparsity, magnitude_masks,
+                                         make_permanent, prunable_layers, random_masks)
+    from compressflow.nn.training import History, accuracy
+
     splits = ctx.splits()
     if biased_classes:
         splits = biased(splits, biased_classes, biased_keep, seed)
@@ -194,7 +197,7 @@ def prune(
         "layer_sparsity": ("layer", np.array([per_layer[n] for n in layers])),
         "layer": ("layer", layers),
         "macs_dense": macs_per_sample(net, splits.sample_shape),
-        "macs_effective": _effective_macs(net, splits.sample_shape, density),
+        "macs_effective": effective_macs(net, splits.sample_shape, density),
     }
     return model_record(ctx, net, hist, name, kwargs, extra)
 
@@ -220,6 +223,10 @@ def derived_seed(method: str, seed: int, purpose: str) -> int:
 def fresh_model(name: str, kwargs: dict, method: str, seed: int) -> torch.nn.Module:
     """The freshly initialised model a ``reinit``/``random`` task starts from: ``build_model``
     under ``torch.manual_seed(derived_seed(method, seed, "init"))``."""
+    import torch
+
+    from compressflow.nn.models import build_model
+
     torch.manual_seed(derived_seed(method, seed, "init"))
     return build_model(name, **kwargs)
 
@@ -227,6 +234,8 @@ def fresh_model(name: str, kwargs: dict, method: str, seed: int) -> torch.nn.Mod
 def _fit(ctx: OpContext, net: torch.nn.Module, splits: Splits, schedule: Schedule, seed: int, loss_fn,
          before: History | None = None, on_epoch=None) -> History:
     """:meth:`OpContext.fit` with the teacher's hooks attached, the rounds' histories joined."""
+    from compressflow.nn.attention import TeacherLoss
+
     handles = loss_fn.attach(net) if isinstance(loss_fn, TeacherLoss) else []
     try:
         hist = ctx.fit(net, schedule, seed=seed, loss_fn=loss_fn, splits=splits, on_epoch=on_epoch)
@@ -246,116 +255,12 @@ def _fit(ctx: OpContext, net: torch.nn.Module, splits: Splits, schedule: Schedul
 
 
 def _loss(ctx: OpContext, distill: str, teacher: Artifact, temperature: float, alpha: float, beta: float):
+    from compressflow.nn.attention import TeacherLoss
+    from compressflow.nn.training import cross_entropy
+
     if distill == "none":
         return cross_entropy
     t_net = load_checkpoint(teacher, ctx.device).eval()
     t_net.requires_grad_(False)
     return TeacherLoss(t_net, kd=(temperature, alpha) if "kd" in distill else None,
                        at_beta=beta if "at" in distill else None)
-
-
-def attention_map(f: torch.Tensor) -> torch.Tensor:
-    """Zagoruyko & Komodakis's attention map of a feature map ``f`` (B×C×H×W): the mean over
-    channels of ``f²``, flattened to B×HW and ℓ2-normalised per sample."""
-    return F.normalize(f.pow(2).mean(1).flatten(1), dim=1)
-
-
-def attention_transfer(student: list[torch.Tensor], teacher: list[torch.Tensor], beta: float = 1000.0) -> torch.Tensor:
-    """``L_AT = β · Σ_groups mean((q_s − q_t)²)`` (ALGORITHMS §4), ``q`` the
-    :func:`attention_map` of each group's output; the mean runs over the batch and the H×W
-    positions, as in the reference code (``(at(x) − at(y)).pow(2).mean()``).
-
-    Parameters
-    ----------
-    student, teacher : list of torch.Tensor
-        The outputs of the residual groups (B×C×H×W, paired in order; channel counts may
-        differ, spatial sizes must match).
-    beta : float
-        The weight (1000 in the reference).
-
-    Raises
-    ------
-    InputError
-        When the lists differ in length or a pair differs in spatial size.
-    """
-    if len(student) != len(teacher):
-        raise InputError(f"attention transfer: {len(student)} student stages vs {len(teacher)} teacher stages")
-    total = torch.zeros((), device=student[0].device if student else "cpu")
-    for k, (s, t) in enumerate(zip(student, teacher)):
-        if s.shape[0] != t.shape[0] or s.shape[2:] != t.shape[2:]:
-            raise InputError(f"attention transfer: stage {k + 1} maps differ in size (student {tuple(s.shape)}, "
-                             f"teacher {tuple(t.shape)}); AT needs the same batch and H×W")
-        total = total + (attention_map(s) - attention_map(t)).pow(2).mean()
-    return beta * total
-
-
-class TeacherLoss:
-    """``loss_fn(logits, x, y)`` of a prune task trained jointly with a frozen teacher: the
-    base term — cross-entropy, or Hinton KD when ``kd = (temperature, alpha)`` — plus, when
-    ``at_beta`` is set, :func:`attention_transfer` between the student's and the teacher's
-    residual-group outputs (:func:`~compressflow.nn.models.stage_outputs`, paired in order).
-    The teacher runs once per batch; the student's maps are captured by forward hooks that
-    :meth:`attach` puts on it during its own forward pass."""
-
-    def __init__(self, teacher: torch.nn.Module, *, kd: tuple[float, float] | None = None,
-                 at_beta: float | None = None) -> None:
-        self.teacher, self.kd, self.beta = teacher, kd, at_beta
-        self.groups = stage_outputs(teacher) if at_beta is not None else []
-        self.teacher_maps: list[torch.Tensor | None] = [None] * len(self.groups)
-        self.student_maps: list[torch.Tensor | None] = [None] * len(self.groups)
-        for k, name in enumerate(self.groups):
-            teacher.get_submodule(name).register_forward_hook(self._keeper(self.teacher_maps, k))
-
-    @staticmethod
-    def _keeper(store: list, k: int):
-        def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            store[k] = output
-        return hook
-
-    def attach(self, student: torch.nn.Module) -> list:
-        """Hook ``student``'s group outputs; returns the handles (remove them after training)."""
-        if not self.groups:
-            return []
-        names = stage_outputs(student)
-        if len(names) != len(self.groups):
-            raise InputError(f"attention transfer: the student has {len(names)} stages ({', '.join(names)}), the "
-                             f"teacher {len(self.groups)} ({', '.join(self.groups)})")
-        return [student.get_submodule(n).register_forward_hook(self._keeper(self.student_maps, k))
-                for k, n in enumerate(names)]
-
-    def __call__(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            t_logits = self.teacher(x)
-        if self.kd is not None:
-            temperature, alpha = self.kd
-            loss = LOSSES.get("hkd")(logits, t_logits, y, temperature, alpha=alpha)
-        else:
-            loss = F.cross_entropy(logits, y)
-        if self.beta is not None:
-            # both forward passes above filled every map through the hooks
-            maps = cast(list[torch.Tensor], self.student_maps), cast(list[torch.Tensor], self.teacher_maps)
-            loss = loss + attention_transfer(*maps, self.beta)
-        return loss
-
-
-def _effective_macs(net: torch.nn.Module, shape: tuple[int, ...], density: dict[str, float]) -> float:
-    """Forward MACs if every pruned layer skipped its zero weights: each layer's MACs × its
-    weight density (unpruned layers count in full)."""
-    total: float = macs_per_sample(net, shape)
-    for name, d in density.items():
-        layer_macs = _layer_macs(net, name, shape)
-        total -= layer_macs * (1 - d)
-    return float(total)
-
-
-def _layer_macs(net: torch.nn.Module, name: str, shape: tuple[int, ...]) -> float:
-    seen: dict[str, torch.Size] = {}
-
-    def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        seen["in"] = inputs[0].shape
-
-    h = net.get_submodule(name).register_forward_hook(hook)
-    with torch.no_grad():
-        net.eval()(torch.zeros(1, *shape))
-    h.remove()
-    return float(macs_per_sample(net.get_submodule(name), tuple(seen["in"][1:])))

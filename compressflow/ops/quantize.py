@@ -4,30 +4,23 @@ float model's (:mod:`compressflow.nn.quantization`)."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import io
 import itertools
 import warnings
-import hashlib
-import io
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import torch
-import xarray as xr
 from pydantic import Field
 
-from compressflow.engine.records import Artifact, Record
 from compressflow.errors import InputError, SpecError
-from compressflow.metrics.classification import classification_metrics
-from compressflow.nn.models import build_model
-from compressflow.nn.quantization import (QATPhases, convert_int8, fuse_float, prepare_qat, quantized_weights,
-                                          saved_bytes, time_models)
-from compressflow.nn.training import accuracy, predict
-from compressflow.ops.artifacts import atomic_write_bytes, load_checkpoint, load_weights
-from compressflow.ops.common import Width, curves, model_costs, with_units
-from compressflow.ops.context import OpContext
-from compressflow.ops.schedule import Schedule, check_schedule
-from compressflow.ops.signature import ModelName
+from compressflow.ops import (Artifact, ModelName, OpContext, Record, Schedule, Width, check_schedule, curves,
+                              load_checkpoint, load_weights, model_costs, with_units)
 from compressflow.registries import OPS
+from compressflow.rundir.files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["load_int8", "quantize"]
 
@@ -134,6 +127,14 @@ def quantize(
     freshly initialised weights (dense float kernels cost the same whatever the weights).
     Both are timed in the task's own threads (``latency_threads``).
     """
+    import torch
+    import xarray as xr
+
+    from compressflow.metrics.classification import classification_metrics
+    from compressflow.nn.models import build_model
+    from compressflow.nn.quantization import QATPhases, convert_int8, fuse_float, prepare_qat, saved_bytes, time_models
+    from compressflow.nn.training import accuracy, predict
+
     splits = ctx.splits()
     extra: dict[str, Any] = {}
     if pretrained is not None:
@@ -199,6 +200,8 @@ def quantize(
 
 
 def _save_int8(int8: torch.nn.Module, ctx: OpContext, *, model: str, kwargs: dict[str, Any], backend: str) -> Artifact:
+    import torch
+
     meta = {"model": model, "kwargs": dict(kwargs), "backend": backend, "quantization": "qat-fx"}
     buffer = io.BytesIO()
     torch.save({**meta, "state_dict": int8.state_dict()}, buffer)
@@ -222,6 +225,9 @@ def load_int8(artifact: Artifact) -> torch.nn.Module:
 
 
 def _rebuild_int8(artifact: Artifact, blob: dict[str, Any]) -> torch.nn.Module:
+    from compressflow.nn.models import build_model
+    from compressflow.nn.quantization import convert_int8, prepare_qat
+
     try:
         kwargs = dict(blob["kwargs"])
         shape = (kwargs.get("in_channels", 3), 8, 8)

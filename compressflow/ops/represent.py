@@ -15,26 +15,17 @@ import hashlib
 from typing import Annotated, Literal
 
 import numpy as np
-import xarray as xr
 from pydantic import Field
 
-from compressflow.data.activations import read_output, store_info, write_activations
 from compressflow.errors import InputError, SpecError
-from compressflow.nn.surgery import replaceable_layers
-from compressflow.engine.records import Artifact, Record
+from compressflow.ops import (Artifact, OpContext, PositiveInt, Record, check_module_names, load_checkpoint,
+                              stage_params, zarr_record)
 from compressflow.registries import OPS
-from compressflow.metrics.similarity import as_matrix, linear_cka, svcca
-from compressflow.ops.common import zarr_record
-from compressflow.ops.context import OpContext
-from compressflow.ops._layer_check import check_module_names
-from compressflow.ops.schedule import PositiveInt
-from compressflow.ops.signature import stage_signature
-from compressflow.ops.artifacts import load_checkpoint
 
 __all__ = ["capture", "compare_representations"]
 
 
-@OPS.register(check=check_module_names)
+@OPS.register(model_check=check_module_names)
 def capture(ctx: OpContext, *, model: Artifact, layers: tuple[str, ...] | None = None, probe: PositiveInt = 500,
             split: Literal["test", "val", "train"] = "test") -> Record:
     """Store ``layers``' outputs (default: every replaceable conv) of ``model`` on the probe set.
@@ -45,6 +36,9 @@ def capture(ctx: OpContext, *, model: Artifact, layers: tuple[str, ...] | None =
         ``probe_size``, ``store_bytes``; artifact: the Zarr store (``kind="zarr"``) whose
         attributes hold ``model_sha256``, ``probe_sha256``, ``probe_size`` and ``probe_split``.
     """
+    from compressflow.data.activations import write_activations
+    from compressflow.nn.surgery import replaceable_layers
+
     splits = ctx.splits()
     net = load_checkpoint(model, ctx.device).eval()
     names = list(layers) if layers else replaceable_layers(net)
@@ -70,8 +64,7 @@ def _same_probe(spec, name: str) -> None:
         if up.op != "capture":
             raise SpecError(f"stages.{name}.needs.{arg}: stage {st.needs[arg]!r} is a {up.op!r} stage; "
                             f"svcca compares 'capture' stages")
-        params = stage_signature("capture").validate(
-            {**up.params, **{k: v[0] for k, v in up.sweep.items()}}, where=f"stages.{st.needs[arg]}.params")
+        params = stage_params(spec, st.needs[arg])
         probes[arg] = (params["probe"], params["split"])
     if probes["a"] != probes["b"]:
         raise SpecError(f"stages.{name}.needs: a and b capture different probe sets (probe {probes['a'][0]} of "
@@ -110,6 +103,11 @@ def compare_representations(ctx: OpContext, *, a: Artifact, b: Artifact, layers:
     InputError
         Captures of different probe sets (or lengths), or a layer a store lacks.
     """
+    import xarray as xr
+
+    from compressflow.data.activations import read_output
+    from compressflow.metrics.similarity import as_matrix, linear_cka, svcca
+
     ia, ib = _capture_info(a, "a"), _capture_info(b, "b")
     if (ia["probe_sha256"], ia["probe_size"]) != (ib["probe_sha256"], ib["probe_size"]):
         raise InputError(f"svcca: a and b were captured on different probe sets ({ia['probe_size']} "
@@ -144,6 +142,8 @@ def compare_representations(ctx: OpContext, *, a: Artifact, b: Artifact, layers:
 
 def _capture_info(store: Artifact, arg: str) -> dict:
     """A capture store's attributes, checked to be what ``capture`` writes (one line naming the store otherwise)."""
+    from compressflow.data.activations import store_info
+
     info = store_info(store.path)
     kinds = {"probe_sha256": str, "probe_size": int, "probe_split": str}
     for key, kind in kinds.items():

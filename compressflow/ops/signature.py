@@ -1,8 +1,8 @@
 """A stage's parameters, read from its function signature, and their validation.
 
 A stage is ``fn(ctx, *, <artifact inputs>: Artifact, <params>...) -> Record``: parameters
-annotated :class:`~compressflow.engine.records.Artifact` are upstream inputs (wired by ``needs``),
-one upstream task per call; parameters annotated :data:`~compressflow.engine.records.Upstream` are
+annotated :class:`~compressflow.rundir.records.Artifact` are upstream inputs (wired by ``needs``),
+one upstream task per call; parameters annotated :data:`~compressflow.rundir.records.Upstream` are
 *fan-in* inputs that receive every task of the upstream stage in one call;
 every other keyword is a parameter validated by pydantic from its annotation and default.
 A parameter annotated with a pydantic model (e.g. the training ``Schedule``) is a *group*:
@@ -27,16 +27,15 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import ErrorDetails
 
-from compressflow._registry import Registry
 from compressflow.errors import SpecError
-from compressflow.engine.records import Artifact, Upstream
-from compressflow.registries import BLOCKS, LOSSES, MODELS, OPS
+from compressflow.registries import OPS
+from compressflow.rundir.records import Artifact, Upstream
 
-__all__ = ["INT64_MAX", "PARAMS_CONFIG", "BlockName", "LossName", "ModelName", "Seed", "StageSignature", "check_numbers",
-           "describe_error", "field_path", "registered", "shown", "stage_signature", "yaml_tuples"]
+__all__ = ["INT64_MAX", "PARAMS_CONFIG", "Seed", "StageSignature", "check_numbers", "describe_error", "field_path",
+           "shown", "stage_signature", "yaml_tuples"]
 
 INT64_MAX = 2**63 - 1
 #: a random seed: what ``torch.manual_seed``, ``torch.Generator.manual_seed`` and
@@ -47,22 +46,6 @@ PARAMS_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 # a bare name prints as is in a field path; anything else (a user's odd key) is quoted
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _SHOWN_CHARS = 80
-
-
-def registered(registry: Registry) -> AfterValidator:
-    """A pydantic validator accepting only names registered in ``registry``."""
-
-    def check(name: str) -> str:
-        if name not in registry:
-            raise ValueError(registry.unknown_message(name))
-        return name
-
-    return AfterValidator(check)
-
-
-ModelName = Annotated[str, registered(MODELS)]
-LossName = Annotated[str, registered(LOSSES)]
-BlockName = Annotated[str, registered(BLOCKS)]
 
 
 def field_path(where: str, *keys: Any) -> str:
@@ -175,6 +158,10 @@ class StageSignature:
     def validate(self, params: dict[str, Any], where: str) -> dict[str, Any]:
         """Validated params with defaults filled in; raises SpecError (one line)."""
         unknown = [k for k in params if k not in self.params]
+        moved = OPS.info(self.op)["moved"] if unknown and self.op in OPS else {}
+        if unknown and unknown[0] in moved:
+            raise SpecError(f"{field_path(where, unknown[0])}: op {self.op!r} no longer takes {unknown[0]!r}: "
+                            f"{moved[unknown[0]]}")
         if unknown:
             raise SpecError(
                 f"{field_path(where, unknown[0])}: op {self.op!r} has no parameter {shown(unknown[0])}; "

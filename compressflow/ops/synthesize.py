@@ -10,17 +10,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-import torch
 from pydantic import Field
 
-from compressflow.data.synthesized import write_image_set
-from compressflow.engine.records import Artifact, Record
 from compressflow.errors import InputError, SpecError
-from compressflow.nn.deepinversion import InversionWeights, bn_distance, deep_inversion
-from compressflow.ops.artifacts import load_checkpoint
-from compressflow.ops.common import zarr_record
-from compressflow.ops.context import OpContext
-from compressflow.ops.schedule import NonNegative
+from compressflow.ops import Artifact, NonNegative, OpContext, Record, load_checkpoint, zarr_record
 from compressflow.registries import OPS
 
 __all__ = ["synthesize"]
@@ -108,6 +101,11 @@ def synthesize(
     InputError
         A teacher without ``BatchNorm2d`` layers.
     """
+    import torch
+
+    from compressflow.data.synthesized import write_image_set
+    from compressflow.nn.deepinversion import InversionWeights, bn_distance, deep_inversion
+
     splits = ctx.splits()
     net = load_checkpoint(teacher, ctx.device)
     rival = load_checkpoint(student, ctx.device) if student is not None else None

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from compressflow.engine.records import Record
+from compressflow.ops import ModelName, OpContext, Record, Schedule, Width, check_schedule, fit_model, model_record
 from compressflow.registries import OPS
-from compressflow.ops.common import Width, fit_model, model_record
-from compressflow.ops.context import OpContext
-from compressflow.ops.schedule import Schedule, check_schedule
-from compressflow.ops.signature import ModelName
 
 __all__ = ["train"]
 

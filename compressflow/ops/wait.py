@@ -9,17 +9,18 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-import xarray as xr
 from pydantic import Field
 
-from compressflow.engine.records import Record
+from compressflow.ops import OpContext, Record
 from compressflow.registries import OPS
-from compressflow.ops.context import OpContext
 
-__all__ = ["wait"]
+__all__ = ["CHECK_EVERY_S", "wait"]
+
+#: seconds between two checks of whether a long wait should stop
+CHECK_EVERY_S = 0.25
 
 
-@OPS.register
+@OPS.register(data=None)
 def wait(
     ctx: OpContext,
     *,
@@ -27,7 +28,8 @@ def wait(
     busy: bool = False,
     label: int = 0,
 ) -> Record:
-    """Sleep (``busy=False``) or spin the CPU (``busy=True``) for ``seconds``.
+    """Sleep (``busy=False``) or spin the CPU (``busy=True``) for ``seconds``, checking every
+    :data:`CHECK_EVERY_S` whether the task should stop (a cancelled stage, a Ctrl-C).
 
     Parameters
     ----------
@@ -43,11 +45,15 @@ def wait(
     Record
         ``elapsed_s``: the measured time inside the task.
     """
+    import xarray as xr
+
     t0 = time.perf_counter()
-    if busy:
-        while time.perf_counter() - t0 < seconds:
-            pass
-    elif seconds:
-        time.sleep(seconds)
+    end, checked = t0 + seconds, t0
+    while (now := time.perf_counter()) < end:
+        if now - checked >= CHECK_EVERY_S:
+            ctx.check_cancelled()
+            checked = now
+        if not busy:
+            time.sleep(min(end - now, CHECK_EVERY_S))
     elapsed = xr.DataArray(time.perf_counter() - t0, attrs={"units": "s"})
     return Record(xr.Dataset({"elapsed_s": elapsed}))

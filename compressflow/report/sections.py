@@ -22,7 +22,6 @@ from pathlib import Path
 
 import xarray as xr
 
-import compressflow.ops  # noqa: F401  (registers the built-in ops that sections name)
 from compressflow._registry import Registry
 from compressflow.registries import OPS
 

@@ -12,8 +12,16 @@ group's ``attrs["renamed"]`` (JSON) maps every renamed variable back to its reco
 
 from __future__ import annotations
 
-from compressflow.results.build import LEDGER_GROUP, RECORDED_SUFFIX, STAGE_LEDGER, build_results
-from compressflow.results.store import STORE_MARKER, check_results_store, open_results, save_results
+from typing import TYPE_CHECKING
 
-__all__ = ["LEDGER_GROUP", "RECORDED_SUFFIX", "STAGE_LEDGER", "STORE_MARKER", "build_results", "check_results_store",
-           "open_results", "save_results"]
+import lazy_loader as lazy
+
+if TYPE_CHECKING:
+    from compressflow.results.build import LEDGER_GROUP, RECORDED_SUFFIX, STAGE_LEDGER, build_results
+    from compressflow.results.store import STORE_MARKER, check_results_store, open_results, save_results
+
+# opening results needs the store only (xarray, no engine, no torch, no Dask)
+__getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
+    "build": ["LEDGER_GROUP", "RECORDED_SUFFIX", "STAGE_LEDGER", "build_results"],
+    "store": ["STORE_MARKER", "check_results_store", "open_results", "save_results"],
+})

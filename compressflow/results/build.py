@@ -1,26 +1,31 @@
 """Task records → one labelled :class:`xarray.DataTree` (saved and opened by
 :mod:`compressflow.results.store`): the ledger, one group per stage on its sweep axes, and
 the study-level summaries. The layout and the ``<name>_recorded`` renaming rule are described
-in :mod:`compressflow.results`."""
+in :mod:`compressflow.results`.
+
+Plain records in, a tree out: the inputs are the spec, each stage's tasks (anything with a
+``key`` and a sweep ``point``, e.g. the engine's nodes) and their ledger entries; nothing here
+imports the engine or torch."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, Protocol
 from datetime import datetime, timezone
 
 import numpy as np
 import xarray as xr
 
-from compressflow.energy import carbon_intensity, co2_grams
+from compressflow.energy.carbon import carbon_intensity, co2_grams
 from compressflow.errors import SpecError
-from compressflow.engine.graph import TaskGraph
-from compressflow.engine.records import LedgerEntry
 from compressflow.registries import SUMMARIES
-from compressflow.results.search import search_dataset
+from compressflow.results.search import SearchLike, search_dataset
+from compressflow.rundir.records import LedgerEntry
+from compressflow.spec import PipelineSpec
+from compressflow.spec.schema import GROUP_NAMES, STAGE_LEDGER
 
-__all__ = ["LEDGER_GROUP", "RECORDED_SUFFIX", "STAGE_LEDGER", "build_results"]
+__all__ = ["LEDGER_GROUP", "RECORDED_SUFFIX", "STAGE_LEDGER", "TaskRef", "build_results", "ledger_keys"]
 
 LEDGER_UNITS = {
     "duration_s": "s", "energy_kwh": "kWh", "cpu_kwh": "kWh", "gpu_kwh": "kWh", "ram_kwh": "kWh",
@@ -39,38 +44,71 @@ LEDGER_DESCRIPTIONS = {
                           "(summed over its fits; 0: trained from the start)",
     "attempts_kwh": "IT energy (kWh) of each attempt of the task, in start order, space-separated",
 }
-STAGE_LEDGER = ("status", "duration_s", "energy_kwh", "facility_kwh", "co2_g")
 #: suffix of a recorded variable renamed because its name is a dimension or ledger variable of its group
 RECORDED_SUFFIX = "_recorded"
 LEDGER_GROUP = "tasks"
 _POINT = "__compressflow_point__"  # the stacked dimension of a stage's points before they are unstacked
 
 
-def build_results(graph: TaskGraph, tasks: Mapping[str, LedgerEntry],
+class TaskRef(Protocol):
+    """A task as the results place it: its key and its sweep point (the engine's ``Node``)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def point(self) -> dict[str, Any]: ...
+
+
+def ledger_keys(stages: Mapping[str, Sequence[TaskRef]], searches: Sequence[SearchLike] = ()) -> list[str]:
+    """Every task once, in ledger order: the stages' tasks in stage order, then every rung of
+    every search's trials not among them."""
+    keys = {n.key: None for nodes in stages.values() for n in nodes}
+    for search in searches:
+        keys.update({n.key: None for t in search.trials for n in t.nodes if n.key not in keys})
+    return list(keys)
+
+
+def build_results(spec: PipelineSpec, stages: Mapping[str, Sequence[TaskRef]], tasks: Mapping[str, LedgerEntry], *,
+                  reused: Collection[str] = (), searches: Sequence[SearchLike] = (),
                   provenance: Mapping[str, str] | None = None) -> xr.DataTree:
-    """Assemble the results tree of a run; ``provenance`` (see
-    :func:`compressflow.results.provenance.provenance`) joins its root attrs.
+    """Assemble the results tree of a study.
+
+    Parameters
+    ----------
+    spec : PipelineSpec
+        The study.
+    stages : mapping
+        Stage → its tasks (each with a ``key`` and its sweep ``point``), in dependency order.
+    tasks : mapping
+        Task key → its ledger entry (finished, or ``pending``/``running`` for partial results),
+        for every task of :func:`ledger_keys`.
+    reused : collection of str
+        Keys of the tasks whose records came from an earlier run.
+    searches : sequence
+        The searches of the search stages (:class:`~compressflow.results.search.SearchLike`).
+    provenance : mapping, optional
+        Root attrs (versions, commit, machines; :func:`compressflow.engine.provenance.provenance`).
 
     CO₂ is (re)computed here from each task's measured kWh with the spec's PUE and the
-    country's offline carbon intensity, so reused records always match the current spec.
+    country's offline carbon intensity (:func:`compressflow.energy.co2_grams`), so reused
+    records always match the current spec.
     """
-    spec = graph.spec
     intensity = carbon_intensity(spec.energy.country, spec.energy.region)
-    ledger = _ledger([tasks[k] for k in graph.nodes], spec.energy.pue, intensity, reused=set(graph.reused))
+    ledger = _ledger([tasks[k] for k in ledger_keys(stages, searches)], spec.energy.pue, intensity, reused=set(reused))
     ledger.attrs.update(
         {"carbon_intensity_g_per_kwh": intensity, "pue": spec.energy.pue, "country": spec.energy.country}
     )
     groups: dict[str, xr.Dataset] = {f"/{LEDGER_GROUP}": ledger}
-    for stage, nodes in graph.stages.items():
+    for stage, nodes in stages.items():
         if stage == LEDGER_GROUP:  # the spec refuses it; this guards the ledger if a caller skipped that
             raise SpecError(f"stages.{stage}: the name {stage!r} is taken by the results ledger "
                             f"(/{LEDGER_GROUP}); rename the stage (its finished tasks are reused)")
         if not nodes:  # a search that has not asked for a trial yet
             groups[f"/{stage}"] = xr.Dataset(attrs={"op": spec.stages[stage].op})
             continue
-        groups[f"/{stage}"] = _stage_dataset(graph, stage, [tasks[n.key] for n in nodes], ledger)
+        groups[f"/{stage}"] = _stage_dataset(spec, stage, nodes, [tasks[n.key] for n in nodes], ledger)
         if spec.stages[stage].search is not None:
-            groups[f"/{stage}"] = search_dataset(groups[f"/{stage}"], [s for s in graph.searches if s.stage == stage],
+            groups[f"/{stage}"] = search_dataset(groups[f"/{stage}"], [s for s in searches if s.stage == stage],
                                                  ledger)
     for name in SUMMARIES:
         summary = SUMMARIES.get(name)(spec, groups)
@@ -140,15 +178,17 @@ def _datetimes(seconds: list[float]) -> np.ndarray:
     return out
 
 
-def _stage_dataset(graph: TaskGraph, stage: str, tasks: list[LedgerEntry], ledger: xr.Dataset) -> xr.Dataset:
-    axes = graph.axes(stage)
+def _stage_dataset(spec: PipelineSpec, stage: str, nodes: Sequence[TaskRef], tasks: list[LedgerEntry],
+                   ledger: xr.Dataset) -> xr.Dataset:
+    # the stage's dimensions: its tasks' sweep axes (upstream axes first)
+    axes = list({axis: None for node in nodes for axis in node.point})
     # a task shared with another stage (same work, e.g. a teacher that is also one point of an
     # lr grid) carries that stage's point; this stage's nodes say where it sits here
-    points = [node.point for node in graph.stages[stage]]
+    points = [node.point for node in nodes]
     label = {axis: _axis_labeller([p[axis] for p in points]) for axis in axes}
     renamed: dict[str, str] = {}
-    parts = [_keep_recorded(t.record.metrics if t.record is not None else xr.Dataset(),
-                            (*axes, *STAGE_LEDGER, "task_key"), renamed) for t in tasks]
+    parts = [_keep_recorded(t.record.metrics if t.record is not None else xr.Dataset(), (*axes, *GROUP_NAMES),
+                            renamed) for t in tasks]
     # xarray refuses to concatenate three or more parts when one lacks a dimension coordinate the
     # others have (e.g. a failed task's empty record beside per-epoch curves): give it that index
     index: dict[str, xr.DataArray] = {}
@@ -175,7 +215,7 @@ def _stage_dataset(graph: TaskGraph, stage: str, tasks: list[LedgerEntry], ledge
         else:
             merged = merged.set_index({_POINT: axes}).unstack(_POINT)
         merged = merged.transpose(*axes, ...)
-    st = graph.spec.stages[stage]
+    st = spec.stages[stage]
     merged.attrs.update({"op": st.op, "params": json.dumps(st.params), "needs": json.dumps(st.needs), "sweep_axes": axes,
                          "scheduling_policy": st.scheduling.policy})
     if renamed:

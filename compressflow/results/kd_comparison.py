@@ -35,12 +35,14 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
 
 from compressflow.registries import SUMMARIES
 
 if TYPE_CHECKING:
-    from compressflow.engine.spec import PipelineSpec
+    import xarray as xr
+
+if TYPE_CHECKING:
+    from compressflow.spec import PipelineSpec
 
 __all__ = ["KD_OPS", "REPLICATE_AXES", "best_trials", "kd_comparison", "pair_axes", "pair_grid_stages", "search_stages", "select_temperature", "tied_temperatures"]
 
@@ -121,6 +123,8 @@ def kd_comparison(spec: PipelineSpec, groups: dict[str, xr.Dataset]) -> dict[str
 def _scored(groups: dict[str, xr.Dataset], name: str, val: str, test: str) -> xr.Dataset | None:
     """Stage ``name``'s group with its scores renamed to the ones the comparison reads
     (``val_accuracy``, ``accuracy``); None while it has no finished task."""
+    import xarray as xr
+
     ds = groups.get(f"/{name}", xr.Dataset())
     if val not in ds or test not in ds:
         return None
@@ -163,6 +167,8 @@ def pair_axes(grid: xr.Dataset, stoch: xr.Dataset) -> list[str]:
 
 def _compare_per_pair(spec: PipelineSpec, grid: xr.Dataset, stoch: xr.Dataset, grid_name: str, stoch_name: str,
                       searched: dict[str, xr.Dataset]) -> xr.Dataset | None:
+    import xarray as xr
+
     axes = pair_axes(grid, stoch)
     if not axes:
         return _compare(spec, grid, stoch, grid_name, stoch_name, searched)
@@ -189,6 +195,8 @@ def _compare_per_pair(spec: PipelineSpec, grid: xr.Dataset, stoch: xr.Dataset, g
 
 def _compare(spec: PipelineSpec, grid: xr.Dataset, stoch: xr.Dataset, grid_name: str, stoch_name: str,
              searched: dict[str, xr.Dataset] | None = None) -> xr.Dataset:
+    import xarray as xr
+
     losses = _losses(spec, grid_name, grid)
     searched = searched or {}
     strategies = [spec.stages[n].search.strategy for n in searched]  # type: ignore[union-attr]

@@ -1,4 +1,5 @@
-"""A search stage's results group (:mod:`compressflow.engine.search`): dim ``trial`` (beside the
+"""A search stage's results group (:mod:`compressflow.engine.search` runs the search; this reads
+what became of its trials, through :class:`SearchLike`): dim ``trial`` (beside the
 stage's sweep axes) with every searched parameter, the metric at every rung, the trial's
 ``status`` (``ok``, ``pruned``, ``failed``, ``cancelled``; ``running``/``pending`` while it
 runs) and the energy and CO₂ of all its tasks (what that trial cost; a task two trials share —
@@ -9,20 +10,64 @@ attrs, and for several objectives the Pareto set (``pareto``)."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import xarray as xr
 
-if TYPE_CHECKING:
-    from compressflow.engine.search import Search, Trial
+from compressflow.spec.search import SearchSpec
 
-__all__ = ["search_dataset"]
+__all__ = ["SearchLike", "TrialLike", "search_dataset"]
+
+
+class _Keyed(Protocol):
+    @property
+    def key(self) -> str: ...
+
+
+class TrialLike(Protocol):
+    """What the results read of a search's trial (:class:`compressflow.engine.search.Trial`)."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+    @property
+    def point(self) -> Mapping[str, Any]: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def rungs(self) -> Mapping[int, float]: ...
+    @property
+    def nodes(self) -> Sequence[_Keyed]: ...
+    @property
+    def values(self) -> list[float] | None: ...
+    @property
+    def latest(self) -> _Keyed | None: ...
+
+
+class SearchLike(Protocol):
+    """What the results read of one search (:class:`compressflow.engine.search.Search`): its
+    stage, spec, sweep point, trials, and its best trial or Pareto set."""
+
+    @property
+    def stage(self) -> str: ...
+    @property
+    def search(self) -> SearchSpec: ...
+    @property
+    def point(self) -> Mapping[str, Any]: ...
+    @property
+    def trials(self) -> Sequence[TrialLike]: ...
+
+    def best(self) -> TrialLike | None: ...
+
+    def pareto(self) -> Sequence[TrialLike]: ...
 
 _SUMMED = ("energy_kwh", "facility_kwh", "co2_g", "duration_s")
 
 
-def search_dataset(ds: xr.Dataset, found: list[Search], ledger: xr.Dataset) -> xr.Dataset:
+def search_dataset(ds: xr.Dataset, found: Sequence[SearchLike], ledger: xr.Dataset) -> xr.Dataset:
     """``ds`` (the stage's group, one point per trial's latest task) with the search's
     per-trial variables and summary attrs added."""
     if not found:
@@ -61,7 +106,7 @@ def search_dataset(ds: xr.Dataset, found: list[Search], ledger: xr.Dataset) -> x
     return ds
 
 
-def _search_totals(search: Search, ledger: xr.Dataset, known: set[str]) -> xr.Dataset:
+def _search_totals(search: SearchLike, ledger: xr.Dataset, known: set[str]) -> xr.Dataset:
     """``search_<cost>`` of one search, each of its tasks once, on its sweep point's axes."""
     keys = sorted({n.key for t in search.trials for n in t.nodes} & known)
     ds = xr.Dataset({name: ((), value) for name, value in _cost(ledger, keys).items()})
@@ -77,7 +122,7 @@ def _cost(ledger: xr.Dataset, keys: list[str]) -> dict[str, float]:
             for name in _SUMMED if name in ledger}
 
 
-def _trial_dataset(search: Search, t: Trial, ledger: xr.Dataset, metric: str, budgets: list[int],
+def _trial_dataset(search: SearchLike, t: TrialLike, ledger: xr.Dataset, metric: str, budgets: list[int],
                    taken: set[str]) -> xr.Dataset:
     known = set(ledger["task"].values.tolist())
     keys = list(dict.fromkeys(n.key for n in t.nodes if n.key in known))
@@ -100,7 +145,7 @@ def _trial_dataset(search: Search, t: Trial, ledger: xr.Dataset, metric: str, bu
     return ds.expand_dims({axis: [value] for axis, value in t.point.items()})
 
 
-def _best(search: Search) -> dict[str, Any] | None:
+def _best(search: SearchLike) -> dict[str, Any] | None:
     best = search.best()
     if best is None:
         return None

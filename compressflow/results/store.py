@@ -8,9 +8,9 @@ from pathlib import Path
 
 import xarray as xr
 
-from compressflow.engine.rundir import RunDir
+from compressflow.rundir import RunDir
 from compressflow.errors import InputError, one_line
-from compressflow.ops.artifacts import replace_dir
+from compressflow.rundir.files import replace_dir
 
 __all__ = ["STORE_MARKER", "check_results_store", "open_results", "save_results"]
 

@@ -19,8 +19,8 @@ from compressflow.dashboard import install_dashboard, study_event
 from compressflow.dashboard._page import STATE_COLOURS
 from compressflow.engine.events import STUDY
 from compressflow.engine.graph import build_graph, expand
-from compressflow.engine.spec import load_spec
-from conftest import tiny_spec
+from compressflow.spec import load_spec
+from tests.support import tiny_spec
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000"]

@@ -134,9 +134,9 @@ def test_dashboard_link_forms():
 def test_study_event_of_a_real_graph(tmp_path):
     from compressflow.energy import carbon_intensity
     from compressflow.engine.graph import build_graph, expand
-    from compressflow.engine.records import LedgerEntry
-    from compressflow.engine.spec import load_spec
-    from conftest import tiny_spec
+    from compressflow.rundir.records import LedgerEntry
+    from compressflow.spec import load_spec
+    from tests.support import tiny_spec
 
     spec = load_spec({**tiny_spec(), "energy": {"country": "FRA", "pue": 1.2}})
     stages = expand(spec)

@@ -120,7 +120,7 @@ def test_a_capture_store_has_no_inputs(model_and_data, tmp_path):
 
 
 def test_svcca_refuses_a_store_that_is_not_a_capture(model_and_data, tmp_path):
-    from compressflow.engine.records import Artifact
+    from compressflow.rundir.records import Artifact
     from compressflow.ops.context import OpContext
     from compressflow.ops.represent import compare_representations as svcca
 

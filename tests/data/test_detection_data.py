@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from compressflow.data import load_splits
-from compressflow.data.detection import DETECTION_DATASETS, detection_batches, load_detection_splits
+from compressflow.data.detection import detection_batches, load_detection_splits
+from compressflow.registries import DATASETS
 from compressflow.data.shapes import SHAPE_CLASSES, _draw
 from compressflow.data.voc import MAX_XML_BYTES, VOC_CLASSES
 from compressflow.errors import DataError, InputError
@@ -24,7 +25,7 @@ def test_shapes_is_deterministic_per_seed():
     a, b, c = _draw(3, 32, 6, 3), _draw(3, 32, 6, 3), _draw(4, 32, 6, 3)
     assert np.array_equal(a.images, b.images) and all(np.array_equal(x, y) for x, y in zip(a.boxes, b.boxes))
     assert not np.array_equal(a.images, c.images)
-    s1, s2 = (DETECTION_DATASETS.get("shapes")(image_size=32, num_images=10, seed=3) for _ in range(2))
+    s1, s2 = (DATASETS.get("shapes")(image_size=32, num_images=10, seed=3) for _ in range(2))
     assert all(torch.equal(x, y) for x, y in zip(s1.test.images, s2.test.images))
 
 
@@ -83,14 +84,18 @@ def test_flipped_batches_mirror_the_boxes():
 ])
 def test_shapes_bad_options(options, match):
     with pytest.raises(DataError, match=match):
-        DETECTION_DATASETS.get("shapes")(**options)
+        DATASETS.get("shapes")(**options)
 
 
-def test_detection_registry_is_separate_from_classification():
-    assert DETECTION_DATASETS.list() == ["shapes", "voc"]
-    assert "shapes" not in DATASETS and "voc" not in DATASETS
-    with pytest.raises(UnknownNameError, match="valid choices: shapes, voc"):
+def test_detection_datasets_are_dataset_entries_of_their_own_task():
+    assert DATASETS.list(task="detection") == ["shapes", "voc"]
+    assert {"shapes", "voc"}.isdisjoint(DATASETS.list(task="classification"))
+    with pytest.raises(UnknownNameError, match="valid choices: shapes, voc$"):
         load_detection_splits("coco")
+    with pytest.raises(UnknownNameError, match="^dataset 'digits' has task 'classification'; valid choices here: shapes, voc$"):
+        load_detection_splits("digits")
+    with pytest.raises(UnknownNameError, match="^dataset 'shapes' has task 'detection'; valid choices here: cifar10, "):
+        load_splits("shapes")
     assert len(load_splits("digits").train) > 0  # classification loading untouched
 
 
@@ -128,7 +133,7 @@ def write_voc(root, splits=(("train", ["000001", "000002"]), ("val", ["000003"])
 
 def test_voc_reads_boxes_labels_and_difficult_flags_exactly(tmp_path):
     write_voc(tmp_path, test=["000003"], splits=(("train", ["000001"]), ("val", ["000002"])))
-    s = DETECTION_DATASETS.get("voc")(root=str(tmp_path))
+    s = DATASETS.get("voc")(root=str(tmp_path))
     assert s.class_names == VOC_CLASSES and s.num_classes == 20 and s.name == "voc2007"
     assert (s.train.ids, s.val.ids, s.test.ids) == (("000001",), ("000002",), ("000003",))
     t = s.train.targets[0]
@@ -141,7 +146,7 @@ def test_voc_reads_boxes_labels_and_difficult_flags_exactly(tmp_path):
     jpeg = np.asarray(Image.open(tmp_path / "VOCdevkit/VOC2007/JPEGImages/000002.jpg").convert("RGB"))
     assert np.array_equal(s.val.images[0].permute(1, 2, 0).numpy(), jpeg)
     # the year folder itself as root, and a resize that scales the boxes
-    small = DETECTION_DATASETS.get("voc")(root=tmp_path / "VOCdevkit" / "VOC2007", image_size=20)
+    small = DATASETS.get("voc")(root=tmp_path / "VOCdevkit" / "VOC2007", image_size=20)
     assert small.train.images[0].shape == (3, 20, 20) and small.image_size == 20
     assert small.train.targets[0]["boxes"][1].tolist() == pytest.approx([9 / 2, 4 * 2 / 3, 20, 20])
 
@@ -181,7 +186,7 @@ BOMB = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "
 def test_voc_bad_annotations_are_one_line_errors_naming_the_file(tmp_path, text, match):
     path = _break(tmp_path, text)
     with pytest.raises(InputError, match=match) as info:
-        DETECTION_DATASETS.get("voc")(root=tmp_path)
+        DATASETS.get("voc")(root=tmp_path)
     assert isinstance(info.value, DataError) and "\n" not in str(info.value)
     assert str(path if "annotation says" not in match else path.parent.parent / "JPEGImages" / "000002.jpg") \
         in str(info.value)
@@ -189,18 +194,18 @@ def test_voc_bad_annotations_are_one_line_errors_naming_the_file(tmp_path, text,
 
 def test_voc_missing_files(tmp_path):
     with pytest.raises(DataError, match="voc: root is required"):
-        DETECTION_DATASETS.get("voc")()
+        DATASETS.get("voc")()
     with pytest.raises(DataError, match="no PASCAL VOC 2007 folder under"):
-        DETECTION_DATASETS.get("voc")(root=tmp_path)
+        DATASETS.get("voc")(root=tmp_path)
     base = write_voc(tmp_path)
     (base / "JPEGImages" / "000002.jpg").unlink()
     with pytest.raises(DataError, match=r"000002.jpg' is missing"):
-        DETECTION_DATASETS.get("voc")(root=tmp_path)
+        DATASETS.get("voc")(root=tmp_path)
     (base / "Annotations" / "000001.xml").unlink()
     with pytest.raises(DataError, match=r"000001.xml' cannot be read \(FileNotFoundError"):
-        DETECTION_DATASETS.get("voc")(root=tmp_path)
+        DATASETS.get("voc")(root=tmp_path)
     (base / "ImageSets" / "Main" / "train.txt").write_text("../../secret\n")
     with pytest.raises(DataError, match="lists the image id '../../secret', which is not a file name"):
-        DETECTION_DATASETS.get("voc")(root=tmp_path)
+        DATASETS.get("voc")(root=tmp_path)
     with pytest.raises(DataError, match="year '2010' is not a VOC detection year"):
-        DETECTION_DATASETS.get("voc")(root=tmp_path, year="2010")
+        DATASETS.get("voc")(root=tmp_path, year="2010")

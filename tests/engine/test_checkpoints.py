@@ -15,8 +15,8 @@ import torch
 import compressflow.engine.execute as execute
 from compressflow.energy import EnergyReading
 from compressflow.engine.graph import build_graph, expand
-from compressflow.engine.records import read_record
-from compressflow.engine.spec import load_spec
+from compressflow.rundir.records import read_record
+from compressflow.spec import load_spec
 from compressflow.ops import OpContext
 from compressflow.results.build import build_results
 
@@ -110,7 +110,7 @@ def test_an_attempt_killed_in_epoch_3_is_resumed_after_epoch_2(task, tmp_path):
     curve = saved.record.metrics["energy_curve_kwh"].values.tolist()
     assert curve == pytest.approx([1e-3, 2e-3, 3e-3, 4e-3]) and curve == sorted(curve)  # saved 2 mWh + this attempt's
     spec = load_spec(_spec())
-    ledger = build_results(build_graph(spec, tmp_path), {node.key: saved})["tasks"].to_dataset()
+    ledger = build_results(spec, build_graph(spec, tmp_path).stages, {node.key: saved})["tasks"].to_dataset()
     assert ledger["resumed_from_epoch"].dtype == "int64" and int(ledger["resumed_from_epoch"][0]) == 2
     assert [float(v) for v in str(ledger["attempts_kwh"].values[0]).split()] == pytest.approx([3e-3, 2e-3])
     assert ledger["attempts_kwh"].attrs["units"] == "kWh" and "description" in ledger["resumed_from_epoch"].attrs
@@ -131,7 +131,9 @@ def test_a_cancelled_task_keeps_its_state_and_resumes_from_it(task, tmp_path, mo
     def is_cancelled(study, stage):
         return flags["cancel"]
 
-    monkeypatch.setattr(execute, "is_cancelled", is_cancelled)
+    import compressflow.engine.cancel as cancel
+
+    monkeypatch.setattr(cancel, "is_cancelled", is_cancelled)
     real = OpContext.progress
 
     def progress(self, **values):

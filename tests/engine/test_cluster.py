@@ -12,7 +12,7 @@ import yaml
 import compressflow
 from compressflow.engine.cluster import connect, load_cluster_spec
 from compressflow.errors import InputError, SpecError
-from conftest import tiny_spec
+from tests.support import tiny_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,8 +22,9 @@ from compressflow.data import load_splits
 from compressflow.errors import InputError
 from compressflow.nn.models import build_model
 from compressflow.nn.training import fit
-from compressflow.ops.artifacts import atomic_write_bytes, load_checkpoint, save_checkpoint
-from conftest import tiny_spec
+from compressflow.ops import load_checkpoint, save_checkpoint
+from compressflow.rundir.files import atomic_write_bytes
+from tests.support import tiny_spec
 
 
 def test_crash_while_replacing_a_file_keeps_the_old_one(tmp_path, monkeypatch):
@@ -143,7 +144,7 @@ def test_results_store_is_replaced_only_when_compressflow_wrote_it(client, tmp_p
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from compressflow.engine.rundir import RunDir
+from compressflow.rundir import RunDir
 with RunDir(Path(sys.argv[1])).lock():
     print("held", flush=True)
     time.sleep(300)
@@ -202,7 +203,7 @@ def test_two_cli_runs_at_once_the_second_is_refused(client, tmp_path):
 
 @pytest.mark.parametrize("name", ["records", "attempts", "artifacts"])
 def test_run_directory_parts_that_are_files_are_refused_before_any_task(tmp_path, name):
-    from compressflow.engine.rundir import RunDir
+    from compressflow.rundir import RunDir
 
     (tmp_path / name).write_text("x")
     with pytest.raises(InputError, match=rf"^--out: '.*/{name}' is a file, not a directory; compressflow keeps its "

@@ -1,8 +1,8 @@
 import copy
 
 from compressflow.engine.graph import build_graph
-from compressflow.engine.spec import load_spec
-from conftest import tiny_spec
+from compressflow.spec import load_spec
+from tests.support import tiny_spec
 
 
 def keys(spec):

@@ -17,8 +17,8 @@ import compressflow.engine.keys
 from compressflow.engine.graph import build_graph
 from compressflow.engine.keys import canonical_json, dataset_options, task_key
 from compressflow.registries import OPS
-from compressflow.engine.spec import load_spec
-from conftest import tiny_spec
+from compressflow.spec import load_spec
+from tests.support import tiny_spec
 
 
 def _sha_key(op: str, text: str) -> str:
@@ -107,7 +107,7 @@ def test_version_bump_changes_that_op_and_downstream_only(monkeypatch):
     spec = tiny_spec()
     spec["stages"]["other"] = {"op": "wait"}
     base = _keys(spec)
-    monkeypatch.setitem(OPS._versions, "train", 2)
+    monkeypatch.setitem(OPS._info["train"], "version", 2)
     bumped = _keys(spec)
     changed = {stage for (stage, _), key in bumped.items() if base[(stage, _)] != key}
     assert changed == {"teacher", "test"}
@@ -123,7 +123,7 @@ def test_examples_in_docstrings():
 
 def _starts(out: Path) -> dict[str, int]:
     """Task key -> how many times it was started in ``out`` (start entries of its attempts log)."""
-    from compressflow.engine.attempts import parse_attempts
+    from compressflow.rundir.attempts import parse_attempts
 
     return {p.stem: len(parse_attempts(p.read_text().splitlines())) for p in (out / "attempts").glob("*.log")}
 
@@ -155,9 +155,9 @@ def test_bumping_an_op_version_reruns_exactly_it_and_downstream(client, tmp_path
         return {str(s) for s in ledger.stage.sel(task=sorted(started)).values} if started else set()
 
     assert run() == {"teacher", "test", "other"}
-    monkeypatch.setitem(OPS._versions, "evaluate", 2)
+    monkeypatch.setitem(OPS._info["evaluate"], "version", 2)
     assert run() == {"test"}  # the trained teacher and the wait tasks are reused
-    monkeypatch.setitem(OPS._versions, "train", 2)
+    monkeypatch.setitem(OPS._info["train"], "version", 2)
     assert run() == {"teacher", "test"}  # evaluate reruns because its input did
     assert run() == set()
     assert all(n == 1 for n in _starts(tmp_path).values())  # nothing ever ran twice under one key

@@ -6,7 +6,8 @@ import pytest
 
 import compressflow
 from compressflow.errors import InputError
-from compressflow.engine.scheduling import assign, durations_from_ledger
+from compressflow.engine.scheduling import assign, durations_of
+from compressflow.rundir import RunDir
 
 
 def wait_spec(policy, n, **scheduling):
@@ -14,6 +15,12 @@ def wait_spec(policy, n, **scheduling):
         "name": "placement",
         "stages": {"w": {"op": "wait", "sweep": {"label": list(range(n))}, "scheduling": {"policy": policy, **scheduling}}},
     }
+
+
+def known(out, stage, key_by):
+    """The durations an earlier run in ``out`` recorded, as the runner reads them."""
+    run = RunDir(out)
+    return durations_of([run.finished(k, metrics=False) for k in run.record_keys()], stage, key_by)
 
 
 def workers_by_label(tree):
@@ -33,14 +40,13 @@ def test_bin_packing_uses_durations_of_an_earlier_run(client, tmp_path):
     # loaded machine adds ~0.1 s to each measured duration (WFD packs by measured, not nominal, time)
     seconds = [1.0, 0.1, 0.09, 0.08, 0.07, 0.02]
     stage = {"op": "wait", "sweep": {"seconds": seconds}}
-    earlier = compressflow.run({"name": "earlier", "stages": {"w": stage}}, cluster=client, out=tmp_path / "a",
+    compressflow.run({"name": "earlier", "stages": {"w": stage}}, cluster=client, out=tmp_path / "a",
                                show_progress=False)
     later_stage = {**stage, "scheduling": {"policy": "bin_packing", "durations_from": str(tmp_path / "a"),
                                            "key_by": "seconds"}}
     tree = compressflow.run({"name": "later", "stages": {"w": later_stage}}, cluster=client, out=tmp_path / "b",
                             show_progress=False)
-    known = durations_from_ledger(earlier["tasks"].to_dataset(), "w", "seconds")
-    expected = assign("bin_packing", known, sorted(client.scheduler_info()["workers"]))
+    expected = assign("bin_packing", known(tmp_path / "a", "w", "seconds"), sorted(client.scheduler_info()["workers"]))
     ledger = tree["tasks"].to_dataset()
     placed = {str(json.loads(p)["seconds"]): str(w) for p, w in zip(ledger.point.values, ledger.worker.values)}
     assert placed == expected
@@ -51,10 +57,10 @@ def test_bin_packing_uses_durations_of_an_earlier_run(client, tmp_path):
 def test_work_stealing_with_known_durations_starts_longest_first(client, tmp_path):
     seconds = [0.1, 0.02, 0.6, 0.05, 0.4, 0.15, 0.2]
     stage = {"op": "wait", "sweep": {"seconds": seconds}}
-    earlier = compressflow.run({"name": "earlier", "stages": {"w": stage}}, cluster=client, out=tmp_path / "a",
+    compressflow.run({"name": "earlier", "stages": {"w": stage}}, cluster=client, out=tmp_path / "a",
                                show_progress=False)
-    known = durations_from_ledger(earlier["tasks"].to_dataset(), "w", "seconds")  # measured, not nominal
-    longest_first = [float(k) for k in sorted(known, key=lambda k: -known[k])]
+    measured = known(tmp_path / "a", "w", "seconds")  # measured, not nominal
+    longest_first = [float(k) for k in sorted(measured, key=lambda k: -measured[k])]
     later = {**stage, "scheduling": {"policy": "work_stealing", "durations_from": str(tmp_path / "a"), "key_by": "seconds"}}
     tree = compressflow.run({"name": "later", "stages": {"w": later}}, cluster=client, out=tmp_path / "b",
                             show_progress=False)
@@ -67,7 +73,7 @@ def test_work_stealing_with_known_durations_starts_longest_first(client, tmp_pat
 
 
 def test_missing_durations_run_is_an_input_error(client, tmp_path):
-    with pytest.raises(InputError, match=r"stages\.w\.scheduling\.durations_from: no results at"):
+    with pytest.raises(InputError, match=r"stages\.w\.scheduling\.durations_from: no finished task records in"):
         compressflow.run(wait_spec("bin_packing", 2, durations_from=str(tmp_path / "nope")), cluster=client,
                          out=tmp_path, show_progress=False)
 

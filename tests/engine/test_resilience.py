@@ -16,7 +16,7 @@ from compressflow.engine.cluster import local_cluster
 
 
 def _worker_inside_a_task(attempts, deadline: float) -> str:
-    from compressflow.engine.attempts import parse_attempts
+    from compressflow.rundir.attempts import parse_attempts
 
     while time.time() < deadline:
         for log in attempts.glob("*.log") if attempts.exists() else []:
@@ -62,18 +62,20 @@ def test_worker_lost_while_the_meter_is_installed_does_not_stop_the_run(caplog):
     """The benchmark found it: a worker killed during plugin registration made run() raise."""
     from distributed.comm.core import CommClosedError
 
-    from compressflow.engine.submission import install_meter as _install_meter
+    from compressflow.energy.plugin import EnergyMeterPlugin
+    from compressflow.engine.submission import install_worker_plugin
 
     class Client:
         def register_plugin(self, plugin, name):
+            assert name == "compressflow-energy"
             raise CommClosedError("in <TCP (closed) ConnectionPool.register_worker_plugin>: Stream is closed")
 
-    _install_meter(Client(), object())
-    assert "a worker left while the energy meter was being installed" in caplog.text
+    install_worker_plugin(Client(), EnergyMeterPlugin())
+    assert "a worker left while compressflow-energy was being installed" in caplog.text
 
 
 def test_attempt_log_arithmetic():
-    from compressflow.engine.attempts import lost_energy, parse_attempts
+    from compressflow.rundir.attempts import lost_energy, parse_attempts
     from compressflow.engine.execute import with_lost_energy
 
     lines = [
@@ -94,15 +96,14 @@ def test_attempt_log_arithmetic():
     assert attempts["a2"].status == "failed" and attempts["a1"].status == ""
     lost = lost_energy(attempts, current="a4")
     assert lost == pytest.approx({"cpu_kwh": 0.002 + 0.0004, "gpu_kwh": 0.0001, "ram_kwh": 0.001})
-    reading = {"cpu_kwh": 0.01, "gpu_kwh": 0.0, "ram_kwh": 0.004, "energy_kwh": 0.014, "co2_g": 0.0,
-               "pue": 1.5, "intensity_g_per_kwh": 100.0, "method": "m"}
+    reading = {"cpu_kwh": 0.01, "gpu_kwh": 0.0, "ram_kwh": 0.004, "energy_kwh": 0.014, "country": "USA",
+               "method": "m"}
     total = with_lost_energy(reading, lost)
     assert total["energy_lost_kwh"] == pytest.approx(0.0035)
     assert total["energy_kwh"] == pytest.approx(0.014 + 0.0035)
     assert total["cpu_kwh"] == pytest.approx(0.0124) and total["ram_kwh"] == pytest.approx(0.005)
-    # CO2 is computed once, by build_results, from energy_kwh (test_runner checks its values)
-    assert "co2_g" not in total and total["pue"] == 1.5 and total["intensity_g_per_kwh"] == 100.0
-    assert total["method"] == "m"
+    # CO2 is computed once, where it is shown (energy.co2_grams), from energy_kwh: no reading carries it
+    assert "co2_g" not in total and total["country"] == "USA" and total["method"] == "m"
 
 
 @pytest.mark.slow

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 import compressflow
-from compressflow.engine.attempts import parse_attempts
-from conftest import tiny_spec
+from compressflow.rundir.attempts import parse_attempts
+from tests.support import tiny_spec
 
 SPEC = {"name": "resume", "stages": {"w": {"op": "wait", "params": {"seconds": 0.6},
                                            "sweep": {"label": list(range(10))}}}}
@@ -79,8 +79,8 @@ def _finished_record(out, key="train-abc", accuracy=0.9):
     """A record as ``execute_task`` persists it, with a real artifact file under ``out``."""
     import xarray as xr
 
-    from compressflow.engine.records import Artifact, Record, LedgerEntry
-    from compressflow.ops.artifacts import atomic_write_bytes, sha256_file
+    from compressflow.rundir.records import Artifact, Record, LedgerEntry
+    from compressflow.rundir.files import atomic_write_bytes, sha256_file
 
     art_path = out / "artifacts" / f"{key}.pt"
     atomic_write_bytes(art_path, b"weights")
@@ -128,18 +128,19 @@ BAD_RECORDS = [
 
 @pytest.mark.parametrize("fn, match", [(f, m) for _, f, m in BAD_RECORDS], ids=[i for i, _, _ in BAD_RECORDS])
 def test_a_bad_record_is_refused_with_its_reason(tmp_path, fn, match):
-    from compressflow.engine.records import RecordError, LedgerEntry, read_record
+    from compressflow.rundir import RunDir
+    from compressflow.rundir.records import RecordError, read_record
 
     path = _finished_record(tmp_path)
     assert read_record(path).ok  # intact, as written
     _edit(path, fn)
     with pytest.raises(RecordError, match=match):
         read_record(path)
-    assert LedgerEntry.load(path) is None  # not reused: the task runs again
+    assert RunDir(path.parent.parent).finished(path.stem) is None  # not reused: the task runs again
 
 
 def test_a_hand_edited_plausible_accuracy_is_caught_by_the_digest(tmp_path):
-    from compressflow.engine.records import RecordError, read_record
+    from compressflow.rundir.records import RecordError, read_record
 
     path = _finished_record(tmp_path, accuracy=0.9)
     _edit(path, lambda d: d["record"]["metrics"]["data_vars"]["accuracy"].update(data=0.99), keep_digest=True)
@@ -148,7 +149,7 @@ def test_a_hand_edited_plausible_accuracy_is_caught_by_the_digest(tmp_path):
 
 
 def test_torn_or_missing_artifact_and_torn_json(tmp_path):
-    from compressflow.engine.records import RecordError, read_record
+    from compressflow.rundir.records import RecordError, read_record
 
     path = _finished_record(tmp_path)
     art = tmp_path / "artifacts" / "train-abc.pt"
@@ -168,7 +169,7 @@ def test_torn_or_missing_artifact_and_torn_json(tmp_path):
 
 
 def test_artifact_paths_are_stored_relative_to_the_run_directory(tmp_path):
-    from compressflow.engine.records import read_record
+    from compressflow.rundir.records import read_record
 
     path = _finished_record(tmp_path)
     stored = json.loads(path.read_text())["record"]["artifact"]["path"]
@@ -220,7 +221,7 @@ def test_bad_records_are_not_reused_their_tasks_run_again_with_a_warning(client,
 def test_moved_and_copied_run_directories_use_their_own_files(client, tmp_path, capsys):
     import shutil
 
-    from compressflow.engine.records import read_record
+    from compressflow.rundir.records import read_record
 
     spec = tiny_spec()
     first = compressflow.run(spec, cluster=client, out=tmp_path / "a", show_progress=False)
@@ -250,8 +251,8 @@ def test_moved_and_copied_run_directories_use_their_own_files(client, tmp_path, 
 
 def test_reused_tasks_are_not_submitted_and_their_records_go_downstream_as_they_are(tmp_path):
     from compressflow.engine.graph import build_graph, expand
-    from compressflow.engine.records import Artifact, Record, LedgerEntry
-    from compressflow.engine.spec import load_spec
+    from compressflow.rundir.records import Artifact, Record, LedgerEntry
+    from compressflow.spec import load_spec
 
     import xarray as xr
 
@@ -269,11 +270,11 @@ def test_reused_tasks_are_not_submitted_and_their_records_go_downstream_as_they_
 
 
 def test_plan_resume_reads_each_record_once_and_rejects_bad_ones(client, tmp_path, monkeypatch):
-    from compressflow.engine import records
     from compressflow.engine.graph import expand
+    from compressflow.rundir import records
     from compressflow.engine.resume import plan_resume
-    from compressflow.engine.rundir import RunDir
-    from compressflow.engine.spec import load_spec
+    from compressflow.rundir import RunDir
+    from compressflow.spec import load_spec
 
     spec = {"name": "plan", "stages": {"w": {"op": "wait", "sweep": {"label": [0, 1, 2]}}}}
     compressflow.run(spec, cluster=client, out=tmp_path, show_progress=False)
@@ -282,7 +283,7 @@ def test_plan_resume_reads_each_record_once_and_rejects_bad_ones(client, tmp_pat
     run.record(nodes[1].key).write_text("{torn")
     reads = []
     real = records.read_record
-    monkeypatch.setattr("compressflow.engine.resume.read_record", lambda p, *a, **k: reads.append(p) or real(p, *a, **k))
+    monkeypatch.setattr("compressflow.rundir.read_record", lambda p, *a, **k: reads.append(p) or real(p, *a, **k))
     plan = plan_resume(nodes + nodes, run)  # a key reached twice is still read once
     assert sorted(plan) == sorted([nodes[0].key, nodes[2].key]) and len(reads) == 3
     assert (tmp_path / "rejected" / nodes[1].key / "why.txt").read_text().startswith("is not JSON")

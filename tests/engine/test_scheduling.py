@@ -13,7 +13,7 @@ from compressflow.errors import InputError
 from compressflow.engine.scheduling import (
     POLICIES,
     assign,
-    durations_from_ledger,
+    durations_of,
     lower_bound,
     makespan,
 )
@@ -100,7 +100,9 @@ def test_makespan_and_lower_bound():
     assert lower_bound({"a": 2.0, "b": 2.0}, 1) == 4.0
 
 
-def test_durations_from_ledger_keeps_ok_tasks_of_the_stage():
+def test_durations_of_keep_ok_tasks_of_the_stage():
+    from compressflow.rundir.records import LedgerEntry
+
     rows = [
         ("blockwise", {"layer": "features.0", "seed": 0}, 12.5, "ok"),
         ("blockwise", {"layer": "features.3", "seed": 0}, 9.0, "ok"),
@@ -108,18 +110,11 @@ def test_durations_from_ledger_keeps_ok_tasks_of_the_stage():
         ("teacher", {"layer": "features.0"}, 300.0, "ok"),
         ("blockwise", {"seed": 1}, 5.0, "ok"),
     ]
-    ledger = xr.Dataset(
-        {
-            "stage": ("task", [r[0] for r in rows]),
-            "point": ("task", [json.dumps(r[1]) for r in rows]),
-            "duration_s": ("task", np.array([r[2] for r in rows])),
-            "status": ("task", [r[3] for r in rows]),
-        },
-        coords={"task": [f"k{i}" for i in range(len(rows))]},
-    )
-    assert durations_from_ledger(ledger, "blockwise", "layer") == {"features.0": 12.5, "features.3": 9.0}
-    with pytest.raises(InputError, match="'nope' is not in the ledger"):
-        durations_from_ledger(ledger, "nope", "layer")
+    tasks = [LedgerEntry(f"k{i}", stage, "op", point, status=status, start=100.0, end=100.0 + d)
+             for i, (stage, point, d, status) in enumerate(rows)]
+    assert durations_of(tasks, "blockwise", "layer") == {"features.0": 12.5, "features.3": 9.0}
+    with pytest.raises(InputError, match="'nope' is not among the earlier run's tasks"):
+        durations_of(tasks, "nope", "layer")
 
 
 def test_unknown_policy_error_text():

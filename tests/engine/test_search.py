@@ -10,9 +10,9 @@ import math
 import pytest
 import xarray as xr
 
-from compressflow.engine.records import LedgerEntry, Record
+from compressflow.rundir.records import LedgerEntry, Record
 from compressflow.engine.search import Search
-from compressflow.engine.spec import load_spec
+from compressflow.spec import load_spec
 from compressflow.errors import SpecError
 from compressflow.ops.objective import known_accuracy
 
@@ -189,7 +189,7 @@ def test_a_searched_parameter_cannot_also_be_set_or_swept_and_a_search_cannot_fe
 
 
 def test_a_search_counts_toward_the_task_limit():
-    from compressflow.engine.spec import task_counts
+    from compressflow.spec import task_counts
 
     spec = search_spec(strategy="asha", trials=100, budget=BUDGET)
     assert task_counts(spec) == {"s": 100 * 3}  # every trial through every rung, at most

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-import compressflow.engine.study
+import compressflow.api.study
 from compressflow import SpecError, load_spec
 from compressflow.cli import main
 from compressflow.engine.graph import build_graph
-from compressflow.engine.spec import MAX_TASKS, MAX_YAML_NODES, task_counts
-from conftest import tiny_spec
+from compressflow.spec import MAX_TASKS, MAX_YAML_NODES, task_counts
+from tests.support import tiny_spec
 
 
 def _errors(capsys) -> str:
@@ -80,7 +80,8 @@ def test_cli_subprocess_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "compressflow.cli", "run", str(path)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().startswith("compressflow: error: stages.t.op: unknown op 'distil'; valid choices:")
+    assert proc.stderr.strip().startswith(
+        "compressflow: error: stages.t.op: unknown op 'distil' (did you mean 'distill'?); valid choices:")
 
 
 def test_missing_dataset_directory_exit_2_before_any_task(tmp_path, capsys):
@@ -105,7 +106,7 @@ def _distill_spec(**params):
 @pytest.mark.parametrize(
     "params, pattern",
     [
-        ({"loss": "kld"}, r"^stages\.kd\.params\.loss: unknown loss 'kld'; valid choices: ce, cmc, dml, hkd$"),
+        ({"loss": "kld"}, r"^stages\.kd\.params\.loss: unknown loss 'kld' \(did you mean 'hkd'\?\); valid choices: ce, cmc, dml, hkd$"),
         ({"temperature": 0}, r"^stages\.kd\.params\.temperature: temperature must be > 0 \(got 0\)$"),
         ({"temperature": -3}, r"^stages\.kd\.params\.temperature: temperature must be > 0 \(got -3\)$"),
         ({"temperature": {"stochastic": [20, 2]}},
@@ -204,8 +205,8 @@ def _nothing_built(monkeypatch):
             raise AssertionError(f"{what} was called for a spec that must be refused at load")
         return fn
 
-    monkeypatch.setattr(compressflow.engine.study, "build_graph", forbidden("build_graph"))
-    monkeypatch.setattr(compressflow.engine.study, "connect", forbidden("connect"))
+    monkeypatch.setattr(compressflow.api.study, "build_graph", forbidden("build_graph"))
+    monkeypatch.setattr(compressflow.api.study, "connect", forbidden("connect"))
     return started
 
 

@@ -12,9 +12,10 @@ from datetime import datetime
 import pytest
 import yaml
 
-from compressflow.engine.status import (RunState, StageStatus, format_status, run_state, status_from_ledger,
-                                        status_from_rundir, status_html, total)
-from conftest import tiny_spec
+from compressflow.engine.status import (StageStatus, format_status, status_from_ledger, status_from_rundir, status_html,
+                                        total)
+from compressflow.rundir import RunDir, RunState
+from tests.support import tiny_spec
 
 START = "2026-01-01T00:00:00+00:00"
 T = datetime.fromisoformat(START).timestamp()  # the latest run's start
@@ -36,13 +37,13 @@ def keys(spec: dict) -> dict[tuple[str, int], str]:
 def write_record(out, key: str, stage: str, end: float, kwh: float) -> None:
     import xarray as xr
 
-    from compressflow.engine.records import LedgerEntry, Record
-    from compressflow.engine.rundir import RunDir
+    from compressflow.rundir.records import LedgerEntry, Record
+    from compressflow.rundir import RunDir
 
     entry = LedgerEntry(key, stage, "train", {}, status="ok", start=end - 5, end=end,
                         energy={"energy_kwh": kwh, "cpu_kwh": kwh}, attempts=1, workers_tried=["w"],
                         record=Record(xr.Dataset({"accuracy": 0.9})))
-    RunDir(out).write_record(key, entry.to_json(root=out))
+    RunDir(out).write_record(entry)
 
 
 def write_log(out, key: str, *lines: str) -> None:
@@ -77,7 +78,7 @@ def test_status_of_a_run_directory_while_its_run_is_live(run_dir):
     fh = open(out / ".lock", "a+")  # another open file: conflicts as another process's lock would
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert run_state(out) == RunState(True, T, f"pid 4242 on host elsewhere, started {START}")
+        assert RunDir(out).state() == RunState(True, T, f"pid 4242 on host elsewhere, started {START}")
         rows = rows_by_stage(status_from_rundir(spec, out))
     finally:
         fh.close()
@@ -92,7 +93,7 @@ def test_status_of_a_run_directory_while_its_run_is_live(run_dir):
 
 def test_status_of_a_run_directory_without_a_live_run(run_dir):
     spec, out = run_dir
-    assert not run_state(out).live
+    assert not RunDir(out).state().live
     teacher = rows_by_stage(status_from_rundir(spec, out))["teacher"]
     # the open attempt of this run was killed with it: pending, its energy still counted
     assert (teacher.running, teacher.pending, teacher.failed, teacher.cancelled) == (0, 3, 1, 1)
@@ -111,9 +112,9 @@ def test_a_record_edited_by_hand_is_not_finished(run_dir):
 def test_lock_mtime_refines_the_start_within_its_second(run_dir):
     spec, out = run_dir
     os.utime(out / ".lock", (T + 0.75, T + 0.75))
-    assert run_state(out).started == T + 0.75
+    assert RunDir(out).state().started == T + 0.75
     os.utime(out / ".lock", (T + 3600, T + 3600))  # a copied run directory: the line's time stands
-    assert run_state(out).started == T
+    assert RunDir(out).state().started == T
 
 
 def test_no_run_directory_is_all_pending(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import compressflow
-from compressflow.engine.attempts import parse_attempts
+from compressflow.rundir.attempts import parse_attempts
 from compressflow.errors import InputError
 
 WAITS = {

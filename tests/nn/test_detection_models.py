@@ -6,7 +6,8 @@ import torch
 from torchvision.models.detection.ssd import SSD
 
 from compressflow.errors import InputError
-from compressflow.nn.detection import DETECTION_MODELS, build_detector
+from compressflow.nn.detection import build_detector
+from compressflow.registries import MODELS
 from compressflow.registries import UnknownNameError
 
 BATCH = [torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
@@ -61,6 +62,6 @@ def test_bad_options(kwargs, match):
 
 
 def test_registry_lists_the_detectors():
-    assert DETECTION_MODELS.list() == ["ssd_vgg16", "ssdlite_mobilenet_v3"]
+    assert MODELS.list(task="detection") == ["ssd_vgg16", "ssdlite_mobilenet_v3"]
     with pytest.raises(UnknownNameError, match="valid choices: ssd_vgg16, ssdlite_mobilenet_v3"):
         build_detector("yolo", num_classes=3)

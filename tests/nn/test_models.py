@@ -33,7 +33,8 @@ def meta_model(name: str, **kwargs) -> nn.Module:
 
 
 def test_registry_lists_exactly_the_models():
-    assert MODELS.list() == NAMES
+    assert MODELS.list(task="classification") == NAMES
+    assert MODELS.list(task="detection") == ["ssd_vgg16", "ssdlite_mobilenet_v3"]
 
 
 @pytest.mark.parametrize("width", [0.25, 0.5])

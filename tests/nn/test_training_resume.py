@@ -106,7 +106,7 @@ def test_checkpoint_every_2_saves_at_2_4_and_before_the_stop():
 def test_a_finished_state_restores_the_model_and_trains_nothing():
     states: list[bytes] = []
     trained = _net()
-    hist = fit(trained, SPLITS, **RUN, checkpoint=_serialised(states))
+    hist = fit(trained, SPLITS, **RUN, checkpoint=_serialised(states), checkpoint_every=1)
     final = _load(states[-1])
     assert final["epoch"] == RUN["epochs"]
     fresh, calls = _net(), []
@@ -133,7 +133,7 @@ def test_a_loss_with_its_own_random_stream_resumes_it():
             raise Stop
 
     with pytest.raises(Stop):
-        run(first, checkpoint=_serialised(states), on_epoch=stop)
+        run(first, checkpoint=_serialised(states), checkpoint_every=1, on_epoch=stop)
     second = StochasticTemperature(2, 20, seed=1)
     got = run(second, resume=_load(states[-1]))
     assert second.draws == whole.draws and len(set(whole.draws)) > 1

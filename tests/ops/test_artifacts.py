@@ -1,4 +1,4 @@
-"""compressflow.ops.artifacts.load_checkpoint on files that match their recorded hash but are not
+"""compressflow.ops.load_checkpoint on files that match their recorded hash but are not
 compressflow checkpoints: each is one InputError line naming the file, and none runs code."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import torch
 
 from compressflow.errors import InputError
 from compressflow.nn.models import build_model
-from compressflow.engine.records import Artifact
-from compressflow.ops.artifacts import load_checkpoint, save_checkpoint, sha256_file
+from compressflow.rundir.records import Artifact
+from compressflow.ops import load_checkpoint, save_checkpoint
+from compressflow.rundir.files import sha256_file
 
 KWARGS = {"num_classes": 10, "in_channels": 1, "width": 0.125}
 

@@ -13,7 +13,7 @@ from compressflow.nn.surgery import layer_io
 from compressflow.ops import OpContext, Schedule
 from compressflow.ops.blockwise import _layer_data, activations, replace_layer
 from compressflow.ops.train import train
-from compressflow.ops.artifacts import load_checkpoint
+from compressflow.ops import load_checkpoint
 
 DATA = {"dataset": "digits", "image_size": 8, "channels": 1}
 
@@ -77,10 +77,9 @@ def test_blockwise_pipeline_fans_in(client, tmp_path):
     assert float(student.layers_macs_after) < 0.4 * float(student.layers_macs_before)
     assert float(student.macs) < float(student.teacher_macs)
     # the student checkpoint rebuilds with its blocks spliced in
-    from compressflow.engine.records import LedgerEntry
+    from compressflow.rundir import RunDir
 
-    key = str(student.task_key.values)
-    rec = LedgerEntry.load(Path(tmp_path) / "records" / f"{key}.json")
+    rec = RunDir(tmp_path).finished(str(student.task_key.values))
     net = load_checkpoint(rec.record.artifact)
     assert type(net.get_submodule("layer1.0.conv1")).__name__ == "ReplacementBlock"
     assert np.isfinite(float(student.accuracy))
@@ -99,7 +98,7 @@ def test_splicing_a_copy_of_the_layer_changes_nothing(teacher_and_cache):
 
 
 def test_assemble_threshold_and_failed_layers(teacher_and_cache, tmp_path):
-    from compressflow.engine.records import LedgerEntry
+    from compressflow.rundir.records import LedgerEntry
     from compressflow.ops.blockwise import assemble
 
     out, teacher, cache = teacher_and_cache
@@ -130,7 +129,7 @@ def test_assemble_refuses_a_block_costlier_than_its_layer(teacher_and_cache, tmp
     """The stem conv1 (1 → 16 channels at width 0.25 on greyscale) costs 9·1·16 = 144 MACs per
     pixel; its ds2 block costs 9·1 + 1·16 + 9·16 + 16·16 = 425 (depthwise 3×3, pointwise, twice):
     2.95× the layer. It must be refused even with a perfect accuracy (drop pinned to −0.1)."""
-    from compressflow.engine.records import LedgerEntry
+    from compressflow.rundir.records import LedgerEntry
     from compressflow.ops.blockwise import assemble
 
     out, teacher, cache = teacher_and_cache
@@ -153,7 +152,7 @@ def test_assemble_refuses_a_block_costlier_than_its_layer(teacher_and_cache, tmp
 
 
 def test_rejection_rule():
-    from compressflow.ops.blockwise import rejection
+    from compressflow.nn.blocks import rejection
 
     assert rejection(0.0, 100, 40, 0.02) == ""
     assert rejection(-0.5, 100, 40, 0.0) == ""  # a block that improves accuracy is fine
@@ -166,7 +165,7 @@ def test_assemble_trains_through_the_context_with_energy_and_progress_per_epoch(
                                                                                 metered_context):
     """assemble fine-tunes through OpContext.fit: one meter read per epoch becomes its
     cumulative energy curve, and every epoch is reported as progress."""
-    from compressflow.engine.records import LedgerEntry
+    from compressflow.rundir.records import LedgerEntry
     from compressflow.ops.blockwise import assemble
 
     out, teacher, cache = teacher_and_cache

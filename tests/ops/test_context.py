@@ -9,7 +9,7 @@ import torch
 
 from compressflow.data import load_splits
 from compressflow.ops import OpContext, Schedule
-from compressflow.ops.common import curves
+from compressflow.ops import curves
 
 DATA = {"dataset": "digits", "image_size": 8, "channels": 1}
 TINY = Schedule(epochs=3, batch_size=128, lr=0.05, warmup_epochs=0)
@@ -62,7 +62,7 @@ def test_the_engine_hands_the_op_the_workers_meter(monkeypatch, tmp_path):
 
     import compressflow.engine.execute as execute
     from compressflow.engine.graph import build_graph
-    from compressflow.engine.spec import load_spec
+    from compressflow.spec import load_spec
     from compressflow.energy import EnergyReading
     from compressflow.ops.signature import stage_signature
     from compressflow.registries import OPS

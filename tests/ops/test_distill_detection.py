@@ -5,20 +5,21 @@ import numpy as np
 import pytest
 import torch
 
-from compressflow.engine.spec import load_spec
+from compressflow.spec import load_spec
 from compressflow.errors import InputError, SpecError
 from compressflow.ops.context import OpContext
 from compressflow.ops.distill_detection import _load_detector, distill_detection, train_detection
 from compressflow.ops.schedule import Schedule
 
-TINY = {"image_size": 32, "num_images": 12, "width": 0.125}  # 8 train, 2 val, 2 test images
+DATA = {"dataset": "shapes", "image_size": 32, "num_images": 12}  # 8 train, 2 val, 2 test images
+TINY = {"width": 0.125}
 ONE_EPOCH = Schedule(epochs=1, batch_size=4, lr=0.004, optimizer="adam", weight_decay=0.0, warmup_epochs=0)
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp("det")
-    return out, train_detection(OpContext("t", "teacher", {}, out), schedule=ONE_EPOCH, **TINY)
+    return out, train_detection(OpContext("t", "teacher", DATA, out), schedule=ONE_EPOCH, **TINY)
 
 
 def test_teacher_record_and_checkpoint(teacher):
@@ -38,7 +39,7 @@ def test_teacher_record_and_checkpoint(teacher):
 @pytest.mark.parametrize("temperature, stochastic", [(4.0, False), ({"stochastic": [2, 20]}, True)])
 def test_student_distils_at_fixed_or_stochastic_tau(teacher, temperature, stochastic):
     out, rec = teacher
-    m = distill_detection(OpContext("s", "student", {}, out), teacher=rec.artifact, temperature=temperature,
+    m = distill_detection(OpContext("s", "student", DATA, out), teacher=rec.artifact, temperature=temperature,
                           schedule=ONE_EPOCH, **TINY).metrics
     assert bool(m.stochastic) is stochastic and np.isfinite(m.train_loss.values).all()
     if stochastic:
@@ -55,25 +56,28 @@ def test_a_classification_checkpoint_is_no_detection_teacher(teacher, tmp_path):
     torch.save({"model": "resnet18", "state_dict": {}}, other)
     import hashlib
 
-    from compressflow.engine.records import Artifact
+    from compressflow.rundir.records import Artifact
 
     bad = Artifact("checkpoint", str(other), hashlib.sha256(other.read_bytes()).hexdigest(), {})
     with pytest.raises(InputError, match="is not a train_detection checkpoint"):
-        distill_detection(OpContext("s", "student", {}, out), teacher=bad, schedule=ONE_EPOCH, **TINY)
+        distill_detection(OpContext("s", "student", DATA, out), teacher=bad, schedule=ONE_EPOCH, **TINY)
 
 
-def _spec(**params):
-    return {"name": "det", "stages": {
+def _spec(data=None, **params):
+    return {"name": "det", "data": {"dataset": "shapes", **(data or {})}, "stages": {
         "teacher": {"op": "train_detection", "params": {"epochs": 1}},
         "student": {"op": "distill_detection", "needs": {"teacher": "teacher"}, "params": params}}}
 
 
 def test_spec_validates_detection_parameters():
-    spec = load_spec(_spec(loss="dml", temperature={"stochastic": [2, 20]}, dataset="shapes"))
+    spec = load_spec(_spec(loss="dml", temperature={"stochastic": [2, 20]}))
     assert spec.stages["student"].op == "distill_detection"
-    for params, match in (({"loss": "kl"}, "unknown loss 'kl'; valid choices: hkd, cmc, dml, ce"),
-                          ({"dataset": "coco"}, "unknown dataset 'coco'; valid choices: shapes, voc"),
-                          ({"model": "resnet18"}, "unknown model 'resnet18'; valid choices: ssd_vgg16"),
-                          ({"image_size": 8}, "image_size")):
-        with pytest.raises(SpecError, match=match):
-            load_spec(_spec(**params))
+    for data, params, match in (
+            ({}, {"loss": "kl"}, r"unknown loss 'kl'; valid choices: ce, cmc, dml, hkd"),
+            ({"dataset": "coco"}, {}, r"^data\.dataset: unknown dataset 'coco'; valid choices: cifar10, .*shapes"),
+            ({}, {"model": "resnet18"}, r"model 'resnet18' has task 'classification'; valid choices here: ssd_vgg16, "
+                                        r"ssdlite_mobilenet_v3"),
+            ({"image_size": 8}, {}, r"^shapes: image_size must be an integer >= 24, got 8$"),
+            ({}, {"image_size": 32}, r"no longer takes 'image_size': the detection data is set in the spec's data")):
+        with pytest.raises(InputError, match=match):
+            load_spec(_spec(data, **params))

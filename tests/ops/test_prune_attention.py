@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from compressflow.errors import InputError
 from compressflow.nn.models import build_model
-from compressflow.ops.prune import TeacherLoss, attention_map, attention_transfer
+from compressflow.nn.attention import TeacherLoss, attention_map, attention_transfer
 
 # two groups, batch 2; group 1 is B×C×H×W = 2×2×2×2, group 2 is 2×3×1×2
 S1 = [[[[1, 2], [0, 1]], [[1, 0], [2, 1]]], [[[0, 0], [1, 3]], [[2, 1], [0, 1]]]]
@@ -95,7 +95,7 @@ def test_teacher_loss_uses_the_group_outputs_and_adds_to_ce_or_kd():
 
 
 def test_stage_outputs_per_family_and_a_model_without_stages():
-    from compressflow.nn.models import stage_outputs
+    from compressflow.nn.architectures import stage_outputs
 
     assert stage_outputs(build_model("resnet34", width=0.125)) == ["layer1", "layer2", "layer3", "layer4"]
     assert stage_outputs(build_model("wrn_40_2", width=0.125)) == ["block1", "block2", "block3"]

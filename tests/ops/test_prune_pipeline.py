@@ -12,11 +12,12 @@ import torch
 
 import compressflow
 from compressflow import SpecError, load_spec
+from compressflow.spec import check_models
 from compressflow.data import biased, load_splits
 from compressflow.ops import OpContext, Schedule
 from compressflow.ops.prune import prune
 from compressflow.ops.train import train
-from compressflow.ops.artifacts import load_checkpoint
+from compressflow.ops import load_checkpoint
 
 DATA = {"dataset": "digits", "image_size": 8, "channels": 1}
 FAST = {"epochs": 1, "batch_size": 256}
@@ -49,8 +50,10 @@ def test_pruned_layers_hit_their_sparsity(study):
     pruned = tree["pruned"].to_dataset().sel(sparsity=0.5)
     layers = [str(v) for v in pruned.layer.values]
     assert "fc" not in layers and "conv1" in layers
-    net = load_checkpoint(compressflow.engine.records.LedgerEntry.load(
-        study[0] / "records" / f"{str(pruned.task_key.sel({'method': 'magnitude', 'seed': 0}).values)}.json").record.artifact)
+    from compressflow.rundir import RunDir
+
+    key = str(pruned.task_key.sel({'method': 'magnitude', 'seed': 0}).values)
+    net = load_checkpoint(RunDir(study[0]).finished(key).record.artifact)
     for method in ("magnitude", "reinit", "random"):
         for name, frac in zip(layers, pruned.layer_sparsity.sel({"method": method, "seed": 0}).values):
             n = net.get_submodule(name).weight.numel()
@@ -106,7 +109,7 @@ def original(tmp_path_factory):
 def _prune_seen(monkeypatch, out, art, **options):
     """Run prune (sparsity 0.75, one epoch) and return its record, its final weights and the
     class counts of every training split it fitted on (a spy on the fit it calls)."""
-    import compressflow.ops.context as fit_module  # OpContext.fit's fit
+    import compressflow.nn.training as fit_module  # OpContext.fit's fit
 
     counts, real = [], fit_module.fit
 
@@ -160,8 +163,8 @@ def test_prune_options(original, plain, monkeypatch, options):
 def test_options_add_their_terms_to_the_loss(original, monkeypatch):
     """KD, AT and KD+AT each put their own term in the training loss: on the first batch the
     loss is the base term plus exactly what the option adds (computed from the loss pieces)."""
-    import compressflow.ops.context as fit_module  # OpContext.fit's fit
-    import compressflow.ops.prune as prune_module
+    import compressflow.nn.training as fit_module  # OpContext.fit's fit
+    from compressflow.nn.attention import attention_transfer
     from compressflow.nn.losses import hkd
 
     out, art = original
@@ -189,7 +192,7 @@ def test_options_add_their_terms_to_the_loss(original, monkeypatch):
         kd = hkd(logits, t_logits, y, 4.0, alpha=0.9)
         base = kd if "kd" in distill else ce
         if "at" in distill:
-            at = prune_module.attention_transfer(s_maps, t_maps, 1000.0)
+            at = attention_transfer(s_maps, t_maps, 1000.0)
             assert len(s_maps) == 4 and float(at) > 0 and t_maps[0].shape[2:] == x.shape[2:]  # layer1 keeps H×W
             base = base + at
         assert float(loss) == pytest.approx(float(base), rel=1e-5), distill
@@ -227,7 +230,7 @@ def test_bad_pruning_spec(path, value, pattern):
         node = node[p]
     node[path[-1]] = value
     with pytest.raises(SpecError) as err:
-        load_spec(spec)
+        check_models(load_spec(spec))  # the module names need the model: checked when the study is submitted
     assert re.search(pattern, str(err.value)), str(err.value)
 
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-# every op trains through OpContext.fit, which calls the fit of compressflow.ops.context: the spies go there
-import compressflow.ops.context as fit_module
+# every op trains through OpContext.fit, which calls the fit of compressflow.nn.training: the spies go there
+import compressflow.nn.training as fit_module
 from compressflow.nn.pruning import prunable_layers
 from compressflow.ops import OpContext, Schedule
 from compressflow.ops.prune import derived_seed, prune
 from compressflow.ops.train import train
-from compressflow.ops.artifacts import load_checkpoint
+from compressflow.ops import load_checkpoint
 
 DATA = {"dataset": "digits", "image_size": 8, "channels": 1}
 ONE = Schedule(epochs=1, batch_size=256)

@@ -14,7 +14,7 @@ from compressflow.errors import InputError
 from compressflow.nn.quantization import quantized_weights
 from compressflow.nn.training import accuracy, predict
 from compressflow.ops import OpContext, Schedule
-from compressflow.ops.artifacts import load_checkpoint
+from compressflow.ops import load_checkpoint
 from compressflow.ops.quantize import load_int8, quantize
 from compressflow.ops.train import train
 
@@ -74,7 +74,7 @@ def test_fine_tuning_a_checkpoint_keeps_its_architecture(tmp_path):
 
 
 def test_an_edited_int8_file_is_refused(scratch, tmp_path):
-    from compressflow.ops.artifacts import sha256_file
+    from compressflow.rundir.files import sha256_file
 
     art = scratch.artifact
     forged = tmp_path / "forged.pt"

@@ -11,13 +11,14 @@ import zarr
 from compressflow.data import load_splits
 from compressflow.data.synthesized import read_image_set, write_image_set
 from compressflow.engine.cancel import Cancelled
-from compressflow.engine.records import Artifact
-from compressflow.engine.spec import load_spec
+from compressflow.rundir.records import Artifact
+from compressflow.spec import load_spec
 from compressflow.errors import InputError, SpecError
 from compressflow.nn.training import predict
 from compressflow.ops import OpContext, Schedule
 from compressflow.ops import synthesize as synthesize_module
-from compressflow.ops.artifacts import artifact_digest, load_checkpoint
+from compressflow.ops import load_checkpoint
+from compressflow.rundir.files import artifact_digest
 from compressflow.ops.distill import distill
 from compressflow.ops.synthesize import synthesize
 from compressflow.ops.train import train
@@ -77,6 +78,14 @@ def test_same_seed_same_images(teacher, tmp_path):
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+def _stop(asked: list) -> None:
+    """A stop check that counts its calls and says the stage was cancelled."""
+    from compressflow.ops import Cancelled
+
+    asked.append(1)
+    raise Cancelled("stage 'synth' was cancelled")
+
+
 def test_progress_and_cancellation_at_report_boundaries(teacher, tmp_path, monkeypatch):
     events = []
     ctx = OpContext("k", "synth", DATA, tmp_path)
@@ -87,7 +96,7 @@ def test_progress_and_cancellation_at_report_boundaries(teacher, tmp_path, monke
     assert [(e["batch"], e["step"]) for e in events] == [(1, 2), (1, 4), (1, 5), (2, 2), (2, 4), (2, 5)]
     assert {e["of"] for e in events} == {5} and {e["of_batches"] for e in events} == {2}
     asked = []
-    stop = OpContext("k2", "synth", DATA, tmp_path / "stop", should_stop=lambda: asked.append(1) or True)
+    stop = OpContext("k2", "synth", DATA, tmp_path / "stop", stop_check=lambda: _stop(asked))
     with pytest.raises(Cancelled):
         synthesize(stop, teacher=teacher, images=4, iterations=5, batch_size=2)
     assert len(asked) == 1  # stopped at the first report, after step 2

@@ -12,7 +12,7 @@ import pytest
 
 import compressflow
 from compressflow.report import write_report
-from conftest import tiny_spec
+from tests.support import tiny_spec
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import compressflow
-from compressflow.results.provenance import git_commit, machine
+from compressflow.engine.provenance import git_commit, machine
 
 
 def _git(repo, *args):
@@ -40,7 +40,7 @@ def test_machine_describes_this_process():
 
 @pytest.mark.slow  # a run on the cluster fixture
 def test_run_records_versions_commit_and_every_workers_machine(client, tmp_path, monkeypatch):
-    from conftest import tiny_spec
+    from tests.support import tiny_spec
 
     monkeypatch.chdir(tmp_path)  # not a git work tree: the commit is ""
     tree = compressflow.run(tiny_spec(), cluster=client, out=tmp_path / "out", show_progress=False)

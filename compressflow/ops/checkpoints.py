@@ -1,86 +1,23 @@
-"""Durable files: atomic writes, hashed checkpoints that rebuild their model, and
-atomically replaced directory trees (the results store)."""
+"""Checkpoints: hashed files of a model's weights and what rebuilds it, read weights-only (a
+file cannot run code). Part of the op contract (:mod:`compressflow.ops`); torch is imported
+when a checkpoint is saved or loaded, not with this module."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import io
-import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from compressflow.errors import InputError, one_line
-from compressflow.engine.records import Artifact
+from compressflow.rundir.files import atomic_write_bytes
+from compressflow.rundir.records import Artifact, artifact_problem
 
-__all__ = [
-    "artifact_digest",
-    "artifact_problem",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "load_checkpoint",
-    "load_weights",
-    "replace_dir",
-    "save_checkpoint",
-    "sha256_file",
-]
+if TYPE_CHECKING:
+    import torch
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def artifact_digest(path: Path) -> str:
-    """sha256 of a file's bytes, or of a directory tree (e.g. a Zarr store): the hash of
-    every file's relative path and sha256, in sorted order."""
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(path).as_posix()}:{sha256_file(f)}".encode())
-    return h.hexdigest()
-
-
-def artifact_problem(artifact: Artifact, *, check_hash: bool = True) -> str | None:
-    """Why ``artifact`` cannot be used (missing, or, with ``check_hash``, its content no
-    longer matches its recorded hash), or None when it is intact."""
-    path = Path(artifact.path)
-    if not path.exists():
-        return f"{artifact.kind} {str(path)!r} is missing"
-    if check_hash and artifact_digest(path) != artifact.sha256:
-        return f"{artifact.kind} {str(path)!r} does not match its recorded sha256 (modified or torn)"
-    return None
+__all__ = ["load_checkpoint", "load_weights", "save_checkpoint"]
 
 
 def save_checkpoint(model: torch.nn.Module, path: Path, *, model_name: str, model_kwargs: dict[str, Any],
@@ -98,6 +35,8 @@ def save_checkpoint(model: torch.nn.Module, path: Path, *, model_name: str, mode
     Artifact
         ``kind="checkpoint"``, with the model name, build kwargs and surgery in ``meta``.
     """
+    import torch
+
     buf = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     meta = {"model": model_name, "kwargs": dict(model_kwargs), "surgery": dict(surgery or {})}
@@ -149,6 +88,8 @@ def load_weights(artifact: Artifact, device: torch.device | str = "cpu") -> dict
         If the file is missing, its hash differs from the artifact's, or it is not a
         weights-only torch file holding a dict: one line naming the file.
     """
+    import torch
+
     problem = artifact_problem(artifact)
     if problem is not None:
         raise InputError(f"{problem}; re-run the stage that produced it")
@@ -175,23 +116,3 @@ def _torch_load_detail(exc: BaseException) -> str:
         lines = [line.split("WeightsUnpickler error:")[-1].strip() for line in text.splitlines()[1:]]
         text = " ".join(line for line in lines if line and not line.startswith("Check the documentation"))
     return one_line(text or type(exc).__name__)
-
-
-def replace_dir(target: Path, write: Callable[[Path], object]) -> None:
-    """Build a directory with ``write(tmp)`` and swap it in for ``target``.
-
-    A crash while writing leaves the previous ``target`` intact (the new tree is built beside
-    it and renamed into place only when complete).
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
-    try:
-        write(tmp)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)

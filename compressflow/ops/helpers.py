@@ -1,30 +1,28 @@
 """Pieces every model-producing op shares: building and fitting a fresh model, and recording
-it (checkpoint, curves, accuracy, costs). The schedules live in :mod:`compressflow.ops.schedule`."""
+it (checkpoint, curves, accuracy, costs). Part of the op contract (:mod:`compressflow.ops`);
+each helper imports torch and xarray when it is called, not with this module. The schedules
+live in :mod:`compressflow.ops.schedule`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-import xarray as xr
-from pydantic import Field
-
-from compressflow.data import Splits
-from compressflow.metrics.flops import macs_per_sample, param_count, train_step_flops_per_sample
-from compressflow.nn.models import build_model
-from compressflow.metrics.classification import classification_metrics
-from compressflow.nn.training import History, LossFn, Stateful, cross_entropy, predict
-from compressflow.engine.records import Artifact, Record
-from compressflow.ops.artifacts import artifact_digest, save_checkpoint
+from compressflow.ops.checkpoints import save_checkpoint
 from compressflow.ops.context import OpContext
 from compressflow.ops.schedule import Schedule
+from compressflow.rundir.files import artifact_digest
+from compressflow.rundir.records import Artifact, Record
 
-__all__ = ["UNITS", "Width", "curves", "fit_model", "model_costs", "model_record", "with_units", "zarr_record"]
+if TYPE_CHECKING:
+    import torch
+    import xarray as xr
 
-Width = Annotated[float, Field(gt=0, le=4)]
+    from compressflow.data import Splits
+    from compressflow.nn.training import History, LossFn, Stateful
+
+__all__ = ["UNITS", "curves", "fit_model", "model_costs", "model_record", "with_units", "zarr_record"]
 
 
 UNITS = {
@@ -64,6 +62,10 @@ def model_costs(model: torch.nn.Module, splits: Splits, hist: History | None = N
     sample × samples trained, plus ``2 × teacher_macs`` per trained sample for a distillation
     teacher's forward; 0 without a history) and ``task_flops`` (``train_flops`` plus 2 × MACs
     for every evaluated sample: the history's plus ``extra_eval``)."""
+    import numpy as np
+
+    from compressflow.metrics.flops import macs_per_sample, param_count, train_step_flops_per_sample
+
     macs = macs_per_sample(model, splits.sample_shape)
     out = {"params": param_count(model), "macs": macs, "train_flops": 0.0}
     evaluated = extra_eval
@@ -78,11 +80,16 @@ def model_costs(model: torch.nn.Module, splits: Splits, hist: History | None = N
 
 
 def fit_model(ctx: OpContext, *, model: str, width: float, seed: int, schedule: Schedule,
-              loss_fn: LossFn = cross_entropy, stateful: Sequence[Stateful] = (), splits: Splits | None = None
+              loss_fn: LossFn | None = None, stateful: Sequence[Stateful] = (), splits: Splits | None = None
               ) -> tuple[torch.nn.Module, History, dict[str, Any]]:
     """Build ``model`` (seeded) for the pipeline's data and train it on ``schedule``
-    (:meth:`OpContext.fit`: progress and energy per epoch; ``stateful``: the loss's own state,
-    checkpointed with the model; ``splits``: other data, e.g. a synthetic training split)."""
+    (:meth:`OpContext.fit`: progress and energy per epoch; ``loss_fn``: cross-entropy by
+    default; ``stateful``: the loss's own state, checkpointed with the model; ``splits``:
+    other data, e.g. a synthetic training split)."""
+    import torch
+
+    from compressflow.nn.models import build_model
+
     splits = ctx.splits() if splits is None else splits
     kwargs = {"num_classes": splits.num_classes, "in_channels": splits.in_channels, "width": width}
     torch.manual_seed(seed)
@@ -97,6 +104,11 @@ def model_record(ctx: OpContext, net: torch.nn.Module, hist: History, model: str
     """Checkpoint ``net`` and record its test metrics (STKD Table 5: accuracy, macro precision,
     recall, specificity, F1, kappa, prevalence, confusion matrix), validation accuracy,
     curves, costs and ``extra`` variables."""
+    import xarray as xr
+
+    from compressflow.metrics.classification import classification_metrics
+    from compressflow.nn.training import predict
+
     splits = ctx.splits()
     artifact = save_checkpoint(net, ctx.artifact_path(".pt"), model_name=model, model_kwargs=kwargs, surgery=surgery)
     pred = predict(net, splits.test, device=ctx.device).argmax(1)
@@ -118,6 +130,8 @@ def model_record(ctx: OpContext, net: torch.nn.Module, hist: History, model: str
 def zarr_record(path: Path, meta: dict[str, Any], **metrics: Any) -> Record:
     """The record of a stage that wrote a Zarr store at ``path``: ``metrics`` plus its size
     on disk (``store_bytes``), and the store as a hashed ``zarr`` artifact."""
+    import xarray as xr
+
     ds = xr.Dataset({**metrics, "store_bytes": sum(f.stat().st_size for f in path.rglob("*") if f.is_file())})
     ds["store_bytes"].attrs["units"] = "bytes"
     return Record(ds, Artifact("zarr", str(path), artifact_digest(path), meta))

@@ -17,40 +17,41 @@ import os
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import xarray as xr
 from distributed import as_completed
 
 from compressflow._console import console
-from compressflow.data import load_splits
-from compressflow.energy import EnergyMeterPlugin
-from compressflow.engine.submission import (check_resources, install_meter, machines, progress_line, submit_graph,
-                                            workers_per_host)
+from compressflow.dashboard import install_dashboard, study_event
+from compressflow.data.load import check_data
+from compressflow.energy.carbon import carbon_intensity, co2_grams
+from compressflow.energy.plugin import EnergyMeterPlugin
 from compressflow.engine.cancel import CancelPlugin
 from compressflow.engine.cluster import connect
-from compressflow.dashboard import install_dashboard, study_event
-from compressflow.engine.events import PROGRESS, STUDY, TASK
-from compressflow.energy import carbon_intensity
-from compressflow.engine.graph import Node, TaskGraph, build_graph, expand, upstream_keys
-from compressflow.engine.search import Search, searches
-from compressflow.engine.records import LedgerEntry
+from compressflow.engine.events import PROGRESS, STUDY, TASK, RunningTasks
+from compressflow.engine.execute import PreloadPlugin
+from compressflow.engine.graph import build_graph, expand
+from compressflow.engine.node import Node
+from compressflow.engine.provenance import provenance
 from compressflow.engine.resume import plan_resume
-from compressflow.engine.rundir import RunDir
-from compressflow.engine.spec import PipelineSpec, load_spec
-from compressflow.engine.status import StageStatus, format_status, status_html
+from compressflow.engine.search import Search, searches
+from compressflow.engine.shipping import install as install_plugins
+from compressflow.engine.status import StageStatus, format_status, status_html, status_of_graph
+from compressflow.engine.submission import (check_resources, install_worker_plugin, load_data_first, lost_entry, machines,
+                                            progress_line, submit_graph, submit_node, workers_per_host)
 from compressflow.errors import InputError
 from compressflow.plugins import Plugin, dedupe, import_plugins
-from compressflow.plugins import install as install_plugins
-from compressflow.results import build_results, check_results_store, save_results
-from compressflow.results.provenance import provenance
+from compressflow.results.build import build_results
+from compressflow.results.store import check_results_store, save_results
+from compressflow.rundir import RunDir
+from compressflow.rundir.records import LedgerEntry
+from compressflow.spec import PipelineSpec, check_models, load_spec
 
 __all__ = ["Study", "submit"]
 
-log = logging.getLogger("compressflow.engine.runner")
+log = logging.getLogger("compressflow.study")
 
 #: seconds a Ctrl-C waits for the cancelled study's running tasks to reach an epoch boundary
 CANCEL_GRACE_S = 30.0
@@ -66,11 +67,12 @@ def submit(
 ) -> Study:
     """Start a compression study and return at once with its :class:`Study` handle.
 
-    Everything that can be refused is checked before this returns (spec, plugins, data
-    location, output directory, cluster, resources): bad input raises here, not later. The
-    run directory stays locked, and a cluster started here stays up, until the study ends;
-    then the results are written to ``out/results.zarr`` as :func:`compressflow.run` writes
-    them.
+    Everything that can be refused cheaply is checked before this returns (spec, plugins,
+    data options and location, output directory, cluster, resources); a dataset whose files
+    are there but damaged is found by the first worker that loads it, before any task runs,
+    and :meth:`Study.result` raises its ``DataError``. The run directory stays locked, and a
+    cluster started here stays up, until the study ends; then the results are written to
+    ``out/results.zarr``.
 
     Parameters
     ----------
@@ -93,14 +95,13 @@ def submit(
     Examples
     --------
     >>> study = compressflow.submit("tasks/quickstart.yaml")      # doctest: +SKIP
-    >>> study.progress()                                          # doctest: +SKIP
-    >>> partial = study.results()                                 # doctest: +SKIP
-    >>> tree = study.result()                                     # doctest: +SKIP
+    >>> study.progress(); partial = study.results(); tree = study.result()  # doctest: +SKIP
     """
     extra = import_plugins([os.fspath(p) if isinstance(p, os.PathLike) else p for p in plugins])
     spec = load_spec(spec)
+    check_models(spec)  # layer names and the like, which need the models built (on the meta device)
     shipped = dedupe([*import_plugins(spec.plugins), *extra])  # the spec's are absolute by now
-    run_dir = RunDir(Path(out) if out is not None else Path("runs") / spec.name)
+    run_dir = RunDir(out) if out is not None else RunDir.default(spec.name)
     run_dir.check_writable()
     return Study(spec, cluster, run_dir, shipped, show_progress)
 
@@ -121,7 +122,7 @@ class Study:
         self._lock = threading.Lock()
         self._finished = threading.Event()
         self._done: dict[str, LedgerEntry] = {}
-        self._running: dict[str, dict[str, Any]] = {}  # key -> latest progress (epoch, energy, worker)
+        self._running = RunningTasks(self.id)  # key -> latest progress (epoch, energy, worker)
         self._cancelled: list[str] = []
         self._error: BaseException | None = None
         self._tree: xr.DataTree | None = None
@@ -144,7 +145,7 @@ class Study:
         self._outer.enter_context(run_dir.lock())
         self._outer.enter_context(console(logging.INFO if self._show else logging.WARNING))
         check_results_store(run_dir.root)
-        load_splits(**spec.data.options())  # a missing dataset directory fails here, not on a worker
+        check_data(**spec.data.options())  # bad data options or a missing directory fail here, not on a worker
         stages = expand(spec)
         resolved = RunDir(run_dir.root.resolve())
         reused = plan_resume((n for nodes in stages.values() for n in nodes), resolved)  # the one read of the records
@@ -152,9 +153,9 @@ class Study:
         self.client = client = self._cluster.enter_context(connect(cluster))
         install_plugins(client, plugins)  # before any task: workers look the ops up by name
         workers = client.scheduler_info(n_workers=-1)["workers"]  # address -> info, read once
-        install_meter(client, EnergyMeterPlugin(country=spec.energy.country, region=spec.energy.region,
-                                                    pue=spec.energy.pue,
-                                                    n_workers_on_host=workers_per_host(workers)))
+        install_worker_plugin(client, PreloadPlugin())  # workers import torch meanwhile, in the background
+        install_worker_plugin(client, EnergyMeterPlugin(country=spec.energy.country, region=spec.energy.region,
+                                                n_workers_on_host=workers_per_host(workers)))
         check_resources(workers, graph)
         self.dashboard_link = client.dashboard_link
         #: the study's page on the scheduler's dashboard (None if the scheduler refused it)
@@ -166,7 +167,8 @@ class Study:
         client.subscribe_topic(PROGRESS, self._on_progress)
         client.log_event(STUDY, study_event(graph, self.id, out=self.out))
         self.started = time.time()
-        self._futures = submit_graph(client, graph, sorted(workers))
+        self._workers = sorted(workers)
+        self._futures: dict[str, Any] = {}  # submitted by the background thread, once a worker has the data
         graph.searches = searches(spec, stages, parallel=len(workers))
         self._search_of: dict[str, Search] = {}  # task key -> the search it is a trial of
         self._run = resolved
@@ -177,6 +179,8 @@ class Study:
     def _collect(self) -> None:
         try:
             with self._cluster:
+                load_data_first(self.client, self.graph, self.id)  # a damaged dataset: no task starts
+                self._futures = submit_graph(self.client, self.graph, self._workers)
                 # the study's own client's loop: as_completed otherwise takes the process's default
                 # client, which may be another study's (closed) one, and then waits forever
                 done = as_completed(list(self._futures.values()), loop=self.client.loop, with_results=True,
@@ -184,10 +188,10 @@ class Study:
                 for search in self.graph.searches:
                     self._advance(search, search.start(), done)
                 for i, (fut, value) in enumerate(done, 1):
-                    entry = value if isinstance(value, LedgerEntry) else _lost(self.graph.nodes[fut.key], fut)
+                    entry = value if isinstance(value, LedgerEntry) else lost_entry(self.graph.nodes[fut.key], fut)
                     with self._lock:
                         self._done[entry.key] = entry
-                        self._running.pop(entry.key, None)
+                    self._running.ended(entry.key)
                     log.info("  done %d/%d: %s %s (%s)", i, len(self._futures), entry.stage, entry.key, entry.status)
                     search = self._search_of.get(entry.key)
                     if search is not None:
@@ -199,7 +203,7 @@ class Study:
                 with contextlib.suppress(Exception):  # a closed client has no subscriptions left
                     self.client.unsubscribe_topic(TASK)
                     self.client.unsubscribe_topic(PROGRESS)
-            tree = build_results(self.graph, {**self.graph.reused, **self._done}, provenance(self._machines))
+            tree = self._build({**self.graph.reused, **self._done})
             save_results(tree, self.out)
             self._tree = tree
         except BaseException as exc:  # the handle re-raises it from result()
@@ -213,8 +217,6 @@ class Study:
     def _advance(self, search: Search, nodes: list[Node], done: as_completed) -> None:
         """Run a search's next tasks: reuse one finished in an earlier run (and go on with what
         the search asks next), submit the others."""
-        from compressflow.engine.execute import execute_task  # torch: only once a study runs
-
         queue = list(nodes)
         while queue:
             node = queue.pop(0)
@@ -234,34 +236,27 @@ class Study:
                     self.graph.reused[node.key] = earlier[node.key]
                 queue.extend(search.finished(earlier[node.key], energy=self._energy_of(earlier[node.key])))
                 continue
-            upstream = [self.graph.reused[k] if k in self.graph.reused else self._futures[k]
-                        for k in upstream_keys(node.needs.values())]
-            fut = self.client.submit(execute_task, node, self.spec.data.options(), self._run, *upstream,
-                                     study=self.id, key=node.key, resources=node.resources or None, pure=False)
+            fut = submit_node(self.client, self.graph, node, self._futures, self._run, self.id)
             self._futures[node.key] = fut
             done.add(fut)
 
+    def _build(self, tasks: dict[str, LedgerEntry]):
+        graph = self.graph
+        return build_results(self.spec, graph.stages, tasks, reused=graph.reused, searches=graph.searches,
+                             provenance=provenance(self._machines))
+
     def _energy_of(self, entry: LedgerEntry) -> dict[str, float]:
         kwh = float(entry.energy.get("energy_kwh", math.nan))
-        return {"energy_kwh": kwh, "co2_g": kwh * self.spec.energy.pue * self._intensity,
+        return {"energy_kwh": kwh, "co2_g": co2_grams(kwh, self.spec.energy.pue, self._intensity),
                 "duration_s": float(entry.duration_s)}
 
     def _on_task(self, event: tuple[float, dict]) -> None:
-        _, msg = event
-        if msg.get("study") != self.id:
-            return
-        with self._lock:
-            if msg.get("event") == "start" and msg["key"] not in self._done:
-                self._running[msg["key"]] = {"stage": msg.get("stage"), "worker": msg.get("worker"),
-                                             "started": time.time()}
-            elif msg.get("event") == "end":
-                self._running.pop(msg["key"], None)
+        self._running.on_task(event[1], self._done)
 
     def _on_progress(self, event: tuple[float, dict]) -> None:
         _, msg = event
+        self._running.on_progress(msg)
         with self._lock:
-            if msg.get("key") in self._running:
-                self._running[msg["key"]].update(msg)
             search = self._search_of.get(msg.get("key", ""))
         if search is not None and isinstance(msg.get("epoch"), int):
             value = msg.get(search.search.directions()[0][0])
@@ -352,25 +347,8 @@ class Study:
         """Per stage: tasks reused from earlier runs, ran (finished in this run), running,
         pending, failed and cancelled, and the kWh of what ran."""
         with self._lock:
-            done, running = dict(self._done), set(self._running)
-        rows = []
-        for stage, nodes in self.graph.stages.items():
-            if self.spec.stages[stage].search is not None:  # every rung of every trial asked so far
-                nodes = [n for search in self.graph.searches if search.stage == stage for n in search.history]
-            counts: Counter[str] = Counter()
-            kwh = 0.0
-            for node in dict.fromkeys(n.key for n in nodes):  # a task shared by two sweep points counts once
-                if node in self.graph.reused:
-                    counts["reused"] += 1
-                elif node in done:
-                    entry = done[node]
-                    counts["ran" if entry.ok else entry.status] += 1
-                    value = float(entry.energy.get("energy_kwh", math.nan))
-                    kwh += value if math.isfinite(value) else 0.0
-                else:
-                    counts["running" if node in running else "pending"] += 1
-            rows.append(StageStatus.from_counts(stage, counts, kwh))
-        return rows
+            done, running = dict(self._done), set(self._running.snapshot())
+        return status_of_graph(self.graph, done, running)
 
     def results(self) -> xr.DataTree:
         """The results of everything finished so far, in the layout of the final results:
@@ -381,23 +359,22 @@ class Study:
             return self._tree
         with self._lock:
             tasks = {**self.graph.reused, **self._done}
-            running = set(self._running)
+            running = set(self._running.snapshot())
         for key, node in self.graph.nodes.items():
             if key not in tasks:
                 tasks[key] = LedgerEntry(key, node.stage, node.op, dict(node.point),
                                          status="running" if key in running else "pending")
-        return build_results(self.graph, tasks, provenance(self._machines))
+        return self._build(tasks)
 
     def running(self) -> dict[str, dict[str, Any]]:
         """Key → latest progress of each running task (stage, worker, epoch, of, val_accuracy,
         energy_kwh, ...), from the tasks' progress events."""
-        with self._lock:
-            return {k: dict(v) for k, v in self._running.items()}
+        return self._running.snapshot()
 
     def progress(self) -> Any:
         """Show progress: an ipywidgets display per stage in Jupyter (returned at once and kept
         up to date), else a bar on a terminal or log lines, until the study ends."""
-        from compressflow.engine.progress import show_progress
+        from compressflow.api.progress import show_progress
 
         return show_progress(self)
 
@@ -420,13 +397,4 @@ class Study:
                 f"out <code>{html.escape(str(self.out))}</code>{dash}</div>{status_html(self.status())}")
 
 
-def _lost(node: Any, fut: Any) -> LedgerEntry:
-    """A task Dask itself gave up on (e.g. its workers kept dying): a failed entry, so the
-    collection of the others goes on."""
-    try:
-        exc = fut.exception()
-        why = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-    except Exception as err:  # cancelled futures have no exception to give
-        why = f"{type(err).__name__}: {err}"
-    return LedgerEntry(node.key, node.stage, node.op, dict(node.point), status="failed", error=why)
 

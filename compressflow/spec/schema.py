@@ -1,15 +1,9 @@
-"""Pipeline specs: YAML → validated, frozen data, checked against the registries before any
-task runs. Every problem becomes one :class:`~compressflow.errors.SpecError` line that names
-the field, quotes the bad value and lists what is valid.
+"""The spec's schema: frozen pydantic models of a study (:class:`PipelineSpec` and its parts)
+with the rules that need no registry lookup beyond names — stage names, renamed sweep axes,
+the data block's options — and each option's one default.
 
-A spec is data from a file anyone may have written, so reading it is bounded: at most
-:data:`MAX_SPEC_BYTES` of UTF-8 text, YAML nested at most :data:`MAX_YAML_DEPTH` levels and
-expanding to at most :data:`MAX_YAML_NODES` nodes (an alias counts as a copy of what it
-names, so an alias bomb is refused before anything is built), no duplicate keys; values are
-validated strictly (no coercion of ``true`` to 1 or ``'0.1'`` to 0.1; numbers finite; integers
-within 64 bits); stage names are safe identifiers that the results tree does not use for
-itself; and the sweeps may expand to at most :data:`MAX_TASKS` tasks, counted before any
-task is built."""
+:func:`compressflow.spec.load_spec` reads a file into these models and checks the stages
+against the op registry."""
 
 from __future__ import annotations
 
@@ -17,26 +11,25 @@ import graphlib
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from compressflow.engine._yaml import MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, read_yaml
-from compressflow.engine.search_spec import BudgetSpec, DimensionSpec, SearchSpec, check_search, first_configuration
-from compressflow.engine.spec_size import MAX_TASKS, check_size, task_counts
-from compressflow.errors import SpecError
-from compressflow.plugins import import_plugins
-from compressflow.registries import DATASETS, OPS, SUMMARIES
-from compressflow.ops.signature import (Seed, check_numbers, describe_error, field_path, shown, stage_signature,
-                                            yaml_tuples)
+from compressflow.ops.signature import Seed, field_path, shown, yaml_tuples
+from compressflow.registries import DATASETS, SUMMARIES
+from compressflow.spec.search import SearchSpec
 
-__all__ = ["MAX_SPEC_BYTES", "MAX_STAGE_NAME", "MAX_TASKS", "MAX_YAML_DEPTH", "MAX_YAML_NODES", "DataSpec", "EnergySpec",
-           "PipelineSpec", "SchedulingSpec", "StageSpec", "load_spec", "one_line", "reserved_stage_names", "task_counts"]
+__all__ = ["GROUP_NAMES", "MAX_STAGE_NAME", "STAGE_LEDGER", "DataSpec", "EnergySpec", "PipelineSpec", "SchedulingSpec", "StageSpec",
+           "reserved_stage_names"]
 
 #: the longest stage name: it becomes a Zarr group, a DataTree key and part of file names
 MAX_STAGE_NAME = 64
+#: the variables every stage group of the results takes from the ledger
+STAGE_LEDGER = ("status", "duration_s", "energy_kwh", "facility_kwh", "co2_g")
+#: the names a stage group uses for itself (its ledger variables and its tasks' keys): no sweep
+#: axis may be called so (``as:``), or the group would lose them
+GROUP_NAMES = (*STAGE_LEDGER, "task_key")
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 _STAGE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -44,7 +37,12 @@ _NAME_RULE = f"use letters, digits, _ and - (start with a letter or _), at most 
 
 
 class DataSpec(BaseModel):
-    """Which dataset every stage of the pipeline uses (see :func:`compressflow.data.load_splits`)."""
+    """Which dataset every stage of the pipeline uses, and its options (see
+    :func:`compressflow.data.load_splits`, :func:`compressflow.data.load_detection_splits`).
+
+    One block for every dataset: each dataset takes the options its loader names (``root``
+    means nothing to ``digits``, ``num_images`` only to ``shapes``), and only those count in a
+    task's key (:func:`compressflow.engine.keys.dataset_options`)."""
 
     model_config = _STRICT
     dataset: str = "digits"
@@ -57,6 +55,8 @@ class DataSpec(BaseModel):
     augment: yaml_tuples(tuple[str, ...] | None) = None  # type: ignore[valid-type]  # built at runtime for pydantic
     num_samples: int = Field(default=1000, ge=20, le=10_000_000)
     num_classes: int = Field(default=10, ge=2, le=100_000)
+    num_images: int = Field(default=300, ge=3, le=100_000)
+    max_objects: int = Field(default=3, ge=1, le=50)
 
     @field_validator("dataset")
     @classmethod
@@ -68,7 +68,7 @@ class DataSpec(BaseModel):
     @field_validator("augment")
     @classmethod
     def _known_augmentations(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        from compressflow.data import AUGMENT_OPS
+        from compressflow.data.options import AUGMENT_OPS
 
         for op in v or ():
             if op not in AUGMENT_OPS:
@@ -103,7 +103,7 @@ class EnergySpec(BaseModel):
     @field_validator("country")
     @classmethod
     def _known_country(cls, v: str) -> str:
-        from compressflow.energy import carbon_intensity
+        from compressflow.energy.carbon import carbon_intensity
 
         carbon_intensity(v)  # raises InputError with valid codes
         return v
@@ -126,7 +126,7 @@ class StageSpec(BaseModel):
     (argument name → stage name), a ``sweep`` grid (a parameter's axis may be renamed in the
     results and in how stages align: ``sweep: {model: {as: student_model, values: [...]}}``,
     kept as ``sweep_as``), a ``search`` of its parameters
-    (:mod:`compressflow.engine.search_spec`; beside a sweep, one search per sweep point), per-task
+    (:mod:`compressflow.spec.search`; beside a sweep, one search per sweep point), per-task
     ``resources``, the ``scheduling`` policy of its tasks and ``checkpoint_every`` (overrides the
     pipeline's)."""
 
@@ -209,163 +209,16 @@ class PipelineSpec(BaseModel):
                 raise PydanticCustomError("spec_line", "{line}", {"line": problem})
         return stages
 
+    def checkpoint_every_of(self, stage: str) -> int:
+        """Epochs between a training task's resumable states in ``stage``: the stage's own
+        ``checkpoint_every``, else the pipeline's."""
+        own = self.stages[stage].checkpoint_every
+        return self.checkpoint_every if own is None else own
+
     def order(self) -> list[str]:
         """Stage names in dependency order (upstream first)."""
         graph = {name: set(st.needs.values()) for name, st in self.stages.items()}
         return list(graphlib.TopologicalSorter(graph).static_order())
-
-
-def load_spec(spec: str | os.PathLike | Mapping[str, Any] | PipelineSpec) -> PipelineSpec:
-    """Load and validate a pipeline spec; import its ``plugins`` first.
-
-    Parameters
-    ----------
-    spec : path, mapping or PipelineSpec
-        A YAML file, an already-parsed mapping, or a spec (returned as is).
-
-    Returns
-    -------
-    PipelineSpec
-        Validated against the op, model, dataset and loss registries.
-
-    Raises
-    ------
-    SpecError
-        One line naming the field, the bad value and the valid choices.
-
-    Examples
-    --------
-    >>> spec = load_spec({"name": "demo", "stages": {"t": {"op": "train", "params": {"epochs": 10}}}})
-    >>> spec.order()
-    ['t']
-    """
-    if isinstance(spec, PipelineSpec):
-        return spec
-    if isinstance(spec, (str, os.PathLike)):
-        raw = _read_yaml(Path(spec))
-    elif isinstance(spec, Mapping):
-        raw = dict(spec)
-    else:
-        raise SpecError(f"spec: expected a YAML path or a mapping, got {type(spec).__name__}")
-    if raw is None:
-        raise SpecError(f"spec: {str(spec)!r} is empty; a spec is a mapping of name, data, energy and stages "
-                        f"(see tasks/quickstart.yaml)")
-    if not isinstance(raw, dict):
-        kind = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
-            type(raw), f"a {type(raw).__name__}")
-        raise SpecError(f"spec: the top level must be a mapping of name, data, energy and stages, got {kind} "
-                        f"({shown(raw)})")
-    check_numbers(raw, "", max_depth=MAX_YAML_DEPTH)
-    if "plugins" in raw:  # imported first: the stages may use their ops, models and datasets
-        base = Path(spec).parent if isinstance(spec, (str, os.PathLike)) else Path.cwd()
-        raw["plugins"] = [p.source for p in import_plugins(raw["plugins"], base, field="plugins")]
-    try:
-        parsed = PipelineSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecError(one_line(exc)) from None
-    _check_stages(parsed)
-    check_size(parsed)
-    return parsed
-
-
-def _read_yaml(path: Path) -> Any:
-    return read_yaml(path, field="spec", what="a spec")
-
-
-def one_line(exc: ValidationError) -> str:
-    """The first pydantic error as ``field.path: message (got value)`` on one line."""
-    err = exc.errors()[0]
-    loc = field_path("", *err["loc"])
-    if err["type"] == "extra_forbidden":
-        return f"{loc}: unknown key {shown(err['loc'][-1])}; {_valid_keys(exc.title, err['loc'])}"
-    if err["type"] == "missing":
-        return f"{loc}: required field is missing"
-    return describe_error(err)
-
-
-def _valid_keys(model_title: str, loc: tuple) -> str:
-    model: type[BaseModel] = {m.__name__: m for m in (PipelineSpec, DataSpec, EnergySpec, StageSpec, SchedulingSpec, SearchSpec, BudgetSpec, DimensionSpec)}.get(
-        model_title, PipelineSpec
-    )
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
-        ann: Any = getattr(field, "annotation", None)
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        elif field is not None and getattr(ann, "__args__", None):
-            inner = [a for a in ann.__args__ if isinstance(a, type) and issubclass(a, BaseModel)]
-            model = inner[0] if inner else model
-    return f"valid keys: {', '.join(model.model_fields)}"
-
-
-def _check_stages(spec: PipelineSpec) -> None:
-    names = list(spec.stages)
-    for name, st in spec.stages.items():
-        where = f"stages.{name}"
-        if st.op not in OPS:
-            raise SpecError(f"{where}.op: {OPS.unknown_message(st.op)}")
-        sig = stage_signature(st.op)
-        for arg, upstream in st.needs.items():
-            at = field_path(f"{where}.needs", arg)
-            if arg not in sig.artifacts:
-                valid = ", ".join(sig.artifacts) or "none (this op takes no upstream stage)"
-                raise SpecError(f"{at}: op {st.op!r} has no input {shown(arg)}; valid inputs: {valid}")
-            if upstream not in spec.stages:
-                raise SpecError(f"{at}: no stage named {shown(upstream)}; stages are: {', '.join(names)}")
-            if upstream == name:
-                raise SpecError(f"{at}: a stage cannot need itself")
-        missing = [a for a in sig.required_artifacts if a not in st.needs]
-        if missing:
-            raise SpecError(
-                f"{where}.needs: op {st.op!r} needs an upstream stage for {', '.join(map(repr, missing))}; "
-                f"add e.g. needs: {{{missing[0]}: <stage name>}}"
-            )
-        for axis, values in st.sweep.items():
-            at = field_path(f"{where}.sweep", axis)
-            if axis not in sig.params:
-                raise SpecError(f"{at}: op {st.op!r} has no parameter {shown(axis)}; valid: {', '.join(sig.params)}")
-            if not values:
-                raise SpecError(f"{at}: the sweep is empty; give at least one value")
-            if axis in st.params:
-                raise SpecError(f"{at}: {axis!r} is both in params and in sweep; keep one")
-        for param, axis in st.sweep_as.items():
-            at = field_path(f"{where}.sweep", param)
-            if param not in st.sweep:
-                raise SpecError(f"{where}.sweep_as.{param}: {param!r} is not swept; sweep axes: {', '.join(st.sweep) or 'none'}")
-            if not isinstance(axis, str) or not _AXIS_NAME.fullmatch(axis):
-                raise SpecError(f"{at}.as: {shown(axis)} is not an axis name; use letters, digits and _")
-            if axis != param and axis in sig.params:
-                raise SpecError(f"{at}.as: {axis!r} is another parameter of op {st.op!r}; choose a name that is "
-                                f"not one of: {', '.join(sig.params)}")
-            if [st.axis(p) for p in st.sweep].count(axis) > 1:
-                raise SpecError(f"{at}.as: two of this stage's sweep axes would be named {axis!r}; rename one")
-        check_search(spec, name)
-        first_point = {axis: values[0] for axis, values in st.sweep.items()}  # a swept param may be required
-        first_point.update(first_configuration(st.search))  # and so may a searched one
-        try:
-            sig.validate({**st.params, **first_point}, where=f"{where}.params")
-        except SpecError as exc:  # a bad first sweep value is named as a sweep value
-            msg = str(exc)
-            for axis in st.sweep:
-                msg = msg.replace(f"{where}.params.{axis}:", f"{where}.sweep.{axis}:", 1)
-            raise SpecError(msg) from None
-        for axis, values in st.sweep.items():
-            for value in values:
-                sig.validate({**st.params, **first_point, axis: value}, where=f"{where}.sweep")
-        key_by = st.scheduling.key_by
-        if key_by is not None and key_by not in st.axes():
-            raise SpecError(f"{where}.scheduling.key_by: {shown(key_by)} is not a sweep axis of this stage; "
-                            f"sweep axes: {', '.join(st.axes()) or 'none'}")
-        for resource, amount in st.resources.items():
-            if not amount > 0:  # Dask waits forever for a worker offering 0, a negative or NaN amount
-                raise SpecError(f"{field_path(f'{where}.resources', resource)}: must be > 0 (got {amount!r})")
-    try:
-        spec.order()
-    except graphlib.CycleError as exc:
-        cycle = " -> ".join(exc.args[1])
-        raise SpecError(f"stages: dependency cycle {cycle}; remove one of these needs") from None
-    for name, st in spec.stages.items():  # an op's own cross-stage checks (e.g. blockwise layer names)
-        OPS.check(st.op)(spec, name)
 
 
 _AXIS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")

@@ -1,6 +1,11 @@
-"""The small picklable things that travel through the task graph: artifacts (a file + its
-hash), a stage's :class:`Record` and the ledger's :class:`LedgerEntry`. Models and tensors
-never travel; records persist as JSON so finished work survives the client."""
+"""The small picklable things that travel through the task graph — artifacts (a file + its
+hash), a stage's :class:`Record` and the ledger's :class:`LedgerEntry` — and the one format
+and reader of their persisted form, ``OUT/records/<key>.json``. Models and tensors never
+travel; records persist as JSON so finished work survives the client.
+
+The types are the op contract's (:mod:`compressflow.ops` exports them); they are defined
+here, beside the run directory that keeps them, so that every layer that reads a run
+directory (the engine, the results, ``compressflow status``) reads records one way."""
 
 from __future__ import annotations
 
@@ -14,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from compressflow.rundir.files import artifact_digest
+
 if TYPE_CHECKING:  # imported where a record is built: a spec check reaches this module without needing xarray
     import xarray as xr
 
-__all__ = ["Artifact", "LedgerEntry", "Record", "RecordError", "Upstream", "read_record"]
+__all__ = ["Artifact", "LedgerEntry", "Record", "RecordError", "Upstream", "artifact_problem", "read_record"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,17 @@ class Artifact:
     path: str
     sha256: str
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def artifact_problem(artifact: Artifact, *, check_hash: bool = True) -> str | None:
+    """Why ``artifact`` cannot be used (missing, or, with ``check_hash``, its content no
+    longer matches its recorded hash), or None when it is intact."""
+    path = Path(artifact.path)
+    if not path.exists():
+        return f"{artifact.kind} {str(path)!r} is missing"
+    if check_hash and artifact_digest(path) != artifact.sha256:
+        return f"{artifact.kind} {str(path)!r} does not match its recorded sha256 (modified or torn)"
+    return None
 
 
 @dataclass
@@ -110,27 +128,26 @@ class LedgerEntry:
         A relative artifact path is resolved against ``root`` (the run directory), or left as
         it is without one.
         """
-        data = json.loads(text)
-        data.pop("digest", None)
-        rec = data.pop("record", None)
-        task = cls(**data)
-        if rec is not None:
-            art = rec["artifact"]
-            if art is not None and root is not None:
-                art = {**art, "path": str(Path(root) / art["path"])}  # an absolute path stays as it is
+        return _from_data(json.loads(text), root)
+
+
+def _from_data(data: dict[str, Any], root: Path | str | None, metrics: bool = True) -> LedgerEntry:
+    data = dict(data)
+    data.pop("digest", None)
+    rec = data.pop("record", None)
+    task = LedgerEntry(**data)
+    if rec is not None:
+        art = rec["artifact"]
+        if art is not None and root is not None:
+            art = {**art, "path": str(Path(root) / art["path"])}  # an absolute path stays as it is
+        if metrics:
             import xarray as xr
 
-            task.record = Record(xr.Dataset.from_dict(rec["metrics"]), Artifact(**art) if art else None)
-        return task
-
-    @classmethod
-    def load(cls, path: Path | str, root: Path | str | None = None) -> LedgerEntry | None:
-        """The record at ``path``, or None if it is missing or does not pass :func:`read_record`
-        (artifact hash not checked; ``root`` defaults to the run directory ``path`` is in)."""
-        try:
-            return read_record(path, root, check_hash=False)
-        except (FileNotFoundError, RecordError):
-            return None  # missing, torn or bad: the task simply runs again
+            ds = xr.Dataset.from_dict(rec["metrics"])
+        else:
+            ds = None  # the caller asked for the ledger fields only (no xarray)
+        task.record = Record(ds, Artifact(**art) if art else None)
+    return task
 
 
 class RecordError(ValueError):
@@ -146,8 +163,10 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {"resumed_from_epoch": int, "attempts_kwh": list}
 
 
-def read_record(path: Path | str, root: Path | str | None = None, *, check_hash: bool = True) -> LedgerEntry:
-    """Read and validate the persisted record ``OUT/records/<key>.json``.
+def read_record(path: Path | str, root: Path | str | None = None, *, check_hash: bool = True,
+                metrics: bool = True) -> LedgerEntry:
+    """Read and validate the persisted record ``OUT/records/<key>.json``: the one reader of
+    records (:meth:`compressflow.rundir.RunDir.read_record` calls it).
 
     A record is trusted only when it is what :meth:`LedgerEntry.to_json` wrote for this task:
     every field present with its type, ``key`` equal to the file's name, content matching its
@@ -164,6 +183,10 @@ def read_record(path: Path | str, root: Path | str | None = None, *, check_hash:
         directory above ``records/``).
     check_hash : bool
         Hash the artifact (a checkpoint, or a whole Zarr store) against the record.
+    metrics : bool
+        Build the record's metrics as an :class:`xarray.Dataset`; False leaves
+        ``record.metrics`` None (every check still runs, on the JSON): for readers that need
+        the ledger fields only, without importing xarray.
 
     Returns
     -------
@@ -192,16 +215,14 @@ def read_record(path: Path | str, root: Path | str | None = None, *, check_hash:
     if not isinstance(data, dict):
         raise RecordError(f"is not a JSON object (got {type(data).__name__})")
     _check_schema(data, path)
-    task = _parse(text, root)
-    _check_values(task)
+    task = _parse(data, root, metrics)
+    _check_values(task.energy, data.get("record"))
     if "digest" in data:  # checked after the specific checks, whose messages say more
         digest = data.pop("digest")
         if not isinstance(digest, str) or digest != _digest(data):
             raise RecordError("content does not match its digest (edited by hand or torn)")
     art = task.record.artifact if task.record is not None else None
     if art is not None:
-        from compressflow.ops.artifacts import artifact_problem  # store imports this module
-
         problem = artifact_problem(art, check_hash=check_hash)
         if problem is not None:
             raise RecordError(problem)
@@ -245,26 +266,29 @@ def _check_schema(data: dict[str, Any], path: Path) -> None:
                 raise RecordError("field 'record.artifact' is not {kind, path, sha256, meta}")
 
 
-def _parse(text: str, root: Path) -> LedgerEntry:
+def _parse(data: dict[str, Any], root: Path, metrics: bool) -> LedgerEntry:
     try:
-        return LedgerEntry.from_json(text, root)
+        return _from_data(data, root, metrics)
     except Exception as exc:  # untrusted input: any failure to rebuild it means it cannot be reused
         raise RecordError(f"cannot be parsed ({type(exc).__name__}: {_short(str(exc))})") from None
 
 
-def _check_values(task: LedgerEntry) -> None:
-    for name, value in task.energy.items():
+def _check_values(energy: dict[str, Any], record: dict[str, Any] | None) -> None:
+    for name, value in energy.items():
         if name.endswith("_kwh") or name in ("co2_g", "duration_s"):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or math.isinf(value):
                 raise RecordError(f"energy {name} = {_short(value)} is not a finite number ≥ 0 (or NaN)")
-    if task.record is None:
-        return
-    metrics = task.record.metrics
-    for name in map(str, metrics.data_vars):
+    variables = (record or {}).get("metrics", {}).get("data_vars", {})
+    if not isinstance(variables, dict):
+        raise RecordError("field 'record.metrics' has no mapping of variables")
+    for name, var in variables.items():
         # accuracies are fractions; a drop (teacher minus student) may be negative
         if "accuracy" not in str(name) or "drop" in str(name):
             continue
-        values = np.asarray(metrics[name].values)
+        try:
+            values = np.asarray(var["data"])
+        except (TypeError, KeyError, ValueError):
+            raise RecordError(f"{name} has no data") from None
         if values.dtype.kind not in "fiub":
             raise RecordError(f"{name} = {_short(values.tolist())} is not a number")
         values = values.astype(float)

@@ -10,7 +10,8 @@ Lines (space-separated; a worker name has no spaces)::
 
 Energies are cumulative within their attempt. Logs of earlier versions hold only
 ``<worker> <time>`` start lines (attempts without energy). One short line is appended with one
-``write`` to a file opened for appending, so lines of concurrent writers never interleave."""
+``write`` to a file opened for appending, so lines of concurrent writers never interleave.
+An attempt writes its lines without reading the log, and reads it once, when it ends."""
 
 from __future__ import annotations
 
@@ -20,9 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from compressflow.engine.rundir import RunDir
-
-__all__ = ["Attempt", "AttemptLog", "lost_energy", "parse_attempts"]
+__all__ = ["COMPONENTS", "Attempt", "AttemptLog", "Attempts", "lost_energy", "parse_attempts", "read_attempts"]
 
 COMPONENTS = ("cpu_kwh", "gpu_kwh", "ram_kwh")
 
@@ -37,6 +36,12 @@ class Attempt:
     gpu_kwh: float = 0.0
     ram_kwh: float = 0.0
     status: str = ""
+    started: float = -math.inf  # POSIX seconds of its start line (-inf: unreadable)
+
+    @property
+    def kwh(self) -> float:
+        """CPU + GPU + RAM (a component that was not measured adds nothing)."""
+        return sum(v for v in (self.cpu_kwh, self.gpu_kwh, self.ram_kwh) if math.isfinite(v))
 
 
 def parse_attempts(lines: list[str]) -> dict[str, Attempt]:
@@ -46,13 +51,13 @@ def parse_attempts(lines: list[str]) -> dict[str, Attempt]:
     for n, line in enumerate(lines):
         parts = line.split()
         if len(parts) == 2:  # an earlier version's start line
-            attempts[f"#{n}"] = Attempt(parts[0])
+            attempts[f"#{n}"] = Attempt(parts[0], started=_time(parts[1]))
             continue
         if len(parts) < 4:
             continue
         worker, kind, aid, rest = parts[0], parts[2], parts[3], parts[4:]
         if kind == "start":
-            attempts[aid] = Attempt(worker)
+            attempts[aid] = Attempt(worker, started=_time(parts[1]))
         elif aid in attempts and kind in ("energy", "end"):
             att = attempts[aid]
             if kind == "end" and rest:
@@ -81,50 +86,65 @@ def lost_energy(attempts: dict[str, Attempt], current: str) -> dict[str, float]:
     return lost
 
 
+def _time(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return -math.inf
+
+
+def read_attempts(path: Path) -> dict[str, Attempt]:
+    """Every attempt in the log at ``path`` (none when there is no log)."""
+    try:
+        return parse_attempts(path.read_text(encoding="utf-8", errors="replace").splitlines())
+    except FileNotFoundError:
+        return {}
+
+
+@dataclass
+class Attempts:
+    """What the log says of a task once one of its attempts ended: ``workers`` that started
+    it (in start order), ``kwh`` of each attempt, and ``lost`` kWh per component of the
+    attempts other than this one that did not finish."""
+
+    workers: list[str]
+    kwh: list[float]
+    lost: dict[str, float]
+
+
 class AttemptLog:
-    """This execution's view of the task's attempt log.
+    """One attempt's lines in a task's attempt log (written through
+    :meth:`compressflow.rundir.RunDir.attempt_log`).
 
     Parameters
     ----------
-    run : RunDir or path
-        The run directory.
-    key : str
-        The task's key.
+    path : path
+        The task's log, ``OUT/attempts/<key>.log``.
     worker : str
         Who runs this attempt (a worker address).
     """
 
-    def __init__(self, run: RunDir | Path | str, key: str, worker: str) -> None:
-        self.path = (run if isinstance(run, RunDir) else RunDir(run)).attempt_log(key)
+    def __init__(self, path: Path, worker: str) -> None:
+        self.path = Path(path)
         self.worker = worker
         self.id = uuid.uuid4().hex[:12]
 
-    def start(self) -> list[str]:
-        """Log this start; return every worker that started the task so far, this one last."""
+    def start(self) -> None:
+        """Log this start."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._append(f"start {self.id}")
-        return [a.worker for a in self.attempts().values()]
 
     def energy(self, cpu_kwh: float, gpu_kwh: float, ram_kwh: float) -> None:
         """Log the energy this attempt has used so far (called per epoch by the meter)."""
         self._append(f"energy {self.id} {cpu_kwh!r} {gpu_kwh!r} {ram_kwh!r}")
 
-    def end(self, status: str, cpu_kwh: float, gpu_kwh: float, ram_kwh: float) -> None:
-        """Log how this attempt ended and its whole energy."""
+    def end(self, status: str, cpu_kwh: float, gpu_kwh: float, ram_kwh: float) -> Attempts:
+        """Log how this attempt ended and its whole energy; read the log (once) for what the
+        task's record keeps of its attempts."""
         self._append(f"end {self.id} {status} {cpu_kwh!r} {gpu_kwh!r} {ram_kwh!r}")
-
-    def attempts(self) -> dict[str, Attempt]:
-        """Every attempt of the task so far (see :func:`parse_attempts`)."""
-        return parse_attempts(self.path.read_text(encoding="utf-8").splitlines())
-
-    def kwh(self) -> list[float]:
-        """Energy (kWh, CPU + GPU + RAM; unmeasured components add nothing) of every attempt
-        so far, in start order: a killed one's last sample, a finished one's end reading."""
-        return [sum(v for v in (a.cpu_kwh, a.gpu_kwh, a.ram_kwh) if math.isfinite(v)) for a in self.attempts().values()]
-
-    def lost(self) -> dict[str, float]:
-        """kWh per component of the task's attempts that did not finish (this one excluded)."""
-        return lost_energy(self.attempts(), self.id)
+        attempts = read_attempts(self.path)
+        return Attempts([a.worker for a in attempts.values()], [a.kwh for a in attempts.values()],
+                        lost_energy(attempts, self.id))
 
     def _append(self, text: str) -> None:
         with open(self.path, "a", encoding="utf-8") as fh:

@@ -27,18 +27,15 @@ Multi-objective searches give ``objectives: [val_accuracy:max, co2_g:min]`` inst
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from compressflow.errors import SpecError
-from compressflow.ops.signature import Seed, field_path, shown, stage_signature
+from compressflow.ops.signature import Seed, shown
 
-if TYPE_CHECKING:
-    from compressflow.engine.spec import PipelineSpec
 
 __all__ = ["BudgetSpec", "DimensionSpec", "LEDGER_OBJECTIVES", "MULTI_FIDELITY", "MAX_TRIALS", "SearchSpec",
-           "STRATEGIES", "check_search", "first_configuration", "rungs"]
+           "STRATEGIES", "first_configuration", "rungs"]
 
 STRATEGIES = ("grid", "random", "tpe", "successive_halving", "asha", "hyperband", "nsga2")
 #: strategies that stop poor trials early at budget rungs (they need ``budget``)
@@ -180,69 +177,6 @@ def rungs(budget: BudgetSpec) -> list[int]:
 
 def _is_test_metric(name: str) -> bool:
     return name in ("accuracy", "test_accuracy") or name.startswith("test_")
-
-
-def check_search(spec: PipelineSpec, name: str) -> None:
-    """The checks of ``stages.<name>.search`` that need the op and the other stages."""
-    st = spec.stages[name]
-    search = st.search
-    if search is None:
-        return
-    where = f"stages.{name}.search"
-    sig = stage_signature(st.op)
-    for param in search.space:
-        at = field_path(f"{where}.space", param)
-        if param not in sig.params:
-            raise SpecError(f"{at}: op {st.op!r} has no parameter {shown(param)}; valid: {', '.join(sig.params)}")
-        if param in st.params or param in st.sweep:
-            raise SpecError(f"{at}: {param!r} is also in {'params' if param in st.params else 'sweep'}; keep one")
-    multi = search.objectives is not None
-    if multi and search.strategy in MULTI_FIDELITY:
-        raise SpecError(f"{where}.objectives: strategy {search.strategy!r} stops trials on one metric; for several "
-                        f"objectives use one of grid, random, tpe, nsga2")
-    if search.strategy == "nsga2" and not multi:
-        raise SpecError(f"{where}.strategy: 'nsga2' is a multi-objective strategy; give objectives: "
-                        f"[val_accuracy:max, co2_g:min] or use tpe")
-    if search.strategy in MULTI_FIDELITY and search.budget is None:
-        raise SpecError(f"{where}.budget: strategy {search.strategy!r} needs a budget, e.g. "
-                        f"budget: {{resource: epochs, min: 2, max: 30, reduction_factor: 3}}")
-    if search.budget is not None:
-        resource = search.budget.resource
-        at = f"{where}.budget.resource"
-        if resource not in sig.params:
-            raise SpecError(f"{at}: op {st.op!r} has no parameter {shown(resource)}; valid: {', '.join(sig.params)}")
-        if resource in search.space or resource in st.sweep or resource in st.params:
-            raise SpecError(f"{at}: {resource!r} is set by the budget; remove it from space, sweep and params")
-    if search.sampler is not None and search.strategy not in MULTI_FIDELITY:
-        raise SpecError(f"{where}.sampler: strategy {search.strategy!r} is its own sampler; sampler is for "
-                        f"{', '.join(MULTI_FIDELITY)} (random, tpe or grid); remove it")
-    if search.strategy == "successive_halving" and search.sampler == "tpe":
-        raise SpecError(f"{where}.sampler: successive_halving asks every trial before any has finished, so 'tpe' "
-                        f"has nothing to learn from; use random or grid, or strategy asha or hyperband")
-    if search.proposer() == "grid":
-        for param, dim in search.space.items():
-            if dim.grid() is None:
-                raise SpecError(f"{field_path(f'{where}.space', param)}: a float range has no grid; give choices: "
-                                f"[...] or an integer range, or use random or tpe")
-    elif search.trials is None:
-        raise SpecError(f"{where}.trials: strategy {search.strategy!r} needs trials: N (how many configurations)")
-    if search.n_trials() > MAX_TRIALS:
-        raise SpecError(f"{where}.space: the grid has {search.n_trials():,} points, more than {MAX_TRIALS:,}; give "
-                        f"fewer choices or trials: N with random or tpe")
-    for metric, _ in search.directions():
-        if metric in LEDGER_OBJECTIVES:
-            continue
-        if not metric.replace("_", "").isalnum():
-            raise SpecError(f"{where}.metric: {metric!r} is not a metric name")
-    needed_by = [other for other, o in spec.stages.items() if name in o.needs.values()]
-    if needed_by:
-        raise SpecError(f"stages.{needed_by[0]}.needs: stage {name!r} is a search; no stage can take its output "
-                        f"(yet); run the best configuration it reports as a stage of its own")
-    # every end of every dimension must be valid for the op (e.g. within a parameter's bounds)
-    base = {**st.params, **{a: v[0] for a, v in st.sweep.items()}, **first_configuration(search)}
-    for param, dim in search.space.items():
-        for value in dim.choices if dim.choices is not None else (dim.low, dim.high):
-            sig.validate({**base, param: value}, where=f"{where}.space")
 
 
 def first_configuration(search: SearchSpec | None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Showing a :class:`~compressflow.engine.study.Study`'s progress where its user is: an ipywidgets
+"""Showing a :class:`~compressflow.api.study.Study`'s progress where its user is: an ipywidgets
 display per stage in Jupyter (kept up to date by a thread while the notebook goes on), a bar on a
 terminal, log lines elsewhere (CI, batch jobs). All three read :meth:`Study.status`, so they
 label reused tasks apart from those that ran."""
@@ -8,15 +8,31 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from compressflow.engine.status import StageStatus
-    from compressflow.engine.study import Study
+    from compressflow.spec import PipelineSpec
+
+
+class Study(Protocol):
+    """What progress reads of a :class:`~compressflow.api.study.Study`."""
+
+    id: str
+    spec: PipelineSpec
+    page: str | None
+    dashboard_link: str | None
+
+    @property
+    def state(self) -> str: ...
+
+    def status(self) -> list[StageStatus]: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 __all__ = ["in_jupyter", "show_progress", "stage_line"]
 
-log = logging.getLogger("compressflow.engine.runner")
+log = logging.getLogger("compressflow.study")
 
 #: seconds between refreshes of the widget or bar
 REFRESH_S = 0.5

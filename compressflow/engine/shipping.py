@@ -1,5 +1,5 @@
-"""The Dask worker plugin that carries a plugin of a run to every worker (see
-:mod:`compressflow.plugins`); apart so that checking a spec does not import distributed."""
+"""Shipping a run's plugins (:mod:`compressflow.plugins`) to every worker of its cluster: the
+Dask worker plugin that carries one, and :func:`install`, which registers them."""
 
 from __future__ import annotations
 
@@ -10,11 +10,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from collections.abc import Iterable
+
+from distributed.comm.core import CommClosedError
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from compressflow.errors import PluginError, one_line
 from compressflow.plugins import Plugin, files_of
 
-__all__ = ["ShipPlugin"]
+__all__ = ["ShipPlugin", "install"]
 
 log = logging.getLogger("compressflow.plugins")
 
@@ -56,3 +60,23 @@ class ShipPlugin(WorkerPlugin):
             importlib.invalidate_caches()
             importlib.import_module(self.module)
         log.info("plugin %s (%s) imported on worker %s", self.module, self.where, worker.address)
+
+
+def install(client: Any, plugins: Iterable[Plugin]) -> None:
+    """Register every plugin with the scheduler as a :class:`ShipPlugin`: current workers
+    import it now, workers that join later before their first task.
+
+    Raises
+    ------
+    PluginError
+        A plugin failed to import on a worker (e.g. a package it imports is not installed
+        there); the cause is chained.
+    """
+    for plugin in plugins:
+        try:
+            client.register_plugin(ShipPlugin(plugin), name=f"compressflow-plugin-{plugin.module}")
+        except CommClosedError as exc:  # a worker left meanwhile; the scheduler still has the plugin
+            log.warning("a worker left while plugin %s was being installed (%s); continuing", plugin.module, exc)
+        except Exception as exc:
+            raise PluginError(f"{plugin.where}: importing {plugin.source!r} on a worker failed: "
+                              f"{type(exc).__name__}: {one_line(exc)}; install what it needs on the workers") from exc

@@ -13,7 +13,7 @@ from compressflow.errors import SpecError
 from compressflow.ops.signature import stage_signature
 
 if TYPE_CHECKING:
-    from compressflow.engine.spec import PipelineSpec
+    from compressflow.spec.schema import PipelineSpec
 
 __all__ = ["MAX_TASKS", "check_size", "task_counts"]
 
@@ -51,7 +51,7 @@ def task_counts(spec: PipelineSpec) -> dict[str, int]:
 
     Examples
     --------
-    >>> from compressflow.engine.spec import load_spec
+    >>> from compressflow.spec import load_spec
     >>> spec = load_spec({"name": "demo", "stages": {
     ...     "teacher": {"op": "train", "sweep": {"seed": [0, 1, 2]}},
     ...     "student": {"op": "distill", "needs": {"teacher": "teacher"},
@@ -75,7 +75,7 @@ def task_counts(spec: PipelineSpec) -> dict[str, int]:
 
 def _tasks_per_point(spec: PipelineSpec, name: str) -> int:
     """1, or for a search stage the most tasks one search runs (every trial through every rung)."""
-    from compressflow.engine.search_spec import rungs
+    from compressflow.spec.search import rungs
 
     search = spec.stages[name].search
     if search is None:

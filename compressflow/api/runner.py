@@ -10,8 +10,8 @@ from typing import Any
 
 import xarray as xr
 
-from compressflow.engine.spec import PipelineSpec
-from compressflow.engine.study import submit
+from compressflow.spec import PipelineSpec
+from compressflow.api.study import submit
 from compressflow.plugins import Plugin
 
 __all__ = ["run"]
@@ -45,7 +45,7 @@ def run(
         ``plugins``; see :mod:`compressflow.plugins`).
     show_progress : bool
         Show the dashboard link, a progress bar and per-epoch progress lines. They are logged
-        (logger ``compressflow.engine.runner``, level INFO; warnings at WARNING): unless you
+        (logger ``compressflow.study``, level INFO; warnings at WARNING): unless you
         attach a handler to the ``compressflow`` logger, they are shown on stderr for the
         run (:func:`compressflow._console.console`).
 
