@@ -55,6 +55,7 @@ def measure(run, n_workers: int, spec_: dict, base: Path, out: Path) -> tuple[fl
     from compressflow.engine.cluster import local_cluster
 
     shutil.copytree(base / "records", out / "records")
+    shutil.copytree(base / "artifacts", out / "artifacts")  # records name their artifacts relative to the run
     for rec in (out / "records").glob("replace_layer-*.json"):
         rec.unlink()  # the blocks must run again
     with local_cluster(n_workers=n_workers, torch_threads=1, dashboard_address=":0") as cluster, Client(cluster) as c:

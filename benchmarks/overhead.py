@@ -30,7 +30,9 @@ from distributed import Client
 
 import compressflow
 from compressflow.engine.cluster import local_cluster
+from compressflow.engine.execute import PRELOAD
 from compressflow.data import augment_batch, load_splits
+import compressflow.nn.architectures  # noqa: F401 (a script imports its models up front, not in the timed loop)
 from compressflow.nn.models import build_model
 from compressflow.nn.training import optimizer_with_schedule
 
@@ -51,7 +53,7 @@ def per_task_overhead(client: Client, n: int) -> tuple[float, float]:
     return runner, plain
 
 
-TASK_MODULES = ("compressflow.engine.execute", "compressflow.energy", "compressflow.ops")
+TASK_MODULES = ("compressflow.engine.execute", "compressflow.energy", "compressflow.ops", *PRELOAD)
 
 
 def warm_worker() -> None:
@@ -60,7 +62,7 @@ def warm_worker() -> None:
     where the worker already did, e.g. when it re-imported this script as its main module)."""
     for name in TASK_MODULES:
         importlib.import_module(name)
-    importlib.import_module("compressflow.plugins").load()
+    importlib.import_module("compressflow.registries").load()
 
 
 def cold_import_s() -> float:
@@ -68,7 +70,7 @@ def cold_import_s() -> float:
     once per worker process, by its first task."""
     code = (f"import importlib, time; t = time.perf_counter(); "
             f"[importlib.import_module(m) for m in {TASK_MODULES!r}]; "
-            f"importlib.import_module('compressflow.plugins').load(); print(time.perf_counter() - t)")
+            f"importlib.import_module('compressflow.registries').load(); print(time.perf_counter() - t)")
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 

@@ -16,7 +16,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 def client():
     """A real two-worker LocalCluster (processes, one thread each), as the runner builds it,
     but on plain TCP (``security="none"``): tests pass its address to the CLI as a string, which
-    carries no TLS credentials. The TLS default is tested in tests/test_cluster.py."""
+    carries no TLS credentials. The TLS default is tested in tests/e2e/test_cluster.py."""
     from distributed import Client
 
     from compressflow.engine.cluster import local_cluster

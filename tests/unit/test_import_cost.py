@@ -10,13 +10,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import compressflow
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "torchvision", "xarray", "distributed", "dask")
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
+
 PACKAGE = ROOT / "compressflow"
 #: the op families: the modules of compressflow/ops/ that register ops
 FAMILIES = ("train", "evaluate", "distill", "quantize", "blockwise", "craft", "prune", "represent", "bias", "wait",

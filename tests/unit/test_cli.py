@@ -1,0 +1,67 @@
+"""The CLI's commands that start no cluster: ``report`` without results, ``list`` (names, an op's
+parameters with types, defaults and bounds, an unknown name) and ``--version``."""
+
+import shutil
+
+import pytest
+
+from compressflow.cli import main
+
+
+def test_report_without_results_exit_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no results at" in capsys.readouterr().err
+    shutil.rmtree(tmp_path)
+
+
+def _table(capsys) -> dict[str, list[str]]:
+    """``list OP``'s rows by parameter name: [type, default, allowed]."""
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:4] == ["parameter", "type", "default", "allowed"])
+    starts = [lines[header].index(col) for col in ("type", "default", "allowed")]
+    rows = {}
+    for line in lines[header + 1:]:
+        if not line.strip():
+            break
+        cells = [line[:starts[0]], line[starts[0]:starts[1]], line[starts[1]:starts[2]], line[starts[2]:]]
+        rows[cells[0].strip()] = [c.strip() for c in cells[1:]]
+    return rows
+
+
+def test_list_op_prints_its_parameters_with_types_defaults_and_bounds(capsys):
+    assert main(["list", "train"]) == 0
+    rows = _table(capsys)
+    assert rows["epochs"] == ["int", "10", ">= 1"]
+    assert rows["model"] == ["str", "'resnet18'", ""]
+    assert rows["width"] == ["float", "0.25", "> 0, <= 4"]
+    assert rows["optimizer"] == ["'sgd' | 'adam' | 'adamw'", "'sgd'", ""]
+    assert rows["milestones"][:2] == ["tuple[float, ...]", "(0.3, 0.6, 0.8)"]
+    assert list(rows)[-1] == "seed" and rows["seed"][:2] == ["int", "0"]
+    assert main(["list", "distill"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("distill: ") and "needs (upstream stages): teacher" in out
+    assert main(["list", "evaluate"]) == 0
+    assert "model" in capsys.readouterr().out
+
+
+def test_list_without_a_name_lists_names_and_unknown_op_exit_2(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("ops: ") and "train" in out[0].split(": ")[1].split(", ")
+    assert [line.split(":")[0] for line in out] == ["ops", "models", "detection models", "datasets",
+                                                    "detection datasets", "losses", "blocks"]
+    assert out[2] == "detection models: ssd_vgg16, ssdlite_mobilenet_v3" and out[4] == "detection datasets: shapes, voc"
+    assert "ssd_vgg16" not in out[1] and "shapes" not in out[3]
+    assert main(["list", "trian"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("compressflow: error: list: unknown op 'trian'; valid ops: ") and ", train, " in err + ", "
+    assert len(err.splitlines()) == 1
+
+
+def test_version(capsys):
+    import compressflow
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"compressflow {compressflow.__version__}"
