@@ -24,6 +24,12 @@ class PluginError(InputError):
     point that fails to load; the message names it and the cause, which is chained."""
 
 
+class FileRefused(InputError):
+    """A file compressflow will not read from a place the user controls: not a regular file (a
+    FIFO, a device, a directory, a link where links are refused) or larger than its limit. The
+    message is one line naming the file (:mod:`compressflow._regular_files`)."""
+
+
 class SpecWarning(UserWarning):
     """A spec that validates but probably does not do what was meant (e.g. a schedule that
     leaves almost no epochs at the base learning rate). The CLI prints it as one
@@ -37,4 +43,4 @@ def one_line(exc: BaseException | str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["DataError", "InputError", "PluginError", "SpecError", "SpecWarning", "one_line"]
+__all__ = ["DataError", "FileRefused", "InputError", "PluginError", "SpecError", "SpecWarning", "one_line"]
