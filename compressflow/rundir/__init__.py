@@ -6,12 +6,15 @@ name or a file format of the run directory.
 
     OUT/
       .lock                  held (flock) by the run working here; names its holder (lock.py)
+      .secret                the key that signs its records (secret.py; mode 0600)
       records/<key>.json     one finished task each (records.py); a re-run reuses them
       attempts/<key>.log     every start / energy sample / end of a task (attempts.py)
       artifacts/<key><sfx>   what tasks produced (checkpoints, Zarr stores)
       artifacts/<key>.resume<n>.pt   the resumable state of a training task's n-th fit
       rejected/<key>[.n]/    records (and their artifacts) refused for reuse, with why.txt
-      results.zarr           the results tree (compressflow.results)
+      results.zarr           the results tree (compressflow.results); a run killed while
+                             replacing it leaves .results.zarr.<hex>.tmp/.old, which the
+                             next run removes once it holds the lock
 
 A leaf of the package's layers (it imports neither torch nor Dask): the ops write artifacts
 into it, the engine records and attempts, the results read it, ``compressflow status`` reads
@@ -22,15 +25,19 @@ from __future__ import annotations
 
 import os
 import tempfile
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from compressflow.errors import InputError
+from compressflow._regular_files import printable, read_regular
+from compressflow.errors import FileRefused, InputError
 from compressflow.rundir import lock as _lock
+from compressflow.rundir import secret as _secret
 from compressflow.rundir.attempts import Attempt, AttemptLog, read_attempts
+from compressflow.rundir.files import remove_stale_replacements
 from compressflow.rundir.lock import RunState
-from compressflow.rundir.records import LedgerEntry, RecordError, artifact_problem, read_record
+from compressflow.rundir.records import RECORD_LIMIT, LedgerEntry, RecordError, artifact_problem, inside, read_record
 
 __all__ = ["DEFAULT_PARENT", "RunDir", "RunState"]
 
@@ -62,6 +69,8 @@ class RunDir:
 
     #: what compressflow keeps under ``--out``; each must be a directory (or absent)
     PARTS = ("records", "attempts", "artifacts", "rejected")
+    #: any of these makes a folder a compressflow run directory (:meth:`check_writable`)
+    MARKERS = (*PARTS, "results.zarr", ".lock", _secret.NAME)
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         object.__setattr__(self, "root", Path(root))
@@ -102,18 +111,20 @@ class RunDir:
     def write_record(self, entry: LedgerEntry) -> Path:
         """Persist a finished task's record atomically: readers see no record or the whole one.
 
-        Not fsync'd: a kill of the worker (or of the whole run) leaves the record intact, as
-        the kernel holds the written pages; what a power cut could tear, the digest check of
-        :meth:`read_record` refuses, and the task runs again. A flush per task would cost a
-        disk round trip for every task (5 ms on a loaded local disk, tens on network
+        Signed with the run directory's key (created here when it has none yet; read once per
+        process). Not fsync'd: a kill of the worker (or of the whole run) leaves the record
+        intact, as the kernel holds the written pages; what a power cut could tear, the digest
+        check of :meth:`read_record` refuses, and the task runs again. A flush per task would
+        cost a disk round trip for every task (5 ms on a loaded local disk, tens on network
         filesystems), more than the engine's whole per-task budget.
         """
         path = self.record(entry.key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        key = _secret.create_key(self.root)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(entry.to_json(root=self.root))
+                fh.write(entry.to_json(root=self.root, key=key))
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -134,7 +145,8 @@ class RunDir:
 
     def finished(self, key: str, *, check_hash: bool = False, metrics: bool = True) -> LedgerEntry | None:
         """The record of task ``key`` when it is trusted and ended ``ok``, else None (missing,
-        torn, edited or failed: the task simply runs again)."""
+        torn, edited, unsigned — written by an earlier version, or the run directory has no
+        key —, not a regular file, or failed: the task simply runs again)."""
         try:
             entry = self.read_record(key, check_hash=check_hash, metrics=metrics)
         except (FileNotFoundError, RecordError):
@@ -158,10 +170,13 @@ class RunDir:
         Raises
         ------
         InputError
-            The log exists but cannot be read.
+            The log exists but cannot be read, or is not a regular file (a FIFO is refused,
+            not waited on) or is too large.
         """
         try:
             return list(read_attempts(self._attempts(key)).values())
+        except FileRefused as exc:
+            raise InputError(f"--out: {exc}; move it away (it only records attempts)") from None
         except OSError as exc:
             raise InputError(f"--out: cannot read {str(self._attempts(key))!r} ({exc.strerror})") from None
 
@@ -182,7 +197,10 @@ class RunDir:
 
     def check_writable(self) -> None:
         """Create the directory if needed and refuse, before any task runs, one that cannot be
-        written or whose parts (:attr:`PARTS`) are files or broken links.
+        written or whose parts (:attr:`PARTS`) are files or broken links, and one that is no
+        place for a run: the filesystem root, the home directory, or a folder that holds files
+        but none of a run directory's (:attr:`MARKERS`) — a run would scatter its own among
+        them. A new or empty folder, or an earlier run's, is fine.
 
         Raises
         ------
@@ -190,6 +208,7 @@ class RunDir:
             Naming the path and how to fix it.
         """
         out = self.root
+        self._check_place()
         try:
             out.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=out):
@@ -197,6 +216,34 @@ class RunDir:
         except OSError as exc:
             raise InputError(f"--out: cannot write to {str(out)!r} ({exc.strerror}); choose a writable directory") from None
         self.check_parts(self.PARTS)
+
+    def _check_place(self) -> None:
+        """Refuse the filesystem root, the home directory and someone's folder (:meth:`check_writable`)."""
+        try:
+            where = self.root.resolve()
+        except (RuntimeError, OSError):  # a loop of links: the write test says so
+            return
+        if where == Path(where.anchor):
+            raise InputError(f"--out: {printable(self.root)} is the root of the filesystem; give a folder of the "
+                             f"run's own (e.g. runs/NAME)")
+        try:
+            home = Path.home().resolve()
+        except (RuntimeError, KeyError):  # no home directory known
+            home = None
+        if where == home:
+            raise InputError(f"--out: {printable(self.root)} is your home directory; give a folder of the run's own "
+                             f"(e.g. {printable(self.root / 'runs' / 'NAME')})")
+        if not self.root.is_dir() or any(os.path.lexists(self.root / name) for name in self.MARKERS):
+            return
+        try:
+            with os.scandir(self.root) as entries:
+                stranger = next(entries, None)
+        except OSError:  # unreadable: the write test says so
+            return
+        if stranger is not None:
+            raise InputError(f"--out: {printable(self.root)} holds files (e.g. {printable(stranger.name)}) and is not "
+                             f"a compressflow run directory; give a new or empty folder (e.g. "
+                             f"{printable(self.root / 'runs' / 'NAME')})")
 
     def check_parts(self, parts: tuple[str, ...] = ("records", "attempts")) -> None:
         """Refuse a run directory that is not a directory, or whose parts are files or broken
@@ -220,14 +267,28 @@ class RunDir:
 
     def lock(self) -> AbstractContextManager[None]:
         """Hold ``OUT/.lock`` for the whole run (:func:`compressflow.rundir.lock.hold`): two runs
-        never work in one run directory at once.
+        never work in one run directory at once. Once it holds it, the run directory's key is
+        created if it has none, and what an earlier run killed while replacing the results
+        store left (``.results.zarr.<hex>.tmp`` / ``.old``) is removed: no other run can be
+        writing it then, and nothing is removed without the lock.
 
         Raises
         ------
         InputError
-            Another run holds it, or the filesystem has no locks.
+            Another run holds it, the filesystem has no locks, or ``OUT/.secret`` is not a key.
         """
-        return _lock.hold(self.root / ".lock", self.root)
+        return self._held()
+
+    @contextmanager
+    def _held(self) -> Iterator[None]:
+        with _lock.hold(self.root / ".lock", self.root):
+            try:
+                _secret.create_key(self.root)
+            except _secret.KeyFileError as exc:
+                raise InputError(f"--out: {exc}; remove it (the records it signed are then not trusted and "
+                                 f"their tasks run again)") from None
+            remove_stale_replacements(self.results)
+            yield
 
     def state(self) -> RunState:
         """Whether a run holds the lock now, and when the latest run started (never creates
@@ -252,21 +313,13 @@ class RunDir:
         target.mkdir(parents=True)
         (target / "why.txt").write_text(why + "\n", encoding="utf-8")
         try:
-            rec = LedgerEntry.from_json(record.read_text(encoding="utf-8"), self.root).record
+            text = read_regular(record, RECORD_LIMIT, what="record").decode("utf-8")
+            rec = LedgerEntry.from_json(text, self.root).record
             art = rec.artifact if rec is not None else None
-        except Exception:  # unreadable record: it has no artifact we can trust to be ours
+        except Exception:  # unreadable record (or a FIFO): it has no artifact we can trust to be ours
             art = None
-        if art is not None and _inside(Path(art.path), self.root / "artifacts") and artifact_problem(art) is not None \
+        if art is not None and inside(art.path, self.root / "artifacts") and artifact_problem(art) is not None \
                 and Path(art.path).exists():
             os.replace(art.path, target / Path(art.path).name)
         os.replace(record, target / record.name)
         return target
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
-

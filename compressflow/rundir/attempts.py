@@ -11,19 +11,31 @@ Lines (space-separated; a worker name has no spaces)::
 Energies are cumulative within their attempt. Logs of earlier versions hold only
 ``<worker> <time>`` start lines (attempts without energy). One short line is appended with one
 ``write`` to a file opened for appending, so lines of concurrent writers never interleave.
-An attempt writes its lines without reading the log, and reads it once, when it ends."""
+An attempt writes its lines without reading the log, and reads it once, when it ends.
+
+A log is read and written only as a regular file: one that is a FIFO or a link to a device
+is refused at once (``compressflow status`` reads logs; a worker appends to them), and a
+log is read up to :data:`LOG_LIMIT` bytes."""
 
 from __future__ import annotations
 
 import math
+import os
+import stat
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["COMPONENTS", "Attempt", "AttemptLog", "Attempts", "lost_energy", "parse_attempts", "read_attempts"]
+from compressflow._regular_files import file_kind, printable, read_regular
+from compressflow.errors import FileRefused
+
+__all__ = ["COMPONENTS", "LOG_LIMIT", "Attempt", "AttemptLog", "Attempts", "lost_energy", "parse_attempts",
+           "read_attempts"]
 
 COMPONENTS = ("cpu_kwh", "gpu_kwh", "ram_kwh")
+#: the most bytes an attempt log may hold (a line is ~100 bytes: 600,000 lines)
+LOG_LIMIT = 64 << 20
 
 
 @dataclass
@@ -94,11 +106,18 @@ def _time(text: str) -> float:
 
 
 def read_attempts(path: Path) -> dict[str, Attempt]:
-    """Every attempt in the log at ``path`` (none when there is no log)."""
+    """Every attempt in the log at ``path`` (none when there is no log).
+
+    Raises
+    ------
+    FileRefused
+        The log is not a regular file, or larger than :data:`LOG_LIMIT`; one line naming it.
+    """
     try:
-        return parse_attempts(path.read_text(encoding="utf-8", errors="replace").splitlines())
+        data = read_regular(path, LOG_LIMIT, what="attempt log")
     except FileNotFoundError:
         return {}
+    return parse_attempts(data.decode("utf-8", errors="replace").splitlines())
 
 
 @dataclass
@@ -147,5 +166,20 @@ class AttemptLog:
                         lost_energy(attempts, self.id))
 
     def _append(self, text: str) -> None:
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(f"{self.worker} {time.time():.3f} {text}\n")
+        # non-blocking: opening a FIFO for writing would wait for a reader (or fails, ENXIO)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as exc:
+            if isinstance(exc, (FileNotFoundError, PermissionError)):
+                raise
+            mode = os.stat(self.path).st_mode  # a FIFO without a reader: ENXIO
+            why = f"is {file_kind(mode)}, not a regular file" if not stat.S_ISREG(mode) else f"cannot be opened ({exc.strerror})"
+            raise FileRefused(f"attempt log {printable(self.path)} {why}") from None
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise FileRefused(f"attempt log {printable(self.path)} is {file_kind(mode)}, not a regular file")
+            os.write(fd, f"{self.worker} {time.time():.3f} {text}\n".encode())
+        finally:
+            os.close(fd)

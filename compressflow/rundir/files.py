@@ -1,18 +1,25 @@
 """Durable files: atomic writes, content hashes of files and trees, and atomically replaced
-directory trees (the results store, an activation cache). No torch: checkpoints are
-:mod:`compressflow.ops.checkpoints`."""
+directory trees (the results store, an activation cache) with the removal of what a killed
+replacement left behind. No torch: checkpoints are :mod:`compressflow.ops.checkpoints`.
+
+Hashes read regular files only (:func:`compressflow._regular_files.open_regular`): an
+artifact that is a FIFO or a link to ``/dev/zero`` is refused at once, not hashed forever."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["artifact_digest", "atomic_write_bytes", "atomic_write_text", "replace_dir", "sha256_file"]
+from compressflow._regular_files import open_regular
+
+__all__ = ["artifact_digest", "atomic_write_bytes", "atomic_write_text", "remove_stale_replacements", "replace_dir",
+           "sha256_file"]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -35,23 +42,42 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, *, what: str = "file") -> str:
+    """sha256 of the bytes of the regular file ``path``.
+
+    Raises
+    ------
+    FileRefused
+        ``path`` is not a regular file (a FIFO, a device, a directory); one line naming it
+        as ``what``.
+    """
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path, what=what) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def artifact_digest(path: Path) -> str:
+def artifact_digest(path: Path, *, what: str = "artifact") -> str:
     """sha256 of a file's bytes, or of a directory tree (e.g. a Zarr store): the hash of
-    every file's relative path and sha256, in sorted order."""
+    every file's relative path and sha256, in sorted order.
+
+    Raises
+    ------
+    FileRefused
+        The file, or an entry of the tree, is not a regular file (links to regular files are
+        followed; links to directories are refused, not walked).
+    """
     path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
+    if not path.is_dir():
+        return sha256_file(path, what=what)
+    entries = []
+    for folder, dirs, files in os.walk(path):  # links to directories are listed, not walked
+        entries += [Path(folder, name) for name in files]
+        entries += [Path(folder, name) for name in dirs if os.path.islink(os.path.join(folder, name))]
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(path).as_posix()}:{sha256_file(f)}".encode())
+    for f in sorted(entries):
+        h.update(f"{f.relative_to(path).as_posix()}:{sha256_file(f, what=what)}".encode())
     return h.hexdigest()
 
 
@@ -63,7 +89,7 @@ def replace_dir(target: Path, write: Callable[[Path], object]) -> None:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")  # the names remove_stale_replacements matches
     old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
     try:
         write(tmp)
@@ -73,3 +99,31 @@ def replace_dir(target: Path, write: Callable[[Path], object]) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_replacements(target: Path) -> list[Path]:
+    """Remove what :func:`replace_dir` of ``target`` left when its process was killed
+    (``.<name>.<8 hex>.tmp`` / ``.old`` beside ``target``); return what was removed.
+
+    Only for a caller that knows no replacement of ``target`` is under way (the run holding
+    the run directory's lock): a live one's half-built tree would go too. What cannot be
+    removed is left.
+    """
+    target = Path(target)
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[0-9a-f]{{8}}\.(?:tmp|old)")
+    try:
+        names = sorted(os.listdir(target.parent))
+    except OSError:
+        return []
+    removed = []
+    for name in filter(pattern.fullmatch, names):
+        path = target.parent / name
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed

@@ -5,26 +5,41 @@ travel; records persist as JSON so finished work survives the client.
 
 The types are the op contract's (:mod:`compressflow.ops` exports them); they are defined
 here, beside the run directory that keeps them, so that every layer that reads a run
-directory (the engine, the results, ``compressflow status``) reads records one way."""
+directory (the engine, the results, ``compressflow status``) reads records one way.
+
+A record is signed: its ``digest`` is ``hmac-sha256:<hex>``, an HMAC of the rest keyed with
+the run directory's key (``OUT/.secret``, :mod:`compressflow.rundir.secret`), so a field
+edited by hand cannot be made to pass by recomputing a hash, and a record copied from another
+run directory does not verify. The digest is mandatory: records written by earlier versions
+(a plain sha256 digest, or none) and records of a run directory without its key are refused,
+and their tasks run again. Its artifact must lie inside the run directory."""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from compressflow._regular_files import file_kind, is_within, printable, read_regular
+from compressflow.errors import FileRefused
 from compressflow.rundir.files import artifact_digest
+from compressflow.rundir.secret import digest_of, signature_problem
 
 if TYPE_CHECKING:  # imported where a record is built: a spec check reaches this module without needing xarray
     import xarray as xr
 
-__all__ = ["Artifact", "LedgerEntry", "Record", "RecordError", "Upstream", "artifact_problem", "read_record"]
+__all__ = ["RECORD_LIMIT", "Artifact", "LedgerEntry", "Record", "RecordError", "Upstream", "artifact_problem", "inside",
+           "read_record"]
+
+#: the most bytes a record file may hold (a record is kilobytes; its metrics curves a few more)
+RECORD_LIMIT = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -51,13 +66,27 @@ class Artifact:
 
 
 def artifact_problem(artifact: Artifact, *, check_hash: bool = True) -> str | None:
-    """Why ``artifact`` cannot be used (missing, or, with ``check_hash``, its content no
-    longer matches its recorded hash), or None when it is intact."""
+    """Why ``artifact`` cannot be used (missing, neither a regular file nor a directory, or,
+    with ``check_hash``, its content no longer matches its recorded hash), or None when it is
+    intact. Never blocks: a FIFO (or one inside a tree) is refused, not read."""
     path = Path(artifact.path)
-    if not path.exists():
-        return f"{artifact.kind} {str(path)!r} is missing"
-    if check_hash and artifact_digest(path) != artifact.sha256:
-        return f"{artifact.kind} {str(path)!r} does not match its recorded sha256 (modified or torn)"
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"{artifact.kind} {printable(path)} is missing"
+    except OSError as exc:
+        return f"{artifact.kind} {printable(path)} cannot be read ({exc.strerror})"
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return f"{artifact.kind} {printable(path)} is {file_kind(mode)}, not a regular file"
+    if check_hash:
+        try:
+            digest = artifact_digest(path, what=artifact.kind)
+        except FileRefused as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"{artifact.kind} {printable(path)} cannot be read ({exc.strerror})"
+        if digest != artifact.sha256:
+            return f"{artifact.kind} {printable(path)} does not match its recorded sha256 (modified or torn)"
     return None
 
 
@@ -102,14 +131,18 @@ class LedgerEntry:
     def duration_s(self) -> float:
         return self.end - self.start
 
-    def to_json(self, root: Path | str | None = None) -> str:
-        """The record as JSON, with a ``digest`` (sha256 of the rest) so that an edit shows.
+    def to_json(self, root: Path | str | None = None, *, key: bytes) -> str:
+        """The record as JSON, signed with a ``digest``
+        (:func:`~compressflow.rundir.secret.digest_of` the rest) so that an
+        edit shows.
 
         Parameters
         ----------
         root : path, optional
             The run directory: artifact paths inside it are stored relative to it, so a
             moved or copied run directory reads its own files (see :meth:`from_json`).
+        key : bytes
+            The run directory's key (:func:`compressflow.rundir.secret.create_key`).
         """
         # field by field: dataclasses.asdict would deep-copy the metrics Dataset only to drop it
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "record"}
@@ -119,7 +152,7 @@ class LedgerEntry:
                 art["path"] = _relative_to(art["path"], Path(root))
             data["record"] = {"metrics": self.record.metrics.to_dict(data="list"), "artifact": art}
         payload = json.loads(json.dumps(data, default=_json_default))  # the form a reader will see
-        return json.dumps({**payload, "digest": _digest(payload)})
+        return json.dumps({**payload, "digest": digest_of(payload, key)})
 
     @classmethod
     def from_json(cls, text: str, root: Path | str | None = None) -> LedgerEntry:
@@ -169,18 +202,21 @@ def read_record(path: Path | str, root: Path | str | None = None, *, check_hash:
     records (:meth:`compressflow.rundir.RunDir.read_record` calls it).
 
     A record is trusted only when it is what :meth:`LedgerEntry.to_json` wrote for this task:
-    every field present with its type, ``key`` equal to the file's name, content matching its
-    ``digest`` (records of earlier versions have none), a finished record with its metrics,
-    accuracies in [0, 1] (the test ``accuracy`` also finite), energies finite and ≥ 0 or NaN,
-    and its artifact present (and, with ``check_hash``, matching its sha256).
+    a regular file of at most :data:`RECORD_LIMIT` bytes (a FIFO is refused, not waited on),
+    every field present with its type, ``key`` equal to the file's name, a finished record
+    with its metrics, accuracies in [0, 1] (the test ``accuracy`` also finite), energies
+    finite and ≥ 0 or NaN, its ``digest`` signed with the run directory's key (mandatory: a
+    record of an earlier version, with a plain sha256 or none, is refused), and its artifact
+    inside the run directory, present (and, with ``check_hash``, matching its sha256).
 
     Parameters
     ----------
     path : path
         The record file.
     root : path, optional
-        The run directory relative artifact paths are resolved against (default: the
-        directory above ``records/``).
+        The run directory: its key checks the digest, relative artifact paths are resolved
+        against it and every artifact must lie inside it (default: the directory above
+        ``records/``).
     check_hash : bool
         Hash the artifact (a checkpoint, or a whole Zarr store) against the record.
     metrics : bool
@@ -203,9 +239,11 @@ def read_record(path: Path | str, root: Path | str | None = None, *, check_hash:
     path = Path(path)
     root = Path(root) if root is not None else path.resolve().parent.parent
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, RECORD_LIMIT, what="record").decode("utf-8")
     except FileNotFoundError:
         raise
+    except FileRefused as exc:  # its message names the file, as the caller's will
+        raise RecordError(str(exc).removeprefix(f"record {printable(path)} ")) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecordError(f"cannot be read ({exc})") from None
     try:
@@ -217,12 +255,13 @@ def read_record(path: Path | str, root: Path | str | None = None, *, check_hash:
     _check_schema(data, path)
     task = _parse(data, root, metrics)
     _check_values(task.energy, data.get("record"))
-    if "digest" in data:  # checked after the specific checks, whose messages say more
-        digest = data.pop("digest")
-        if not isinstance(digest, str) or digest != _digest(data):
-            raise RecordError("content does not match its digest (edited by hand or torn)")
+    problem = signature_problem(data, root)  # after the specific checks, whose messages say more
+    if problem is not None:
+        raise RecordError(problem)
     art = task.record.artifact if task.record is not None else None
     if art is not None:
+        if not inside(art.path, root):
+            raise RecordError(f"{art.kind} {printable(art.path)} lies outside the run directory {printable(root)}")
         problem = artifact_problem(art, check_hash=check_hash)
         if problem is not None:
             raise RecordError(problem)
@@ -273,6 +312,15 @@ def _parse(data: dict[str, Any], root: Path, metrics: bool) -> LedgerEntry:
         raise RecordError(f"cannot be parsed ({type(exc).__name__}: {_short(str(exc))})") from None
 
 
+def inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
+    """:func:`~compressflow._regular_files.is_within`, False for a path that cannot be
+    resolved (a loop of symbolic links)."""
+    try:
+        return is_within(path, folder)
+    except (RuntimeError, OSError):
+        return False
+
+
 def _check_values(energy: dict[str, Any], record: dict[str, Any] | None) -> None:
     for name, value in energy.items():
         if name.endswith("_kwh") or name in ("co2_g", "duration_s"):
@@ -305,10 +353,6 @@ def _relative_to(path: str, root: Path) -> str:
     except ValueError:
         return path
 
-
-def _digest(payload: dict[str, Any]) -> str:
-    canon = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canon.encode()).hexdigest()
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:

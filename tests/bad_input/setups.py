@@ -110,6 +110,12 @@ def rundir_records_is_a_broken_link(tmp: Path, out: Path) -> None:
 
 
 @setup
+def rundir_someones_folder(tmp: Path, out: Path) -> None:
+    """--out names a folder of someone's files, with nothing of compressflow's in it."""
+    (_run_dir(out) / "thesis.tex").write_text("\\documentclass{article}\n")
+
+
+@setup
 def rundir_lock_is_a_directory(tmp: Path, out: Path) -> None:
     (_run_dir(out) / ".lock").mkdir()
 

@@ -21,7 +21,8 @@ A case is data (see ``tests/bad_input/*.yaml``):
 ``expect``, ``exit``
     a regex searched in the error line; the exit code (default 2).
 
-Every string may use ``{tmp}`` (the case's directory) and ``{out}`` (its run directory).
+Every string may use ``{tmp}`` (the case's directory), ``{out}`` (its run directory) and
+``{home}`` (the user's home directory).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 def argv_for(case: dict[str, Any], tmp: Path, out: Path, scheduler: str = "") -> list[str]:
-    names = {"tmp": str(tmp), "out": str(out), "scheduler": scheduler}
+    names = {"tmp": str(tmp), "out": str(out), "scheduler": scheduler, "home": str(Path.home())}
     command = case.get("command", "run")
     if command not in ("run", "status"):
         return [command, *fill(case.get("args", [str(out)]), names)]

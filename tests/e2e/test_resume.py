@@ -86,13 +86,13 @@ def test_bad_records_are_not_reused_their_tasks_run_again_with_a_warning(client,
     test0, test1 = _keys(first, "test")
     records = tmp_path / "records"
     # 'ok' with no record: reused before, and the downstream task that must run crashed on it
-    edit_record(records / f"{teacher0}.json", lambda d: d.pop("record"), keep_digest=True)
+    edit_record(records / f"{teacher0}.json", lambda d: d.pop("record"))
     (records / f"{test0}.json").unlink()
     # a key that is not the file's: crashed the results build
-    edit_record(records / f"{teacher1}.json", lambda d: d.update(key=teacher0), keep_digest=True)
+    edit_record(records / f"{teacher1}.json", lambda d: d.update(key=teacher0))
     # a NaN accuracy: reported as the result
     edit_record(records / f"{test1}.json",
-          lambda d: d["record"]["metrics"]["data_vars"]["accuracy"].update(data=float("nan")), keep_digest=True)
+          lambda d: d["record"]["metrics"]["data_vars"]["accuracy"].update(data=float("nan")))
     capsys.readouterr()
     tree = compressflow.run(spec, cluster=client, out=tmp_path, show_progress=False)
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning: record" in line]

@@ -7,7 +7,6 @@ changes no task key."""
 from __future__ import annotations
 
 import contextlib
-import json
 
 import pytest
 import torch
@@ -19,6 +18,7 @@ from compressflow.ops import OpContext
 from compressflow.results.build import build_results
 from compressflow.rundir.records import read_record
 from compressflow.spec import load_spec
+from tests.support.records import edit_record
 
 EPOCHS = 4
 
@@ -167,13 +167,10 @@ def test_a_stage_overrides_the_pipelines_checkpoint_every_and_no_key_changes():
     assert nodes(override) == [(default[0][0], 5)]
 
 
-def test_a_record_of_an_earlier_version_without_the_new_fields_still_loads(task, tmp_path):
+def test_a_signed_record_without_the_optional_fields_loads_with_their_defaults(task, tmp_path):
     entry, _, node = task()
     path = tmp_path / "records" / f"{node.key}.json"
-    data = json.loads(path.read_text())
-    for name in ("resumed_from_epoch", "attempts_kwh", "digest"):
-        data.pop(name)
-    path.write_text(json.dumps(data))
+    edit_record(path, lambda d: [d.pop(name) for name in ("resumed_from_epoch", "attempts_kwh")])
     old = read_record(path, tmp_path)
     assert old.resumed_from_epoch == 0 and old.attempts_kwh == [] and old.ok
 

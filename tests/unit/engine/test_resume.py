@@ -1,36 +1,19 @@
 """Planning a resume from a hand-built run directory: a bad record is refused with its reason (a
 hand-edited accuracy included), torn files and missing artifacts, relative artifact paths, and
-reused tasks going downstream unsubmitted."""
+reused tasks going downstream unsubmitted; an untrusted record (no run directory key, a FIFO) moved
+aside by the resume plan with why.txt."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import pytest
 
 from tests.support import tiny_spec
-from tests.support.records import edit_record
-
-
-def _finished_record(out, key="train-abc", accuracy=0.9):
-    """A record as ``execute_task`` persists it, with a real artifact file under ``out``."""
-    import xarray as xr
-
-    from compressflow.rundir.files import atomic_write_bytes, sha256_file
-    from compressflow.rundir.records import Artifact, LedgerEntry, Record
-
-    art_path = out / "artifacts" / f"{key}.pt"
-    atomic_write_bytes(art_path, b"weights")
-    metrics = xr.Dataset({"accuracy": accuracy, "val_accuracy_curve": ("epoch", [0.5, 0.8])})
-    task = LedgerEntry(key, "teacher", "train", {"seed": 0}, status="ok", worker="w", start=1.0, end=2.0,
-                      energy={"energy_kwh": 1e-5, "cpu_kwh": 1e-5, "gpu_kwh": 0.0, "ram_kwh": 0.0, "method": "x"},
-                      attempts=1, workers_tried=["w"],
-                      record=Record(metrics, Artifact("checkpoint", str(art_path), sha256_file(art_path), {})))
-    path = out / "records" / f"{key}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(task.to_json(root=out))
-    return path
-
+from tests.support.records import edit_record, finished_record
+from tests.support.special_files import make_special, promptly
 
 BAD_RECORDS = [
     ("ok without a record", lambda d: d.pop("record"), r"^has status 'ok' but no record of metrics$"),
@@ -60,7 +43,7 @@ def test_a_bad_record_is_refused_with_its_reason(tmp_path, fn, match):
     from compressflow.rundir import RunDir
     from compressflow.rundir.records import RecordError, read_record
 
-    path = _finished_record(tmp_path)
+    path = finished_record(tmp_path)
     assert read_record(path).ok  # intact, as written
     edit_record(path, fn)
     with pytest.raises(RecordError, match=match):
@@ -71,16 +54,39 @@ def test_a_bad_record_is_refused_with_its_reason(tmp_path, fn, match):
 def test_a_hand_edited_plausible_accuracy_is_caught_by_the_digest(tmp_path):
     from compressflow.rundir.records import RecordError, read_record
 
-    path = _finished_record(tmp_path, accuracy=0.9)
-    edit_record(path, lambda d: d["record"]["metrics"]["data_vars"]["accuracy"].update(data=0.99), keep_digest=True)
-    with pytest.raises(RecordError, match=r"^content does not match its digest \(edited by hand or torn\)$"):
+    path = finished_record(tmp_path, accuracy=0.9)
+    edit_record(path, lambda d: d["record"]["metrics"]["data_vars"]["accuracy"].update(data=0.99), resign=False)
+    with pytest.raises(RecordError, match=r"^content does not match its digest \(edited by hand, torn, or signed in "
+                                          r"another run directory\)$"):
         read_record(path)
+
+
+@pytest.mark.parametrize("spoil, why", [
+    (lambda path: (path.parent.parent / ".secret").unlink(),
+     r"^cannot be checked: the run directory has no key '.*\.secret' \(records of earlier versions are not trusted\)"),
+    (lambda path: make_special(path, "fifo"), r"^is a FIFO, not a regular file$"),
+], ids=["no key", "fifo"])
+def test_the_resume_plan_moves_an_untrusted_record_aside_and_reruns_its_task(tmp_path, spoil, why):
+    from compressflow.engine.graph import expand
+    from compressflow.engine.resume import plan_resume
+    from compressflow.rundir import RunDir
+    from compressflow.spec import load_spec
+
+    stages = expand(load_spec(tiny_spec()))
+    (teacher,) = stages["teacher"]
+    path = finished_record(tmp_path, key=teacher.key)
+    assert plan_resume([teacher], RunDir(tmp_path)).keys() == {teacher.key}  # signed and intact: reused
+    spoil(path)
+    assert promptly(lambda: plan_resume([teacher], RunDir(tmp_path))) == {}  # the task runs again
+    kept = tmp_path / "rejected" / teacher.key
+    assert re.search(why, (kept / "why.txt").read_text()) and os.path.lexists(kept / path.name)
+    assert not os.path.lexists(path)
 
 
 def test_torn_or_missing_artifact_and_torn_json(tmp_path):
     from compressflow.rundir.records import RecordError, read_record
 
-    path = _finished_record(tmp_path)
+    path = finished_record(tmp_path)
     art = tmp_path / "artifacts" / "train-abc.pt"
     art.write_bytes(b"weightz")
     assert read_record(path, check_hash=False).ok  # the worker's cheap check: present is enough
@@ -100,7 +106,7 @@ def test_torn_or_missing_artifact_and_torn_json(tmp_path):
 def test_artifact_paths_are_stored_relative_to_the_run_directory(tmp_path):
     from compressflow.rundir.records import read_record
 
-    path = _finished_record(tmp_path)
+    path = finished_record(tmp_path)
     stored = json.loads(path.read_text())["record"]["artifact"]["path"]
     assert stored == "artifacts/train-abc.pt"
     moved = tmp_path.parent / f"{tmp_path.name}-moved"

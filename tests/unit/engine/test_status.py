@@ -136,3 +136,19 @@ def test_rows_tables_and_counts():
     assert len({len(line) for line in lines}) == 1  # numbers right-aligned: every line ends in one column
     page = status_html([StageStatus("<b>&", 1, ran=1)])
     assert "<td>&lt;b&gt;&amp;</td>" in page and page.count("<tr>") == 3 and "<tfoot><tr><th>total</th>" in page
+
+
+def test_a_record_that_is_a_fifo_is_read_at_once_as_not_finished(run_dir):
+    from tests.support.special_files import make_special, promptly
+
+    spec, out = run_dir
+    make_special(out / "records" / f"{keys(spec)['teacher', 1]}.json", "fifo")
+    teacher = rows_by_stage(promptly(lambda: status_from_rundir(spec, out)))["teacher"]
+    assert (teacher.ran, teacher.reused, teacher.pending) == (0, 1, 4)
+
+
+def test_records_of_a_run_directory_without_its_key_are_not_finished(run_dir):
+    spec, out = run_dir
+    (out / ".secret").unlink()  # as a run directory of an earlier version: records with a plain sha256
+    rows = rows_by_stage(status_from_rundir(spec, out))
+    assert [(r.ran, r.reused) for r in rows.values()] == [(0, 0), (0, 0)]
