@@ -166,9 +166,10 @@ def read_regular_text(path: str | os.PathLike[str], limit: int, *, what: str = "
 
 
 def is_within(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
-    """Whether ``path``, links resolved, lies inside ``folder`` (links resolved)."""
+    """Whether ``path``, links resolved, lies inside ``folder`` (links resolved); False for a
+    path that cannot be resolved (a loop of symbolic links)."""
     try:
         Path(path).resolve().relative_to(Path(folder).resolve())
-    except ValueError:
+    except (ValueError, RuntimeError, OSError):  # outside; a loop of links (RuntimeError before Python 3.13)
         return False
     return True

@@ -30,14 +30,14 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from compressflow._regular_files import printable, read_regular
+from compressflow._regular_files import is_within, printable, read_regular
 from compressflow.errors import FileRefused, InputError
 from compressflow.rundir import lock as _lock
 from compressflow.rundir import secret as _secret
 from compressflow.rundir.attempts import Attempt, AttemptLog, read_attempts
 from compressflow.rundir.files import remove_stale_replacements
 from compressflow.rundir.lock import RunState
-from compressflow.rundir.records import RECORD_LIMIT, LedgerEntry, RecordError, artifact_problem, inside, read_record
+from compressflow.rundir.records import RECORD_LIMIT, LedgerEntry, RecordError, artifact_problem, read_record
 
 __all__ = ["DEFAULT_PARENT", "RunDir", "RunState"]
 
@@ -318,7 +318,7 @@ class RunDir:
             art = rec.artifact if rec is not None else None
         except Exception:  # unreadable record (or a FIFO): it has no artifact we can trust to be ours
             art = None
-        if art is not None and inside(art.path, self.root / "artifacts") and artifact_problem(art) is not None \
+        if art is not None and is_within(art.path, self.root / "artifacts") and artifact_problem(art) is not None \
                 and Path(art.path).exists():
             os.replace(art.path, target / Path(art.path).name)
         os.replace(record, target / record.name)

@@ -35,7 +35,7 @@ from compressflow.rundir.secret import digest_of, signature_problem
 if TYPE_CHECKING:  # imported where a record is built: a spec check reaches this module without needing xarray
     import xarray as xr
 
-__all__ = ["RECORD_LIMIT", "Artifact", "LedgerEntry", "Record", "RecordError", "Upstream", "artifact_problem", "inside",
+__all__ = ["RECORD_LIMIT", "Artifact", "LedgerEntry", "Record", "RecordError", "Upstream", "artifact_problem",
            "read_record"]
 
 #: the most bytes a record file may hold (a record is kilobytes; its metrics curves a few more)
@@ -260,7 +260,7 @@ def read_record(path: Path | str, root: Path | str | None = None, *, check_hash:
         raise RecordError(problem)
     art = task.record.artifact if task.record is not None else None
     if art is not None:
-        if not inside(art.path, root):
+        if not is_within(art.path, root):
             raise RecordError(f"{art.kind} {printable(art.path)} lies outside the run directory {printable(root)}")
         problem = artifact_problem(art, check_hash=check_hash)
         if problem is not None:
@@ -311,14 +311,6 @@ def _parse(data: dict[str, Any], root: Path, metrics: bool) -> LedgerEntry:
     except Exception as exc:  # untrusted input: any failure to rebuild it means it cannot be reused
         raise RecordError(f"cannot be parsed ({type(exc).__name__}: {_short(str(exc))})") from None
 
-
-def inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
-    """:func:`~compressflow._regular_files.is_within`, False for a path that cannot be
-    resolved (a loop of symbolic links)."""
-    try:
-        return is_within(path, folder)
-    except (RuntimeError, OSError):
-        return False
 
 
 def _check_values(energy: dict[str, Any], record: dict[str, Any] | None) -> None:
