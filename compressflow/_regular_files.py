@@ -8,6 +8,9 @@ cannot slip through), and read with a bound: a symlink to ``/dev/zero`` or a FIF
 at once with one line naming it, and a file larger than its limit is refused before more than
 the limit is read.
 
+Writing there may find the disk full: :func:`disk_full` turns that ``OSError`` into the one
+line the user sees (:class:`~compressflow.errors.DiskFull`), wherever compressflow writes.
+
 Examples
 --------
 >>> import os, tempfile
@@ -30,16 +33,17 @@ compressflow.errors.FileRefused: record '...wnids.txt' is larger than its limit 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from compressflow.errors import FileRefused
+from compressflow.errors import DiskFull, FileRefused
 
-__all__ = ["FileRefused", "check_regular", "file_kind", "is_within", "open_regular", "printable", "read_regular",
-           "read_regular_text"]
+__all__ = ["FileRefused", "check_regular", "disk_full", "file_kind", "is_within", "open_regular", "printable",
+           "read_regular", "read_regular_text"]
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
@@ -173,3 +177,29 @@ def is_within(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> b
     except (ValueError, RuntimeError, OSError):  # outside; a loop of links (RuntimeError before Python 3.13)
         return False
     return True
+
+
+def disk_full(exc: BaseException, path: str | os.PathLike[str]) -> DiskFull | None:
+    """The one line for a write that found no space: ``exc`` (or an error it was raised from)
+    an ``OSError`` with ``ENOSPC`` or ``EDQUOT`` while writing ``path`` (the error's own file
+    name when it has one); None for any other error.
+
+    >>> print(disk_full(OSError(errno.ENOSPC, "No space left on device"), "/no-such-folder/x.json"))
+    no space left on '/' while writing '/no-such-folder/x.json'; finished tasks are kept; free space and run again
+    >>> disk_full(PermissionError(errno.EACCES, "Permission denied"), "x.json") is None
+    True
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:  # a library may wrap the OSError (zarr, torch)
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = os.path.abspath(cause.filename if isinstance(cause.filename, str) else path)
+            device = where
+            while not os.path.ismount(device) and os.path.dirname(device) != device:
+                device = os.path.dirname(device)  # the mount point: the device that is full
+            what = "no space left" if cause.errno == errno.ENOSPC else "disk quota exceeded"
+            return DiskFull(f"{what} on {printable(device)} while writing {printable(where)}; finished tasks are "
+                            f"kept; free space and run again")
+        cause = cause.__cause__ or cause.__context__
+    return None

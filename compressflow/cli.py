@@ -1,7 +1,9 @@
 """``compressflow run / report / list / status``.
 
 Exit codes: 0 success; 1 some tasks failed (everything else is still written); 2 bad input
-(a one-line message, no traceback, nothing computed is deleted); 130 interrupted.
+(a one-line message, no traceback, nothing computed is deleted), also a full disk under the
+run directory (finished tasks are kept); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM, as
+sent by SLURM, systemd or ``timeout``: handled as a first Ctrl-C, so what finished is written).
 
 Each subcommand imports what it needs when it runs, so ``--help``, ``--version`` and a spec
 that does not parse answer without importing torch, xarray or distributed (seconds each)."""
@@ -9,14 +11,27 @@ that does not parse answer without importing torch, xarray or distributed (secon
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from compressflow._regular_files import printable
+
 __all__ = ["main"]
+
+#: the arguments that name files or folders (a NUL byte in one is refused in one line)
+_PATHS = {"spec": "spec", "out": "--out", "cluster": "--cluster", "plugin": "--plugin"}
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it takes the path of a first Ctrl-C (cancel,
+    wait a bounded grace period for running tasks, write what finished)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,19 +66,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     from compressflow.errors import InputError
 
     try:
+        _check_paths(args)
         with warnings.catch_warnings(), console(logging.WARNING if getattr(args, "quiet", False) else logging.INFO):
             warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
             return {"run": _run, "report": _report, "list": _list, "status": _status}[args.command](args)
     except InputError as exc:
-        print(f"compressflow: error: {exc}", file=sys.stderr)
+        print(f"compressflow: error: {_escaped(str(exc))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(
-            "compressflow: interrupted; finished tasks are kept under the run directory's records/ "
-            "and are reused when you run the same spec with the same --out",
-            file=sys.stderr,
-        )
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
+        print(f"compressflow: {how}; finished tasks are kept under the run directory's records/ and are reused "
+              f"when you run the same spec with the same --out", file=sys.stderr)
+        return 143 if isinstance(exc, _Terminated) else 130
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Refuse a path argument holding a NUL byte, which no file name can (Python raises ValueError)."""
+    from compressflow.errors import InputError
+
+    for attr, field in {**_PATHS, **({"out": "report"} if args.command == "report" else {})}.items():
+        value = getattr(args, attr, None)
+        for path in value if isinstance(value, list) else [value]:
+            if isinstance(path, str) and "\0" in path:
+                raise InputError(f"{field}: {printable(path)} holds a NUL byte, which no path can; give a file name "
+                                 f"without it")
+
+
+def _escaped(text: str) -> str:
+    """``text`` with every control character escaped (``\\x00``, ``\\n``): an error stays one line
+    that a terminal shows as it is, whatever a message quoted."""
+    return "".join(c if c.isprintable() else printable(c)[1:-1] for c in text)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`_Terminated` in the main thread (a handler can
+    only be set there); the previous handler is restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _show_warning(previous, message, category, filename, lineno, file=None, line=None) -> None:
@@ -71,32 +121,51 @@ def _show_warning(previous, message, category, filename, lineno, file=None, line
     from compressflow.errors import SpecWarning
 
     if issubclass(category, SpecWarning):
-        print(f"compressflow: warning: {message}", file=sys.stderr)
+        print(f"compressflow: warning: {_escaped(str(message))}", file=sys.stderr)
     else:
         previous(message, category, filename, lineno, file, line)
 
 
 def _run(args: argparse.Namespace) -> int:
+    with _sigterm_as_interrupt():
+        return _run_study(args)
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    from compressflow.errors import DiskFull
     from compressflow.plugins import import_plugins
     from compressflow.spec import load_spec
 
     plugins = import_plugins(args.plugin, field="--plugin")  # so a bad one is named --plugin
     spec = load_spec(args.spec)  # a bad spec is refused before the engine (distributed, xarray, torch) is imported
     from compressflow.api.runner import run
-    from compressflow.report import summary_table
     from compressflow.rundir import RunDir
 
-    tree = run(spec, cluster=args.cluster, out=args.out, plugins=plugins, show_progress=not args.quiet)
     run_dir = RunDir(args.out) if args.out is not None else RunDir.default(spec.name)
+    try:
+        tree = run(spec, cluster=args.cluster, out=args.out, plugins=plugins, show_progress=not args.quiet)
+    except DiskFull as exc:
+        if exc.results is not None:  # every task ended; only the results store did not fit: show them
+            _summary(exc.results)
+        raise
+    return 1 if _summary(tree, written=run_dir.results) else 0
+
+
+def _summary(tree: Any, written: Any = None) -> int:
+    """Print the stage summary, where the results were written, the tasks line and, on stderr,
+    one line per task that did not end ``ok``; return how many did not."""
+    from compressflow.report import summary_table
+
     print(summary_table(tree))
-    print(f"results: {run_dir.results}")
+    if written is not None:
+        print(f"results: {written}")
     ledger = tree["tasks"]
     print(_tasks_line(ledger.to_dataset()))
     failed = [(str(k), str(s), str(st), str(e)) for k, s, st, e in zip(
         ledger.task.values, ledger.stage.values, ledger.status.values, ledger.error.values) if st != "ok"]
     for key, stage, status, error in failed:
-        print(f"compressflow: task {key} of stage {stage!r} {status}: {error}", file=sys.stderr)
-    return 1 if failed else 0
+        print(f"compressflow: task {key} of stage {stage!r} {status}: {_escaped(error)}", file=sys.stderr)
+    return len(failed)
 
 
 def _tasks_line(ledger: Any) -> str:

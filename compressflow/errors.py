@@ -3,6 +3,8 @@ their one-line message and exits 2, with no traceback."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class InputError(ValueError):
     """Bad user input (spec, data location, cluster, output directory).
@@ -30,6 +32,17 @@ class FileRefused(InputError):
     message is one line naming the file (:mod:`compressflow._regular_files`)."""
 
 
+class DiskFull(InputError):
+    """The disk (or the user's quota) under the run directory filled up while compressflow wrote
+    to it. One line naming the device (its mount point) and the file
+    (:func:`compressflow._regular_files.disk_full` builds it); finished tasks' records stay on disk
+    and a re-run with space reuses them."""
+
+    #: the results that could not be written, when the results store was what did not fit (the
+    #: CLI prints their summary); None otherwise
+    results: Any = None
+
+
 class SpecWarning(UserWarning):
     """A spec that validates but probably does not do what was meant (e.g. a schedule that
     leaves almost no epochs at the base learning rate). The CLI prints it as one
@@ -43,4 +56,4 @@ def one_line(exc: BaseException | str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["DataError", "FileRefused", "InputError", "PluginError", "SpecError", "SpecWarning", "one_line"]
+__all__ = ["DataError", "DiskFull", "FileRefused", "InputError", "PluginError", "SpecError", "SpecWarning", "one_line"]

@@ -88,3 +88,15 @@ def fresh_names():
         del sys.modules[name]
     sys.path[:] = path
     stage_signature.cache_clear()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on a real small filesystem (a tmpfs of ``tests.support.disk.SIZE`` bytes) for
+    full-disk tests; skipped where mounting is not permitted (not root, no CAP_SYS_ADMIN)."""
+    from tests.support.disk import mounted_tmpfs
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with mounted_tmpfs(disk):
+        yield disk

@@ -10,6 +10,7 @@ from typing import Any
 
 import xarray as xr
 
+from compressflow.errors import DiskFull
 from compressflow.spec import PipelineSpec
 from compressflow.api.study import submit
 from compressflow.plugins import Plugin
@@ -63,6 +64,10 @@ def run(
     ------
     InputError
         Bad spec, plugin, data location, cluster or output directory — before any task runs.
+    DiskFull
+        The disk under ``out`` filled up (an ``InputError``); finished tasks' records stay on
+        disk. When it was the results store that did not fit, its ``results`` attribute holds
+        the results that could not be written.
 
     Examples
     --------
@@ -73,4 +78,9 @@ def run(
     study = submit(spec, cluster, out, plugins=plugins, show_progress=show_progress)
     if show_progress and sys.stderr.isatty():
         study.progress()  # a bar on the terminal until the study ends
-    return study.result()
+    try:
+        return study.result()
+    except DiskFull as exc:
+        if exc.results is None and study.done:  # every task ended; only their results did not fit on disk
+            exc.results = study.results()
+        raise

@@ -18,6 +18,7 @@ import os
 import socket
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import functools
@@ -28,6 +29,7 @@ import threading
 from distributed import Reschedule
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from compressflow._regular_files import disk_full
 from compressflow.energy.plugin import current_meter
 from compressflow.engine.cancel import Cancelled, is_cancelled, stop_check
 from compressflow.engine.events import PROGRESS, TASK, publish, task_summary
@@ -91,7 +93,12 @@ def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream:
     publish(TASK, {**event, "event": "start", "worker": task.worker})
     fn = OPS.get(node.op)
     attempt = run.attempt_log(node.key, task.worker)
-    attempt.start()
+    try:
+        attempt.start()
+    except OSError as exc:  # a full disk: the task could not even log its start
+        _fail_for_full_disk(task, exc, attempt.path)
+        publish(TASK, {**event, "event": "end", **task_summary(task)})
+        return task
     task.start = time.time()
     with meter.measure(node.key, on_sample=attempt.energy) as reading:
         try:
@@ -103,22 +110,33 @@ def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream:
             task.status = "rescheduled"
         except Exception as exc:  # a failing stage must not take down the rest of the study
             task.status = "failed"
-            task.error = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-            log.error("task %s (%s) failed:\n%s", node.key, node.stage, traceback.format_exc())
+            full = disk_full(exc, run.root)  # a full disk is one line, not a traceback
+            task.error = str(full) if full else f"{type(exc).__name__}: {exc}".replace("\n", " ")
+            log.error("task %s (%s) failed:%s", node.key, node.stage,
+                      f" {full}" if full else f"\n{traceback.format_exc()}")
     task.end = time.time()
     task.resumed_from_epoch = ctx.resumed_from_epoch
-    attempts = attempt.end(task.status, reading.cpu_kwh, reading.gpu_kwh, reading.ram_kwh)
+    try:
+        attempts = attempt.end(task.status, reading.cpu_kwh, reading.gpu_kwh, reading.ram_kwh)
+    except OSError as exc:  # a full disk: no end line, so the next attempt counts this one's energy as lost
+        _fail_for_full_disk(task, exc, attempt.path)
+        task.energy = reading.as_dict()
+        publish(TASK, {**event, "event": "end", **task_summary(task)})
+        return task
     task.workers_tried, task.attempts = attempts.workers, len(attempts.workers)
     task.energy = with_lost_energy(reading.as_dict(), attempts.lost)
     task.attempts_kwh = attempts.kwh
     if task.status == "rescheduled":  # no result: the scheduler runs it again elsewhere, and that
         raise Reschedule()            # attempt counts this one's energy as lost (its log says so)
     if task.ok:
-        run.write_record(task)
-        if node.budget is None:  # a search's rung keeps its state: a promotion resumes it
-            for path, problem in run.drop_training_states(node.state_key or node.key):
-                # a leftover state costs disk space only; the task did finish
-                log.warning("could not delete the training state %s: %s", path, problem)
+        try:
+            run.write_record(task)
+        except OSError as exc:  # a full disk: no record, so the task runs again next time
+            _fail_for_full_disk(task, exc, run.record(node.key))
+    if task.ok and node.budget is None:  # a search's rung keeps its state: a promotion resumes it
+        for path, problem in run.drop_training_states(node.state_key or node.key):
+            # a leftover state costs disk space only; the task did finish
+            log.warning("could not delete the training state %s: %s", path, problem)
     publish(TASK, {**event, "event": "end", **task_summary(task)})
     return task
 
@@ -165,6 +183,16 @@ def with_lost_energy(energy: dict[str, Any], lost: dict[str, float]) -> dict[str
     total["energy_lost_kwh"] = sum(lost.values())
     total["energy_kwh"] = sum(float(total.get(name, float("nan"))) for name in lost)
     return total
+
+
+def _fail_for_full_disk(task: LedgerEntry, exc: OSError, path: Path) -> None:
+    """Fail ``task`` with the one line of a full disk (:func:`compressflow._regular_files.disk_full`)
+    instead of a traceback; re-raise ``exc`` when it is another error."""
+    full = disk_full(exc, path)
+    if full is None:
+        raise exc
+    task.status, task.error, task.record = "failed", str(full), None
+    log.error("task %s (%s) failed: %s", task.key, task.stage, full)
 
 
 def _finished_meanwhile(run: RunDir, key: str) -> LedgerEntry | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import xarray as xr
 
+from compressflow._regular_files import disk_full
 from compressflow.report.sections import SECTIONS
 
 __all__ = ["markdown_to_html", "write_html_report", "write_report"]
@@ -65,15 +66,26 @@ def write_report(tree: xr.DataTree, out: Path | str) -> Path:
 
     The sections are those of :data:`~compressflow.report.sections.SECTIONS` that cover an op
     of the run's ledger, in their page order; a section with nothing to show is left out.
+
+    Raises
+    ------
+    DiskFull
+        No space left to write it (one line naming the device and the file).
     """
     folder = Path(out) / "report"
-    folder.mkdir(parents=True, exist_ok=True)
-    title = f"# {tree.attrs.get('name', 'compressflow run')}"
-    rendered = [(s, s.fn(tree, folder)) for s in SECTIONS.for_tree(tree)]
-    shown = [(s, text) for s, text in rendered if text]
-    path = folder / "report.md"
-    path.write_text("\n\n".join([title, *(text for s, text in shown if not s.html_only)]) + "\n")
-    write_html_report(tree, folder, "\n\n".join([title, *(text for _, text in shown)]) + "\n")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        title = f"# {tree.attrs.get('name', 'compressflow run')}"
+        rendered = [(s, s.fn(tree, folder)) for s in SECTIONS.for_tree(tree)]
+        shown = [(s, text) for s, text in rendered if text]
+        path = folder / "report.md"
+        path.write_text("\n\n".join([title, *(text for s, text in shown if not s.html_only)]) + "\n")
+        write_html_report(tree, folder, "\n\n".join([title, *(text for _, text in shown)]) + "\n")
+    except Exception as exc:  # a plot's savefig may wrap the OSError
+        full = disk_full(exc, folder)
+        if full is None:
+            raise
+        raise full from exc
     return path
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import xarray as xr
 
+from compressflow._regular_files import disk_full
 from compressflow.rundir import RunDir
 from compressflow.errors import InputError, one_line
 from compressflow.rundir.files import replace_dir
@@ -27,6 +28,8 @@ def save_results(tree: xr.DataTree, out: Path | str) -> Path:
     InputError
         If ``out/results.zarr`` exists and is not a store compressflow wrote (see
         :func:`check_results_store`): it is left as it is.
+    DiskFull
+        No space left for the new store (the previous one is left as it was).
     """
     check_results_store(out)
     target = RunDir(out).results
@@ -35,7 +38,13 @@ def save_results(tree: xr.DataTree, out: Path | str) -> Path:
     with warnings.catch_warnings():
         # consolidated metadata is what makes the store open fast; zarr flags it as not yet in the v3 spec
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        replace_dir(target, lambda tmp: portable.to_zarr(tmp, mode="w", consolidated=True))
+        try:
+            replace_dir(target, lambda tmp: portable.to_zarr(tmp, mode="w", consolidated=True))
+        except Exception as exc:  # the previous store is intact: the new one is built beside it
+            full = disk_full(exc, target)
+            if full is None:
+                raise
+            raise full from exc
     return target
 
 

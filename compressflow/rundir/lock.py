@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from compressflow._regular_files import disk_full, printable
 from compressflow.errors import InputError
 
 __all__ = ["RunState", "hold", "read_state"]
@@ -43,12 +44,15 @@ def hold(path: Path, root: Path) -> Iterator[None]:
     ------
     InputError
         Another run holds it, or the filesystem has no locks.
+    DiskFull
+        No space left to write it.
     """
     try:
         fh = open(path, "a+", encoding="utf-8")
     except OSError as exc:
-        raise InputError(f"--out: cannot open the run lock {str(path)!r} ({exc.strerror}); "
-                         f"remove it if it is not a file, or choose another --out") from None
+        raise disk_full(exc, path) or InputError(f"--out: cannot open the run lock {str(path)!r} "
+                                                 f"({exc.strerror}); remove it if it is not a file, or choose "
+                                                 f"another --out") from None
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -63,8 +67,12 @@ def hold(path: Path, root: Path) -> Iterator[None]:
         fh.seek(0)
         fh.truncate()
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        fh.write(f"pid {os.getpid()} on host {socket.gethostname()}, started {started}\n")
-        fh.flush()
+        line = f"pid {os.getpid()} on host {socket.gethostname()}, started {started}\n"
+        try:  # unbuffered: a write that fails is not tried again (and raised again) when the file closes
+            os.write(fh.fileno(), line.encode("utf-8"))
+        except OSError as exc:
+            raise disk_full(exc, path) or InputError(f"--out: cannot write the run lock {printable(path)} "
+                                                     f"({exc.strerror}); choose another --out") from None
         yield
     finally:
         fh.close()  # releases the lock

@@ -6,6 +6,7 @@ construct objects."""
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import yaml
@@ -146,3 +147,8 @@ class _BoundedLoader(yaml.SafeLoader):
 
 
 _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+# YAML 1.1 (PyYAML) reads ``1e-3`` as a string: its floats need a dot. Read them as YAML 1.2
+# does (``1e-3``, ``1E5``, ``-2.5e-4``), as the user meant; a quoted value stays a string.
+_BoundedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))

@@ -20,6 +20,7 @@ model is built): a typo is refused in well under a second. Checks that must buil
 from __future__ import annotations
 
 import graphlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -181,8 +182,14 @@ def _check_stages(spec: PipelineSpec) -> None:
                 msg = msg.replace(f"{where}.params.{axis}:", f"{where}.sweep.{axis}:", 1)
             raise SpecError(msg) from None
         for axis, values in st.sweep.items():
-            for value in values:
-                sig.validate({**st.params, **first_point, axis: value}, where=f"{where}.sweep")
+            seen: dict[Any, int] = {}  # each value as validated (1 and 1.0 of a float are one) -> its index
+            for i, value in enumerate(values):
+                valid = sig.validate({**st.params, **first_point, axis: value}, where=f"{where}.sweep")[axis]
+                first = seen.setdefault(_comparable(valid), i)
+                if first != i:  # the results' coordinate would hold it twice (.sel would return two rows)
+                    raise SpecError(f"{field_path(f'{where}.sweep', axis)}: duplicate value {shown(value)} "
+                                    f"({shown(values[first])} and {shown(value)} are equal); each sweep value "
+                                    f"must be distinct")
         key_by = st.scheduling.key_by
         if key_by is not None and key_by not in st.axes():
             raise SpecError(f"{where}.scheduling.key_by: {shown(key_by)} is not a sweep axis of this stage; "
@@ -280,3 +287,12 @@ def check_search(spec: PipelineSpec, name: str) -> None:
     for param, dim in search.space.items():
         for value in dim.choices if dim.choices is not None else (dim.low, dim.high):
             sig.validate({**base, param: value}, where=f"{where}.space")
+
+
+def _comparable(value: Any) -> Any:
+    """``value`` as a dict key that equal values share: itself when hashable, else its JSON."""
+    try:
+        hash(value)
+    except TypeError:
+        return ("json", json.dumps(value, sort_keys=True, default=repr))
+    return ("value", value)

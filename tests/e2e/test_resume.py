@@ -1,23 +1,21 @@
-"""Resume: a run interrupted with Ctrl-C (SIGINT to the CLI) keeps every finished task's
-record; re-running the same spec into the same directory recomputes none of them and gives
-the same results as an uninterrupted run; bad records rerun with a warning, moved run
-directories use their own files."""
+"""Resume: a run interrupted with Ctrl-C (SIGINT to the CLI) or terminated (SIGTERM, as SLURM,
+systemd and ``timeout`` send) keeps every finished task's record; re-running the same spec into
+the same directory recomputes none of them and gives the same results as an uninterrupted run;
+bad records rerun with a warning, moved run directories use their own files."""
 
 from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
-import yaml
 
 import compressflow
+from compressflow.cli import main
 from compressflow.rundir.attempts import parse_attempts
 from tests.support import tiny_spec
+from tests.support.interrupt import interrupt_run
 from tests.support.records import edit_record
 
 SPEC = {"name": "resume", "stages": {"w": {"op": "wait", "params": {"seconds": 0.6},
@@ -31,18 +29,9 @@ def _starts(out, key) -> int:
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_without_recomputing(client, tmp_path):
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(SPEC))
-    out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "compressflow.cli", "run", str(path), "--out", str(out), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc, out = interrupt_run(SPEC, tmp_path, signal.SIGINT, records=3)
+    assert proc.returncode == 130, proc.stderr[-2000:]
     records = out / "records"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(records.glob("*.json")) if records.exists() else []) < 3:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err.decode()[-2000:]
     finished = {p.stem for p in records.glob("*.json")}
     assert 3 <= len(finished) < 10  # interrupted part-way
     tree = compressflow.run(SPEC, cluster=client, out=out, show_progress=False)
@@ -56,6 +45,29 @@ def test_interrupted_run_resumes_without_recomputing(client, tmp_path):
     np.testing.assert_allclose(a.elapsed_s, b.elapsed_s, atol=0.2)  # each task slept its 0.6 s
     assert list(tree["tasks"]["task"].values) == list(fresh["tasks"]["task"].values)
     assert json.loads(tree.attrs["spec"]) == json.loads(fresh.attrs["spec"])
+
+
+@pytest.mark.slow
+def test_sigterm_is_a_first_ctrl_c_that_exits_143(client, tmp_path, capsys):
+    """SIGTERM cancels, waits for the running tasks' next check, writes what finished (results
+    and ledger) and exits 143 with one line; the next run reuses the finished tasks."""
+    spec = {"name": "term", "stages": {"w": {"op": "wait", "params": {"seconds": 1.5},
+                                             "sweep": {"label": [0, 1, 2, 3, 4, 5]}}}}
+    proc, out = interrupt_run(spec, tmp_path, signal.SIGTERM, args=("--cluster", client.scheduler.address))
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        "compressflow: terminated (SIGTERM); finished tasks are kept under the run directory's records/ and are "
+        "reused when you run the same spec with the same --out")
+    finished = {p.stem for p in out.glob("records/*.json")}
+    ledger = compressflow.open_results(out)["tasks"].to_dataset()
+    status = dict(zip(ledger.task.values.tolist(), ledger.status.values.tolist()))
+    assert 1 <= len(finished) < 6 and len(status) == 6
+    assert {k for k, s in status.items() if s == "ok"} == finished
+    assert set(status.values()) == {"ok", "cancelled"}
+    assert main(["run", str(tmp_path / "spec.yaml"), "--out", str(out), "--quiet",
+                 "--cluster", client.scheduler.address]) == 0
+    assert f"tasks: reused {len(finished)}, ran {6 - len(finished)}" in capsys.readouterr().out.splitlines()
 
 
 def test_work_reused_by_another_spec_is_labelled_by_the_new_spec(client, tmp_path):

@@ -1,5 +1,6 @@
 """The CLI's commands that start no cluster: ``report`` without results, ``list`` (names, an op's
-parameters with types, defaults and bounds, an unknown name) and ``--version``."""
+parameters with types, defaults and bounds, an unknown name), ``--version``, and SIGTERM
+during ``run`` (exit 143)."""
 
 import shutil
 
@@ -65,3 +66,34 @@ def test_version(capsys):
         main(["--version"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.strip() == f"compressflow {compressflow.__version__}"
+
+
+def test_sigterm_during_run_takes_the_ctrl_c_path_and_exits_143(monkeypatch, capsys):
+    """``run`` turns SIGTERM into the first Ctrl-C (``KeyboardInterrupt`` where the study waits:
+    cancel, grace period, write what finished) and exits 143; the previous handler is back after.
+    The whole flow on a real run: tests/e2e/test_resume.py."""
+    import os
+    import signal
+    import time
+
+    import compressflow.cli as cli
+
+    def study(args):
+        assert signal.getsignal(signal.SIGTERM) is not sentinel  # the CLI's own while the study runs
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises in this thread at once
+        pytest.fail("SIGTERM did not interrupt the run")
+
+    def sentinel(signum, frame):  # pragma: no cover - never called
+        raise AssertionError("the CLI's handler was not in place")
+
+    monkeypatch.setattr(cli, "_run_study", study)
+    previous = signal.signal(signal.SIGTERM, sentinel)
+    try:
+        assert main(["run", "spec.yaml"]) == 143
+        assert signal.getsignal(signal.SIGTERM) is sentinel
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert capsys.readouterr().err.splitlines() == [
+        "compressflow: terminated (SIGTERM); finished tasks are kept under the run directory's records/ and are "
+        "reused when you run the same spec with the same --out"]

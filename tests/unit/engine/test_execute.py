@@ -18,6 +18,7 @@ from compressflow.ops import OpContext
 from compressflow.results.build import build_results
 from compressflow.rundir.records import read_record
 from compressflow.spec import load_spec
+from tests.support.disk import fill
 from tests.support.records import edit_record
 
 EPOCHS = 4
@@ -206,3 +207,24 @@ def test_a_workers_first_training_task_imports_nothing_heavy_itself():
     heavy = ("torch", "torchvision", "xarray", "dask", "scipy", "sympy", "sklearn", "pandas", "compressflow")
     late = [m for m in done.stdout.split() if m.split(".")[0] in heavy and not m.startswith("torch.utils.serialization")]
     assert late == [], late
+
+
+@pytest.mark.parametrize("room_for_the_log", [False, True], ids=["no-room-for-its-log", "no-room-for-its-record"])
+def test_a_task_that_finds_the_disk_full_fails_with_one_line(small_disk, monkeypatch, caplog, room_for_the_log):
+    """On a full disk a task fails as a task, with the one line of a full disk as its error (no
+    traceback logged), and leaves no record: the next run with space runs it again."""
+    monkeypatch.setattr(execute, "current_meter", StepMeter)
+    spec = load_spec({"name": "full", "stages": {"w": {"op": "wait", "params": {"seconds": 0.0}}}})
+    run = small_disk / "run"
+    (node,) = build_graph(spec, run).nodes.values()
+    log = run / "attempts" / f"{node.key}.log"
+    log.parent.mkdir(parents=True)
+    if room_for_the_log:  # its page on the tmpfs holds the new lines too; the record needs a page of its own
+        log.write_text("earlier-worker 1.000 start 0123456789ab\n")
+    fill(small_disk)
+    entry = execute.execute_task(node, {}, str(run))
+    written = log if not room_for_the_log else run / "records" / f"{node.key}.json"
+    assert (entry.status, entry.error) == ("failed", f"no space left on '{small_disk}' while writing '{written}'; "
+                                                     f"finished tasks are kept; free space and run again")
+    assert not list(run.glob("records/*.json"))
+    assert "Traceback" not in caplog.text and entry.error in caplog.text

@@ -191,3 +191,24 @@ def test_strict_numbers_still_accept_what_a_spec_means():
     assert parsed.data.augment == ("flip", "crop")
     assert parsed.stages["kd"].params["temperature"] == {"stochastic": [2, 20]}
     assert task_counts(parsed) == {"teacher": 2, "test": 2, "kd": 2, "cache": 2}
+
+
+def test_exponent_floats_load_as_numbers_and_quoted_ones_stay_strings(tmp_path):
+    """YAML 1.2 floats: ``1e-3`` is 0.001 (PyYAML's YAML 1.1 resolver alone reads it as a
+    string); quoting keeps a string; the global SafeLoader is left as it was."""
+    import yaml
+
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: x\nstages:\n  t: {op: train, params: {lr: 1e-3, weight_decay: -2.5e-4}, "
+                    "sweep: {warmup_epochs: [1, 2]}}\n  w: {op: wait, params: {seconds: 5E-1}}\n")
+    with pytest.raises(SpecError, match=r"weight_decay: Input should be greater than or equal to 0 \(got -0\.00025\)"):
+        load_spec(path)
+    path.write_text(path.read_text().replace("-2.5e-4", "2.5e-4"))
+    spec = load_spec(path)
+    assert spec.stages["t"].params["lr"] == 0.001 and spec.stages["t"].params["weight_decay"] == 0.00025
+    assert spec.stages["w"].params["seconds"] == 0.5
+    from compressflow.spec._yaml import read_yaml
+
+    (tmp_path / "q.yaml").write_text("a: '1e-3'\nb: \"1E5\"\nc: 1E5\n")
+    assert read_yaml(tmp_path / "q.yaml", field="spec", what="a spec") == {"a": "1e-3", "b": "1E5", "c": 100000.0}
+    assert yaml.safe_load("a: 1e-3") == {"a": "1e-3"}  # PyYAML's own loader is not changed
