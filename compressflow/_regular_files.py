@@ -33,29 +33,20 @@ compressflow.errors.FileRefused: record '...wnids.txt' is larger than its limit 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from compressflow.errors import DiskFull, FileRefused
+from compressflow.errors import FileRefused, printable
 
-__all__ = ["FileRefused", "check_regular", "disk_full", "file_kind", "is_within", "open_regular", "printable",
+__all__ = ["FileRefused", "check_regular", "file_kind", "is_within", "open_regular",
            "read_regular", "read_regular_text"]
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
 
-
-def printable(path: str | os.PathLike[str]) -> str:
-    """``path`` quoted for a one-line message: control characters (a NUL, a newline) escaped.
-
-    >>> printable("runs/a\\x00b\\nc")
-    "'runs/a\\\\x00b\\\\nc'"
-    """
-    return repr(os.fspath(path))
 
 
 def file_kind(mode: int) -> str:
@@ -177,29 +168,3 @@ def is_within(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> b
     except (ValueError, RuntimeError, OSError):  # outside; a loop of links (RuntimeError before Python 3.13)
         return False
     return True
-
-
-def disk_full(exc: BaseException, path: str | os.PathLike[str]) -> DiskFull | None:
-    """The one line for a write that found no space: ``exc`` (or an error it was raised from)
-    an ``OSError`` with ``ENOSPC`` or ``EDQUOT`` while writing ``path`` (the error's own file
-    name when it has one); None for any other error.
-
-    >>> print(disk_full(OSError(errno.ENOSPC, "No space left on device"), "/no-such-folder/x.json"))
-    no space left on '/' while writing '/no-such-folder/x.json'; finished tasks are kept; free space and run again
-    >>> disk_full(PermissionError(errno.EACCES, "Permission denied"), "x.json") is None
-    True
-    """
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:  # a library may wrap the OSError (zarr, torch)
-        seen.add(id(cause))
-        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
-            where = os.path.abspath(cause.filename if isinstance(cause.filename, str) else path)
-            device = where
-            while not os.path.ismount(device) and os.path.dirname(device) != device:
-                device = os.path.dirname(device)  # the mount point: the device that is full
-            what = "no space left" if cause.errno == errno.ENOSPC else "disk quota exceeded"
-            return DiskFull(f"{what} on {printable(device)} while writing {printable(where)}; finished tasks are "
-                            f"kept; free space and run again")
-        cause = cause.__cause__ or cause.__context__
-    return None

@@ -21,8 +21,6 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from compressflow._regular_files import printable
-
 __all__ = ["main"]
 
 #: the arguments that name files or folders (a NUL byte in one is refused in one line)
@@ -82,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check_paths(args: argparse.Namespace) -> None:
     """Refuse a path argument holding a NUL byte, which no file name can (Python raises ValueError)."""
-    from compressflow.errors import InputError
+    from compressflow.errors import InputError, printable
 
     for attr, field in {**_PATHS, **({"out": "report"} if args.command == "report" else {})}.items():
         value = getattr(args, attr, None)
@@ -95,7 +93,7 @@ def _check_paths(args: argparse.Namespace) -> None:
 def _escaped(text: str) -> str:
     """``text`` with every control character escaped (``\\x00``, ``\\n``): an error stays one line
     that a terminal shows as it is, whatever a message quoted."""
-    return "".join(c if c.isprintable() else printable(c)[1:-1] for c in text)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @contextlib.contextmanager

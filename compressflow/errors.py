@@ -3,6 +3,8 @@ their one-line message and exits 2, with no traceback."""
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Any
 
 
@@ -35,7 +37,7 @@ class FileRefused(InputError):
 class DiskFull(InputError):
     """The disk (or the user's quota) under the run directory filled up while compressflow wrote
     to it. One line naming the device (its mount point) and the file
-    (:func:`compressflow._regular_files.disk_full` builds it); finished tasks' records stay on disk
+    (:func:`disk_full` builds it); finished tasks' records stay on disk
     and a re-run with space reuses them."""
 
     #: the results that could not be written, when the results store was what did not fit (the
@@ -56,4 +58,39 @@ def one_line(exc: BaseException | str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["DataError", "DiskFull", "FileRefused", "InputError", "PluginError", "SpecError", "SpecWarning", "one_line"]
+def printable(path: str | os.PathLike[str]) -> str:
+    """``path`` quoted for a one-line message: control characters (a NUL, a newline) escaped.
+
+    >>> printable("runs/a\\x00b\\nc")
+    "'runs/a\\\\x00b\\\\nc'"
+    """
+    return repr(os.fspath(path))
+
+
+def disk_full(exc: BaseException, path: str | os.PathLike[str]) -> DiskFull | None:
+    """The one line for a write that found no space: ``exc`` (or an error it was raised from)
+    an ``OSError`` with ``ENOSPC`` or ``EDQUOT`` while writing ``path`` (the error's own file
+    name when it has one); None for any other error.
+
+    >>> print(disk_full(OSError(errno.ENOSPC, "No space left on device"), "/no-such-folder/x.json"))
+    no space left on '/' while writing '/no-such-folder/x.json'; finished tasks are kept; free space and run again
+    >>> disk_full(PermissionError(errno.EACCES, "Permission denied"), "x.json") is None
+    True
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:  # a library may wrap the OSError (zarr, torch)
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = os.path.abspath(cause.filename if isinstance(cause.filename, str) else path)
+            device = where
+            while not os.path.ismount(device) and os.path.dirname(device) != device:
+                device = os.path.dirname(device)  # the mount point: the device that is full
+            what = "no space left" if cause.errno == errno.ENOSPC else "disk quota exceeded"
+            return DiskFull(f"{what} on {printable(device)} while writing {printable(where)}; finished tasks are "
+                            f"kept; free space and run again")
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+__all__ = ["DataError", "DiskFull", "disk_full", "FileRefused", "InputError", "PluginError", "SpecError", "SpecWarning", "one_line", "printable"]

@@ -13,27 +13,25 @@ graph and passes their records to the tasks downstream."""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 import os
 import socket
+import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-import functools
-import importlib
-
-import threading
-
 from distributed import Reschedule
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from compressflow._regular_files import disk_full
 from compressflow.energy.plugin import current_meter
 from compressflow.engine.cancel import Cancelled, is_cancelled, stop_check
 from compressflow.engine.events import PROGRESS, TASK, publish, task_summary
 from compressflow.engine.node import Node
+from compressflow.errors import disk_full
 from compressflow.ops import OpContext
 from compressflow.ops.signature import stage_signature
 from compressflow.registries import OPS

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from compressflow._regular_files import disk_full
+from compressflow.errors import disk_full
 from compressflow.report.sections import SECTIONS
 
 __all__ = ["markdown_to_html", "write_html_report", "write_report"]

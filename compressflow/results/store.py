@@ -8,9 +8,8 @@ from pathlib import Path
 
 import xarray as xr
 
-from compressflow._regular_files import disk_full
+from compressflow.errors import InputError, disk_full, one_line
 from compressflow.rundir import RunDir
-from compressflow.errors import InputError, one_line
 from compressflow.rundir.files import replace_dir
 
 __all__ = ["STORE_MARKER", "check_results_store", "open_results", "save_results"]

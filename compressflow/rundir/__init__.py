@@ -30,8 +30,8 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from compressflow._regular_files import is_within, printable, read_regular
-from compressflow.errors import FileRefused, InputError
+from compressflow._regular_files import is_within, read_regular
+from compressflow.errors import FileRefused, InputError, printable
 from compressflow.rundir import lock as _lock
 from compressflow.rundir import secret as _secret
 from compressflow.rundir.attempts import Attempt, AttemptLog, read_attempts

@@ -27,8 +27,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from compressflow._regular_files import file_kind, printable, read_regular
-from compressflow.errors import FileRefused
+from compressflow._regular_files import file_kind, read_regular
+from compressflow.errors import FileRefused, printable
 
 __all__ = ["COMPONENTS", "LOG_LIMIT", "Attempt", "AttemptLog", "Attempts", "lost_energy", "parse_attempts",
            "read_attempts"]

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from compressflow._regular_files import disk_full, printable
-from compressflow.errors import InputError
+from compressflow.errors import InputError, disk_full, printable
 
 __all__ = ["RunState", "hold", "read_state"]
 

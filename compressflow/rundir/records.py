@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from compressflow._regular_files import file_kind, is_within, printable, read_regular
-from compressflow.errors import FileRefused
+from compressflow._regular_files import file_kind, is_within, read_regular
+from compressflow.errors import FileRefused, printable
 from compressflow.rundir.files import artifact_digest
 from compressflow.rundir.secret import digest_of, signature_problem
 

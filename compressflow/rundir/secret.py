@@ -28,8 +28,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from compressflow._regular_files import open_regular, printable
-from compressflow.errors import InputError
+from compressflow._regular_files import open_regular
+from compressflow.errors import InputError, printable
 
 __all__ = ["NAME", "SCHEME", "KeyFileError", "create_key", "digest_of", "read_key", "signature_problem"]
 

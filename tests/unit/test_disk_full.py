@@ -10,9 +10,8 @@ import errno
 
 import pytest
 
-from compressflow._regular_files import disk_full
 from compressflow.cli import main
-from compressflow.errors import DiskFull
+from compressflow.errors import DiskFull, disk_full
 from compressflow.results import open_results, save_results
 from compressflow.rundir import RunDir
 from tests.support.disk import fill
