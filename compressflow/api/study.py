@@ -30,10 +30,10 @@ from compressflow.energy.carbon import carbon_intensity, co2_grams
 from compressflow.energy.plugin import EnergyMeterPlugin
 from compressflow.engine.cancel import CancelPlugin
 from compressflow.engine.cluster import connect
-from compressflow.engine.events import PROGRESS, STUDY, TASK, RunningTasks
+from compressflow.engine.events import PROGRESS, STUDY, TASK, RunningTasks, follow
 from compressflow.engine.execute import PreloadPlugin
 from compressflow.engine.graph import build_graph, expand
-from compressflow.engine.node import Node
+from compressflow.engine.node import Node, task_of
 from compressflow.engine.provenance import provenance
 from compressflow.engine.resume import plan_resume
 from compressflow.engine.search import Search, searches
@@ -163,8 +163,8 @@ class Study:
         log.info("compressflow: %d tasks in %d stages (%d reused from earlier runs); dashboard %s%s",
                  len(graph.nodes), len(graph.stages), len(graph.reused), self.dashboard_link,
                  f" (study page {self.page})" if self.page else "")
-        client.subscribe_topic(TASK, self._on_task)
-        client.subscribe_topic(PROGRESS, self._on_progress)
+        # ended before the client closes (or when starting fails): other studies may share the client
+        self._cluster.callback(follow(client, self.id, {TASK: self._on_task, PROGRESS: self._on_progress}))
         client.log_event(STUDY, study_event(graph, self.id, out=self.out))
         self.started = time.time()
         self._workers = sorted(workers)
@@ -188,7 +188,8 @@ class Study:
                 for search in self.graph.searches:
                     self._advance(search, search.start(), done)
                 for i, (fut, value) in enumerate(done, 1):
-                    entry = value if isinstance(value, LedgerEntry) else lost_entry(self.graph.nodes[fut.key], fut)
+                    lost = not isinstance(value, LedgerEntry)  # Dask gave up on it: no entry of its own
+                    entry = lost_entry(self.graph.nodes[task_of(fut.key, self.id) or ""], fut) if lost else value
                     with self._lock:
                         self._done[entry.key] = entry
                     self._running.ended(entry.key)
@@ -196,13 +197,10 @@ class Study:
                     search = self._search_of.get(entry.key)
                     if search is not None:
                         self._advance(search, search.finished(entry, energy=self._energy_of(entry)), done)
-                # release the futures: a re-submission reuses these task keys, and the scheduler would
-                # hand it the results it still holds (e.g. a cancelled task) instead of running it
+                # release the futures: their Dask keys are this submission's own (engine.node.dask_key),
+                # so the scheduler can forget them now
                 self._futures = {}
                 self._machines = machines(self.client)
-                with contextlib.suppress(Exception):  # a closed client has no subscriptions left
-                    self.client.unsubscribe_topic(TASK)
-                    self.client.unsubscribe_topic(PROGRESS)
             tree = self._build({**self.graph.reused, **self._done})
             save_results(tree, self.out)
             self._tree = tree
@@ -395,6 +393,3 @@ class Study:
         dash = f' · <a href="{html.escape(link)}" target="_blank">dashboard</a>' if link else ""
         return (f"<div><b>compressflow study {html.escape(self.spec.name)}</b> — {self.state} · "
                 f"out <code>{html.escape(str(self.out))}</code>{dash}</div>{status_html(self.status())}")
-
-
-

@@ -77,7 +77,7 @@ class DashboardPlugin(SchedulerPlugin):
             return
         ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
         upstream = [dep.key for dep in ts.dependencies] if ts is not None else []
-        self.board.settled(key, finish == "erred", upstream)
+        self.board.settled(key, finish == "erred", upstream)  # Dask keys (engine.node.dask_key)
 
 
 def _prefix(app: Any) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from compressflow.energy.carbon import co2_grams
 from compressflow.engine.events import PROGRESS, STUDY, TASK
+from compressflow.engine.node import task_of
 
 __all__ = ["STATES", "Board", "StudyView"]
 
@@ -120,10 +121,10 @@ class StudyView:
 class Board:
     """The latest ``keep`` studies seen by one scheduler, updated from its events.
 
-    Task and progress events find their studies by task key (a key is the hash of the
-    task's op, parameters and inputs, so it names the same work in every study holding it);
-    an event naming a study it does not belong to is still applied to the studies holding
-    the key (a task shared by a re-submission updates both)."""
+    Task and progress events update the task they name (``key``) in the study they name
+    (``study``) only: two studies of the same work (the same task keys) each run their own
+    tasks. Dask's transitions name a task by its Dask key, which names its study too
+    (:func:`~compressflow.engine.node.dask_key`)."""
 
     def __init__(self, keep: int = 20) -> None:
         self.keep = keep
@@ -139,10 +140,10 @@ class Board:
             while len(self.studies) > self.keep:
                 self.studies.popitem(last=False)
         elif topic == TASK:
-            for task in self._tasks(str(msg.get("key", ""))):
+            for task in self._tasks(msg):
                 self._task_event(task, msg)
         elif topic == PROGRESS:
-            for task in self._tasks(str(msg.get("key", ""))):
+            for task in self._tasks(msg):
                 if task.state == "pending":
                     task.state = "running"
                 epoch = _number(msg.get("epoch"))
@@ -154,23 +155,30 @@ class Board:
                     task.energy_kwh = kwh
 
     def open(self, key: str) -> bool:
-        """Whether ``key`` is a task of a study here that has not ended yet."""
-        return any(t.state in ("pending", "running") for t in self._tasks(key))
+        """Whether Dask key ``key`` is a task of a study here that has not ended yet."""
+        return any(task.state in ("pending", "running") for _, task in self._of_dask_key(key))
 
     def settled(self, key: str, erred: bool, upstream: list[str]) -> None:
-        """Dask finished ``key`` (``erred``: Dask gave up on it) with no end event: a task
-        Dask itself failed, or one that returned at once (an upstream task failed or was
-        cancelled: it takes that state; else it was done already)."""
-        for view in self.studies.values():
-            task = view.tasks.get(key)
-            if task is None or task.state not in ("pending", "running"):
+        """Dask finished Dask key ``key`` (``erred``: Dask gave up on it; ``upstream``: the
+        Dask keys it depends on) with no end event: a task Dask itself failed, or one that
+        returned at once (an upstream task failed or was cancelled: it takes that state; else
+        it was done already)."""
+        for view, task in self._of_dask_key(key):
+            if task.state not in ("pending", "running"):
                 continue
-            ups = {view.tasks[k].state for k in upstream if k in view.tasks}
+            ups = {view.tasks[k].state for k in (task_of(u, view.study) for u in upstream) if k in view.tasks}
             task.state = ("failed" if erred or "failed" in ups else "cancelled" if "cancelled" in ups else "ok")
             task.ended = time.time()
 
-    def _tasks(self, key: str) -> list[_Task]:
-        return [view.tasks[key] for view in self.studies.values() if key in view.tasks]
+    def _tasks(self, msg: dict[str, Any]) -> list[_Task]:
+        """The task an event names (its study's, by task key), if this board has it."""
+        view = self.studies.get(str(msg.get("study", "")))
+        task = view.tasks.get(str(msg.get("key", ""))) if view is not None else None
+        return [task] if task is not None else []
+
+    def _of_dask_key(self, key: str) -> list[tuple[StudyView, _Task]]:
+        found = ((view, view.tasks.get(task_of(key, view.study) or "")) for view in self.studies.values())
+        return [(view, task) for view, task in found if task is not None]
 
     @staticmethod
     def _task_event(task: _Task, msg: dict[str, Any]) -> None:

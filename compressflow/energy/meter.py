@@ -196,6 +196,12 @@ class EnergyMeter:
             elif self.gpu_index is not None:
                 self._gpu_method = f"gpu=none(cuda:{self.gpu_index} is not visible: CUDA_VISIBLE_DEVICES)"
 
+    @property
+    def measuring(self) -> bool:
+        """Whether a :meth:`measure` window is open (a task is being measured)."""
+        with self._lock:
+            return bool(self._active)
+
     def stop(self) -> None:
         """Stop the tracker (writes nothing). Windows still open keep what was measured so far."""
         with self._lock:

@@ -16,6 +16,7 @@ __all__ = ["EnergyMeterPlugin", "current_meter"]
 
 _meter_lock = threading.Lock()
 _meter: EnergyMeter | None = None
+_meter_kwargs: dict[str, Any] | None = None  # what the plugin made _meter with (None: a lazy default one)
 _plugin_users = 0  # workers in this process whose plugin owns _meter
 
 
@@ -40,7 +41,11 @@ class EnergyMeterPlugin(WorkerPlugin):
 
     Arguments are those of :class:`EnergyMeter` and are validated on construction, so a
     bad country fails at registration on the client. Workers sharing a process (threads
-    instead of processes) share one meter; the last one to close stops it.
+    instead of processes) share one meter; the last one to close stops it, unless a task is
+    being measured: every study registers the plugin again (Dask tears the old one down first),
+    and a study submitted to a client while another one's tasks run must not stop their meter;
+    the new plugin takes it over when its settings are the same (else it starts its own, and
+    the running tasks keep what was measured so far).
 
     Examples
     --------
@@ -71,10 +76,11 @@ class EnergyMeterPlugin(WorkerPlugin):
         return kwargs
 
     async def setup(self, worker: Any) -> None:
-        global _meter, _plugin_users
+        global _meter, _meter_kwargs, _plugin_users
+        kwargs = self._kwargs_for(worker)
         with _meter_lock:
-            if _plugin_users == 0:
-                old, _meter = _meter, EnergyMeter(**self._kwargs_for(worker))
+            if _plugin_users == 0 and (_meter is None or kwargs != _meter_kwargs):
+                old, _meter, _meter_kwargs = _meter, EnergyMeter(**kwargs), kwargs
                 if old is not None:
                     old.stop()
             _plugin_users += 1
@@ -84,9 +90,10 @@ class EnergyMeterPlugin(WorkerPlugin):
         await asyncio.to_thread(meter.start)
 
     def teardown(self, worker: Any) -> None:
-        global _meter, _plugin_users
+        global _meter, _meter_kwargs, _plugin_users
         with _meter_lock:
             _plugin_users = max(_plugin_users - 1, 0)
-            meter, _meter = (_meter, None) if _plugin_users == 0 else (None, _meter)
-        if meter is not None:
-            meter.stop()
+            if _plugin_users > 0 or _meter is None or _meter.measuring:  # measuring: kept for the next setup
+                return
+            meter, _meter, _meter_kwargs = _meter, None, None
+        meter.stop()

@@ -13,22 +13,30 @@ Topics (``distributed`` event topics; each message is a small JSON-able ``dict``
     the end ``status``, ``duration_s``, ``energy_kwh``, ``accuracy``, ``val_accuracy``,
     ``resumed_from_epoch``.
 ``compressflow-progress`` (from a worker, after every epoch of a task that trains)
-    ``key``, ``stage``, ``epoch``, ``of``, ``loss``, ``val_accuracy``, ``energy_kwh``
+    ``study``, ``key``, ``stage``, ``epoch``, ``of``, ``loss``, ``val_accuracy``, ``energy_kwh``
     (cumulative kWh of the task so far), plus the op's own fields.
+
+``key`` is the task key (:func:`compressflow.engine.keys.task_key`), the same in every study
+that asks for the same work; ``study`` tells whose task it is (each submission runs its own,
+:func:`compressflow.engine.node.dask_key`). Studies sharing a client follow the task and
+progress topics through :func:`follow`, which hands each event to the study it names.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import threading
 import time
-from collections.abc import Container
+import weakref
+from collections.abc import Callable, Container, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from compressflow.rundir.records import LedgerEntry
 
-__all__ = ["PROGRESS", "STUDY", "TASK", "RunningTasks", "publish", "task_summary"]
+__all__ = ["PROGRESS", "STUDY", "TASK", "RunningTasks", "follow", "publish", "task_summary"]
 
 STUDY = "compressflow-study"
 TASK = "compressflow-task"
@@ -58,6 +66,8 @@ class RunningTasks:
 
     def on_progress(self, msg: dict[str, Any]) -> None:
         """A progress event of a running task: its latest fields."""
+        if msg.get("study") != self.study:
+            return
         with self._lock:
             if msg.get("key") in self._tasks:
                 self._tasks[msg["key"]].update(msg)
@@ -70,6 +80,60 @@ class RunningTasks:
         """Key → a copy of the task's latest progress."""
         with self._lock:
             return {k: dict(v) for k, v in self._tasks.items()}
+
+
+_Handler = Callable[[tuple[float, Any]], None]
+_FOLLOWED: weakref.WeakKeyDictionary[Any, dict[str, dict[str, _Handler]]] = weakref.WeakKeyDictionary()
+_FOLLOWED_LOCK = threading.Lock()
+
+
+def follow(client: Any, study: str, handlers: Mapping[str, _Handler]) -> Callable[[], None]:
+    """Call ``handlers[topic]`` with every event ``(time, message)`` of ``topic`` whose message
+    names submission ``study``, until the returned function is called.
+
+    A ``distributed.Client`` keeps one handler per topic (a second ``subscribe_topic`` replaces
+    the first, and one ``unsubscribe_topic`` ends it for everybody), so the studies sharing a
+    client share one subscription per topic here, which hands each event to the study it
+    names; the last study to stop following a topic unsubscribes the client from it.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    study : str
+        The submission's id (the ``study`` field of its events).
+    handlers : mapping
+        Topic -> handler.
+
+    Returns
+    -------
+    callable
+        Stops following (a closed client is fine).
+    """
+    with _FOLLOWED_LOCK:
+        topics = _FOLLOWED.setdefault(client, {})
+        for topic, handler in handlers.items():
+            studies = topics.setdefault(topic, {})
+            if not studies:
+                client.subscribe_topic(topic, functools.partial(_hand_over, studies))
+            studies[study] = handler
+
+    def stop() -> None:
+        with _FOLLOWED_LOCK:
+            for topic in handlers:
+                studies = topics.get(topic, {})
+                studies.pop(study, None)
+                if not studies and topics.pop(topic, None) is not None:
+                    with contextlib.suppress(Exception):  # a closed client has no subscriptions left
+                        client.unsubscribe_topic(topic)
+
+    return stop
+
+
+def _hand_over(studies: dict[str, _Handler], event: tuple[float, Any]) -> None:
+    msg = event[1]
+    handler = studies.get(msg.get("study", "")) if isinstance(msg, dict) else None
+    if handler is not None:
+        handler(event)
 
 
 def publish(topic: str, message: dict[str, Any]) -> None:

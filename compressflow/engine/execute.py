@@ -86,7 +86,7 @@ def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream:
     prepare()
     meter = current_meter()  # the worker's meter: the op reads it for its per-epoch energy curve
     ctx = OpContext(node.key, node.stage, data, run.root, meter=meter, stop_check=stop_check(study, node.stage),
-                    publish=functools.partial(publish, PROGRESS), checkpoint_every=node.checkpoint_every,
+                    publish=functools.partial(_progress, study), checkpoint_every=node.checkpoint_every,
                     budget=node.budget, state_key=node.state_key)
     publish(TASK, {**event, "event": "start", "worker": task.worker})
     fn = OPS.get(node.op)
@@ -219,6 +219,10 @@ def _inputs(node: Node, upstream: list[LedgerEntry]) -> tuple[dict[str, Any], Le
         else:
             inputs[arg], upstream = upstream[: len(keys)], upstream[len(keys):]
     return inputs, None
+
+
+def _progress(study: str, values: dict[str, Any]) -> None:
+    publish(PROGRESS, {"study": study, **values})
 
 
 def _worker_name() -> str:

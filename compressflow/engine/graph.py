@@ -24,7 +24,7 @@ from dask.delayed import Delayed
 
 from compressflow.engine.execute import execute_task
 from compressflow.engine.keys import task_key
-from compressflow.engine.node import Node
+from compressflow.engine.node import Node, dask_key
 from compressflow.ops.signature import stage_signature
 from compressflow.rundir import RunDir
 from compressflow.rundir.records import LedgerEntry
@@ -40,7 +40,7 @@ class TaskGraph:
 
     spec: PipelineSpec
     stages: dict[str, list[Node]]
-    delayed: dict[str, Delayed]  # the tasks to run
+    delayed: dict[str, Delayed]  # task key -> the task to run (under its Dask key, engine.node.dask_key)
     reused: dict[str, LedgerEntry] = field(default_factory=dict)  # finished in an earlier run: not run again
     searches: list[Any] = field(default_factory=list)  # compressflow.engine.search.Search, one per search
 
@@ -112,7 +112,8 @@ def build_graph(spec: PipelineSpec, out: Path | str, reused: Mapping[str, Ledger
     stages : dict, optional
         The nodes :func:`expand` already made of ``spec`` (not expanded again).
     study : str
-        The submission's id, passed to every task (cancelling, events); not part of any key.
+        The submission's id, passed to every task (cancelling, events) and part of every Dask
+        key (:func:`~compressflow.engine.node.dask_key`), not of any task key.
 
     Returns
     -------
@@ -129,7 +130,7 @@ def build_graph(spec: PipelineSpec, out: Path | str, reused: Mapping[str, Ledger
                 continue
             upstream = [reused[k] if k in reused else delayed[k] for k in upstream_keys(node.needs.values())]
             delayed[node.key] = dask.delayed(execute_task, pure=True)(node, data, run, *upstream, study=study,
-                                                                      dask_key_name=node.key)
+                                                                      dask_key_name=dask_key(node.key, study))
     return TaskGraph(spec, stages, delayed, reused)
 
 

@@ -15,7 +15,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from compressflow.engine.execute import execute_task, load_data
 from compressflow.engine.graph import TaskGraph, upstream_keys
-from compressflow.engine.node import Node
+from compressflow.engine.node import Node, dask_key
 from compressflow.engine.scheduling import assign, durations_of
 from compressflow.errors import InputError
 from compressflow.registries import OPS
@@ -45,7 +45,7 @@ def submit_graph(client: Client, graph: TaskGraph, workers: list[str]) -> dict[s
     submission. Under ``round_robin``/``bin_packing`` each task is pinned to its worker;
     under ``work_stealing`` with known durations (``durations_from``) the longest tasks get
     the highest priority (longest first, so no long task starts last and the stage ends
-    evenly), and Dask balances the rest."""
+    evenly), and Dask balances the rest. Returns task key -> future."""
     futures: dict[str, Any] = {}
     for stage, nodes in graph.stages.items():
         keys = [n.key for n in nodes if n.key not in futures and n.key in graph.delayed]
@@ -84,11 +84,12 @@ def load_data_first(client: Client, graph: TaskGraph, study: str) -> None:
 
 def submit_node(client: Client, graph: TaskGraph, node: Node, futures: Mapping[str, Any], run: RunDir,
                 study: str) -> Any:
-    """Submit one task on its own (a search's trial at a rung): its upstream tasks are reused
-    records or futures already submitted."""
+    """Submit one task on its own (a search's trial at a rung), under its Dask key in submission
+    ``study``: its upstream tasks are reused records or ``futures`` (task key -> future) already
+    submitted."""
     upstream = [graph.reused[k] if k in graph.reused else futures[k] for k in upstream_keys(node.needs.values())]
-    return client.submit(execute_task, node, graph.spec.data.options(), run, *upstream, study=study, key=node.key,
-                         resources=node.resources or None, pure=False)
+    return client.submit(execute_task, node, graph.spec.data.options(), run, *upstream, study=study,
+                         key=dask_key(node.key, study), resources=node.resources or None, pure=False)
 
 
 def lost_entry(node: Node, future: Any) -> LedgerEntry:

@@ -13,6 +13,7 @@ from distributed import Client, LocalCluster
 
 from compressflow.dashboard import DashboardPlugin, install_dashboard
 from compressflow.engine.events import STUDY, TASK
+from compressflow.engine.node import dask_key
 
 EVENT = {"study": "s1", "name": "demo", "out": "/runs/demo", "pue": 1.0, "intensity_g_per_kwh": 100.0,
          "stages": {"teacher": ["k-ok", "k-boom"], "test": ["k-after"]}, "reused": {}}
@@ -88,8 +89,10 @@ def test_events_and_dask_transitions_update_the_page(installed, cluster):
     def nothing(x=None):
         return x
 
-    # k-boom: Dask itself gives up on it (no end event); k-after: returns at once, with no event
-    futures = [c.submit(boom, key="k-boom", retries=0), c.submit(nothing, key="k-after")]  # kept: not released
+    # k-boom: Dask itself gives up on it (no end event); k-after: returns at once, with no event; both
+    # under their Dask keys in s1, as a study submits them
+    futures = [c.submit(boom, key=dask_key("k-boom", "s1"), retries=0),
+               c.submit(nothing, key=dask_key("k-after", "s1"))]  # kept: not released
     wait_for(lambda: data(cluster)["table"][0]["failed"] == 1)
     row = data(cluster)["table"][0]
     assert (row["ok"], row["failed"], row["kwh"], row["co2_g"]) == (1, 1, 0.25, 25.0)

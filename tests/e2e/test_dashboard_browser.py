@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import subprocess
-import threading
 import time
 import urllib.request
 
@@ -15,11 +14,8 @@ import numpy as np
 import pytest
 
 import compressflow
-from compressflow.dashboard import install_dashboard, study_event
+from compressflow.dashboard import install_dashboard
 from compressflow.dashboard._page import STATE_COLOURS
-from compressflow.engine.events import STUDY
-from compressflow.engine.graph import build_graph, expand
-from compressflow.spec import load_spec
 from tests.support import tiny_spec
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -47,39 +43,24 @@ def run(client, tmp_path_factory):
     spec = tiny_spec()
     spec["stages"]["teacher"]["params"]["epochs"] = 2
     spec["stages"]["teacher"]["sweep"] = {"seed": [0, 1]}
-    parsed = load_spec(spec)
-    graph = build_graph(parsed, out, {}, stages=expand(parsed))
-    # what compressflow.submit sends before its tasks (until the runner does it itself)
-    client.log_event(STUDY, study_event(graph, "dash-browser", out=out))
-    result: dict = {}
-
-    def work() -> None:
-        try:
-            result["tree"] = compressflow.run(spec, cluster=client, out=out, show_progress=False)
-        except BaseException as exc:  # raised again in the test's thread
-            result["error"] = exc
-
-    worker = threading.Thread(target=work)
+    study = compressflow.submit(spec, cluster=client, out=out)  # its study event is logged before any task
     seen, shot = [], out / "shot.png"
-    worker.start()
     while True:  # at least once, even if the run were over before the first look
-        running = worker.is_alive()
-        seen.append(json.loads(get(f"{link}/data.json?study=dash-browser")[1])["table"])
+        running = not study.done
+        seen.append(json.loads(get(f"{link}/data.json?study={study.id}")[1])["table"])
         if not shot.exists():  # the page in the browser while the study runs
             chromium("--window-size=1100,1200", f"--screenshot={shot}", link)
         if not running:
             break
         time.sleep(0.2)
-    worker.join()
-    if "error" in result:
-        raise result["error"]
+    tree = study.result()
     done = out / "done.png"  # and once it has ended, the scheduler still up
-    chromium("--window-size=1100,1200", f"--screenshot={done}", f"{link}?study=dash-browser")
-    return link, result["tree"], seen, (shot, done)
+    chromium("--window-size=1100,1200", f"--screenshot={done}", f"{link}?study={study.id}")
+    return f"{link}?study={study.id}", f"{link}/data.json?study={study.id}", tree, seen, (shot, done)
 
 
 def test_the_page_follows_the_run_live(run):
-    _, tree, seen, _ = run
+    _, _, tree, seen, _ = run
     first, last = seen[0], seen[-1]
     assert sum(r["pending"] + r["running"] for r in first) > 0  # the study was shown before its tasks ended
     assert [(r["stage"], r["tasks"]) for r in first] == [("teacher", 2), ("test", 2)]
@@ -87,11 +68,11 @@ def test_the_page_follows_the_run_live(run):
 
 
 def test_numbers_on_the_page_match_the_ledger(run):
-    link, tree, _, _ = run
+    page_link, data_link, tree, _, _ = run
     ledger = tree["tasks"].to_dataset()
-    status, page = get(f"{link}?study=dash-browser")
+    status, page = get(page_link)
     assert status == 200 and "<title>compressflow — Dask dashboard</title>" in page
-    data = json.loads(get(f"{link}/data.json?study=dash-browser")[1])
+    data = json.loads(get(data_link)[1])
     for row in data["table"]:
         mine = ledger.where(ledger["stage"] == row["stage"], drop=True)
         assert row["ok"] == int((mine["status"] == "ok").sum()) == row["tasks"] == 2
@@ -99,7 +80,7 @@ def test_numbers_on_the_page_match_the_ledger(run):
         assert row["co2_g"] == pytest.approx(float(mine["co2_g"].sum()), rel=1e-9)
     kwh = f"{float(ledger['energy_kwh'].where(ledger['stage'] == 'teacher').sum()):.3g}"
     # the page after its script ran in the browser: drawn, polled, the teacher's kWh as text
-    dom = chromium("--dump-dom", f"{link}?study=dash-browser").stdout
+    dom = chromium("--dump-dom", page_link).stdout
     assert re.search(r'<body[^>]*data-cf-rendered="1"', dom) and re.search(r'data-cf-polls="[1-9]', dom)
     teacher = re.search(r'<tr data-stage="teacher">(.*?)</tr>', dom).group(1)
     cells = re.findall(r"<t[hd]>(.*?)</t[hd]>", teacher)

@@ -119,6 +119,57 @@ def test_cancel_names_the_stages(client, tmp_path):
     assert "cancelled" in set(tree["tasks"].status.values)
 
 
+#: one stage of two tasks on the session's two workers, for studies sharing one client
+PAIR = {"name": "pair", "stages": {"slow": {"op": "wait", "params": {"seconds": 1.0}, "sweep": {"label": [0, 1]}}}}
+
+
+def _task_keys(spec) -> set[str]:
+    from compressflow.engine.graph import expand
+    from compressflow.spec import load_spec
+
+    return {n.key for nodes in expand(load_spec(spec)).values() for n in nodes}
+
+
+@pytest.mark.slow
+def test_studies_of_one_spec_on_one_client_each_run_and_record_their_own(client, tmp_path):
+    """The same spec into two run directories, at once and then a third one after them: the
+    task keys (the records' names) are the same, yet each study runs its own tasks and writes
+    its own records and attempts; none reports another's tasks as its own."""
+    from compressflow.engine.status import status_from_rundir
+    from compressflow.rundir import RunDir
+
+    keys = _task_keys(PAIR)
+
+    def ran_its_own(study) -> None:
+        ledger = study.result()["tasks"].to_dataset()
+        assert dict(zip(ledger.task.values, ledger.status.values)) == dict.fromkeys(keys, "ok")
+        assert set(RunDir(study.out).record_keys()) == keys
+        assert [(r.ran, r.reused) for r in study.status()] == [(2, 0)]
+        assert [(r.ran, r.pending) for r in status_from_rundir(PAIR, study.out)] == [(2, 0)]
+        for key in keys:  # one attempt each, in this run directory's own log
+            assert len(parse_attempts((study.out / "attempts" / f"{key}.log").read_text().splitlines())) == 1
+
+    together = [compressflow.submit(PAIR, cluster=client, out=tmp_path / name) for name in ("a", "b")]
+    for study in together:
+        ran_its_own(study)
+    ran_its_own(compressflow.submit(PAIR, cluster=client, out=tmp_path / "c"))  # after them, on the same client
+
+
+@pytest.mark.slow
+def test_cancel_stops_its_own_study_not_another_running_the_same_spec(client, tmp_path):
+    from compressflow.rundir import RunDir
+
+    spec = {**PAIR, "stages": {"slow": {**PAIR["stages"]["slow"], "params": {"seconds": 2.0}}}}
+    other = compressflow.submit(spec, cluster=client, out=tmp_path / "other")
+    mine = compressflow.submit(spec, cluster=client, out=tmp_path / "mine")  # the same tasks, while the other runs
+    mine.cancel("slow")
+    cancelled, ran = mine.result()["tasks"].to_dataset(), other.result()["tasks"].to_dataset()
+    assert list(cancelled.status.values) == ["cancelled", "cancelled"] and mine.state == "cancelled"
+    assert list(ran.status.values) == ["ok", "ok"] and other.state == "done"
+    assert (ran.energy_kwh.values > 0).all()
+    assert RunDir(mine.out).record_keys() == [] and set(RunDir(other.out).record_keys()) == _task_keys(spec)
+
+
 def test_bad_input_is_refused_by_submit_itself(tmp_path):
     bad = {"name": "bad", "stages": {"s": {"op": "nope"}}}
     with pytest.raises(InputError, match="nope"):

@@ -11,6 +11,7 @@ import pytest
 from compressflow.dashboard._page import COLUMNS, payload, rows
 from compressflow.dashboard._state import Board
 from compressflow.engine.events import PROGRESS, STUDY, TASK
+from compressflow.engine.node import dask_key
 
 PUE, INTENSITY = 1.5, 400.0
 
@@ -27,8 +28,8 @@ def task(board: Board, key: str, stage: str, event: str, sid: str = "s1", **fiel
                            "worker": "tcp://w1", **fields})
 
 
-def progress(board: Board, key: str, epoch: int, acc: float, kwh: float) -> None:
-    board.log_event(PROGRESS, {"key": key, "stage": "teacher", "epoch": epoch, "of": 3, "loss": 1.0,
+def progress(board: Board, key: str, epoch: int, acc: float, kwh: float, sid: str = "s1") -> None:
+    board.log_event(PROGRESS, {"study": sid, "key": key, "stage": "teacher", "epoch": epoch, "of": 3, "loss": 1.0,
                                "val_accuracy": acc, "energy_kwh": kwh})
 
 
@@ -90,16 +91,18 @@ def test_curves_of_running_tasks_first_and_a_resumed_task_restarts_its_epochs(bo
 
 
 def test_a_task_ending_without_an_event_takes_its_upstreams_state(board):
-    board.settled("f", erred=False, upstream=["d"])  # d failed: f returned upstream_failed at once
+    # Dask's transitions name tasks by their Dask keys: the task key and the study
+    board.settled(dask_key("f", "s1"), erred=False, upstream=[dask_key("d", "s1")])  # d failed: f returned at once
     assert table(board.snapshot())["kd"]["failed"] == 2
     board.log_event(STUDY, {"study": "s2", "name": "x", "stages": {"s": ["g", "h", "i"]}, "pue": 1,
                             "intensity_g_per_kwh": 1})
     task(board, "g", "s", "end", sid="s2", status="cancelled", energy_kwh=0.0)
-    board.settled("h", erred=False, upstream=["g"])
-    board.settled("i", erred=True, upstream=[])  # Dask gave up on it (its workers kept dying)
+    board.settled(dask_key("h", "s2"), erred=False, upstream=[dask_key("g", "s2")])
+    board.settled(dask_key("i", "s2"), erred=True, upstream=[])  # Dask gave up on it (its workers kept dying)
     assert {k: v for k, v in table(board.snapshot("s2"))["s"].items() if k in ("ok", "failed", "cancelled")} == \
         {"ok": 0, "failed": 1, "cancelled": 2}
-    assert not board.open("h") and not board.open("zzz") and board.open("b")
+    assert not board.open(dask_key("h", "s2")) and not board.open("zzz") and board.open(dask_key("b", "s1"))
+    assert not board.open("b") and not board.open(dask_key("b", "s2"))  # a task key alone, another study's key
 
 
 def test_upstream_failed_status_counts_as_failed():
@@ -110,13 +113,15 @@ def test_upstream_failed_status_counts_as_failed():
     assert (row["failed"], row["kwh"]) == (1, 0.0)
 
 
-def test_several_studies_apart_by_id_and_a_shared_task_updates_both(board):
-    study(board, "s2", name="again")  # a re-submission: same keys
-    task(board, "d", "kd", "start", sid="s2")
+def test_several_studies_apart_by_id_even_with_the_same_tasks(board):
+    study(board, "s2", name="again")  # the same spec submitted again: the same task keys
+    task(board, "f", "kd", "start", sid="s2")
+    progress(board, "b", 3, 0.9, 0.5, sid="s2")  # s2's own b, which s2 runs too
     assert board.snapshot()["study"] == "s2"  # the latest by default
-    assert table(board.snapshot("s2"))["kd"]["running"] == 1
-    assert table(board.snapshot("s1"))["kd"]["running"] == 1  # d is the same work in both
-    assert table(board.snapshot("s1"))["teacher"]["ok"] == 1 and table(board.snapshot("s2"))["teacher"]["ok"] == 0
+    s1, s2 = table(board.snapshot("s1")), table(board.snapshot("s2"))
+    assert (s2["kd"]["running"], s2["teacher"]["running"], s2["teacher"]["kwh"]) == (1, 1, 0.5)
+    assert (s1["kd"]["running"], s1["kd"]["pending"], s1["teacher"]["kwh"]) == (0, 1, pytest.approx(0.15))  # untouched
+    assert s1["teacher"]["ok"] == 1 and s2["teacher"]["ok"] == 0
     assert [s["study"] for s in board.snapshot()["studies"]] == ["s1", "s2"]
     assert board.snapshot("nope")["study"] is None and board.snapshot("nope")["table"] == []
     small = Board(keep=2)

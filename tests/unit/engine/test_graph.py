@@ -106,3 +106,22 @@ def test_renamed_axes_cross_teachers_with_students():
     # a rename changes no key: the teacher swept as 'model' or as 'teacher_model' is the same task
     plain = build_graph(load_spec(_pairs_spec(rename=False)), "/tmp/out")
     assert {n.key for n in plain.stages["teacher"]} == set(teacher_of)
+
+
+def test_two_submissions_of_one_spec_share_task_keys_but_not_dask_keys():
+    from dask.utils import key_split
+
+    from compressflow.engine.node import dask_key, task_of
+
+    spec = load_spec(tiny_spec())
+    a, b = (build_graph(spec, "/tmp/out", study=sid) for sid in ("0a1b2c3d4e5f", "abcdefabcdef"))
+    assert list(a.delayed) == list(b.delayed)  # task keys: the records' names, reused across runs
+    a_keys = [d.key for d in a.delayed.values()]
+    b_keys = [d.key for d in b.delayed.values()]
+    assert a_keys == [f"{k}-0a1b2c3d4e5f" for k in a.delayed] and not set(a_keys) & set(b_keys)
+    assert [task_of(k, "0a1b2c3d4e5f") for k in a_keys] == list(a.delayed)  # back to the task key
+    assert [task_of(k, "abcdefabcdef") for k in a_keys] == [None, None]  # not the other study's
+    assert task_of("-0a1b2c3d4e5f", "0a1b2c3d4e5f") is None and task_of(("x", 1), "0a1b2c3d4e5f") is None
+    assert [key_split(k) for k in b_keys] == ["train", "evaluate"]  # Dask's dashboard groups them by op
+    teacher, test = b.delayed  # the downstream task depends on its own study's upstream task
+    assert set(dict(b.delayed[test].dask)) == {dask_key(teacher, "abcdefabcdef"), dask_key(test, "abcdefabcdef")}
