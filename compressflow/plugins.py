@@ -20,6 +20,13 @@ both places. Two doors:
 
 This module resolves and imports plugins here (no Dask: a spec check does not need it).
 
+A plugin's files are read as regular files with a bound (:data:`MAX_PLUGIN_BYTES` in all), on
+the client's import as when they are shipped, so a FIFO or a link to ``/dev/zero`` in a plugin
+folder is refused at once with one line naming it (:class:`~compressflow.errors.FileRefused`);
+a symbolic link inside a folder that leads out of it is refused too (it would ship a file from
+elsewhere, perhaps a private one, to every worker). Each file is written on a worker with the
+permission bits it has here.
+
 Why not Dask's ``UploadFile`` / ``UploadDirectory``: ``UploadFile`` *reloads* the module on
 every registration, which runs its ``@register`` decorators again (a registry refuses a name
 twice), and ``UploadDirectory`` is a nanny plugin that only unpacks (workers started with
@@ -31,6 +38,7 @@ imported again there: restart the workers after editing a plugin.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import re
@@ -39,11 +47,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-from compressflow.errors import InputError, PluginError, SpecError, one_line
+from compressflow._regular_files import check_regular, is_within, open_regular, read_regular
+from compressflow.errors import FileRefused, InputError, PluginError, SpecError, one_line, printable
 
-__all__ = ["MAX_PLUGIN_BYTES", "Plugin", "PluginError", "dedupe", "files_of", "import_plugins", "resolve"]
+__all__ = ["MAX_PLUGIN_BYTES", "Plugin", "PluginError", "ShippedFile", "dedupe", "files_of", "import_plugins",
+           "resolve"]
 #: the most a shipped file or folder may hold: it travels through the scheduler to every worker
 MAX_PLUGIN_BYTES = 32 * 2**20
 
@@ -88,6 +98,8 @@ def resolve(entry: Any, base: str | os.PathLike, where: str) -> Plugin:
     SpecError
         One line naming ``where``: not a string, a missing file, a file that is not ``.py``,
         a folder without ``__init__.py``, or a name that is neither a path nor a module name.
+    FileRefused
+        The ``.py`` file or the folder's ``__init__.py`` is not a regular file (a FIFO, a device).
 
     Examples
     --------
@@ -102,13 +114,15 @@ def resolve(entry: Any, base: str | os.PathLike, where: str) -> Plugin:
         raise SpecError(f"{where}: expected {_KINDS}, got {entry!r}")
     path = Path(base, os.path.expanduser(entry)).absolute()
     if entry.endswith(".py"):
-        if not path.is_file():
+        if not path.exists():
             raise SpecError(f"{where}: no file {entry!r} (looked for {str(path)!r}); give an existing .py file")
+        check_regular(path, what=f"{where}: plugin file")
         return Plugin("file", _import_name(path.stem, entry, where), str(path), where)
     if path.is_dir():
-        if not (path / "__init__.py").is_file():
+        if not (path / "__init__.py").exists():
             raise SpecError(f"{where}: {entry!r} is a folder but not a package (it has no __init__.py); "
                             f"add one, or give the .py file itself")
+        check_regular(path / "__init__.py", what=f"{where}: plugin file")
         return Plugin("package", _import_name(path.name, entry, where), str(path), where)
     if path.exists():
         raise SpecError(f"{where}: {entry!r} is not a .py file; give {_KINDS}")
@@ -149,6 +163,9 @@ def import_plugins(entries: Any, base: str | os.PathLike = ".", field: str = "pl
     ------
     SpecError
         A bad entry (see :func:`resolve`) or a module name that cannot be found.
+    FileRefused
+        A file of a plugin that is not a regular file, or a link out of its folder (see
+        :func:`files_of`).
     PluginError
         A plugin whose import raised; the cause is chained.
     """
@@ -177,10 +194,19 @@ def _import_here(plugin: Plugin, entry: str) -> None:
         if plugin.kind == "module":
             importlib.import_module(name)
             return
+        files_of(plugin)  # every file regular, bounded, inside its folder: before any is imported
         path = Path(plugin.path)  # type: ignore[arg-type]
         init = path if plugin.kind == "file" else path / "__init__.py"
         locations = None if plugin.kind == "file" else [str(path)]
-        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=locations)
+        loader = _regular_loader(plugin.where)
+        if plugin.kind == "package":  # its submodules too are read through the bounded loader
+            for folder, dirs, _ in os.walk(path):
+                dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
+                sys.path_importer_cache[folder] = importlib.machinery.FileFinder(
+                    folder, (loader, importlib.machinery.SOURCE_SUFFIXES),
+                    (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES))
+        spec = importlib.util.spec_from_file_location(name, init, loader=loader(name, str(init)),
+                                                      submodule_search_locations=locations)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # before running it, as import does (its own imports may need it)
@@ -211,14 +237,41 @@ def _same_origin(module: ModuleType, plugin: Plugin) -> bool:
         return False
 
 
-def files_of(plugin: Plugin) -> dict[str, bytes]:
-    """Relative path → bytes of what a file or package plugin ships (no caches, no hidden files)."""
+def _regular_loader(where: str) -> type[importlib.machinery.SourceFileLoader]:
+    """Python's source loader, reading sources and bytecode caches as bounded regular files
+    (its own ``open`` would block on a FIFO, and read a link to ``/dev/zero`` forever)."""
+
+    class RegularSourceLoader(importlib.machinery.SourceFileLoader):
+        def get_data(self, path: str) -> bytes:
+            return read_regular(path, MAX_PLUGIN_BYTES, what=f"{where}: plugin file")
+
+    return RegularSourceLoader
+
+
+class ShippedFile(NamedTuple):
+    """One file a plugin ships: its bytes and its permission bits (kept on the worker)."""
+
+    data: bytes
+    mode: int
+
+
+def files_of(plugin: Plugin) -> dict[str, ShippedFile]:
+    """Relative path → file of what a file or package plugin ships (no caches, no hidden files).
+
+    Raises
+    ------
+    FileRefused
+        A file that is not a regular file (a FIFO, a link to a device), or a symbolic link in
+        the folder that leads out of it; one line naming it.
+    SpecError
+        More than :data:`MAX_PLUGIN_BYTES` in all.
+    """
     if plugin.path is None:
         return {}
     root = Path(plugin.path)
     if plugin.kind == "file":
-        return {root.name: root.read_bytes()}
-    files: dict[str, bytes] = {}
+        return {root.name: _read_shipped(root, MAX_PLUGIN_BYTES, plugin)}
+    files: dict[str, ShippedFile] = {}
     total = 0
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
@@ -226,13 +279,24 @@ def files_of(plugin: Plugin) -> dict[str, bytes]:
             if name.startswith(".") or name.endswith((".pyc", ".pyo")):
                 continue
             path = Path(folder, name)
-            data = path.read_bytes()
-            total += len(data)
-            if total > MAX_PLUGIN_BYTES:
-                raise SpecError(f"{plugin.where}: the folder {plugin.path!r} holds more than "
-                                f"{MAX_PLUGIN_BYTES // 2**20} MiB; ship code only (keep data elsewhere)")
-            files[str(Path(root.name, path.relative_to(root)))] = data
+            if path.is_symlink() and not is_within(path, root):
+                raise FileRefused(f"{plugin.where}: plugin file {printable(path)} is a symbolic link to "
+                                  f"{printable(os.path.realpath(path))}, outside the folder {printable(root)}; "
+                                  "copy what the plugin needs into the folder")
+            shipped = _read_shipped(path, MAX_PLUGIN_BYTES - total, plugin)
+            total += len(shipped.data)
+            files[str(Path(root.name, path.relative_to(root)))] = shipped
     return files
+
+
+def _read_shipped(path: Path, budget: int, plugin: Plugin) -> ShippedFile:
+    with open_regular(path, what=f"{plugin.where}: plugin file") as fh:
+        mode = os.fstat(fh.fileno()).st_mode & 0o777
+        data = fh.read(budget + 1)
+    if len(data) > budget:
+        raise SpecError(f"{plugin.where}: {printable(plugin.path or path)} holds more than "
+                        f"{MAX_PLUGIN_BYTES // 2**20} MiB; ship code only (keep data elsewhere)")
+    return ShippedFile(data, mode)
 
 
 def dedupe(plugins: Iterable[Plugin]) -> list[Plugin]:

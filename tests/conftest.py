@@ -62,13 +62,24 @@ def metered_context():
 
 @pytest.fixture
 def fresh_names():
-    """Restore every registry, the plugin load state and the imported modules afterwards, so
-    a user op registered by one test does not leak into the next."""
-    import sys
+    """Restore every registry, the plugin load state and the user modules (plugins) imported
+    meanwhile afterwards, so a user op registered by one test does not leak into the next.
 
+    Installed modules and compressflow's own imported meanwhile stay: imported twice in one
+    process, torch's C extensions crash and xarray/pandas hold two copies of their classes."""
+    import sys
+    from pathlib import Path
+
+    import compressflow
     from compressflow import registries
     from compressflow.ops.signature import stage_signature
     from compressflow.registries import BLOCKS, DATASETS, LOSSES, MODELS, OPS, SUMMARIES
+
+    kept = (sys.prefix, sys.base_prefix, str(Path(compressflow.__file__).parent))
+
+    def installed(module) -> bool:
+        file = getattr(module, "__file__", None)
+        return file.startswith(kept) if file else module.__name__ in sys.builtin_module_names
 
     registries.load()
     regs = (BLOCKS, DATASETS, LOSSES, MODELS, OPS, SUMMARIES)
@@ -85,7 +96,8 @@ def fresh_names():
         reg._info.update(facts)
     registries._state.update(state)
     for name in set(sys.modules) - modules:
-        del sys.modules[name]
+        if not installed(sys.modules[name]):
+            del sys.modules[name]
     sys.path[:] = path
     stage_signature.cache_clear()
 

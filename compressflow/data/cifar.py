@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from typing import TYPE_CHECKING
-
-from compressflow.data._files import _locate
+from compressflow.data._files import _locate, _read_bytes
 from compressflow.data._safe_pickle import _PICKLE_ALLOWED, _CifarUnpickler, _RefusedGlobal
 from compressflow.data.options import AUGMENT_OPS, Options, options
-from compressflow.errors import DataError, one_line
+from compressflow.errors import DataError, one_line, printable
 from compressflow.registries import DATASETS
 
 if TYPE_CHECKING:
@@ -31,6 +30,14 @@ class _CifarLayout(NamedTuple):
     label_key: str
     names_key: str
     expected: str  # the files as error messages list them
+    train_rows: int  # images in each official train file (each test file holds 10,000)
+
+    def limit(self, file: str) -> int:
+        """The most bytes ``file`` may hold, checked before unpickling: 3,300 bytes per official
+        image (3,072 pixels; its labels and file name take under 60) and 1 MiB to spare (the
+        official CIFAR-100 ``train``, 50,000 images, is 155.9 MB; its limit is 166 MB)."""
+        rows = self.train_rows if file in self.train else 10_000 if file == self.test else 0
+        return rows * 3300 + 2**20
 
 
 def _register_cifar(layout: _CifarLayout) -> Callable[..., Splits]:
@@ -50,7 +57,8 @@ def _register_cifar(layout: _CifarLayout) -> Callable[..., Splits]:
     load.__doc__ = (f"{layout.name} from the official python-pickle archive under ``root`` (the folder holding "
                     f"``{layout.folder}/``, or that folder). The official test split is the test split; val "
                     "is a stratified ``val_fraction`` of the official train split. Default size 32, 3 channels, "
-                    "augmentation crop + flip + rotate (ALGORITHMS §1). The batches are read by a restricted "
+                    "augmentation crop + flip + rotate (ALGORITHMS §1). Each file must be a regular file no larger "
+                    "than its official size allows (checked before it is read), and is read by a restricted "
                     "unpickler that builds only dicts, lists, bytes/str, numbers and numpy arrays, so a "
                     "crafted file cannot run code: it is refused with a DataError naming the global it asks for.")
     return DATASETS.register(load, check=check, locate=locate)
@@ -58,9 +66,9 @@ def _register_cifar(layout: _CifarLayout) -> Callable[..., Splits]:
 
 cifar10 = _register_cifar(_CifarLayout("cifar10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
                                        "test_batch", "batches.meta", "labels", "label_names",
-                                       "data_batch_1..5, test_batch and batches.meta"))
+                                       "data_batch_1..5, test_batch and batches.meta", 10_000))
 cifar100 = _register_cifar(_CifarLayout("cifar100", "cifar-100-python", ("train",), "test", "meta",
-                                        "fine_labels", "fine_label_names", "train, test and meta"))
+                                        "fine_labels", "fine_label_names", "train, test and meta", 50_000))
 
 
 def _where(layout: _CifarLayout, root: str | None) -> Path:
@@ -75,7 +83,7 @@ def _load_cifar(layout: _CifarLayout, root: str | None, opts: Options) -> Splits
     from compressflow.data.splits import _build, _split_indices
 
     where = _where(layout, root)
-    (names,) = _read_pickle(layout.name, where / layout.meta, layout.names_key)
+    (names,) = _read_pickle(layout.name, where / layout.meta, layout.limit(layout.meta), layout.names_key)
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, (bytes, str)) for n in names):
         raise DataError(f"{layout.name}: {str(where / layout.meta)!r} has {layout.names_key!r} of type "
                         f"{type(names).__name__}; expected the official non-empty list of class names")
@@ -84,7 +92,7 @@ def _load_cifar(layout: _CifarLayout, root: str | None, opts: Options) -> Splits
     def read(files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
         for f in files:
-            raw_data, raw_labels = _read_pickle(layout.name, where / f, "data", layout.label_key)
+            raw_data, raw_labels = _read_pickle(layout.name, where / f, layout.limit(f), "data", layout.label_key)
             data, labels = _as_array(raw_data, np.uint8), _as_array(raw_labels, np.int64)
             if (data is None or labels is None or data.ndim != 2 or data.shape[1] != 3072
                     or labels.ndim != 1 or len(labels) != len(data)):
@@ -102,10 +110,15 @@ def _load_cifar(layout: _CifarLayout, root: str | None, opts: Options) -> Splits
     return _build(layout.name, [(x[train], y[train]), (x[val], y[val]), test], 255.0, names, opts)
 
 
-def _read_pickle(name: str, path: Path, *keys: str) -> list[Any]:
+def _read_pickle(name: str, path: Path, limit: int, *keys: str) -> list[Any]:
     try:
-        with open(path, "rb") as f:
-            obj = _CifarUnpickler(f, encoding="bytes").load()  # the official archives were pickled by Python 2
+        data = _read_bytes(name, path, limit)  # a regular file (checked on the descriptor) of at most limit bytes
+    except OSError as exc:
+        raise DataError(f"{name}: cannot read {printable(path)} ({type(exc).__name__}: {one_line(exc)}); "
+                        "re-extract the official python archive") from None
+    try:
+        # the official archives were pickled by Python 2
+        obj = _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
     except _RefusedGlobal as exc:
         raise DataError(f"{name}: refused to unpickle {str(path)!r}: {exc} is not allowed in a "
                         f"CIFAR batch ({_PICKLE_ALLOWED}); re-extract the official python archive") from None

@@ -6,23 +6,25 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from typing import TYPE_CHECKING
-
-from compressflow.data._files import _locate, _read_text
+from compressflow.data._files import _check_budget, _locate, _open_image, _read_text
 from compressflow.data.options import AUGMENT_OPS, options
-from compressflow.errors import DataError, one_line
+from compressflow.errors import DataError, one_line, printable
 from compressflow.registries import DATASETS
 
 if TYPE_CHECKING:
     from compressflow.data.splits import Splits
 
-__all__ = ["MAX_IMAGE_PIXELS", "tinyimagenet"]
+__all__ = ["MAX_DECODED_BYTES", "MAX_IMAGE_PIXELS", "tinyimagenet"]
 
 _IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 MAX_IMAGE_PIXELS = 4096 * 4096  # a Tiny ImageNet image is 64×64; anything past 16.8 MP is not one (or a bomb)
+#: the most bytes the decoded images of one Tiny ImageNet folder may take (the official 110,000
+#: images, 64×64 RGB, take 1.35 GB), checked before the array is allocated
+MAX_DECODED_BYTES = 2 * 2**30
 
 
 def _where(root: str | None) -> Path:
@@ -50,9 +52,14 @@ def tinyimagenet(*, root: str | None = None, image_size: int | None = None, chan
     ``train/<wnid>/images/*.JPEG``, ``val/images/*.JPEG``, ``val/val_annotations.txt`` and
     optionally ``words.txt`` (class names). The official test labels are not public, so the
     official *val* split is the test split here and val is a stratified ``val_fraction`` of
-    train. Default size 64, 3 channels, augmentation crop + flip + rotate. An image larger than
-    :data:`MAX_IMAGE_PIXELS` is refused from its header, before it is decoded, and any file
-    PIL cannot decode is a DataError naming it.
+    train. Default size 64, 3 channels, augmentation crop + flip + rotate.
+
+    Every file must be a regular file (a FIFO or a link to a device is refused at once). An
+    image larger than :data:`MAX_IMAGE_PIXELS` is refused from its header, before it is
+    decoded; every image must have the first one's size (the official ones are all 64×64;
+    grayscale ones are converted to RGB), and their decoded total may not pass
+    :data:`MAX_DECODED_BYTES`, checked before anything is allocated. Each of these, and any
+    file PIL cannot decode, is a DataError naming the file.
     """
     from compressflow.data.splits import _build, _split_indices
 
@@ -96,36 +103,45 @@ def _read_images(paths: list[Path]) -> np.ndarray:
 
     Each file's header is checked before its pixels are decoded: an image of more than
     :data:`MAX_IMAGE_PIXELS` pixels (Tiny ImageNet's are 64×64) is refused, so a crafted
-    "decompression bomb" costs nothing, and every decoding failure is a DataError naming the file.
+    "decompression bomb" costs nothing, as is one whose size differs from the first image's;
+    the array's size is checked against :data:`MAX_DECODED_BYTES` before it is allocated.
+    Every failure is a DataError naming the file.
     """
     from PIL import Image
 
     def too_large(path: Path, detail: str) -> DataError:
-        return DataError(f"tinyimagenet: image {str(path)!r} is too large to be a Tiny ImageNet image ({detail}; "
+        return DataError(f"tinyimagenet: image {printable(path)} is too large to be a Tiny ImageNet image ({detail}; "
                          f"at most {MAX_IMAGE_PIXELS:,} pixels are decoded, and the official images are 64×64); "
                          "replace it with the official file")
 
     def read(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
         try:
-            with Image.open(path) as im:  # reads the header only
+            with _open_image("tinyimagenet", path) as fh, Image.open(fh) as im:  # reads the header only
                 if im.width * im.height > MAX_IMAGE_PIXELS:
                     raise too_large(path, f"{im.width}×{im.height} pixels")
-                im = im.convert("RGB")
-                return np.asarray(im if size is None or im.size == size else im.resize(size, Image.Resampling.BILINEAR))
+                if size is not None and im.size != size:
+                    raise DataError(f"tinyimagenet: image {printable(path)} is {im.width}×{im.height} pixels, but "
+                                    f"{printable(paths[0])} is {size[0]}×{size[1]}: all images of the set must have "
+                                    "one size (the official ones are 64×64); replace it with the official file")
+                return np.asarray(im.convert("RGB"))
         except DataError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # PIL's own, larger limit
             raise too_large(path, one_line(exc)) from None
         except Exception as exc:  # PIL fails in many ways (not an image, truncated, bad header): all mean "bad file"
-            raise DataError(f"tinyimagenet: cannot read image {str(path)!r} ({type(exc).__name__}: "
+            raise DataError(f"tinyimagenet: cannot read image {printable(path)} ({type(exc).__name__}: "
                             f"{one_line(exc)}); replace it with the official file") from None
 
     with warnings.catch_warnings():
         # PIL warns (and decodes) between its own limit and twice it; our smaller limit refuses those anyway
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         first = read(paths[0])
+        height, width = first.shape[:2]
+        _check_budget("tinyimagenet", len(paths) * first.nbytes, MAX_DECODED_BYTES,
+                      f"{len(paths):,} images of {width}×{height} pixels (the size of {printable(paths[0])})")
         out = np.empty((len(paths), *first.shape), dtype=np.uint8)
+        out[0] = first
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            for i, img in enumerate(pool.map(lambda p: read(p, (first.shape[1], first.shape[0])), paths)):
+            for i, img in enumerate(pool.map(lambda p: read(p, (width, height)), paths[1:]), start=1):
                 out[i] = img
     return out.transpose(0, 3, 1, 2)

@@ -1,10 +1,13 @@
 """``voc``: PASCAL VOC detection from the official folder layout under ``root``.
 
-Annotations are untrusted XML: each file is size-checked (:data:`MAX_XML_BYTES`) and parsed by
-``defusedxml`` with DTDs forbidden, so a ``<!DOCTYPE``, an entity (the "billion laughs" bomb)
-or an external reference is refused before anything is expanded. Every bad file — missing,
-too large, not XML, an unknown class, a box outside its image — is a one-line DataError naming
-the file and the problem.
+Annotations are untrusted XML: each file must be a regular file (a FIFO or a link to a device
+is refused at once), is read with a bound (:data:`MAX_XML_BYTES`) and parsed by ``defusedxml``
+with DTDs forbidden, so a ``<!DOCTYPE``, an entity (the "billion laughs" bomb) or an external
+reference is refused before anything is expanded. Images vary in size by design: each is
+bounded by its header (16.8 MP, and the size its annotation gives), and all of them together by
+:data:`MAX_DECODED_BYTES`, checked from the annotations before any image is decoded. Every bad
+file — missing, too large, not XML, an unknown class, a box outside its image — is a one-line
+DataError naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -18,21 +21,24 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from compressflow.data._files import _read_text
+from compressflow.data._files import _check_budget, _check_regular_files, _open_image, _read_bytes, _read_text
 from compressflow.data.options import check_fraction, check_int
-from compressflow.errors import DataError, one_line
+from compressflow.errors import DataError, one_line, printable
 from compressflow.registries import DATASETS
 
 if TYPE_CHECKING:
     from compressflow.data.detection import DetectionSplit, DetectionSplits
 
-__all__ = ["MAX_XML_BYTES", "VOC_CLASSES", "voc"]
+__all__ = ["MAX_DECODED_BYTES", "MAX_XML_BYTES", "VOC_CLASSES", "voc"]
 
 #: the 20 PASCAL VOC classes, labels 1 … 20 in this order
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
 #: the largest annotation file read (an official one is about 1 KB)
 MAX_XML_BYTES = 1 << 20
+#: the most bytes the decoded images of one VOC folder may take, at their native sizes or at
+#: ``image_size`` (the 11,540 detection images of VOC2012 trainval take about 6.5 GB at native size)
+MAX_DECODED_BYTES = 8 * 2**30
 _MAX_PIXELS = 4096 * 4096  # an official image is at most 500×500; anything past 16.8 MP is not one (or a bomb)
 _ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # ids name files: no separators, no "..", no leading dot
 _FOLDERS = ("Annotations", "JPEGImages", "ImageSets/Main/train.txt", "ImageSets/Main/val.txt")
@@ -90,7 +96,12 @@ def voc(*, root: str | None = None, year: str = "2007", image_size: int | None =
         train = [ids["train"][i] for i in sorted(order[n_val:])]
         ids = {"train": train, "val": [ids["train"][i] for i in sorted(order[:n_val])], "test": ids["val"]}
     index = {name: i + 1 for i, name in enumerate(VOC_CLASSES)}
-    splits = {name: _read_split(where, names, index, size) for name, names in ids.items()}
+    annotations = {name: [_read_annotation(where / "Annotations" / f"{i}.xml", index) for i in names]
+                   for name, names in ids.items()}
+    every = [a for anns in annotations.values() for a in anns]
+    nbytes = sum(3 * (size * size if size is not None else a.width * a.height) for a in every)
+    _check_budget("voc", nbytes, MAX_DECODED_BYTES, f"{len(every):,} images" + (f" at {size}×{size}" if size else ""))
+    splits = {name: _read_split(where, names, annotations[name], size) for name, names in ids.items()}
     return DetectionSplits(f"voc{year}", splits["train"], splits["val"], splits["test"], VOC_CLASSES, size)
 
 
@@ -102,6 +113,7 @@ def _locate(root: str | os.PathLike[str] | None, year: str) -> Path:
     candidates = (base / "VOCdevkit" / f"VOC{year}", base / f"VOC{year}", base)
     for folder in candidates:
         if all((folder / f).exists() for f in _FOLDERS):
+            _check_regular_files("voc", folder, _FOLDERS)
             return folder
     raise DataError(f"voc: no PASCAL VOC {year} folder under {str(base)!r} — expected "
                     f"{base / 'VOCdevkit' / f'VOC{year}'}/ holding {', '.join(_FOLDERS)}")
@@ -120,12 +132,11 @@ def _read_ids(path: Path) -> list[str]:
     return ids
 
 
-def _read_split(where: Path, ids: list[str], index: dict[str, int], size: int | None) -> DetectionSplit:
+def _read_split(where: Path, ids: list[str], annotations: list[_Annotation], size: int | None) -> DetectionSplit:
     import torch
 
     from compressflow.data.detection import DetectionSplit
 
-    annotations = [_read_annotation(where / "Annotations" / f"{i}.xml", index) for i in ids]
     images, targets = [], []
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         pixels = list(pool.map(lambda a: _read_image(where / "JPEGImages" / f"{a[0]}.jpg", a[1], size),
@@ -148,13 +159,10 @@ def _read_annotation(path: Path, index: dict[str, int]) -> _Annotation:
     from defusedxml.ElementTree import fromstring
 
     def bad(problem: str) -> DataError:
-        return DataError(f"voc: annotation {str(path)!r} {problem}; replace it with the official file")
+        return DataError(f"voc: annotation {printable(path)} {problem}; replace it with the official file")
 
     try:
-        nbytes = path.stat().st_size
-        if nbytes > MAX_XML_BYTES:
-            raise bad(f"is {nbytes:,} bytes, more than the {MAX_XML_BYTES:,} an annotation may be")
-        data = path.read_bytes()
+        data = _read_bytes("voc", path, MAX_XML_BYTES, what="annotation")
     except OSError as exc:
         raise bad(f"cannot be read ({type(exc).__name__}: {one_line(exc)})") from None
     try:
@@ -178,6 +186,8 @@ def _read_annotation(path: Path, index: dict[str, int]) -> _Annotation:
     width, height = number(root, "size/width", "annotation"), number(root, "size/height", "annotation")
     if width < 1 or height < 1 or width != int(width) or height != int(height):
         raise bad(f"has an image size of {width:g}×{height:g}; expected positive whole pixels")
+    if width * height > _MAX_PIXELS:
+        raise bad(f"gives an image size of {width:g}×{height:g}, more than the {_MAX_PIXELS:,} pixels decoded")
     boxes, labels, difficult = [], [], []
     for k, obj in enumerate(root.findall("object")):
         name_node = obj.find("name")
@@ -205,12 +215,12 @@ def _read_image(path: Path, ann: _Annotation, size: int | None) -> np.ndarray:
     from PIL import Image
 
     def bad(problem: str) -> DataError:
-        return DataError(f"voc: image {str(path)!r} {problem}; replace it with the official file")
+        return DataError(f"voc: image {printable(path)} {problem}; replace it with the official file")
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:  # reads the header only
+            with _open_image("voc", path) as fh, Image.open(fh) as im:  # reads the header only
                 if im.width * im.height > _MAX_PIXELS:
                     raise bad(f"is {im.width}×{im.height} pixels, more than the {_MAX_PIXELS:,} decoded")
                 if (im.width, im.height) != (ann.width, ann.height):

@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from distributed.comm.core import CommClosedError
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from compressflow.errors import PluginError, one_line
-from compressflow.plugins import Plugin, files_of
+from compressflow.plugins import Plugin, ShippedFile, files_of
 
 __all__ = ["ShipPlugin", "install"]
 
@@ -28,7 +30,8 @@ class ShipPlugin(WorkerPlugin):
     imports it, in ``setup`` (before the worker takes a task).
 
     A file or package travels inside the plugin and is written to
-    ``<worker local directory>/compressflow-plugins/<digest>/``, which goes on ``sys.path``;
+    ``<worker local directory>/compressflow-plugins/<digest>/``, which goes on ``sys.path``,
+    each file with the permission bits it has on the client (a 0600 file stays 0600);
     a module name must be importable on the worker (installed there).
 
     Parameters
@@ -42,24 +45,35 @@ class ShipPlugin(WorkerPlugin):
         self.where = plugin.where
         self.files = files_of(plugin)
         digest = hashlib.sha256()
-        for rel, data in sorted(self.files.items()):
-            digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+        for rel, shipped in sorted(self.files.items()):
+            digest.update(rel.encode() + b"\0" + hashlib.sha256(shipped.data).digest()
+                          + shipped.mode.to_bytes(2, "big"))
         self.digest = digest.hexdigest()[:16]
         self.name = f"compressflow-plugin-{plugin.module}"
 
     def setup(self, worker: Any) -> None:
         if self.files:
             root = Path(worker.local_directory, "compressflow-plugins", self.digest)
-            for rel, data in self.files.items():
-                path = root / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
+            for rel, shipped in self.files.items():
+                _write(root / rel, shipped)
             if str(root) not in sys.path:
                 sys.path.insert(0, str(root))
         if self.module not in sys.modules:  # an in-process worker shares the client's modules
             importlib.invalidate_caches()
             importlib.import_module(self.module)
         log.info("plugin %s (%s) imported on worker %s", self.module, self.where, worker.address)
+
+
+def _write(path: Path, shipped: ShippedFile) -> None:
+    """Write ``shipped`` at ``path`` with its mode from the start (never readable by others for a
+    moment), replacing what is there (a read-only file of an earlier setup too)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+    with open(fd, "wb") as f:
+        f.write(shipped.data)
+        os.fchmod(fd, shipped.mode)
+    os.replace(tmp, path)
 
 
 def install(client: Any, plugins: Iterable[Plugin]) -> None:

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
 import xarray as xr
 
-from compressflow.errors import InputError, disk_full, one_line
+from compressflow._regular_files import check_regular
+from compressflow.errors import FileRefused, InputError, disk_full, one_line, printable
 from compressflow.rundir import RunDir
 from compressflow.rundir.files import replace_dir
 
-__all__ = ["STORE_MARKER", "check_results_store", "open_results", "save_results"]
+__all__ = ["MAX_STORE_BYTES", "MAX_STORE_FILE_BYTES", "STORE_MARKER", "check_results_store", "open_results",
+           "save_results"]
 
 #: root attribute that marks a store compressflow wrote (its value: the store's format version)
 STORE_MARKER = "compressflow_results"
+#: the largest file of a results store opened (a chunk holds one variable of one group: kilobytes)
+MAX_STORE_FILE_BYTES = 256 * 2**20
+#: the most a results store opened may hold in all (a study of 10,000 tasks writes a few MB)
+MAX_STORE_BYTES = 2**30
 
 
 def save_results(tree: xr.DataTree, out: Path | str) -> Path:
@@ -105,14 +112,20 @@ def _variable_length_strings(ds: xr.Dataset) -> xr.Dataset:
 def open_results(out: Path | str) -> xr.DataTree:
     """Open the results of a run directory (or a ``results.zarr`` path), loaded into memory.
 
+    Every file of the store is checked first (Zarr opens them itself): each must be a regular
+    file of at most :data:`MAX_STORE_FILE_BYTES`, all together at most :data:`MAX_STORE_BYTES`,
+    so a chunk that is a FIFO or a link to ``/dev/zero`` is refused at once instead of hanging
+    or filling memory.
+
     Raises
     ------
     FileNotFoundError
         If there is no results store there.
     InputError
-        If the store cannot be read as compressflow results: damaged metadata, a chunk that
-        does not decode, or another program's Zarr store (no ``/tasks`` ledger). One line
-        naming the store and, where it is one array, that array.
+        If the store cannot be read as compressflow results: a file that is not a regular file
+        or too large, damaged metadata, a chunk that does not decode, or another program's Zarr
+        store (no ``/tasks`` ledger). One line naming the store and, where it is one file or
+        one array, that file or array.
     """
     path = Path(out)
     if path.name != RunDir(path).results.name:  # a run directory, not the store itself
@@ -124,6 +137,10 @@ def open_results(out: Path | str) -> xr.DataTree:
         return InputError(f"{str(path)!r} is not a readable compressflow results store ({detail}); "
                           "re-run the spec with the same --out to rebuild it from the finished tasks' records")
 
+    if path.is_dir():
+        why = _special_file(path)
+        if why is not None:
+            raise unreadable(why)
     try:
         with warnings.catch_warnings():
             # a store without consolidated metadata is not ours; it is refused below, not warned about
@@ -144,6 +161,33 @@ def open_results(out: Path | str) -> xr.DataTree:
         raise unreadable("no /tasks ledger" if ledger is None else
                          f"its /tasks ledger lacks {', '.join(missing) or 'the task dimension'}")
     return tree
+
+
+def _special_file(store: Path) -> str | None:
+    """Why Zarr may not open the files of ``store``: the first that is not a regular file (or a
+    link to a folder: Zarr would follow it), or too large, or the total past its bound; None if
+    none. Checked on the paths, which does not block on a FIFO."""
+    total = 0
+    for folder, dirs, names in os.walk(store):
+        dirs.sort()
+        for name in dirs:
+            if os.path.islink(os.path.join(folder, name)):
+                return f"{printable(os.path.join(folder, name))} is a symbolic link to a folder"
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            try:
+                size = check_regular(path, what="file").st_size
+            except FileRefused as exc:
+                return str(exc)
+            except OSError as exc:  # a broken link
+                return f"file {printable(path)}: {type(exc).__name__}: {one_line(exc.strerror or exc)}"
+            if size > MAX_STORE_FILE_BYTES:
+                return (f"file {printable(path)} is larger than its limit of {MAX_STORE_FILE_BYTES:,} bytes "
+                        f"({size:,} bytes)")
+            total += size
+            if total > MAX_STORE_BYTES:
+                return f"it holds more than {MAX_STORE_BYTES:,} bytes"
+    return None
 
 
 _LEDGER_NEEDED = ("stage", "op", "status", "duration_s", "energy_kwh", "co2_g")  # what the summary reads

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from compressflow._regular_files import FileRefused, open_regular
 from compressflow.errors import SpecError
 
 __all__ = ["MAX_SPEC_BYTES", "MAX_YAML_DEPTH", "MAX_YAML_NODES", "read_yaml"]
@@ -26,10 +27,10 @@ MAX_YAML_NODES = 100_000
 def read_yaml(path: str | os.PathLike, *, field: str, what: str) -> Any:
     """Read a small YAML data file (a pipeline or cluster spec) with bounds.
 
-    The file must be UTF-8, at most :data:`MAX_SPEC_BYTES`, nested at most
-    :data:`MAX_YAML_DEPTH` levels, expand to at most :data:`MAX_YAML_NODES` nodes (each alias
-    counted as a copy of what it names, before any Python object is built) and hold no
-    duplicate key. Only plain data is built (a safe loader).
+    The file must be a regular file (not a FIFO or a device), UTF-8, at most
+    :data:`MAX_SPEC_BYTES`, nested at most :data:`MAX_YAML_DEPTH` levels, expand to at most
+    :data:`MAX_YAML_NODES` nodes (each alias counted as a copy of what it names, before any
+    Python object is built) and hold no duplicate key. Only plain data is built (a safe loader).
 
     Parameters
     ----------
@@ -46,12 +47,16 @@ def read_yaml(path: str | os.PathLike, *, field: str, what: str) -> Any:
     """
     where = str(path)
     try:
-        with open(path, "rb") as f:
-            # read(n) allocates n bytes up front: ask for what the file holds (a pipe has no size)
-            size = os.fstat(f.fileno()).st_size or MAX_SPEC_BYTES
+        # a regular file, checked on the opened descriptor: a FIFO or a link to /dev/zero is
+        # refused at once instead of blocking or reading without end
+        with open_regular(path, what=f"{field}:") as f:
+            # read(n) allocates n bytes up front: ask for what the file holds
+            size = os.fstat(f.fileno()).st_size
             data = f.read(min(size, MAX_SPEC_BYTES) + 1)
     except FileNotFoundError:
         raise SpecError(f"{field}: file {where!r} does not exist") from None
+    except FileRefused as exc:
+        raise SpecError(f"{exc}; {what} is a small YAML file") from None
     except OSError as exc:
         raise SpecError(f"{field}: cannot read {where!r}: {exc.strerror}") from None
     if len(data) > MAX_SPEC_BYTES:

@@ -377,3 +377,40 @@ def results_store_is_a_file(tmp: Path, out: Path) -> None:
 def cluster_not_utf8(tmp: Path, out: Path) -> None:
     """A cluster spec saved as Latin-1: byte 11 is é (0xE9), not valid UTF-8."""
     (tmp / "latin1.yaml").write_bytes("# host: caf\u00e9\nkind: local\n".encode("latin-1"))
+
+
+# --- special files (a FIFO, a link to /dev/zero) where compressflow reads user files -----------
+
+@setup
+def results_chunk_fifo(tmp: Path, out: Path) -> None:
+    """A chunk of results.zarr is a FIFO: Zarr would block opening it."""
+    from tests.support.special_files import make_special
+
+    make_special(_results(out) / "tasks" / "duration_s" / "c" / "0", "fifo")
+
+
+@setup
+def plugin_folder_dev_zero(tmp: Path, out: Path) -> None:
+    """A plugin package folder holding a link to /dev/zero (read whole, it never ends)."""
+    from tests.support.special_files import make_special
+
+    (tmp / "zero_pkg").mkdir()
+    (tmp / "zero_pkg" / "__init__.py").write_text("")
+    make_special(tmp / "zero_pkg" / "weights.bin", "dev-zero")
+
+
+@setup
+def tinyimagenet_wnids_dev_zero(tmp: Path, out: Path) -> None:
+    from tests.support.special_files import make_special
+
+    _tinyimagenet(tmp, lambda r: make_special(r / "wnids.txt", "dev-zero"))
+
+
+@setup
+def voc_annotation_billion_laughs(tmp: Path, out: Path) -> None:
+    """An official-layout VOC2007 folder whose annotation 000002.xml declares nested entities."""
+    from tests.support.datasets import BOMB, voc_xml, write_voc
+
+    base = write_voc(tmp / "voc")
+    (base / "Annotations" / "000002.xml").write_text(
+        voc_xml(32, 32, [("tvmonitor", 5, 6, 7, 8, 0)], extra=BOMB).replace("VOC2007", "&lol3;"))

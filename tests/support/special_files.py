@@ -33,7 +33,7 @@ def promptly(fn: Callable[[], Any], timeout: float = 10) -> Any:
     def target() -> None:
         try:
             outcome["value"] = fn()
-        except BaseException as exc:  # handed to the test's thread
+        except BaseException as exc:  # noqa: BLE001  # handed to the test's thread
             outcome["error"] = exc
 
     thread = threading.Thread(target=target, daemon=True)

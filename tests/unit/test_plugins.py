@@ -5,6 +5,10 @@ client, with one clear error for each way a plugin can be wrong."""
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
+import os
+import re
+import stat
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,12 +19,13 @@ import yaml
 from compressflow import plugins, registries
 from compressflow._registry import Registry
 from compressflow.engine.shipping import ShipPlugin
-from compressflow.errors import SpecError
+from compressflow.errors import FileRefused, SpecError
 from compressflow.ops.signature import stage_signature
 from compressflow.plugins import PluginError
 from compressflow.registries import BLOCKS, DATASETS, LOSSES, MODELS, OPS, SUMMARIES
 from compressflow.spec import load_spec
 from tests.support.plugin_files import USER_OPS
+from tests.support.special_files import SPECIAL, make_special, promptly
 
 
 def test_registry_calls_its_loader_on_first_lookup_until_it_has_finished():
@@ -186,3 +191,76 @@ def test_a_package_folder_is_written_to_the_worker_and_imported_from_there(fresh
     assert shipped.read_text() == USER_OPS
     assert Path(sys.modules["user_pkg.ops"].__file__) == shipped and "fit_probe" in OPS
     ship.setup(SimpleNamespace(local_directory=str(worker_dir), address="tcp://w:1"))  # again: no duplicate
+
+
+# --- special files in a plugin: refused at once, one line naming them -------------------------
+
+@pytest.mark.parametrize("kind", list(SPECIAL))
+def test_a_plugin_file_that_is_not_a_regular_file_is_refused(tmp_path, kind):
+    path = make_special(tmp_path / "special_ops.py", kind)
+    with pytest.raises(FileRefused) as info:
+        promptly(lambda: plugins.import_plugins([str(path)], field="--plugin"))
+    assert str(info.value) == f"--plugin: plugin file {str(path)!r} is {SPECIAL[kind]}, not a regular file"
+
+
+@pytest.mark.parametrize("inside", ["helpers.py", "__init__.py", "data/table.csv"])
+def test_a_fifo_in_a_plugin_folder_is_refused_before_anything_is_imported(fresh_names, tmp_path, inside):
+    pkg = tmp_path / "fifo_pkg"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("import fifo_pkg.helpers  # noqa\n")
+    (pkg / "helpers.py").write_text("")
+    path = make_special(pkg / inside, "fifo")
+    with pytest.raises(FileRefused) as info:
+        promptly(lambda: plugins.import_plugins([str(pkg)], field="--plugin"))
+    assert str(info.value) == f"--plugin: plugin file {str(path)!r} is a FIFO, not a regular file"
+    assert "fifo_pkg" not in sys.modules
+
+
+def test_a_link_out_of_a_plugin_folder_is_refused(fresh_names, tmp_path):
+    """A link to /dev/zero, or to someone's private file: neither is read nor shipped."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("token")
+    secret.chmod(0o600)
+    pkg = tmp_path / "leaky_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    for target in (secret, Path("/dev/zero")):
+        link = pkg / "notes.txt"
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+        with pytest.raises(FileRefused) as info:
+            promptly(lambda: plugins.import_plugins([str(pkg)], field="--plugin"))
+        assert str(info.value) == (f"--plugin: plugin file {str(link)!r} is a symbolic link to {str(target)!r}, "
+                                   f"outside the folder {str(pkg)!r}; copy what the plugin needs into the folder")
+
+
+def test_a_fifo_bytecode_cache_does_not_block_the_import(fresh_names, tmp_path):
+    (tmp_path / "cached_ops.py").write_text("VALUE = 7\n")
+    pyc = make_special(Path(importlib.util.cache_from_source(str(tmp_path / "cached_ops.py"))), "fifo")
+    with pytest.raises(FileRefused, match=rf"^plugins\[0\]: plugin file {re.escape(repr(str(pyc)))} is a FIFO"):
+        promptly(lambda: plugins.import_plugins(["cached_ops.py"], tmp_path))
+
+
+def test_shipped_files_keep_their_mode_and_links_inside_the_folder_are_followed(fresh_names, tmp_path):
+    pkg = tmp_path / "moded_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "private.py").write_text("KEY = 1\n")
+    (pkg / "private.py").chmod(0o600)
+    (pkg / "run.sh").write_text("#!/bin/sh\n")
+    (pkg / "run.sh").chmod(0o755)
+    (pkg / "alias.py").symlink_to(pkg / "private.py")
+    [plugin] = plugins.import_plugins([str(pkg)])
+    ship = ShipPlugin(plugin)
+    ship.setup(SimpleNamespace(local_directory=str(tmp_path / "w"), address="tcp://w:1"))
+    ship.setup(SimpleNamespace(local_directory=str(tmp_path / "w"), address="tcp://w:1"))  # over read-only files
+    shipped = tmp_path / "w" / "compressflow-plugins" / ship.digest / "moded_pkg"
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in shipped.iterdir()}
+    assert modes == {"__init__.py": 0o666 & ~_umask(), "private.py": 0o600, "alias.py": 0o600, "run.sh": 0o755}
+    assert (shipped / "alias.py").read_text() == "KEY = 1\n" and not (shipped / "alias.py").is_symlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -333,7 +333,7 @@ def write_tinyimagenet(base, per_class=6):
     def save(path, k, shade):
         colour = [40, 40, 40]
         colour[k] = 200 + shade
-        Image.new("RGB", (16, 16), tuple(colour)).save(path, "JPEG")
+        Image.new("RGB", (64, 64), tuple(colour)).save(path, "JPEG")  # the official size
 
     for k, wnid in enumerate(WNIDS):
         (root / "train" / wnid / "images").mkdir(parents=True)
@@ -344,7 +344,7 @@ def write_tinyimagenet(base, per_class=6):
     lines = []
     for j, k in enumerate(val_labels):
         save(root / "val" / "images" / f"val_{j}.JPEG", k, j)
-        lines.append(f"val_{j}.JPEG\t{WNIDS[k]}\t0\t0\t15\t15")
+        lines.append(f"val_{j}.JPEG\t{WNIDS[k]}\t0\t0\t63\t63")
     (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
     return root, val_labels
 
@@ -414,10 +414,10 @@ def test_tinyimagenet_png_header_is_what_pil_reads():
 
 
 @pytest.mark.parametrize(("damage", "expected"), [
-    ("garbage", r"\(UnidentifiedImageError: cannot identify image file"),
-    ("truncated", r"\(OSError: image file is truncated"),
-    ("empty", r"\(UnidentifiedImageError: cannot identify image file"),
-    ("directory", r"\(IsADirectoryError: "),
+    ("garbage", r"cannot read image {} \(UnidentifiedImageError: cannot identify image file"),
+    ("truncated", r"cannot read image {} \(OSError: image file is truncated"),
+    ("empty", r"cannot read image {} \(UnidentifiedImageError: cannot identify image file"),
+    ("directory", r"image {} is a directory, not a regular file; replace it with the official file$"),
 ])
 def test_tinyimagenet_undecodable_images_are_data_errors(tmp_path, damage, expected):
     root, _ = write_tinyimagenet(tmp_path)
@@ -432,7 +432,7 @@ def test_tinyimagenet_undecodable_images_are_data_errors(tmp_path, damage, expec
     else:
         path.unlink()
         path.mkdir()
-    with pytest.raises(DataError, match=rf"^tinyimagenet: cannot read image {re.escape(repr(str(path)))} " + expected):
+    with pytest.raises(DataError, match="^tinyimagenet: " + expected.format(re.escape(repr(str(path))))):
         DATASETS.get("tinyimagenet")(root=root, val_fraction=0.2)
 
 

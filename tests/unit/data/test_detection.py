@@ -16,6 +16,7 @@ from compressflow.data.shapes import SHAPE_CLASSES, _draw
 from compressflow.data.voc import MAX_XML_BYTES, VOC_CLASSES
 from compressflow.errors import DataError, InputError
 from compressflow.registries import DATASETS, UnknownNameError
+from tests.support.datasets import BOMB, voc_xml, write_voc
 
 
 def test_shapes_is_deterministic_per_seed():
@@ -95,35 +96,6 @@ def test_detection_datasets_are_dataset_entries_of_their_own_task():
         load_splits("shapes")
     assert len(load_splits("digits").train) > 0  # classification loading untouched
 
-# (id, width, height, [(class, xmin, ymin, xmax, ymax, difficult)]), VOC's 1-based inclusive pixel boxes
-IMAGES = [
-    ("000001", 40, 30, [("dog", 1, 1, 20, 15, 0), ("person", 10, 5, 40, 30, 1)]),
-    ("000002", 32, 32, [("tvmonitor", 5, 6, 7, 8, 0)]),
-    ("000003", 24, 36, [("aeroplane", 2, 3, 24, 36, 0), ("cat", 4, 4, 10, 10, 0), ("dog", 1, 1, 1, 1, 1)]),
-]
-
-
-def _xml(width, height, objects, extra=""):
-    objs = "".join(f"<object><name>{c}</name><pose>Left</pose><truncated>0</truncated><difficult>{d}</difficult>"
-                   f"<bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
-                   for c, x1, y1, x2, y2, d in objects)
-    return (f"{extra}<annotation><folder>VOC2007</folder><size><width>{width}</width><height>{height}</height>"
-            f"<depth>3</depth></size><segmented>0</segmented>{objs}</annotation>")
-
-
-def write_voc(root, splits=(("train", ["000001", "000002"]), ("val", ["000003"])), test=None):
-    """A VOCdevkit/VOC2007 folder with the IMAGES, their XML and the split lists."""
-    base = root / "VOCdevkit" / "VOC2007"
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for name, w, h, objects in IMAGES:
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(base / "JPEGImages" / f"{name}.jpg")
-        (base / "Annotations" / f"{name}.xml").write_text(_xml(w, h, objects))
-    for split, ids in (*splits, *((("test", test),) if test else ())):
-        (base / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
-    return base
-
 
 def test_voc_reads_boxes_labels_and_difficult_flags_exactly(tmp_path):
     write_voc(tmp_path, test=["000003"], splits=(("train", ["000001"]), ("val", ["000002"])))
@@ -157,24 +129,21 @@ def _break(tmp_path, text):
     (base / "Annotations" / "000002.xml").write_text(text)
     return base / "Annotations" / "000002.xml"
 
-BOMB = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;">'
-        '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;">]>')
-
 
 @pytest.mark.parametrize("text, match", [
-    (_xml(32, 32, [("tvmonitor", 5, 6, 7, 8, 0)], extra=BOMB).replace("VOC2007", "&lol3;"),
+    (voc_xml(32, 32, [("tvmonitor", 5, 6, 7, 8, 0)], extra=BOMB).replace("VOC2007", "&lol3;"),
      "declares a DTD, an entity or an external reference, which are refused"),
-    ('<?xml version="1.0"?><!DOCTYPE annotation SYSTEM "file:///etc/passwd">' + _xml(32, 32, []),
+    ('<?xml version="1.0"?><!DOCTYPE annotation SYSTEM "file:///etc/passwd">' + voc_xml(32, 32, []),
      "declares a DTD"),
-    (_xml(32, 32, [("tvmonitor", 5, 6, 40, 8, 0)]), r"box xmin=5, ymin=6, xmax=40, ymax=8 outside its 32×32 image"),
-    (_xml(32, 32, [("tvmonitor", 0, 6, 7, 8, 0)]), "outside its 32×32 image"),
-    (_xml(32, 32, [("unicorn", 5, 6, 7, 8, 0)]), "unknown class 'unicorn'; valid classes: aeroplane, bicycle"),
-    (_xml(32, 32, [("dog", 5, 6, 7, 8, 2)]), "difficult '2'; expected 0 or 1"),
-    (_xml(32, 32, [("dog", 5, "six", 7, 8, 0)]), "object 0/bndbox/ymin 'six'; expected a number"),
+    (voc_xml(32, 32, [("tvmonitor", 5, 6, 40, 8, 0)]), r"box xmin=5, ymin=6, xmax=40, ymax=8 outside its 32×32 image"),
+    (voc_xml(32, 32, [("tvmonitor", 0, 6, 7, 8, 0)]), "outside its 32×32 image"),
+    (voc_xml(32, 32, [("unicorn", 5, 6, 7, 8, 0)]), "unknown class 'unicorn'; valid classes: aeroplane, bicycle"),
+    (voc_xml(32, 32, [("dog", 5, 6, 7, 8, 2)]), "difficult '2'; expected 0 or 1"),
+    (voc_xml(32, 32, [("dog", 5, "six", 7, 8, 0)]), "object 0/bndbox/ymin 'six'; expected a number"),
     ("<annotation><size>", "is not well-formed XML"),
     ("<html/>", "has the root element <html>, not <annotation>"),
-    (_xml(32, 32, []) + " " * MAX_XML_BYTES, "more than the 1,048,576 an annotation may be"),
-    (_xml(30, 32, []), "is 32×32 but its annotation says 30×32"),
+    (voc_xml(32, 32, []) + " " * MAX_XML_BYTES, r"is larger than its limit of 1048576 bytes \(1048\d{3} bytes\)"),
+    (voc_xml(30, 32, []), "is 32×32 but its annotation says 30×32"),
 ])
 def test_voc_bad_annotations_are_one_line_errors_naming_the_file(tmp_path, text, match):
     path = _break(tmp_path, text)

@@ -3,7 +3,9 @@ program wrote): ``open_results`` and ``compressflow report`` give one line namin
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -11,7 +13,8 @@ import xarray as xr
 
 from compressflow.cli import main
 from compressflow.errors import InputError
-from compressflow.results import open_results, save_results
+from compressflow.results import open_results, save_results, store
+from tests.support.special_files import SPECIAL, make_special, promptly
 
 
 def ledger() -> xr.Dataset:
@@ -78,3 +81,48 @@ def test_report_on_a_corrupted_store_exits_2_with_one_line(run_dir, capsys):
     assert re.match(r"compressflow: error: report: " + unreadable(run_dir, r"tasks/duration_s: RuntimeError: Zstd")[1:],
                     err), err
     assert chunk.read_bytes() == b"junk" and not (run_dir / "report").exists()  # nothing touched or written
+
+
+@pytest.mark.parametrize("kind", list(SPECIAL))
+@pytest.mark.parametrize("file", ["tasks/duration_s/c/0", "teacher/accuracy/c", "zarr.json", "tasks/zarr.json"])
+def test_a_store_file_that_is_not_a_regular_file_is_refused_before_zarr_opens_it(run_dir, file, kind):
+    path = make_special(run_dir / "results.zarr" / file, kind)
+    with pytest.raises(InputError) as info:
+        promptly(lambda: open_results(run_dir))
+    detail = f"file {str(path)!r} is {SPECIAL[kind]}, not a regular file"
+    assert re.match(unreadable(run_dir, re.escape(detail)), str(info.value)), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_store_over_its_bounds_or_with_a_folder_link_is_refused(run_dir, monkeypatch, tmp_path):
+    files = [p for p in (run_dir / "results.zarr").rglob("*") if p.is_file()]
+    largest = max(files, key=lambda p: p.stat().st_size)  # the root's consolidated metadata
+    size = largest.stat().st_size
+    monkeypatch.setattr(store, "MAX_STORE_FILE_BYTES", size - 1)
+    with pytest.raises(InputError, match=unreadable(run_dir, re.escape(
+            f"file {str(largest)!r} is larger than its limit of {size - 1:,} bytes ({size:,} bytes)"))):
+        open_results(run_dir)
+    monkeypatch.setattr(store, "MAX_STORE_FILE_BYTES", size)
+    total = sum(p.stat().st_size for p in files)
+    monkeypatch.setattr(store, "MAX_STORE_BYTES", total - 1)
+    with pytest.raises(InputError, match=unreadable(run_dir, re.escape(f"it holds more than {total - 1:,} bytes"))):
+        open_results(run_dir)
+    monkeypatch.setattr(store, "MAX_STORE_BYTES", total)
+    assert float(open_results(run_dir)["test"]["accuracy"]) == 0.875  # exactly at both bounds: read
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.mkfifo(elsewhere / "0")
+    chunks = run_dir / "results.zarr" / "tasks" / "duration_s" / "c"
+    shutil.rmtree(chunks)
+    chunks.symlink_to(elsewhere)
+    link = re.escape(f"{str(chunks)!r} is a symbolic link to a folder")
+    with pytest.raises(InputError, match=unreadable(run_dir, link)):
+        promptly(lambda: open_results(run_dir))
+
+
+def test_report_on_a_store_with_a_fifo_chunk_exits_2_with_one_line(run_dir, capsys):
+    chunk = make_special(run_dir / "results.zarr" / "test" / "accuracy" / "c", "fifo")
+    assert promptly(lambda: main(["report", str(run_dir)])) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"file {str(chunk)!r} is a FIFO, not a regular file" in err

@@ -11,6 +11,7 @@ from compressflow import SpecError, load_spec
 from compressflow.engine.graph import build_graph
 from compressflow.spec import MAX_TASKS, MAX_YAML_NODES, task_counts
 from tests.support import ROOT, tiny_spec
+from tests.support.special_files import SPECIAL, make_special, promptly
 
 
 def test_dependency_cycle(tmp_path):
@@ -28,6 +29,15 @@ def test_malformed_yaml_and_missing_file(tmp_path):
         load_spec(bad)
     with pytest.raises(SpecError, match=r"^spec: file '.*nope\.yaml' does not exist$"):
         load_spec(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("kind", list(SPECIAL))
+def test_a_spec_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
+    """A FIFO would block the read, a link to /dev/zero would read without end."""
+    path = make_special(tmp_path / "spec.yaml", kind)
+    with pytest.raises(SpecError) as info:
+        promptly(lambda: load_spec(path))
+    assert str(info.value) == f"spec: {str(path)!r} is {SPECIAL[kind]}, not a regular file; a spec is a small YAML file"
 
 
 def test_yaml_cannot_run_code(tmp_path):
