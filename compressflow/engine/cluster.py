@@ -14,6 +14,11 @@ other local process can attach to the scheduler and run code in the workers or i
 process. ``security: none`` in the cluster spec opts out (plain TCP, any local process can
 attach). The dashboard (read-only status pages) stays plain HTTP on 127.0.0.1.
 
+Its worker processes ignore SIGINT and SIGTERM (:mod:`compressflow.engine.worker_signals`):
+Ctrl-C, ``timeout``, systemd and SLURM signal the whole process group, and this process alone
+cancels, waits for running tasks to reach an epoch boundary, writes what finished and closes
+the cluster; workers whose client process died stop with it.
+
 The tuned Dask settings (``WORKER_CONFIG``) are Dask *defaults* from the moment this module is
 imported (``dask.config.update_defaults``): a user's ``~/.config/dask/*.yaml`` or ``DASK_*``
 environment variable for the same key wins, as it does over Dask's own defaults.
@@ -119,7 +124,9 @@ def local_cluster(*, security: Any = "temporary", **options: Any) -> LocalCluste
     torch_threads = opts.pop("torch_threads") or max(1, cores // n_workers)
     env = {name: str(torch_threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     comm = {"protocol": "tls://", "security": sec} if sec is not None else {"protocol": "tcp://"}
-    return LocalCluster(n_workers=n_workers, processes=True, env=env, **comm, **opts)
+    # its worker processes leave Ctrl-C and SIGTERM, which reach the whole process group, to this one
+    return LocalCluster(n_workers=n_workers, processes=True, env=env, preload=["compressflow.engine.worker_signals"],
+                        **comm, **opts)
 
 
 def _security_of(value: Any, default: Any = None):

@@ -50,10 +50,12 @@ def test_interrupted_run_resumes_without_recomputing(client, tmp_path):
 @pytest.mark.slow
 def test_sigterm_is_a_first_ctrl_c_that_exits_143(client, tmp_path, capsys):
     """SIGTERM cancels, waits for the running tasks' next check, writes what finished (results
-    and ledger) and exits 143 with one line; the next run reuses the finished tasks."""
+    and ledger) and exits 143 with one line; the next run reuses the finished tasks. Sent to the
+    whole process group, as ``timeout``, systemd and SLURM do: the embedded cluster's workers
+    get it too and must leave it to the client (before, they died or restarted, with tracebacks)."""
     spec = {"name": "term", "stages": {"w": {"op": "wait", "params": {"seconds": 1.5},
                                              "sweep": {"label": [0, 1, 2, 3, 4, 5]}}}}
-    proc, out = interrupt_run(spec, tmp_path, signal.SIGTERM, args=("--cluster", client.scheduler.address))
+    proc, out = interrupt_run(spec, tmp_path, signal.SIGTERM, group=True)
     assert proc.returncode == 143, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1] == (
