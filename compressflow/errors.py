@@ -67,10 +67,11 @@ def printable(path: str | os.PathLike[str]) -> str:
     return repr(os.fspath(path))
 
 
-def disk_full(exc: BaseException, path: str | os.PathLike[str]) -> DiskFull | None:
+def disk_full(exc: BaseException, path: str | os.PathLike[str],
+              kept: str = "finished tasks are kept") -> DiskFull | None:
     """The one line for a write that found no space: ``exc`` (or an error it was raised from)
     an ``OSError`` with ``ENOSPC`` or ``EDQUOT`` while writing ``path`` (the error's own file
-    name when it has one); None for any other error.
+    name when it has one), saying what is ``kept``; None for any other error.
 
     >>> print(disk_full(OSError(errno.ENOSPC, "No space left on device"), "/no-such-folder/x.json"))
     no space left on '/' while writing '/no-such-folder/x.json'; finished tasks are kept; free space and run again
@@ -87,8 +88,8 @@ def disk_full(exc: BaseException, path: str | os.PathLike[str]) -> DiskFull | No
             while not os.path.ismount(device) and os.path.dirname(device) != device:
                 device = os.path.dirname(device)  # the mount point: the device that is full
             what = "no space left" if cause.errno == errno.ENOSPC else "disk quota exceeded"
-            return DiskFull(f"{what} on {printable(device)} while writing {printable(where)}; finished tasks are "
-                            f"kept; free space and run again")
+            return DiskFull(f"{what} on {printable(device)} while writing {printable(where)}; {kept}; "
+                            f"free space and run again")
         cause = cause.__cause__ or cause.__context__
     return None
 

@@ -294,7 +294,8 @@ class Study:
             self._wait_interruptibly()
         except KeyboardInterrupt:
             log.warning("compressflow: cancelling: running tasks stop at their next epoch and what finished is "
-                        "written (waiting at most %.0f s); press Ctrl-C again to stop waiting", CANCEL_GRACE_S)
+                        "written (waiting at most %.0f s); press Ctrl-C (or send SIGTERM) again to stop waiting",
+                        CANCEL_GRACE_S)
             self.cancel()
             if not self._wait_interruptibly(CANCEL_GRACE_S):
                 log.warning("compressflow: stopped waiting: a task did not reach an epoch boundary within %.0f s; "

@@ -65,7 +65,7 @@ def tinyimagenet(*, root: str | None = None, image_size: int | None = None, chan
 
     opts = options(image_size, channels, augment, val_fraction, None, seed, 64, AUGMENT_OPS)
     where = _where(root)
-    wnids = _read_text("tinyimagenet", where / "wnids.txt").split()
+    wnids = _names(_read_text("tinyimagenet", where / "wnids.txt").split(), "wnids.txt")
     index = {w: i for i, w in enumerate(wnids)}
     words = {}
     if (where / "words.txt").exists():
@@ -84,6 +84,7 @@ def tinyimagenet(*, root: str | None = None, image_size: int | None = None, chan
     for line in _read_text("tinyimagenet", where / "val" / "val_annotations.txt").splitlines():
         name, wnid = (line.split("\t") + [""])[:2]
         if name.strip():
+            _names([name], "val/val_annotations.txt")
             if wnid not in index:
                 raise DataError(f"tinyimagenet: val_annotations.txt gives {name!r} the class {wnid!r}, "
                                 "which is not in wnids.txt")
@@ -145,3 +146,13 @@ def _read_images(paths: list[Path]) -> np.ndarray:
             for i, img in enumerate(pool.map(lambda p: read(p, (width, height)), paths[1:]), start=1):
                 out[i] = img
     return out.transpose(0, 3, 1, 2)
+
+
+def _names(names: list[str], source: str) -> list[str]:
+    """``names`` (class ids, image file names) read from ``source``, refusing one that is not a
+    plain file name: it becomes a path under the dataset folder and must stay there."""
+    for name in names:
+        if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise DataError(f"tinyimagenet: {source} names {printable(name)}, which is not a plain file name "
+                            f"(no '/', '..' or NUL); re-extract the official archive")
+    return names

@@ -82,7 +82,7 @@ def write_report(tree: xr.DataTree, out: Path | str) -> Path:
         path.write_text("\n\n".join([title, *(text for s, text in shown if not s.html_only)]) + "\n")
         write_html_report(tree, folder, "\n\n".join([title, *(text for _, text in shown)]) + "\n")
     except Exception as exc:  # a plot's savefig may wrap the OSError
-        full = disk_full(exc, folder)
+        full = disk_full(exc, folder, kept="the results are unchanged")
         if full is None:
             raise
         raise full from exc

@@ -106,6 +106,20 @@ def test_tinyimagenet_decoded_total_is_bounded_before_allocation(tmp_path, monke
     assert len(DATASETS.get("tinyimagenet")(root=root, val_fraction=0.5).test) == 6
 
 
+@pytest.mark.parametrize("file, line", [("wnids.txt", "../../../etc\n"),
+                                        ("val/val_annotations.txt", "../../train/x.JPEG\tn01443537\n")])
+def test_tinyimagenet_names_that_lead_out_of_the_folder_are_refused(tmp_path, file, line):
+    """Class ids and image names become paths under the dataset folder: one with a '/' or '..'
+    could read files elsewhere, so it is refused, naming the list it came from."""
+    root, _ = write_tinyimagenet(tmp_path, per_class=2)
+    with open(root / file, "a") as fh:
+        fh.write(line)
+    bad = line.split("\t")[0].strip()
+    with pytest.raises(DataError, match=rf"^tinyimagenet: {re.escape(file)} names {re.escape(repr(bad))}, which is "
+                                        r"not a plain file name"):
+        DATASETS.get("tinyimagenet")(root=root, val_fraction=0.5)
+
+
 def test_tinyimagenet_grayscale_images_are_converted(tmp_path):
     """A few official JPEGs are grayscale: read as RGB with equal channels, not refused."""
     root, _ = write_tinyimagenet(tmp_path, per_class=2)
