@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # each notebook runs a pipeline on a real kernel 
 NOTEBOOKS = ROOT / "notebooks"
 
 SMALL = {
-    "01_quickstart": "EPOCHS = 1\nIMAGE_SIZE = 8\nN_WORKERS = 2",
+    "01_quickstart": "EPOCHS = 1\nIMAGE_SIZE = 8\nN_WORKERS = 1",  # its two tasks run one after the other
     "02_stkd": ("TEMPERATURES = [2, 8]\nSEEDS = [0, 1]\nLOSSES = ['hkd']\nEPOCHS = 1\nTEACHER_EPOCHS = 1\n"
                 "STUDENT = 'wrn_16_1'\nIMAGE_SIZE = 8\nN_WORKERS = 2"),
     "03_blockwise": "LAYERS = ['layer1.0.conv1', 'layer4.1.conv2']\nEPOCHS = 1\nTEACHER_EPOCHS = 1\nIMAGE_SIZE = 8\nN_WORKERS = 2",
