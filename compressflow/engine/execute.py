@@ -184,7 +184,7 @@ def with_lost_energy(energy: dict[str, Any], lost: dict[str, float]) -> dict[str
 
 
 def _fail_for_full_disk(task: LedgerEntry, exc: OSError, path: Path) -> None:
-    """Fail ``task`` with the one line of a full disk (:func:`compressflow._regular_files.disk_full`)
+    """Fail ``task`` with the one line of a full disk (:func:`compressflow.errors.disk_full`)
     instead of a traceback; re-raise ``exc`` when it is another error."""
     full = disk_full(exc, path)
     if full is None:

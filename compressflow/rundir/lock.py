@@ -9,12 +9,15 @@ import fcntl
 import os
 import re
 import socket
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO
 
+from compressflow._regular_files import file_kind
 from compressflow.errors import InputError, disk_full, printable
 
 __all__ = ["RunState", "hold", "read_state"]
@@ -47,7 +50,7 @@ def hold(path: Path, root: Path) -> Iterator[None]:
         No space left to write it.
     """
     try:
-        fh = open(path, "a+", encoding="utf-8")
+        fh = _open_lock(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, "a+")
     except OSError as exc:
         raise disk_full(exc, path) or InputError(f"--out: cannot open the run lock {str(path)!r} "
                                                  f"({exc.strerror}); remove it if it is not a file, or choose "
@@ -77,6 +80,23 @@ def hold(path: Path, root: Path) -> Iterator[None]:
         fh.close()  # releases the lock
 
 
+def _open_lock(path: Path, flags: int, mode: str) -> IO[str]:
+    """The lock file opened with ``flags`` (text, ``mode``), refusing anything but a regular
+    file on the opened descriptor: a FIFO or a device put there is one line, never a hang (the
+    open itself is non-blocking)."""
+    fd = os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        kind = os.fstat(fd).st_mode
+        if not stat.S_ISREG(kind):
+            raise InputError(f"--out: the run lock {printable(path)} is {file_kind(kind)}, not a regular file; "
+                             f"remove it, or choose another --out")
+        os.set_blocking(fd, True)
+        return open(fd, mode, encoding="utf-8", errors="replace")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_state(path: Path) -> RunState:
     """Read the lock file ``path`` and test (``flock`` with ``LOCK_NB``, released at once)
     whether a run holds it. Never creates the file.
@@ -87,7 +107,7 @@ def read_state(path: Path) -> RunState:
         The lock cannot be opened (e.g. it is a directory).
     """
     try:
-        fh = open(path, encoding="utf-8", errors="replace")
+        fh = _open_lock(path, os.O_RDONLY, "r")
     except FileNotFoundError:
         return RunState(False, None, "")
     except OSError as exc:

@@ -121,6 +121,13 @@ def rundir_lock_is_a_directory(tmp: Path, out: Path) -> None:
 
 
 @setup
+def rundir_lock_is_a_fifo(tmp: Path, out: Path) -> None:
+    import os
+
+    os.mkfifo(_run_dir(out) / ".lock")  # opening it to read would wait for a writer forever
+
+
+@setup
 def rundir_locked_by_another_run(tmp: Path, out: Path) -> None:
     """Another run holds OUT/.lock (a lock on another open file: flock locks are per open
     file, so a second open in this process conflicts as another process's would)."""
