@@ -22,7 +22,7 @@ SMALL = {
     "04_pruning_svcca": ("METHODS = ['magnitude', 'random']\nSPARSITIES = [0.3, 0.9]\nSEEDS = [0]\nEPOCHS = 1\n"
                          "IMAGE_SIZE = 8\nPROBE = 64\nN_WORKERS = 2"),
     # long enough that the grid is still training when the notebook cancels it
-    "05_interactive_session": "EPOCHS = 2\nSTUDENT_EPOCHS = 6\nIMAGE_SIZE = 8\nN_WORKERS = 2",
+    "05_interactive_session": "EPOCHS = 1\nSTUDENT_EPOCHS = 6\nIMAGE_SIZE = 8\nN_WORKERS = 2",
 }
 
 

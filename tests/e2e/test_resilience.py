@@ -16,6 +16,22 @@ import compressflow
 from compressflow.engine.cluster import local_cluster
 
 
+@pytest.fixture(scope="module")
+def killable():
+    """An embedded cluster of two worker processes, started once for the module (each test
+    kills one worker; its nanny restarts it, and the next test waits for both)."""
+    from distributed import Client
+
+    with local_cluster(n_workers=2, dashboard_address=":0") as cluster, Client(cluster) as client:
+        yield client
+
+
+def _worker_pids(client) -> dict[str, int]:
+    """Worker address -> process id, once both workers are up (a killed one is restarted)."""
+    client.wait_for_workers(2, timeout=120)
+    return client.run(os.getpid)
+
+
 def _worker_inside_a_task(attempts, deadline: float) -> str:
     from compressflow.rundir.attempts import parse_attempts
 
@@ -29,22 +45,20 @@ def _worker_inside_a_task(attempts, deadline: float) -> str:
 
 
 @pytest.mark.slow
-def test_kill_9_of_a_worker_mid_task_is_retried(tmp_path):
-    from distributed import Client
-
+def test_kill_9_of_a_worker_mid_task_is_retried(killable, tmp_path):
+    client = killable
     spec = {"name": "kill", "stages": {"w": {"op": "wait", "params": {"seconds": 1.5, "busy": True},
                                              "sweep": {"label": list(range(6))}}}}
-    with local_cluster(n_workers=2, dashboard_address=":0") as cluster, Client(cluster) as client:
-        pids = client.run(os.getpid)  # worker address -> process id
-        result = {}
-        runner = threading.Thread(target=lambda: result.setdefault(
-            "tree", compressflow.run(spec, cluster=client, out=tmp_path, show_progress=False)))
-        runner.start()
-        # kill a worker that the attempt logs show inside a task (started, not ended), whatever the
-        # machine's load does to the timing (a worker between tasks would leave nothing to retry)
-        victim = _worker_inside_a_task(tmp_path / "attempts", deadline=time.time() + 60)
-        os.kill(pids[victim], signal.SIGKILL)
-        runner.join(timeout=120)
+    pids = _worker_pids(client)
+    result = {}
+    runner = threading.Thread(target=lambda: result.setdefault(
+        "tree", compressflow.run(spec, cluster=client, out=tmp_path, show_progress=False)))
+    runner.start()
+    # kill a worker that the attempt logs show inside a task (started, not ended), whatever the
+    # machine's load does to the timing (a worker between tasks would leave nothing to retry)
+    victim = _worker_inside_a_task(tmp_path / "attempts", deadline=time.time() + 60)
+    os.kill(pids[victim], signal.SIGKILL)
+    runner.join(timeout=120)
     tree = result["tree"]
     ledger = tree["tasks"].to_dataset()
     assert (ledger.status == "ok").all() and ledger.sizes["task"] == 6
@@ -60,30 +74,28 @@ def test_kill_9_of_a_worker_mid_task_is_retried(tmp_path):
 
 
 @pytest.mark.slow
-def test_energy_of_a_killed_attempt_counts_in_the_task_total(tmp_path):
-    from distributed import Client
-
+def test_energy_of_a_killed_attempt_counts_in_the_task_total(killable, tmp_path):
+    client = killable
     spec = {"name": "kill-energy", "data": {"dataset": "digits", "image_size": 8, "channels": 1},
             "stages": {"teacher": {"op": "train", "params": {"model": "resnet18", "width": 0.125, "epochs": 8,
                                                              "batch_size": 128}}}}
-    with local_cluster(n_workers=2, dashboard_address=":0") as cluster, Client(cluster) as client:
-        pids = client.run(os.getpid)
-        result = {}
-        runner = threading.Thread(target=lambda: result.setdefault(
-            "tree", compressflow.run(spec, cluster=client, out=tmp_path, show_progress=False)))
-        runner.start()
-        attempts = tmp_path / "attempts"
+    pids = _worker_pids(client)
+    result = {}
+    runner = threading.Thread(target=lambda: result.setdefault(
+        "tree", compressflow.run(spec, cluster=client, out=tmp_path, show_progress=False)))
+    runner.start()
+    attempts = tmp_path / "attempts"
 
-        def sampled() -> list[str]:
-            logs = list(attempts.glob("*.log")) if attempts.exists() else []
-            return [ln for ln in logs[0].read_text().splitlines() if " energy " in ln] if logs else []
+    def sampled() -> list[str]:
+        logs = list(attempts.glob("*.log")) if attempts.exists() else []
+        return [ln for ln in logs[0].read_text().splitlines() if " energy " in ln] if logs else []
 
-        deadline = time.time() + 120
-        while time.time() < deadline and len(sampled()) < 2:
-            time.sleep(0.05)  # two epochs done: the attempt has logged its energy so far
-        (victim,) = {ln.split()[0] for ln in sampled()}
-        os.kill(pids[victim], signal.SIGKILL)
-        runner.join(timeout=300)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(sampled()) < 2:
+        time.sleep(0.05)  # two epochs done: the attempt has logged its energy so far
+    (victim,) = {ln.split()[0] for ln in sampled()}
+    os.kill(pids[victim], signal.SIGKILL)
+    runner.join(timeout=300)
     ledger = result["tree"]["tasks"].to_dataset().isel(task=0)  # the one task
     assert str(ledger.status.values) == "ok" and int(ledger.attempts) == 2
     # by hand from the log: the killed attempt's last sample is lost; the other attempt ended ok
