@@ -45,6 +45,24 @@ class DiskFull(InputError):
     results: Any = None
 
 
+class MainGuardError(InputError, SystemExit):
+    """A script that starts the embedded cluster at its top level, outside
+    ``if __name__ == "__main__":`` (the cluster's worker processes re-import it,
+    :mod:`compressflow.engine.main_guard`).
+
+    Also a ``SystemExit``: left uncaught, the script ends (status 1) printing this one
+    ``compressflow: error:`` line and no traceback; ``except InputError`` still catches it.
+
+    >>> err = MainGuardError("put the call under the guard")
+    >>> str(err), err.code, isinstance(err, InputError)
+    ('put the call under the guard', 'compressflow: error: put the call under the guard', True)
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.code = f"compressflow: error: {message}"  # what Python prints when it ends the script
+
+
 class SpecWarning(UserWarning):
     """A spec that validates but probably does not do what was meant (e.g. a schedule that
     leaves almost no epochs at the base learning rate). The CLI prints it as one
@@ -94,4 +112,4 @@ def disk_full(exc: BaseException, path: str | os.PathLike[str],
     return None
 
 
-__all__ = ["DataError", "DiskFull", "disk_full", "FileRefused", "InputError", "PluginError", "SpecError", "SpecWarning", "one_line", "printable"]
+__all__ = ["DataError", "DiskFull", "disk_full", "FileRefused", "InputError", "MainGuardError", "PluginError", "SpecError", "SpecWarning", "one_line", "printable"]
