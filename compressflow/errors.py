@@ -3,8 +3,10 @@ their one-line message and exits 2, with no traceback."""
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -76,6 +78,24 @@ def one_line(exc: BaseException | str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def did_you_mean(value: object, choices: Iterable[object]) -> str:
+    """`` (did you mean 'x'?)`` when ``value`` is a string close to one of ``choices`` (a typo),
+    else ``""``: the one hint every "unknown name" message appends after the bad value.
+
+    >>> did_you_mean("trian", ["evaluate", "train", "prune"])
+    " (did you mean 'train'?)"
+    >>> did_you_mean("adamm", ("sgd", "adam", "adamw"))
+    " (did you mean 'adam'?)"
+    >>> did_you_mean("zzz", ["train"]), did_you_mean(3, ["train"])
+    ('', '')
+    """
+    if not isinstance(value, str):
+        return ""
+    names = [c for c in choices if isinstance(c, str)]
+    close = difflib.get_close_matches(value, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def printable(path: str | os.PathLike[str]) -> str:
     """``path`` quoted for a one-line message: control characters (a NUL, a newline) escaped.
 
@@ -112,4 +132,4 @@ def disk_full(exc: BaseException, path: str | os.PathLike[str],
     return None
 
 
-__all__ = ["DataError", "DiskFull", "disk_full", "FileRefused", "InputError", "MainGuardError", "PluginError", "SpecError", "SpecWarning", "one_line", "printable"]
+__all__ = ["DataError", "DiskFull", "did_you_mean", "disk_full", "FileRefused", "InputError", "MainGuardError", "PluginError", "SpecError", "SpecWarning", "one_line", "printable"]

@@ -67,9 +67,9 @@ def unguarded_line(source: str, line: int) -> bool:
     except (SyntaxError, ValueError):
         return False
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and _is_main_test(node.test):
-            if node.body[0].lineno <= line <= (node.body[-1].end_lineno or line):
-                return False
+        if (isinstance(node, ast.If) and _is_main_test(node.test)
+                and node.body[0].lineno <= line <= (node.body[-1].end_lineno or line)):
+            return False
     return True
 
 

@@ -20,7 +20,7 @@ def test_a_script_without_the_main_guard_gets_one_line_naming_the_guard(tmp_path
                       f"out={str(tmp_path / 'runs' / 'q')!r})\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, check=False)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1, output
     assert output.splitlines() == [output.strip()], output  # one line
