@@ -7,10 +7,11 @@ and read with :meth:`Registry.info`; :meth:`Registry.list` filters on them."""
 
 from __future__ import annotations
 
-import difflib
 import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
+
+from compressflow.errors import did_you_mean
 
 T = TypeVar("T")
 
@@ -141,9 +142,7 @@ class Registry(Generic[T]):
         if name in self._items and where:
             facts = ", ".join(f"{k} {self._info[name].get(k)!r}" for k in where)
             return f"{self.kind} {name!r} has {facts}; valid choices here: {', '.join(valid) or 'none'}"
-        close = difflib.get_close_matches(name, valid, n=1) if isinstance(name, str) else []
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown {self.kind} {name!r}{hint}; valid choices: {', '.join(valid)}"
+        return f"unknown {self.kind} {name!r}{did_you_mean(name, valid)}; valid choices: {', '.join(valid)}"
 
     def list(self, **where: Any) -> list[str]:
         """Sorted registered names; with ``where``, those whose facts have those values."""

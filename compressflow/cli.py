@@ -227,7 +227,7 @@ def _list(args: argparse.Namespace) -> int:
             print(f"{title}: {', '.join(names) or '-'}")
         return 0
     if args.op not in OPS:
-        raise InputError(f"list: unknown op {args.op!r}; valid ops: {', '.join(OPS.list())}")
+        raise InputError(f"list: {OPS.unknown_message(args.op)}")
     print(_op_table(args.op))
     return 0
 
@@ -237,6 +237,7 @@ def _op_table(op: str) -> str:
     type, default, allowed range) and the inputs it takes from upstream stages (``needs``)."""
     import inspect
 
+    from compressflow.ops.params import Shown
     from compressflow.ops.signature import stage_signature
     from compressflow.registries import OPS
 
@@ -244,7 +245,9 @@ def _op_table(op: str) -> str:
     rows = [("parameter", "type", "default", "allowed")]
     for name, info in sig.model.model_fields.items():
         default = "(required)" if info.is_required() else repr(info.default)
-        rows.append((name, _type_text(info.annotation), default, _bounds_text(info.metadata)))
+        shown = next((m for m in info.metadata if isinstance(m, Shown)), None)  # a registry's names, τ's forms
+        allowed = ", ".join(filter(None, [_bounds_text(info.metadata), shown.allowed() if shown else ""]))
+        rows.append((name, shown.type if shown else _type_text(info.annotation), default, allowed))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     doc = (inspect.getdoc(OPS.get(op)) or "").strip().split("\n\n")[0].replace("\n", " ")
     lines = [f"{op}: {doc}" if doc else op, ""]

@@ -3,8 +3,10 @@ their one-line message and exits 2, with no traceback."""
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -45,6 +47,24 @@ class DiskFull(InputError):
     results: Any = None
 
 
+class MainGuardError(InputError, SystemExit):
+    """A script that starts the embedded cluster at its top level, outside
+    ``if __name__ == "__main__":`` (the cluster's worker processes re-import it,
+    :mod:`compressflow.engine.main_guard`).
+
+    Also a ``SystemExit``: left uncaught, the script ends (status 1) printing this one
+    ``compressflow: error:`` line and no traceback; ``except InputError`` still catches it.
+
+    >>> err = MainGuardError("put the call under the guard")
+    >>> str(err), err.code, isinstance(err, InputError)
+    ('put the call under the guard', 'compressflow: error: put the call under the guard', True)
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.code = f"compressflow: error: {message}"  # what Python prints when it ends the script
+
+
 class SpecWarning(UserWarning):
     """A spec that validates but probably does not do what was meant (e.g. a schedule that
     leaves almost no epochs at the base learning rate). The CLI prints it as one
@@ -56,6 +76,24 @@ def one_line(exc: BaseException | str, limit: int = 200) -> str:
     for quoting inside an :class:`InputError`."""
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def did_you_mean(value: object, choices: Iterable[object]) -> str:
+    """`` (did you mean 'x'?)`` when ``value`` is a string close to one of ``choices`` (a typo),
+    else ``""``: the one hint every "unknown name" message appends after the bad value.
+
+    >>> did_you_mean("trian", ["evaluate", "train", "prune"])
+    " (did you mean 'train'?)"
+    >>> did_you_mean("adamm", ("sgd", "adam", "adamw"))
+    " (did you mean 'adam'?)"
+    >>> did_you_mean("zzz", ["train"]), did_you_mean(3, ["train"])
+    ('', '')
+    """
+    if not isinstance(value, str):
+        return ""
+    names = [c for c in choices if isinstance(c, str)]
+    close = difflib.get_close_matches(value, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def printable(path: str | os.PathLike[str]) -> str:
@@ -94,4 +132,4 @@ def disk_full(exc: BaseException, path: str | os.PathLike[str],
     return None
 
 
-__all__ = ["DataError", "DiskFull", "disk_full", "FileRefused", "InputError", "PluginError", "SpecError", "SpecWarning", "one_line", "printable"]
+__all__ = ["DataError", "DiskFull", "did_you_mean", "disk_full", "FileRefused", "InputError", "MainGuardError", "PluginError", "SpecError", "SpecWarning", "one_line", "printable"]

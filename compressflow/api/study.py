@@ -33,6 +33,7 @@ from compressflow.engine.cluster import connect
 from compressflow.engine.events import PROGRESS, STUDY, TASK, RunningTasks, follow
 from compressflow.engine.execute import PreloadPlugin
 from compressflow.engine.graph import build_graph, expand
+from compressflow.engine.main_guard import refuse_reimport
 from compressflow.engine.node import Node, task_of
 from compressflow.engine.provenance import provenance
 from compressflow.engine.resume import plan_resume
@@ -97,6 +98,7 @@ def submit(
     >>> study = compressflow.submit("tasks/quickstart.yaml")      # doctest: +SKIP
     >>> study.progress(); partial = study.results(); tree = study.result()  # doctest: +SKIP
     """
+    refuse_reimport()  # a worker process re-importing a script without the __main__ guard: say so, once
     extra = import_plugins([os.fspath(p) if isinstance(p, os.PathLike) else p for p in plugins])
     spec = load_spec(spec)
     check_models(spec)  # layer names and the like, which need the models built (on the meta device)

@@ -44,6 +44,7 @@ from distributed import Client, LocalCluster
 from compressflow.engine.cluster_kinds import OPTIONAL_KINDS, SECURITY_CHOICES, make_cluster, security
 from compressflow.engine.cluster_options import (ADDRESS_SCHEMES, KINDS, LOCAL_DEFAULTS, MIN_MEMORY_LIMIT, OPTIONS,
                                                  check_options, load_cluster_spec)
+from compressflow.engine.main_guard import refuse_reimport, refuse_unguarded_start
 from compressflow.engine.watchdog import WATCHDOG, WorkersDyingError, WorkerWatchdog
 from compressflow.errors import InputError, SpecError
 
@@ -116,7 +117,12 @@ def local_cluster(*, security: Any = "temporary", **options: Any) -> LocalCluste
     ------
     SpecError
         A bad option (one line).
+    InputError
+        Called from the top level of a script without the ``__main__`` guard (its worker
+        processes would re-import and re-run it; :mod:`compressflow.engine.main_guard`).
     """
+    refuse_reimport()
+    refuse_unguarded_start()
     opts = {**LOCAL_DEFAULTS, **check_options("local", options)}
     sec = _security_of(security, default="temporary")
     cores = os.cpu_count() or 1

@@ -27,6 +27,7 @@ import os
 from typing import Any
 
 from compressflow.engine.cluster_options import OPTIONAL_KINDS, SECURITY_CHOICES, worker_lifetime
+from compressflow.engine.main_guard import refuse_unguarded_start
 from compressflow.errors import InputError
 
 __all__ = ["LIFETIME_MOVES", "OPTIONAL_KINDS", "SECURITY_CHOICES", "make_cluster", "security"]
@@ -81,6 +82,7 @@ def security(value: Any, default: Any = None):
 def make_cluster(kind: str, options: dict[str, Any]):
     """Start a ``local-cuda`` or ``slurm`` cluster from its spec options."""
     if kind == "local-cuda":
+        refuse_unguarded_start()  # its workers, like the embedded cluster's, re-import the main script
         cls = _optional("dask_cuda", "LocalCUDACluster", kind, "cuda")
         opts = {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:8787", "threads_per_worker": 1, **options}
         return cls(resources={"GPU": 1}, **opts)

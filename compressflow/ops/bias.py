@@ -1,4 +1,6 @@
-"""Bias of compressed models (ALGORITHMS §5), as two ops:
+"""Bias of compressed models (CEV and SDE: Blakeney et al. 2021, "Simon Says: Evaluating and
+Mitigating Bias in Pruned Neural Networks with Knowledge Distillation"; PIE: Hooker et al. 2019,
+"What Do Compressed Deep Neural Networks Forget?"), as two ops:
 
 * ``bias`` — a compressed model against its original on the test split: per-class change of
   the false positive and false negative rates, CEV and SDE, and both models' predictions.

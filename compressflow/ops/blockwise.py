@@ -1,4 +1,5 @@
-"""Parallel blockwise distillation (ALGORITHMS §3), as three ops:
+"""Parallel blockwise distillation (Blakeney et al. 2021, "Parallel Blockwise Knowledge Distillation
+for Deep Neural Network Compression", IEEE TPDS), as three ops:
 
 * ``activations`` — run the teacher once over the train and val splits and cache, for every
   replaceable layer, the tensors entering and leaving it in one Zarr store.

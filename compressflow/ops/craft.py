@@ -1,6 +1,6 @@
-"""``craft``: craft distillation (Blakeney et al.; ALGORITHMS §3), the sequential variant of
-blockwise distillation, run as one task for comparison with the parallel ``replace_layer``
-tasks.
+"""``craft``: craft distillation (Blakeney 2023, PhD dissertation, Texas State University), the
+sequential variant of blockwise distillation, run as one task for comparison with the parallel
+``replace_layer`` tasks.
 
 Layers are replaced one at a time, each block trained on the *current* model — the one that
 already holds the earlier replacements — so a block learns to map the inputs its layer really

@@ -50,7 +50,8 @@ def distill(
     schedule: Schedule = Schedule(),
     seed: int = 0,
 ) -> Record:
-    """Distil ``teacher`` into a fresh ``model`` (ALGORITHMS §1).
+    """Distil ``teacher`` into a fresh ``model`` (Hinton et al. 2015, arXiv:1503.02531; stochastic
+    τ: STKD, Rafat et al. 2023, PLoS ONE 18(5) e0285668).
 
     Parameters
     ----------

@@ -17,6 +17,8 @@ Value error, unknown model 'resnt18' (did you mean 'resnet18'?); valid
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
@@ -25,7 +27,22 @@ from compressflow._registry import Registry
 from compressflow.nn.temperature import check_temperature
 from compressflow.registries import BLOCKS, LOSSES, MODELS
 
-__all__ = ["BlockName", "DetectorName", "Fraction", "LossName", "ModelName", "Temperature", "Width", "registered"]
+__all__ = ["BlockName", "DetectorName", "Fraction", "LossName", "ModelName", "Shown", "Temperature", "Width",
+           "registered"]
+
+
+@dataclass(frozen=True)
+class Shown:
+    """How ``compressflow list OP`` shows a parameter whose annotation cannot say it: its
+    ``type`` as a person writes it, and what is ``allowed`` (called when listed, so a registry's
+    plugin names are included). Metadata of an ``Annotated`` type; pydantic ignores it.
+
+    >>> Shown("str", lambda: "one of: a, b").allowed()
+    'one of: a, b'
+    """
+
+    type: str
+    allowed: Callable[[], str]
 
 
 def registered(registry: Registry, **where: Any) -> AfterValidator:
@@ -40,17 +57,25 @@ def registered(registry: Registry, **where: Any) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _names(registry: Registry, **where: Any) -> Shown:
+    """A registry's names (with facts ``where``), as ``list OP`` shows them."""
+    return Shown("str", lambda: f"one of: {', '.join(registry.list(**where))}")
+
+
 #: an image classifier of :data:`~compressflow.registries.MODELS`
-ModelName = Annotated[str, registered(MODELS, task="classification")]
+ModelName = Annotated[str, registered(MODELS, task="classification"), _names(MODELS, task="classification")]
 #: a detector of :data:`~compressflow.registries.MODELS` (``ssd_vgg16``, ``ssdlite_mobilenet_v3``)
-DetectorName = Annotated[str, registered(MODELS, task="detection")]
+DetectorName = Annotated[str, registered(MODELS, task="detection"), _names(MODELS, task="detection")]
 #: a KD loss of :data:`~compressflow.registries.LOSSES`
-LossName = Annotated[str, registered(LOSSES)]
+LossName = Annotated[str, registered(LOSSES), _names(LOSSES)]
 #: a replacement block of :data:`~compressflow.registries.BLOCKS`
-BlockName = Annotated[str, registered(BLOCKS)]
+BlockName = Annotated[str, registered(BLOCKS), _names(BLOCKS)]
 #: a channel-width multiplier
 Width = Annotated[float, Field(gt=0, le=4)]
 #: a number in [0, 1] (a weight, a threshold, a fraction of the epochs)
 Fraction = Annotated[float, Field(ge=0, le=1)]
 #: a fixed τ > 0, or ``{"stochastic": [low, high]}`` (STKD's τ drawn per batch)
-Temperature = Annotated[Any, AfterValidator(check_temperature)]
+Temperature = Annotated[Any, AfterValidator(check_temperature),
+                        Shown("float | {stochastic: [low, high]}",
+                              lambda: "> 0, or stochastic: τ drawn per batch from the integers low..high, "
+                                      "1 <= low <= high (STKD)")]

@@ -1,4 +1,5 @@
-"""``prune``: unstructured and structured pruning of a trained model (ALGORITHMS §4), with
+"""``prune``: unstructured and structured pruning of a trained model (Blakeney 2023,
+PhD dissertation, Texas State University; AGP: Zhu & Gupta 2017, arXiv:1710.01878), with
 optional joint distillation from the original and a biased-data option.
 
 Methods (``PRUNERS``):
@@ -17,8 +18,8 @@ Every random stream of a prune task (the fresh initialisation, the random mask, 
 order) is seeded from ``(method, seed, purpose)`` through :func:`derived_seed`, never from
 ``seed`` alone: ``train`` seeds its initialisation and batch order with the plain seed, so a
 ``reinit`` at seed 0 of an original trained at seed 0 would otherwise start from the
-original's own initial weights and see its batches in the same order (ALGORITHMS §4: a
-re-initialisation must draw fresh weights).
+original's own initial weights and see its batches in the same order (a re-initialisation
+must draw fresh weights).
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def prune(
         Pruning steps of the AGP schedule (``filters``).
     distill : {"none", "kd", "at", "kd+at"}
         Train jointly with Hinton KD (``hkd`` at ``temperature``, weight ``alpha``), attention
-        transfer (ALGORITHMS §4: ``at_beta · Σ_groups mean((q_s − q_t)²)`` over the attention
+        transfer (Zagoruyko & Komodakis 2017, arXiv:1612.03928: ``at_beta · Σ_groups mean((q_s − q_t)²)`` over the attention
         maps at the outputs of the network's residual groups, see :func:`compressflow.nn.attention.attention_transfer`)
         added to cross-entropy, or both (the AT term added to the KD loss) from the teacher.
     biased_classes, biased_keep : tuple of int, float

@@ -1,4 +1,6 @@
-"""Representation comparisons (ALGORITHMS §4), as two ops:
+"""Representation comparisons (SVCCA: Raghu et al. 2017, "SVCCA: Singular Vector Canonical
+Correlation Analysis for Deep Learning Dynamics and Interpretability"; linear CKA: Kornblith
+et al. 2019, "Similarity of Neural Network Representations Revisited"), as two ops:
 
 * ``capture`` — run a model over a fixed probe set (the first ``probe`` images of a split:
   the same images in the same order for every model of the pipeline) and store chosen

@@ -1,7 +1,8 @@
 """The training schedules ops share, defined once: :class:`Schedule` (SGD/AdamW on the whole
-model, ALGORITHMS §1) with its fine-tuning defaults :data:`FINE_TUNING`, and
-:class:`BlockTraining` (Adam on one replacement block's local loss, ALGORITHMS §3), plus the
-spec-time check that a from-scratch schedule leaves epochs at the base rate."""
+model; STKD's schedule, Rafat et al. 2023, PLoS ONE 18(5) e0285668) with its fine-tuning
+defaults :data:`FINE_TUNING`, and :class:`BlockTraining` (Adam on one replacement block's local
+loss; Blakeney et al. 2021, IEEE TPDS), plus the spec-time check that a from-scratch schedule
+leaves epochs at the base rate."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ BlockLr = Annotated[float, Field(gt=0, le=1)]
 
 
 class Schedule(BaseModel):
-    """The training schedule every training-like op shares (ALGORITHMS §1). In a spec
-    its fields are plain stage parameters (``epochs: 8``).
+    """The training schedule every training-like op shares (STKD's: Rafat et al. 2023, PLoS ONE
+    18(5) e0285668). In a spec its fields are plain stage parameters (``epochs: 8``).
 
     ``lr`` is the base rate for batch 128 (the run uses ``lr × batch_size / 128``), warmed up
     linearly over ``warmup_epochs`` and multiplied by ``gamma`` at each milestone (fractions
@@ -61,7 +62,8 @@ FINE_TUNING = Schedule(epochs=3, lr=0.01, warmup_epochs=0)
 
 
 class BlockTraining(BaseModel):
-    """How one replacement block is trained on its layer's activations (ALGORITHMS §3): Adam
+    """How one replacement block is trained on its layer's activations (Blakeney et al. 2021, IEEE
+    TPDS): Adam
     at ``lr`` on the local MSE for ``epochs`` in batches of ``batch_size``, spliced in and
     scored on the validation split every ``eval_every`` epochs (the best is kept).
 

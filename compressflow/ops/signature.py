@@ -30,12 +30,12 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import ErrorDetails
 
-from compressflow.errors import SpecError
+from compressflow.errors import SpecError, did_you_mean
 from compressflow.registries import OPS
 from compressflow.rundir.records import Artifact, Upstream
 
 __all__ = ["INT64_MAX", "PARAMS_CONFIG", "Seed", "StageSignature", "check_numbers", "describe_error", "field_path",
-           "shown", "stage_signature", "yaml_tuples"]
+           "literal_choices", "shown", "stage_signature", "yaml_tuples"]
 
 INT64_MAX = 2**63 - 1
 #: a random seed: what ``torch.manual_seed``, ``torch.Generator.manual_seed`` and
@@ -164,8 +164,8 @@ class StageSignature:
                             f"{moved[unknown[0]]}")
         if unknown:
             raise SpecError(
-                f"{field_path(where, unknown[0])}: op {self.op!r} has no parameter {shown(unknown[0])}; "
-                f"valid: {', '.join(self.params)}"
+                f"{field_path(where, unknown[0])}: op {self.op!r} has no parameter {shown(unknown[0])}"
+                f"{did_you_mean(unknown[0], self.params)}; valid: {', '.join(self.params)}"
             )
         for name, value in params.items():
             check_numbers(value, field_path(where, name))
@@ -177,7 +177,22 @@ class StageSignature:
                 loc = field_path("", *err["loc"])
                 raise SpecError(f"{field_path(where, loc)}: op {self.op!r} requires {loc!r}; "
                                 f"set it in params or sweep") from None
-            raise SpecError(describe_error(err, where)) from None
+            text = describe_error(err, where)
+            if err["type"] == "literal_error" and err["loc"][0] in self.model.model_fields:  # a misspelt choice?
+                hint = did_you_mean(err.get("input"), literal_choices(self.model.model_fields[str(err["loc"][0])].annotation))
+                text = f"{text[:-1]}; {hint.strip()[1:-1]})" if hint else text  # (got 'adamm'; did you mean 'adam'?)
+            raise SpecError(text) from None
+
+
+def literal_choices(ann: Any) -> list[Any]:
+    """The values of every ``Literal`` in ``ann`` (inside ``Annotated``, unions, tuples).
+
+    >>> literal_choices(typing.Optional[typing.Literal["sgd", "adam"]])
+    ['sgd', 'adam']
+    """
+    if typing.get_origin(ann) is typing.Literal:
+        return list(typing.get_args(ann))
+    return [c for a in typing.get_args(ann) for c in literal_choices(a)]
 
 
 @functools.cache

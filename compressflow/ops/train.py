@@ -18,7 +18,8 @@ def train(
     schedule: Schedule = Schedule(),
     seed: int = 0,
 ) -> Record:
-    """Train ``model`` from scratch with cross-entropy (ALGORITHMS §1 schedule).
+    """Train ``model`` from scratch with cross-entropy (STKD's schedule: Rafat et al.
+    2023, PLoS ONE 18(5) e0285668).
 
     Parameters
     ----------

@@ -24,7 +24,7 @@ MAX_YAML_DEPTH = 32
 MAX_YAML_NODES = 100_000
 
 
-def read_yaml(path: str | os.PathLike, *, field: str, what: str) -> Any:
+def read_yaml(path: str | os.PathLike, *, field: str, what: str, lines: dict[tuple, int] | None = None) -> Any:
     """Read a small YAML data file (a pipeline or cluster spec) with bounds.
 
     The file must be a regular file (not a FIFO or a device), UTF-8, at most
@@ -39,6 +39,9 @@ def read_yaml(path: str | os.PathLike, *, field: str, what: str) -> Any:
         What messages start with (``"spec"``, ``"--cluster"``).
     what : str
         What the file is, for messages (``"a spec"``).
+    lines : dict, optional
+        Filled with the line (from 1) of every mapping key, by its path of keys
+        (``("stages", "student")``): where a warning about that part of the file points.
 
     Raises
     ------
@@ -71,7 +74,10 @@ def read_yaml(path: str | os.PathLike, *, field: str, what: str) -> Any:
     try:
         # a safe loader: a spec is data and can never construct objects or run code
         loader = _BoundedLoader(text, where, field, what)
-        return loader.get_single_data()
+        data = loader.get_single_data()
+        if lines is not None:
+            lines.update(loader.key_lines)
+        return data
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -97,6 +103,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._where, self._field, self._what = where, field, what
         self._path: list[Any] = []  # keys leading to the node being composed, for messages
         self._sizes: dict[int, int] = {}  # id(node) -> its node count, aliases expanded
+        self.key_lines: dict[tuple, int] = {}  # path of keys -> the line of that key
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         # Python refuses to convert an integer of more than 4,300 digits; say where it is
@@ -136,12 +143,13 @@ class _BoundedLoader(yaml.SafeLoader):
     def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
         node = super().compose_mapping_node(anchor)
         first: dict[tuple[str, str], yaml.Node] = {}
+        keys = tuple(k for k in self._path if k is not None)
         for key, _ in node.value:
             if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
                 continue  # merge keys (<<) legitimately repeat what they merge
+            self.key_lines.setdefault((*keys, key.value), key.start_mark.line + 1)
             earlier = first.setdefault((key.tag, key.value), key)
             if earlier is not key:
-                keys = [k for k in self._path if k is not None]
                 from compressflow.ops.signature import field_path  # late: importing compressflow.ops registers the ops
 
                 where = field_path("", *keys) if keys else self._field

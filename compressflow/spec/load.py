@@ -29,12 +29,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from compressflow.data.load import check_data
-from compressflow.errors import SpecError
+from compressflow.errors import SpecError, did_you_mean
 from compressflow.ops.signature import check_numbers, describe_error, field_path, shown, stage_signature
 from compressflow.plugins import import_plugins
 from compressflow.registries import DATASETS, OPS
 from compressflow.spec._yaml import MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, read_yaml
 from compressflow.spec.schema import _AXIS_NAME, GROUP_NAMES, DataSpec, EnergySpec, PipelineSpec, SchedulingSpec, StageSpec
+from compressflow.spec.located import spec_warnings
 from compressflow.spec.search import (LEDGER_OBJECTIVES, MAX_TRIALS, MULTI_FIDELITY, BudgetSpec, DimensionSpec, SearchSpec,
                                       first_configuration)
 from compressflow.spec.size import MAX_TASKS, check_size
@@ -68,8 +69,9 @@ def load_spec(spec: str | os.PathLike | Mapping[str, Any] | PipelineSpec) -> Pip
     """
     if isinstance(spec, PipelineSpec):
         return spec
+    lines: dict[tuple, int] = {}  # where each key is in the spec file, for warnings
     if isinstance(spec, (str, os.PathLike)):
-        raw = _read_yaml(Path(spec))
+        raw = _read_yaml(Path(spec), lines)
     elif isinstance(spec, Mapping):
         raw = dict(spec)
     else:
@@ -90,13 +92,13 @@ def load_spec(spec: str | os.PathLike | Mapping[str, Any] | PipelineSpec) -> Pip
         parsed = PipelineSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_first_error(exc)) from None
-    _check_stages(parsed)
+    _check_stages(parsed, spec if isinstance(spec, (str, os.PathLike)) else None, lines)
     check_size(parsed)
     return parsed
 
 
-def _read_yaml(path: Path) -> Any:
-    return read_yaml(path, field="spec", what="a spec")
+def _read_yaml(path: Path, lines: dict[tuple, int] | None = None) -> Any:
+    return read_yaml(path, field="spec", what="a spec", lines=lines)
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -104,13 +106,15 @@ def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = field_path("", *err["loc"])
     if err["type"] == "extra_forbidden":
-        return f"{loc}: unknown key {shown(err['loc'][-1])}; {_valid_keys(exc.title, err['loc'])}"
+        keys = _valid_keys(exc.title, err["loc"])
+        key = err["loc"][-1]
+        return f"{loc}: unknown key {shown(key)}{did_you_mean(key, keys)}; valid keys: {', '.join(keys)}"
     if err["type"] == "missing":
         return f"{loc}: required field is missing"
     return describe_error(err)
 
 
-def _valid_keys(model_title: str, loc: tuple) -> str:
+def _valid_keys(model_title: str, loc: tuple) -> list[str]:
     model: type[BaseModel] = {m.__name__: m for m in (PipelineSpec, DataSpec, EnergySpec, StageSpec, SchedulingSpec, SearchSpec, BudgetSpec, DimensionSpec)}.get(
         model_title, PipelineSpec
     )
@@ -122,10 +126,11 @@ def _valid_keys(model_title: str, loc: tuple) -> str:
         elif field is not None and getattr(ann, "__args__", None):
             inner = [a for a in ann.__args__ if isinstance(a, type) and issubclass(a, BaseModel)]
             model = inner[0] if inner else model
-    return f"valid keys: {', '.join(model.model_fields)}"
+    return list(model.model_fields)
 
 
-def _check_stages(spec: PipelineSpec) -> None:
+def _check_stages(spec: PipelineSpec, path: str | os.PathLike | None = None,
+                  lines: dict[tuple, int] | None = None) -> None:
     names = list(spec.stages)
     task = DATASETS.info(spec.data.dataset)["task"]
     check_data(**spec.data.options(), locate=False)  # the dataset's own rules, before any stage uses it
@@ -138,9 +143,11 @@ def _check_stages(spec: PipelineSpec) -> None:
             at = field_path(f"{where}.needs", arg)
             if arg not in sig.artifacts:
                 valid = ", ".join(sig.artifacts) or "none (this op takes no upstream stage)"
-                raise SpecError(f"{at}: op {st.op!r} has no input {shown(arg)}; valid inputs: {valid}")
+                raise SpecError(f"{at}: op {st.op!r} has no input {shown(arg)}{did_you_mean(arg, sig.artifacts)}; "
+                               f"valid inputs: {valid}")
             if upstream not in spec.stages:
-                raise SpecError(f"{at}: no stage named {shown(upstream)}; stages are: {', '.join(names)}")
+                raise SpecError(f"{at}: no stage named {shown(upstream)}{did_you_mean(upstream, names)}; "
+                               f"stages are: {', '.join(names)}")
             if upstream == name:
                 raise SpecError(f"{at}: a stage cannot need itself")
         missing = [a for a in sig.required_artifacts if a not in st.needs]
@@ -152,7 +159,8 @@ def _check_stages(spec: PipelineSpec) -> None:
         for axis, values in st.sweep.items():
             at = field_path(f"{where}.sweep", axis)
             if axis not in sig.params:
-                raise SpecError(f"{at}: op {st.op!r} has no parameter {shown(axis)}; valid: {', '.join(sig.params)}")
+                raise SpecError(f"{at}: op {st.op!r} has no parameter {shown(axis)}"
+                              f"{did_you_mean(axis, sig.params)}; valid: {', '.join(sig.params)}")
             if not values:
                 raise SpecError(f"{at}: the sweep is empty; give at least one value")
             if axis in st.params:
@@ -208,7 +216,8 @@ def _check_stages(spec: PipelineSpec) -> None:
         cycle = " -> ".join(exc.args[1])
         raise SpecError(f"stages: dependency cycle {cycle}; remove one of these needs") from None
     for name, st in spec.stages.items():  # an op's own cross-stage checks (they see only the spec)
-        OPS.check(st.op)(spec, name)
+        with spec_warnings(path, (lines or {}).get(("stages", name))):  # shown at the stage's line of the spec
+            OPS.check(st.op)(spec, name)
 
 
 def check_models(spec: PipelineSpec) -> None:
@@ -237,7 +246,8 @@ def check_search(spec: PipelineSpec, name: str) -> None:
     for param in search.space:
         at = field_path(f"{where}.space", param)
         if param not in sig.params:
-            raise SpecError(f"{at}: op {st.op!r} has no parameter {shown(param)}; valid: {', '.join(sig.params)}")
+            raise SpecError(f"{at}: op {st.op!r} has no parameter {shown(param)}"
+                              f"{did_you_mean(param, sig.params)}; valid: {', '.join(sig.params)}")
         if param in st.params or param in st.sweep:
             raise SpecError(f"{at}: {param!r} is also in {'params' if param in st.params else 'sweep'}; keep one")
     multi = search.objectives is not None
@@ -254,7 +264,8 @@ def check_search(spec: PipelineSpec, name: str) -> None:
         resource = search.budget.resource
         at = f"{where}.budget.resource"
         if resource not in sig.params:
-            raise SpecError(f"{at}: op {st.op!r} has no parameter {shown(resource)}; valid: {', '.join(sig.params)}")
+            raise SpecError(f"{at}: op {st.op!r} has no parameter {shown(resource)}"
+                              f"{did_you_mean(resource, sig.params)}; valid: {', '.join(sig.params)}")
         if resource in search.space or resource in st.sweep or resource in st.params:
             raise SpecError(f"{at}: {resource!r} is set by the budget; remove it from space, sweep and params")
     if search.sampler is not None and search.strategy not in MULTI_FIDELITY:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from compressflow.errors import did_you_mean
 from compressflow.ops.signature import Seed, field_path, shown, yaml_tuples
 from compressflow.registries import DATASETS, SUMMARIES
 from compressflow.spec.search import SearchSpec
@@ -72,7 +73,8 @@ class DataSpec(BaseModel):
 
         for op in v or ():
             if op not in AUGMENT_OPS:
-                raise ValueError(f"unknown augmentation {op!r}; valid choices: {', '.join(AUGMENT_OPS)}")
+                raise ValueError(f"unknown augmentation {op!r}{did_you_mean(op, AUGMENT_OPS)}; "
+                                 f"valid choices: {', '.join(AUGMENT_OPS)}")
         return v
 
     @field_validator("channels")

@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from compressflow.cli import main
+from compressflow.registries import MODELS, OPS
 
 
 def test_report_without_results_exit_2(tmp_path, capsys):
@@ -15,9 +16,9 @@ def test_report_without_results_exit_2(tmp_path, capsys):
     shutil.rmtree(tmp_path)
 
 
-def _table(capsys) -> dict[str, list[str]]:
+def _table(out: str) -> dict[str, list[str]]:
     """``list OP``'s rows by parameter name: [type, default, allowed]."""
-    lines = capsys.readouterr().out.splitlines()
+    lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:4] == ["parameter", "type", "default", "allowed"])
     starts = [lines[header].index(col) for col in ("type", "default", "allowed")]
     rows = {}
@@ -31,9 +32,9 @@ def _table(capsys) -> dict[str, list[str]]:
 
 def test_list_op_prints_its_parameters_with_types_defaults_and_bounds(capsys):
     assert main(["list", "train"]) == 0
-    rows = _table(capsys)
+    rows = _table(capsys.readouterr().out)
     assert rows["epochs"] == ["int", "10", ">= 1"]
-    assert rows["model"] == ["str", "'resnet18'", ""]
+    assert rows["model"] == ["str", "'resnet18'", f"one of: {', '.join(MODELS.list(task='classification'))}"]
     assert rows["width"] == ["float", "0.25", "> 0, <= 4"]
     assert rows["optimizer"] == ["'sgd' | 'adam' | 'adamw'", "'sgd'", ""]
     assert rows["milestones"][:2] == ["tuple[float, ...]", "(0.3, 0.6, 0.8)"]
@@ -43,6 +44,23 @@ def test_list_op_prints_its_parameters_with_types_defaults_and_bounds(capsys):
     assert out.startswith("distill: ") and "needs (upstream stages): teacher" in out
     assert main(["list", "evaluate"]) == 0
     assert "model" in capsys.readouterr().out
+
+
+def test_list_distill_shows_the_losses_and_the_temperature_forms_and_cites_papers(capsys):
+    assert main(["list", "distill"]) == 0
+    out = capsys.readouterr().out
+    rows = _table(out)
+    assert rows["loss"] == ["str", "'hkd'", "one of: ce, cmc, dml, hkd"]
+    assert rows["temperature"][:2] == ["float | {stochastic: [low, high]}", "4.0"]
+    assert rows["temperature"][2].startswith("> 0, or stochastic: τ drawn per batch from the integers low..high")
+    assert "Hinton et al. 2015" in out.splitlines()[0] and "ALGORITHMS" not in out
+
+
+def test_no_op_listed_cites_a_file_outside_the_repository(capsys):
+    for op in OPS.list():
+        assert main(["list", op]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"{op}") and "ALGORITHMS" not in out, out.splitlines()[0]
 
 
 def test_list_without_a_name_lists_names_and_unknown_op_exit_2(capsys):
@@ -55,7 +73,8 @@ def test_list_without_a_name_lists_names_and_unknown_op_exit_2(capsys):
     assert "ssd_vgg16" not in out[1] and "shapes" not in out[3]
     assert main(["list", "trian"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("compressflow: error: list: unknown op 'trian'; valid ops: ") and ", train, " in err + ", "
+    assert err.startswith("compressflow: error: list: unknown op 'trian' (did you mean 'train'?); valid choices: ")
+    assert ", train, " in err + ", "
     assert len(err.splitlines()) == 1
 
 

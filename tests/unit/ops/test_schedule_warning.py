@@ -5,6 +5,7 @@ and the epochs (the worst sweep point), counted by hand; the CLI prints it as on
 from __future__ import annotations
 
 import copy
+import sys
 import warnings
 
 import pytest
@@ -86,3 +87,25 @@ def test_the_cli_prints_one_warning_line(tmp_path, capsys):
                       "chance; raise epochs, shorten warmup_epochs or move the milestones later"]
     assert len([line for line in err if line.startswith("compressflow: error: ")]) == 1
     assert not any("SpecWarning" in line or "warnings.warn" in line for line in err)
+
+
+def test_the_warning_points_at_the_stage_in_the_spec_not_at_compressflow(tmp_path):
+    """Python shows a warning at its file and line with that line's source under it: the
+    stage's line of the spec file (a mapping spec: the user's load_spec call), never the op
+    check's code."""
+    import yaml
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(_spec("student", epochs=2), sort_keys=False))
+    line = path.read_text().splitlines().index("  student:") + 1
+    with pytest.warns(SpecWarning) as got:
+        load_spec(str(path))
+    (w,) = [x for x in got if issubclass(x.category, SpecWarning)]
+    assert (w.filename, w.lineno) == (str(path), line)
+    shown = warnings.formatwarning(w.message, w.category, w.filename, w.lineno)
+    assert shown.startswith(f"{path}:{line}: SpecWarning: stages.student: epochs 2 ")
+    assert shown.endswith("\n  student:\n") and "check" not in shown.split("\n", 1)[1]
+    here = sys._getframe().f_lineno + 2  # the load_spec line below
+    with pytest.warns(SpecWarning) as got:
+        load_spec(_spec("student", epochs=2))
+    assert [(x.filename, x.lineno) for x in got if issubclass(x.category, SpecWarning)] == [(__file__, here)]

@@ -82,7 +82,8 @@ def test_bad_distill_params(params, pattern):
 def test_distill_needs_missing_stage_and_bad_tau_in_sweep():
     spec = _distill_spec()
     spec["stages"]["kd"]["needs"] = {"teacher": "techer"}
-    with pytest.raises(SpecError, match=r"^stages\.kd\.needs\.teacher: no stage named 'techer'; stages are: teacher, test, kd$"):
+    with pytest.raises(SpecError, match=r"^stages\.kd\.needs\.teacher: no stage named 'techer' \(did you mean 'teacher'\?\); "
+                                        r"stages are: teacher, test, kd$"):
         load_spec(spec)
     spec = _distill_spec()
     spec["stages"]["kd"]["sweep"] = {"temperature": [2, 4, -1]}
