@@ -94,8 +94,8 @@ def _layout(data: dict[str, Any], live: bool = True):
     bars = []
     for name, field, unit, title, colour in ((_FIGURES[1], "kwh", "kWh", "Energy per stage", "#1f77b4"),
                                              (_FIGURES[2], "co2_g", "gCO₂", "CO₂ per stage", "#8c564b")):
-        fig = figure(title=f"{title} (live)" if live else title, y_range=FactorRange(factors=data["factors"]), name=name, x_axis_label=unit,
-                     toolbar_location=None, width=width, height=height)
+        fig = figure(title=f"{title} (live)" if live else title, y_range=FactorRange(factors=data["factors"]),
+                     name=name, x_axis_label=unit, toolbar_location=None, width=width, height=height)
         fig.hbar(y="stage", right=field, height=0.7, color=colour, source=src["cf-energy"])
         fig.add_tools(HoverTool(tooltips=[("stage", "@stage"), (unit, f"@{field}{{0.000e}}")]))
         bars.append(fig)

@@ -142,8 +142,7 @@ class _Source:
     def _read_store(self) -> None:
         try:
             st = os.stat(self.run.results)
-        except FileNotFoundError:
-            self.store_stamp = self.store = None
+        except FileNotFoundError:  # none yet; or, seen before, being replaced: the last one stands until then
             return
         stamp = (st.st_ino, st.st_mtime_ns)  # the store is replaced as a whole (a new folder)
         if stamp == self.store_stamp:
@@ -154,10 +153,16 @@ class _Source:
             self.store = _from_store(open_results(self.run.root))
         except InputError as exc:
             raise InputError(f"dashboard: {exc}") from None
+        except (KeyError, ValueError, TypeError) as exc:  # a store of ours whose layout this reader does not know
+            raise InputError(f"dashboard: cannot read the results {printable(self.run.results)} "
+                             f"({type(exc).__name__}: {exc})") from None
         self.store_stamp = stamp
 
     def _read_records(self) -> None:
+        """The finished records, parsed once per file version; those of tasks the store has
+        finished already are not parsed at all (the store holds their numbers)."""
         folder = self.run.root / "records"
+        done = {k for k, t in self.store["tasks"].items() if t.state in ("ok", "reused")} if self.store else set()
         seen = {}
         try:
             entries = list(os.scandir(folder))
@@ -167,6 +172,8 @@ class _Source:
             if not entry.name.endswith(".json") or entry.name.startswith("."):
                 continue
             key = entry.name[:-len(".json")]
+            if key in done:
+                continue
             try:
                 st = entry.stat()
             except OSError:  # gone since the listing

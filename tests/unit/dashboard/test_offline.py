@@ -51,7 +51,8 @@ def store_run(tmp_path):
                                                                                 **stage)})
     nodes = {"teacher": [Node("train-t", "teacher", "train", {}, {})],
              "kd": [Node(f"train-k{t}", "kd", "train", {}, {"temperature": t}) for t in (2, 4, 8)]}
-    tasks = {"train-t": entry("train-t", "teacher", kwh=2e-3, record=metrics(0.9, [0.5, 0.7, 0.85], [1e-3, 2e-3, 3e-3])),
+    teacher = metrics(0.9, [0.5, 0.7, 0.85], [1e-3, 2e-3, 3e-3])
+    tasks = {"train-t": entry("train-t", "teacher", kwh=2e-3, record=teacher),
              "train-k2": entry("train-k2", "kd", kwh=1e-3, end=5.0, record=metrics(0.8, [0.6, 0.75], [5e-4, 1e-3])),
              "train-k4": entry("train-k4", "kd", "failed", kwh=5e-4),
              "train-k8": entry("train-k8", "kd", "cancelled", kwh=1e-4)}
