@@ -65,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     db.add_argument("--host", default="127.0.0.1",
                     help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 shows the results to "
                          "every machine that can reach this one)")
-    db.add_argument("--no-browser", action="store_true", help="print the page's URL without opening a browser")
+    db.add_argument("--no-browser", action="store_true",
+                    help="print the page's URL without opening a browser (one is opened only where it can be shown: "
+                         "a desktop session, or $BROWSER)")
     ls = sub.add_parser("list", help="list registered ops, models, datasets and losses, or one op's parameters")
     ls.add_argument("op", nargs="?", default=None, help="an op name: print its parameters, types and defaults")
     return p
@@ -230,19 +232,19 @@ def _report(args: argparse.Namespace) -> int:
 
 def _dashboard(args: argparse.Namespace) -> int:
     from compressflow.dashboard.offline import RunDirBoard
-    from compressflow.dashboard.serve import DashboardServer
+    from compressflow.dashboard.serve import DashboardServer, can_open_browser
 
-    board = RunDirBoard(args.outs)  # a path that is not a run directory: one line, before the server starts
-    server = DashboardServer(board, args.host, args.port)
-    n = len(board.sources)
-    print(f"compressflow dashboard: {server.url} ({n} run director{'y' if n == 1 else 'ies'}); Ctrl-C stops it",
-          flush=True)
-    if not args.no_browser:
-        import webbrowser
-
-        webbrowser.open(server.url)
     try:
         with _sigterm_as_interrupt():
+            board = RunDirBoard(args.outs)  # a path that is not a run directory: one line, before it listens
+            server = DashboardServer(board, args.host, args.port)
+            n = len(board.sources)
+            print(f"compressflow dashboard: {server.url} ({n} run director{'y' if n == 1 else 'ies'}); "
+                  f"Ctrl-C stops it", flush=True)
+            if not args.no_browser and can_open_browser():
+                import webbrowser
+
+                webbrowser.open(server.url)  # the server already listens: the browser's request waits for it
             server.run()
     except KeyboardInterrupt as exc:
         print("compressflow: dashboard stopped", file=sys.stderr)

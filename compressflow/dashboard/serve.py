@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import os
 import socket
+import sys
 import threading
 from typing import Any
 
@@ -26,7 +28,17 @@ from compressflow.dashboard._page import PATH, bokeh_static
 from compressflow.dashboard.offline import RunDirBoard
 from compressflow.errors import InputError
 
-__all__ = ["DashboardServer", "make_app"]
+__all__ = ["DashboardServer", "can_open_browser", "make_app"]
+
+
+def can_open_browser() -> bool:
+    """Whether a browser can show the page here: ``$BROWSER`` is set, or a desktop session
+    runs (macOS, Windows, or ``$DISPLAY`` / ``$WAYLAND_DISPLAY``). Over SSH without either,
+    Python's :mod:`webbrowser` would start a text browser in the terminal, before the server
+    serves its first page."""
+    if os.environ.get("BROWSER") or sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def make_app(board: RunDirBoard) -> Any:

@@ -194,3 +194,17 @@ def test_a_port_in_use_is_one_line_naming_it(records_run):
         with pytest.raises(InputError, match=rf"^--port: cannot listen on port {port} \(Address already in use\); "
                                              r"choose another, or --port 0 for a free one$"):
             DashboardServer(RunDirBoard([records_run]), port=port)
+
+
+def test_a_browser_is_opened_only_where_one_can_be_shown(monkeypatch):
+    from compressflow.dashboard.serve import can_open_browser
+
+    for name in ("BROWSER", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("sys.platform", "linux")
+    assert not can_open_browser()  # over SSH: no text browser taking the terminal
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert can_open_browser()
+    monkeypatch.delenv("DISPLAY")
+    monkeypatch.setenv("BROWSER", "firefox")
+    assert can_open_browser()
