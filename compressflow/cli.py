@@ -1,4 +1,4 @@
-"""``compressflow run / report / list / status``.
+"""``compressflow run / report / list / status / dashboard``.
 
 Exit codes: 0 success; 1 some tasks failed (everything else is still written); 2 bad input
 (a one-line message, no traceback, nothing computed is deleted), also a full disk under the
@@ -53,6 +53,21 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--out", default=None, help="its run directory (default: runs/<spec name>)")
     st.add_argument("--plugin", action="append", default=[], metavar="PATH_OR_MODULE",
                     help="a .py file, package folder or module of your own ops, as given to run (repeatable)")
+    db = sub.add_parser("dashboard", help="serve the study page of finished (or still running) run directories, "
+                                          "several side by side, without a cluster",
+                        description="Serve the study page of the Dask dashboard from run directories, after their "
+                                    "studies ended: tasks by state, kWh and gCO2 per stage, accuracy vs CO2, per-epoch "
+                                    "curves; one study per OUT (the links at the top switch). Reads OUT/results.zarr "
+                                    "and the finished records (a run still going shows its tasks as they finish). "
+                                    "Ctrl-C stops it.")
+    db.add_argument("outs", nargs="+", metavar="OUT", help="run directory (the --out of compressflow run)")
+    db.add_argument("--port", type=int, default=0, help="port to listen on (default: 0, a free port)")
+    db.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 shows the results to "
+                         "every machine that can reach this one)")
+    db.add_argument("--no-browser", action="store_true",
+                    help="print the page's URL without opening a browser (one is opened only where it can be shown: "
+                         "a desktop session, or $BROWSER)")
     ls = sub.add_parser("list", help="list registered ops, models, datasets and losses, or one op's parameters")
     ls.add_argument("op", nargs="?", default=None, help="an op name: print its parameters, types and defaults")
     return p
@@ -67,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_paths(args)
         with warnings.catch_warnings(), console(logging.WARNING if getattr(args, "quiet", False) else logging.INFO):
             warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
-            return {"run": _run, "report": _report, "list": _list, "status": _status}[args.command](args)
+            return {"run": _run, "report": _report, "list": _list, "status": _status,
+                    "dashboard": _dashboard}[args.command](args)
     except InputError as exc:
         print(f"compressflow: error: {_escaped(str(exc))}", file=sys.stderr)
         return 2
@@ -211,6 +227,28 @@ def _report(args: argparse.Namespace) -> int:
     path = write_report(tree, args.out)
     print(path.read_text())
     print(f"report: {path} and {path.with_name('report.html')}")
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from compressflow.dashboard.offline import RunDirBoard
+    from compressflow.dashboard.serve import DashboardServer, can_open_browser
+
+    try:
+        with _sigterm_as_interrupt():
+            board = RunDirBoard(args.outs)  # a path that is not a run directory: one line, before it listens
+            server = DashboardServer(board, args.host, args.port)
+            n = len(board.sources)
+            print(f"compressflow dashboard: {server.url} ({n} run director{'y' if n == 1 else 'ies'}); "
+                  f"Ctrl-C stops it", flush=True)
+            if not args.no_browser and can_open_browser():
+                import webbrowser
+
+                webbrowser.open(server.url)  # the server already listens: the browser's request waits for it
+            server.run()
+    except KeyboardInterrupt as exc:
+        print("compressflow: dashboard stopped", file=sys.stderr)
+        return 143 if isinstance(exc, _Terminated) else 130
     return 0
 
 

@@ -7,6 +7,12 @@ The page lives at the dashboard link with ``/status`` replaced by ``/compressflo
 (:func:`dashboard_link`); ``/compressflow/data.json`` serves its numbers as JSON and
 ``?study=ID`` picks a study where several ran on one scheduler (the latest by default).
 
+The same page outlives the study: ``compressflow dashboard OUT [OUT ...]`` serves it from
+finished (or interrupted, or still running) run directories, without a cluster
+(:mod:`compressflow.dashboard.offline` reads them, :mod:`compressflow.dashboard.serve`
+serves them). This package imports Dask (``distributed``) only where the scheduler's page
+needs it, so that command does not.
+
 Examples
 --------
 >>> from compressflow.dashboard import install_dashboard
@@ -21,17 +27,30 @@ import math
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
-from compressflow.dashboard._plugin import NAME, PATH, DashboardPlugin
+from compressflow.dashboard._page import PATH
 from compressflow.engine.events import task_summary
 
 if TYPE_CHECKING:
     from distributed import Client
 
+    from compressflow.dashboard._plugin import DashboardPlugin
     from compressflow.engine.graph import TaskGraph
 
 __all__ = ["DashboardPlugin", "dashboard_link", "install_dashboard", "study_event"]
 
 log = logging.getLogger("compressflow.dashboard")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DashboardPlugin":  # the scheduler plugin imports distributed: only when asked for
+        from compressflow.dashboard._plugin import DashboardPlugin
+
+        return DashboardPlugin
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "DashboardPlugin"})
 
 
 def install_dashboard(client: Client) -> str | None:
@@ -51,6 +70,8 @@ def install_dashboard(client: Client) -> str | None:
         The page's URL (:func:`dashboard_link`), or None when the plugin was refused or the
         scheduler has no dashboard.
     """
+    from compressflow.dashboard._plugin import NAME, DashboardPlugin
+
     try:
         client.register_plugin(DashboardPlugin(), name=NAME)
     except Exception as exc:  # the run goes on without its page

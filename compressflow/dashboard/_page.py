@@ -1,6 +1,7 @@
 """The ``/compressflow`` page: Bokeh figures embedded with :func:`bokeh.embed.json_item`,
-BokehJS served by the scheduler from the bokeh package itself (no CDN), and a small script
-that polls ``data.json`` every second and swaps the figures' data and the stage table."""
+BokehJS served from the bokeh package itself (:func:`bokeh_static`; no CDN) by the scheduler
+or by ``compressflow dashboard``, and a small script that polls ``data.json`` every second and
+swaps the figures' data and the stage table."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from typing import Any
 
 from compressflow.dashboard._state import STATES
 
-__all__ = ["COLUMNS", "STATE_COLOURS", "page", "payload", "rows", "sources"]
+__all__ = ["COLUMNS", "PATH", "STATE_COLOURS", "bokeh_static", "page", "payload", "rows", "sources"]
 
+PATH = "compressflow"  #: the page's path (under the scheduler dashboard's prefix, or at the root)
 #: The colour of every task state (the stacked bars; a test looks for them on screen).
 STATE_COLOURS = {"pending": "#c7c7c7", "running": "#1f77b4", "ok": "#2ca02c", "failed": "#d62728",
                  "cancelled": "#ff7f0e", "reused": "#9467bd"}
@@ -21,6 +23,14 @@ COLUMNS = (("stage", "stage"), ("tasks", "tasks"), *((s, s) for s in STATES), ("
            ("co2_g", "gCO₂"), ("reused_kwh", "reused kWh"))
 _NO_STUDY = "(no study yet)"
 _FIGURES = ("cf-states-fig", "cf-kwh-fig", "cf-co2-fig")
+
+
+def bokeh_static() -> str:
+    """The folder of the installed bokeh package's BokehJS files (``js/bokeh.min.js``, ...),
+    which the page loads from ``<page>/static/``."""
+    from bokeh.util.paths import bokehjs_path
+
+    return str(bokehjs_path())
 
 
 def _fmt(value: Any) -> str:
@@ -68,7 +78,7 @@ def payload(snapshot: dict[str, Any]) -> dict[str, Any]:
     return {**snapshot, "sources": sources(snapshot), "factors": factors, "rows": rows(snapshot)}
 
 
-def _layout(data: dict[str, Any]):
+def _layout(data: dict[str, Any], live: bool = True):
     from bokeh.layouts import column, row
     from bokeh.models import ColumnDataSource, FactorRange, HoverTool
     from bokeh.plotting import figure
@@ -82,10 +92,10 @@ def _layout(data: dict[str, Any]):
     states.legend.orientation, states.legend.label_text_font_size = "horizontal", "8pt"
     states.add_layout(states.legend[0], "below")  # beside the bars it would hide some
     bars = []
-    for name, field, unit, title, colour in ((_FIGURES[1], "kwh", "kWh", "Energy per stage (live)", "#1f77b4"),
-                                             (_FIGURES[2], "co2_g", "gCO₂", "CO₂ per stage (live)", "#8c564b")):
-        fig = figure(title=title, y_range=FactorRange(factors=data["factors"]), name=name, x_axis_label=unit,
-                     toolbar_location=None, width=width, height=height)
+    for name, field, unit, title, colour in ((_FIGURES[1], "kwh", "kWh", "Energy per stage", "#1f77b4"),
+                                             (_FIGURES[2], "co2_g", "gCO₂", "CO₂ per stage", "#8c564b")):
+        fig = figure(title=f"{title} (live)" if live else title, y_range=FactorRange(factors=data["factors"]),
+                     name=name, x_axis_label=unit, toolbar_location=None, width=width, height=height)
         fig.hbar(y="stage", right=field, height=0.7, color=colour, source=src["cf-energy"])
         fig.add_tools(HoverTool(tooltips=[("stage", "@stage"), (unit, f"@{field}{{0.000e}}")]))
         bars.append(fig)
@@ -96,7 +106,8 @@ def _layout(data: dict[str, Any]):
                                           ("gCO₂", "@co2_g{0.000e}")]))
     curves = []
     for field, label, title in (("acc", "validation accuracy", "Validation accuracy"), ("kwh", "kWh so far", "Energy")):
-        fig = figure(title=f"{title} per epoch (running tasks; finished ones faint)",
+        fig = figure(title=f"{title} per epoch (running tasks; finished ones faint)" if live else
+                     f"{title} per epoch (the tasks that ended last)",
                      x_axis_label="epoch", y_axis_label=label, width=width, height=height)
         fig.multi_line("xs", field, color="colour", line_alpha="alpha", line_width=2, source=src["cf-curves"])
         fig.add_tools(HoverTool(tooltips=[("task", "@key"), ("stage", "@stage")]))
@@ -146,32 +157,35 @@ _SCRIPT = """
 """
 
 
-def page(snapshot: dict[str, Any], base: str) -> str:
+def page(snapshot: dict[str, Any], base: str, *, live: bool = True) -> str:
     """The HTML of the page for ``snapshot``, its URLs under ``base`` (the page's own path):
-    the table and the figures show the snapshot's numbers before any script runs."""
+    the table and the figures show the snapshot's numbers before any script runs. ``live``:
+    served by a scheduler (a link to its Dask status page); else by ``compressflow dashboard``
+    from run directories (the links to the other studies name their run directories)."""
     from bokeh.core.types import ID
     from bokeh.embed import json_item
 
     data = payload(snapshot)
-    item = json.dumps(json_item(_layout(data), ID("cf-plots"))).replace("</", "<\\/")
+    item = json.dumps(json_item(_layout(data, live), ID("cf-plots"))).replace("</", "<\\/")
     esc = html.escape
     head = "".join(f"<th>{esc(title)}</th>" for _, title in COLUMNS)
     body = "".join("<tr data-stage=\"{}\">{}</tr>".format(
         esc(r[0]), "".join(f"<{t}>{esc(v)}</{t}>" for t, v in zip(["th"] + ["td"] * len(r), r))) for r in data["rows"])
     study = f"{esc(snapshot['name'])} ({esc(snapshot['study'])})" if snapshot["study"] else "no study yet"
-    links = " ".join(f'<a href="?study={esc(s["study"])}">{esc(s["name"] or s["study"])}</a>'
+    links = " ".join(f'<a href="?study={esc(s["study"])}">{esc((s["name"] or s["study"]) if live else s["study"])}</a>'
                      for s in snapshot["studies"])
+    title, dask = ("Dask dashboard", ' · <a href="status">Dask status</a>') if live else ("run directories", "")
     factors = f"<p class=\"cf-carbon\">gCO₂ = kWh × PUE {_fmt(snapshot.get('pue'))} × " \
               f"{_fmt(snapshot.get('intensity_g_per_kwh'))} gCO₂/kWh</p>" if snapshot["study"] else ""
     script = _SCRIPT.replace("FIGURES", json.dumps(list(_FIGURES)))
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>compressflow — Dask dashboard</title>
+<html lang="en"><head><meta charset="utf-8"><title>compressflow — {title}</title>
 <script src="{esc(base)}/static/js/bokeh.min.js"></script>
 <style>body{{font-family:sans-serif;margin:1em}} table{{border-collapse:collapse;margin:.5em 0}}
 th,td{{border:1px solid #ccc;padding:2px 8px;text-align:right}} thead th{{background:#eee}}</style>
 </head><body data-study="{esc(snapshot['study'] or '')}">
 <h1>compressflow</h1>
-<p>Study: <b id="cf-study">{study}</b> · <a href="status">Dask status</a>{' · studies: ' + links if links else ''}</p>
+<p>Study: <b id="cf-study">{study}</b>{dask}{' · studies: ' + links if links else ''}</p>
 {factors}
 <table id="cf-table"><thead><tr>{head}</tr></thead><tbody id="cf-table-body">{body}</tbody></table>
 <div id="cf-plots"></div>

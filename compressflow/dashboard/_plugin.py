@@ -13,6 +13,7 @@ from typing import Any
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado import web
 
+from compressflow.dashboard._page import PATH, bokeh_static
 from compressflow.dashboard._state import Board
 from compressflow.engine.events import PROGRESS, STUDY, TASK
 
@@ -21,7 +22,6 @@ __all__ = ["DashboardPlugin", "NAME", "PATH"]
 log = logging.getLogger("compressflow.dashboard")
 
 NAME = "compressflow-dashboard"  #: the plugin's name on the scheduler
-PATH = "compressflow"  #: the page's path under the dashboard's prefix
 _ROUTED: weakref.WeakSet = weakref.WeakSet()  # schedulers whose HTTP server has our routes
 
 
@@ -62,7 +62,7 @@ class DashboardPlugin(SchedulerPlugin):
             app.add_handlers(r".*", [
                 (rf"{prefix}{PATH}/?", PageHandler, kwargs),
                 (rf"{prefix}{PATH}/data\.json", DataHandler, kwargs),
-                (rf"{prefix}{PATH}/static/(.*)", web.StaticFileHandler, {"path": _bokeh_static()}),
+                (rf"{prefix}{PATH}/static/(.*)", web.StaticFileHandler, {"path": bokeh_static()}),
             ])
             _ROUTED.add(scheduler)
 
@@ -90,12 +90,6 @@ def _prefix(app: Any) -> str:
             if match:
                 return match.group(1)
     return "/"
-
-
-def _bokeh_static() -> str:
-    from bokeh.util.paths import bokehjs_path
-
-    return str(bokehjs_path())
 
 
 class _Handler(web.RequestHandler):

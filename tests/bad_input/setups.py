@@ -140,6 +140,19 @@ def rundir_locked_by_another_run(tmp: Path, out: Path) -> None:
     _held_locks.append(fh)
 
 
+@setup
+def dashboard_run_dir(tmp: Path, out: Path) -> None:
+    """A run directory (with its records folder) at {out}, e.g. for a misspelt path beside it."""
+    (_run_dir(out) / "records").mkdir()
+
+
+@setup
+def dashboard_runs_parent(tmp: Path, out: Path) -> None:
+    """{out} is the folder of run directories (runs/), not one of them."""
+    for name in ("quickstart", "stkd"):
+        (_run_dir(out) / name / "records").mkdir(parents=True)
+
+
 # --- data ---
 # Crafted dataset files and damaged stores for tests/bad_input/data.yaml. Each writes a tiny tree
 # in the official layout under {tmp} (CIFAR: {tmp}/cifar, Tiny ImageNet: {tmp}/tin) and then

@@ -48,6 +48,7 @@ def test_import_compressflow_imports_nothing_heavy():
 def test_run_help_and_version_import_nothing_heavy():
     assert _heavy_after(_cli(["run", "--help"])) == []
     assert _heavy_after(_cli(["status", "--help"])) == []
+    assert _heavy_after(_cli(["dashboard", "--help"])) == []
     assert _heavy_after(_cli(["--version"])) == []
 
 
@@ -129,3 +130,36 @@ def test_list_imports_no_torch():
     assert done.returncode == 0, done.stderr
     lines, torch_loaded = done.stdout.splitlines()[-2:]
     assert json.loads(lines)[0].startswith("ops: ") and torch_loaded == "False"
+
+
+def test_dashboard_serves_run_directories_without_torch_or_dask_and_stops_on_ctrl_c(tmp_path):
+    import signal
+    import urllib.request
+
+    from tests.support.records import finished_record
+
+    finished_record(tmp_path / "run", accuracy=0.75)
+    code = ("import sys\nfrom compressflow.cli import main\n"
+            f"code = main(['dashboard', {str(tmp_path / 'run')!r}])\n"
+            f"print('heavy:' + ','.join(m for m in {HEAVY!r} if m in sys.modules), flush=True)\nsys.exit(code)")
+    opened = tmp_path / "opened.txt"  # the "browser" it opens ($BROWSER, as Python's webbrowser reads it)
+    browser = f"{sys.executable} -c \"import sys; open({str(opened)!r}, 'w').write(sys.argv[1])\" %s"
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+               "BROWSER": browser}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=environ, cwd=ROOT)
+    try:
+        line = proc.stdout.readline()  # printed once the server listens
+        assert line.startswith("compressflow dashboard: http://127.0.0.1:") and "(1 run directory)" in line, line
+        url = line.split()[2]
+        with urllib.request.urlopen(f"{url}/data.json", timeout=10) as r:
+            data = json.loads(r.read())
+        assert [p["accuracy"] for p in data["scatter"]] == [0.75] and data["rows"][0][:2] == ["teacher", "1"]
+        assert opened.read_text() == url
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip() == "compressflow: dashboard stopped", err
+    heavy = out.strip().removeprefix("heavy:").split(",")
+    assert not {"torch", "torchvision", "distributed"} & set(heavy), heavy
