@@ -201,13 +201,13 @@ def _sweep_order(stage: str, labels: list[np.ndarray], axes: Sequence[str], spec
     ranks = []
     for axis, values in zip(axes, labels):
         listed = _sweep_values(stage, axis, spec)
+        place: dict[Any, int] = {}
+        for i, value in enumerate(listed):  # a label is the value, or its JSON text (build's _axis_labeller)
+            for label in (value, json.dumps(value, sort_keys=True)):
+                if isinstance(label, (bool, int, float, str)):
+                    place.setdefault(label, i)
         seen = list(dict.fromkeys(values.tolist()))
-        rank = {v: len(listed) + i for i, v in enumerate(seen)}
-        for v in seen:
-            for i, candidate in enumerate(listed):
-                if v == candidate or v == json.dumps(candidate, sort_keys=True):
-                    rank[v] = i
-                    break
+        rank = {v: place.get(v, len(listed) + i) for i, v in enumerate(seen)}
         ranks.append([rank[v] for v in values.tolist()])
     return np.lexsort(ranks[::-1])
 

@@ -13,6 +13,7 @@ import xarray as xr
 import compressflow
 from compressflow.engine.node import Node
 from compressflow.errors import InputError
+from compressflow.registries import SUMMARIES
 from compressflow.ops.objective import known_accuracy
 from compressflow.results import build_results, save_results, to_dataframe
 from compressflow.rundir.records import LedgerEntry, Record
@@ -101,6 +102,17 @@ def test_the_same_table_from_the_store_and_from_one_stage(kd_tree, tmp_path):
     assert list(kd.task_key) == ["distill-8", "distill-2", "distill-4"]
 
 
+def test_study_summaries_are_not_rows_and_a_tree_without_its_spec_still_reads(kd_tree, monkeypatch):
+    look_alike = xr.Dataset({"accuracy": 1.0, "task_key": "distill-8"}, attrs={"op": "distill"})
+    monkeypatch.setitem(SUMMARIES._items, "look_alike", lambda spec, groups: {"/kd_comparison": look_alike})
+    graph = study({"kd": ("distill", {"temperature": [8, 2]}, [("distill-8", {"temperature": 8}, classification(0.9)),
+                                                             ("distill-2", {"temperature": 2}, classification(0.8))])})
+    assert "kd_comparison" in graph.children and list(to_dataframe(graph).task_key) == ["distill-8", "distill-2"]
+    bare = kd_tree.copy(deep=True)
+    del bare.attrs["spec"]  # e.g. a tree assembled by hand: its stage groups, in the group's order
+    assert list(to_dataframe(bare).task_key) == ["train-t", "distill-2", "distill-4", "distill-8"]
+
+
 def test_a_search_stage_has_a_row_per_trial_with_its_parameters_and_total_cost():
     search, ran = simulate(search_spec(strategy="successive_halving", trials=9, budget=BUDGET))
     tasks = {}
@@ -142,10 +154,17 @@ def test_detection_blockwise_and_shared_tasks_fill_the_union_of_columns():
         # two sweep points that are one task (the op ignores the swept value): one row each, one key
         "probe": ("capture", {"label": ["a", "b"]}, [("cap", {"label": "a"}, xr.Dataset({"probe_size": 64})),
                                                     ("cap", {"label": "b"}, xr.Dataset({"probe_size": 64}))]),
+        # a structured sweep value labels its axis by JSON text; the rows keep the spec's order
+        "mixed": ("distill", {"temperature": [{"stochastic": [2, 20]}, 4]},
+                  [("m-s", {"temperature": {"stochastic": [2, 20]}}, classification(0.8)),
+                   ("m-4", {"temperature": 4}, classification(0.7))]),
     })
     table = to_dataframe(tree)
+    mixed = table[table.stage == "mixed"]
+    assert list(mixed.temperature) == ['{"stochastic": [2, 20]}', "4"] and list(mixed.accuracy) == [0.8, 0.7]
+    table = table[table.stage != "mixed"]
     assert list(table.stage) == ["det"] * 2 + ["blocks"] * 4 + ["probe"] * 2
-    assert list(table.columns[:6]) == ["stage", "op", "seed", "layer", "label", "status"]
+    assert list(table.columns[:7]) == ["stage", "op", "seed", "layer", "label", "temperature", "status"]
     np.testing.assert_array_equal(table.seed, [1, 0, 0, 1, 0, 1, np.nan, np.nan])
     assert list(table.layer) == [None, None, "fc", "fc", "conv1", "conv1", None, None]
     np.testing.assert_array_equal(table.map_50, [0.6, 0.5] + [np.nan] * 6)
