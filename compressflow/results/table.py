@@ -20,7 +20,6 @@ import xarray as xr
 
 from compressflow.errors import InputError
 from compressflow.results.store import open_results
-from compressflow.spec.schema import STAGE_LEDGER
 
 __all__ = ["COST_COLUMNS", "ID_COLUMNS", "to_dataframe"]
 
@@ -29,7 +28,6 @@ ID_COLUMNS = ("stage", "op")
 #: the columns every row ends with: its status and cost (from the ledger), whether it was reused, its task
 COST_COLUMNS = ("energy_kwh", "facility_kwh", "co2_g", "duration_s", "reused", "task_key")
 _LEDGER = "tasks"
-_OWN = (*ID_COLUMNS, *STAGE_LEDGER, *COST_COLUMNS)  # names no sweep axis or metric column may take
 _RECORDED = "_recorded"
 
 
@@ -109,7 +107,9 @@ def to_dataframe(results: xr.DataTree | str | os.PathLike[str]) -> pd.DataFrame:
                              for c in (*ID_COLUMNS, "status", *COST_COLUMNS)})
     columns = _columns(frames)
     frame = pd.concat([f.reindex(columns=columns) for f in frames], ignore_index=True)
-    return _dtypes(frame, metrics=set(columns) - {*ID_COLUMNS, "status", *COST_COLUMNS} - _parameters(frames))
+    flags = {c for c in columns if all(f[c].dtype == bool for f in frames if c in f)}  # before NaN fills them
+    return _dtypes(frame, metrics=set(columns) - {*ID_COLUMNS, "status", *COST_COLUMNS} - _parameters(frames),
+                   flags=flags)
 
 
 def _tree(results: Any) -> tuple[xr.DataTree, str | None]:
@@ -236,13 +236,13 @@ def _columns(frames: Sequence[pd.DataFrame]) -> list[str]:
     return [*ID_COLUMNS, *parameters, "status", *metrics, *tail]
 
 
-def _dtypes(frame: pd.DataFrame, metrics: set[str]) -> pd.DataFrame:
-    """str for the names and status, bool for ``reused``, float for numbers (booleans stay
-    booleans; nullable where a stage lacks them)."""
+def _dtypes(frame: pd.DataFrame, metrics: set[str], flags: set[str]) -> pd.DataFrame:
+    """str for the names and status, bool for ``reused``, float for numbers; ``flags`` (boolean
+    in every stage that has them) stay booleans, nullable where a stage lacks them."""
     for name in frame.columns:
         col = frame[name]
         values = [v for v in col.tolist() if not _missing(v)]
-        if values and all(isinstance(v, (bool, np.bool_)) for v in values):
+        if name in flags:
             frame[name] = col.astype(bool if len(values) == len(col) else "boolean")
         elif name in (*metrics, *COST_COLUMNS[:4]) and all(isinstance(v, (int, float, np.number)) for v in values):
             frame[name] = col.astype(float)

@@ -152,8 +152,8 @@ def test_detection_blockwise_and_shared_tasks_fill_the_union_of_columns():
                    [("b-fc-0", {"layer": "fc", "seed": 0}, block(0.01)), ("b-fc-1", {"layer": "fc", "seed": 1}, block(0.02)),
                     ("b-c-0", {"layer": "conv1", "seed": 0}, block(0.03)), ("b-c-1", {"layer": "conv1", "seed": 1}, None)]),
         # two sweep points that are one task (the op ignores the swept value): one row each, one key
-        "probe": ("capture", {"label": ["a", "b"]}, [("cap", {"label": "a"}, xr.Dataset({"probe_size": 64})),
-                                                    ("cap", {"label": "b"}, xr.Dataset({"probe_size": 64}))]),
+        "probe": ("capture", {"label": ["a", "b"]}, [("cap", {"label": "a"}, xr.Dataset({"probe_size": 64, "kept": True})),
+                                                    ("cap", {"label": "b"}, xr.Dataset({"probe_size": 64, "kept": True}))]),
         # a structured sweep value labels its axis by JSON text; the rows keep the spec's order
         "mixed": ("distill", {"temperature": [{"stochastic": [2, 20]}, 4]},
                   [("m-s", {"temperature": {"stochastic": [2, 20]}}, classification(0.8)),
@@ -176,6 +176,7 @@ def test_detection_blockwise_and_shared_tasks_fill_the_union_of_columns():
     assert "map_50_per_class" not in table and "block_mse_curve" not in table
     shared = table[table.stage == "probe"]
     assert list(shared.label) == ["a", "b"] and list(shared.task_key) == ["cap", "cap"]
+    assert table.kept.dtype == "boolean" and list(shared.kept) == [True, True] and table.kept.isna().sum() == 6
     assert list(shared.energy_kwh) == [6e-6, 6e-6]  # the one task's, in both rows
     assert len(table.drop_duplicates("task_key")) == 7  # the README's advice: each task's energy once
 
