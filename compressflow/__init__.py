@@ -11,6 +11,7 @@ Examples
 >>> import compressflow
 >>> tree = compressflow.run("tasks/quickstart.yaml")        # doctest: +SKIP
 >>> tree["tasks"]["co2_g"].sum()                            # doctest: +SKIP
+>>> compressflow.to_dataframe(tree)                         # doctest: +SKIP
 >>> study = compressflow.submit("tasks/quickstart.yaml")   # doctest: +SKIP
 >>> study.status(); study.results(); study.cancel("kd_grid")  # doctest: +SKIP
 """
@@ -31,7 +32,7 @@ if _typing.TYPE_CHECKING:  # type checkers and IDEs see the names; the interpret
     from compressflow.api.runner import run
     from compressflow.api.study import Study, submit
     from compressflow.registries import DATASETS, LOSSES, MODELS, OPS, STAGES, Registry
-    from compressflow.results import open_results
+    from compressflow.results import open_results, to_dataframe
     from compressflow.rundir.records import Artifact, Record
     from compressflow.spec import load_spec
 
@@ -39,7 +40,7 @@ _lazy_getattr, _, _lazy_names = _lazy.attach(__name__, submod_attrs={
     "api.runner": ["run"],
     "api.study": ["Study", "submit"],
     "registries": ["DATASETS", "LOSSES", "MODELS", "OPS", "STAGES", "Registry"],
-    "results": ["open_results"],
+    "results": ["open_results", "to_dataframe"],
     "rundir.records": ["Artifact", "Record"],
     "spec": ["load_spec"],
 })

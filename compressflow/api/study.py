@@ -44,7 +44,7 @@ from compressflow.engine.submission import (check_resources, install_worker_plug
                                             progress_line, submit_graph, submit_node, workers_per_host)
 from compressflow.errors import InputError
 from compressflow.plugins import Plugin, dedupe, import_plugins
-from compressflow.results.build import build_results
+from compressflow.results import build_results, to_dataframe
 from compressflow.results.store import check_results_store, save_results
 from compressflow.rundir import RunDir
 from compressflow.rundir.records import LedgerEntry
@@ -366,6 +366,10 @@ class Study:
                 tasks[key] = LedgerEntry(key, node.stage, node.op, dict(node.point),
                                          status="running" if key in running else "pending")
         return self._build(tasks)
+
+    def to_dataframe(self) -> Any:
+        """:meth:`results` as one table, a row per task or sweep point (:func:`compressflow.to_dataframe`)."""
+        return to_dataframe(self.results())
 
     def running(self) -> dict[str, dict[str, Any]]:
         """Key → latest progress of each running task (stage, worker, epoch, of, val_accuracy,

@@ -95,6 +95,9 @@ def test_sweeping_lr_builds_and_keeps_the_lr_curve(every_op):
     np.testing.assert_allclose(grid["lr_curve"].sel(lr=0.2), 2 * grid["lr_curve"].sel(lr=0.1), rtol=1e-12)
     # the teacher is the lr=0.1 point: one task, labelled in each stage by that stage's point
     assert str(grid.task_key.sel(lr=0.1).values) == str(tree["teacher"]["task_key"].values)
+    # as a table: one row per point of every stage, in the spec's order (not one per class and epoch)
+    rows = compressflow.to_dataframe(tree).groupby("stage", sort=False).size()
+    assert list(rows.items()) == [(s, tree[s]["task_key"].size) for s in EVERY_OP["stages"]]
 
 
 @pytest.mark.slow

@@ -47,6 +47,8 @@ def test_submit_returns_at_once_and_results_grow(client, tmp_path):
     assert unfinished.any()  # at least one of the 2-s tasks is still pending or running
     assert set(slow.status.values[unfinished]) <= {"pending", "running"}
     assert np.isnan(slow.elapsed_s.values[unfinished]).all()
+    table = study.to_dataframe()  # the same as a table: a row per point, NaN until its task ends
+    assert list(table.stage) == ["slow"] * 3 + ["after"] and table.elapsed_s[table.status != "ok"].isna().all()
     assert not (tmp_path / "run" / "results.zarr").exists()  # partial results are not written
     tree = study.result()
     assert study.done and study.state == "done"
