@@ -74,7 +74,9 @@ def to_dataframe(results: xr.DataTree | str | os.PathLike[str]) -> pd.DataFrame:
             so ``frame.drop_duplicates("task_key")`` counts each task's energy once.
 
         A sweep axis or metric named like one of these columns (``stage``, ``op``,
-        ``reused``) becomes ``<name>_recorded``.
+        ``reused``), and a metric named like another stage's sweep axis (an unswept prune's
+        achieved ``sparsity`` beside a stage that sweeps ``sparsity``), becomes
+        ``<name>_recorded``.
 
     Raises
     ------
@@ -100,7 +102,7 @@ def to_dataframe(results: xr.DataTree | str | os.PathLike[str]) -> pd.DataFrame:
     reused = _reused(tree[_LEDGER].to_dataset())
     frames = [_stage_frame(name, tree.children[name].to_dataset(), spec, reused)
               for name in _stages(tree, spec) if only is None or name == only]
-    frames = [f for f in frames if len(f)]
+    frames = _recorded_apart([f for f in frames if len(f)])
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=object if c in (*ID_COLUMNS, "status", "task_key") else
                                           bool if c == "reused" else float)
@@ -220,6 +222,20 @@ def _sweep_values(stage: str, axis: str, spec: Mapping[str, Any]) -> list[Any]:
             if renamed.get(param, param) == axis and isinstance(values, list):
                 return values
     return []
+
+
+def _recorded_apart(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """A metric named like another stage's sweep axis becomes ``<name>_recorded`` (as a stage
+    group does with its own axes), so one column never mixes a swept target (``sparsity``: 0.5)
+    with a recorded value (an unswept prune's achieved ``sparsity``)."""
+    axes = _parameters(frames)
+    out = []
+    for f in frames:
+        own = f.attrs.get("parameters", [])
+        renamed = f.rename(columns={c: c + _RECORDED for c in f.columns if c in axes and c not in own})
+        renamed.attrs["parameters"] = own
+        out.append(renamed)
+    return out
 
 
 def _parameters(frames: Sequence[pd.DataFrame]) -> set[str]:

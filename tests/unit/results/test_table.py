@@ -190,3 +190,17 @@ def test_bad_input_is_one_line_naming_what_to_pass(kd_tree):
         to_dataframe("no/such/run")
     empty = study({"s": ("wait", {}, [])})  # a search stage before its first trial: no rows yet
     assert len(to_dataframe(empty)) == 0 and list(to_dataframe(empty).columns)[:3] == ["stage", "op", "status"]
+
+
+def test_a_metric_named_like_another_stages_sweep_axis_is_kept_apart():
+    """An unswept prune records its achieved ``sparsity``; beside a stage that sweeps the target
+    ``sparsity`` the one column would mix targets with achieved values."""
+    tree = study({
+        "swept": ("prune", {"sparsity": [0.5, 0.9]},
+                  [("p-5", {"sparsity": 0.5}, xr.Dataset({"accuracy": 0.9, "sparsity": 0.49})),
+                   ("p-9", {"sparsity": 0.9}, xr.Dataset({"accuracy": 0.8, "sparsity": 0.88}))]),
+        "one": ("prune", {}, [("p-7", {}, xr.Dataset({"accuracy": 0.85, "sparsity": 0.69}))]),
+    })
+    table = to_dataframe(tree)
+    np.testing.assert_array_equal(table.sparsity, [0.5, 0.9, np.nan])  # targets only
+    np.testing.assert_array_equal(table.sparsity_recorded, [0.49, 0.88, 0.69])  # achieved, every stage
