@@ -77,6 +77,7 @@ def test_editing_a_plugin_file_changes_its_ops_keys_only(tmp_path, fresh_names):
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert OPS.code("scored") == op_code("scored") == digest  # the whole file, as imported
     assert before.key == _documented_key("scored", 1, digest) and before.code == digest
+    assert before.key != _documented_key("scored", 1, None)  # records from before keys held the source: rerun once
     _edit(path)
     (after,), other_after = _nodes("scored")
     new = hashlib.sha256(path.read_bytes()).hexdigest()
