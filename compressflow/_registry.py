@@ -11,6 +11,7 @@ import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
+from compressflow._code_digest import code_digest, is_builtin
 from compressflow.errors import did_you_mean
 
 T = TypeVar("T")
@@ -92,7 +93,7 @@ class Registry(Generic[T]):
             if key in self._items:
                 raise ValueError(f"{self.kind} {key!r} is already registered")
             self._items[key] = item
-            self._info[key] = {**self._facts, **facts}
+            self._info[key] = {**self._facts, **facts, **self._derived(item)}
             return item
 
         if obj is None:
@@ -101,6 +102,10 @@ class Registry(Generic[T]):
 
     def _check_facts(self, facts: Mapping[str, Any]) -> None:
         """Refuse bad fact values before anything is registered (a subclass's rules)."""
+
+    def _derived(self, item: T) -> dict[str, Any]:
+        """Facts read off ``item`` itself when it registers (a subclass's), not given."""
+        return {}
 
     def _name_of(self, item: T, name: str | None) -> str:
         """The name ``item`` registers under: ``name``, else its ``__name__``."""
@@ -172,6 +177,12 @@ class OpRegistry(Registry[T]):
       :mod:`compressflow.engine.keys`): bump it when a change to the op's code changes what it
       computes, and every finished task of that op, and everything downstream of it, runs
       again on the next run; other ops' records are still reused.
+    * ``key_source`` (default True) puts the digest of a *user* op's source in its task keys
+      (:func:`compressflow._code_digest.code_digest`: the whole file that defines it, or a
+      ``__main__`` function's own source), so an edited op, and what depends on it, runs
+      again by itself; a built-in op's keys hold its ``version`` only. ``key_source=False``
+      keeps the keys version-only (an edit to a comment reruns nothing): finished tasks are
+      then reused after an edit, and the run says so, one warning line per op.
     * ``check(spec, stage_name)`` runs when a spec is loaded, after every stage's own
       parameters validated; it looks across stages and raises
       :class:`~compressflow.errors.SpecError` or warns (:class:`~compressflow.errors.SpecWarning`).
@@ -197,10 +208,12 @@ class OpRegistry(Registry[T]):
     (1, 2)
     >>> OPS.check("prune") is at_most_one_stage
     True
+    >>> OPS.code("train") is None  # defined in compressflow (this docstring): a built-in
+    True
     """
 
     FACTS: Mapping[str, Any] = {"version": 1, "check": None, "model_check": None, "data": "classification",
-                                "moved": {}}
+                                "moved": {}, "key_source": True}
 
     def __init__(self, kind: str, *, loader: Callable[[], bool] | None = None) -> None:
         super().__init__(kind, loader=loader, facts=self.FACTS)
@@ -216,6 +229,24 @@ class OpRegistry(Registry[T]):
             raise ValueError(f"{self.kind} data must be 'classification', 'detection' or None, got {facts['data']!r}")
         if not isinstance(facts.get("moved", {}), Mapping):
             raise TypeError(f"{self.kind} moved must map a former parameter to how to update it, got {facts['moved']!r}")
+        if not isinstance(facts.get("key_source", True), bool):
+            raise TypeError(f"{self.kind} key_source must be True or False, got {facts['key_source']!r}")
+
+    def _derived(self, item: T) -> dict[str, Any]:
+        # the source as this process imported it, read now, while the module is being executed
+        return {"code": None if is_builtin(item) else code_digest(item)}  # type: ignore[arg-type]
+
+    def code(self, name: str) -> str | None:
+        """The hex SHA-256 of ``name``'s source as this process imported it, read when it
+        registered (:func:`compressflow._code_digest.code_digest`); None for a built-in op, or
+        one whose source could not be read.
+
+        Raises
+        ------
+        UnknownNameError
+            If ``name`` is not registered.
+        """
+        return self.info(name).get("code")
 
     def version(self, name: str) -> int:
         """The code version ``name`` was registered with (1 unless it said otherwise).

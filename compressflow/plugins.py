@@ -32,7 +32,9 @@ every registration, which runs its ``@register`` decorators again (a registry re
 twice), and ``UploadDirectory`` is a nanny plugin that only unpacks (workers started with
 ``--no-nanny`` never get it, and nothing is imported). A module already imported in a process
 (an in-process worker shares the client's modules; a second run on a long-lived cluster) is not
-imported again there: restart the workers after editing a plugin.
+imported again there: restart the workers after editing a plugin. Until then, the tasks of an op
+whose source changed fail on such a worker, saying so (their keys hold the edited source,
+:mod:`compressflow.engine.keys`), rather than record the results of the code it imported first.
 """
 
 from __future__ import annotations

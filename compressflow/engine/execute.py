@@ -83,6 +83,12 @@ def execute_task(node: Node, data: dict[str, Any], run: RunDir | str, *upstream:
         task.status, task.error = "cancelled", f"stage {node.stage!r} was cancelled before the task started"
         publish(TASK, {**event, "event": "end", **task_summary(task)})
         return task
+    task.code = OPS.code(node.op) or ""  # the source this worker runs, kept in the record
+    if node.code and task.code != node.code:  # results of other code must not be kept under this key
+        task.status, task.error = "failed", _stale_source(node, task)
+        log.error("task %s (%s) failed: %s", node.key, node.stage, task.error)
+        publish(TASK, {**event, "event": "end", **task_summary(task)})
+        return task
     prepare()
     meter = current_meter()  # the worker's meter: the op reads it for its per-epoch energy curve
     ctx = OpContext(node.key, node.stage, data, run.root, meter=meter, stop_check=stop_check(study, node.stage),
@@ -223,6 +229,16 @@ def _inputs(node: Node, upstream: list[LedgerEntry]) -> tuple[dict[str, Any], Le
 
 def _progress(study: str, values: dict[str, Any]) -> None:
     publish(PROGRESS, {"study": study, **values})
+
+
+def _stale_source(node: Node, task: LedgerEntry) -> str:
+    """Why ``node`` is not run here: this process imported another source of its op than the one
+    its key was computed from (the op's file was edited after a long-lived worker imported it)."""
+    here = task.code[:12] or "unreadable"
+    return (f"op {node.op!r} on worker {task.worker} runs the source it imported earlier (sha256 {here}...), "
+            f"not the one this task is keyed with (sha256 {node.code[:12]}...): its file changed since; "
+            f"restart the workers (Client.restart(), or a new Python session for an in-process cluster) "
+            f"to run the edited op")
 
 
 def _worker_name() -> str:

@@ -1,6 +1,6 @@
 """Spec → task graph. Each stage expands to one node per sweep point; a node's key is
 :func:`compressflow.engine.keys.task_key` of (op, its code version, validated params, the data
-options its dataset uses, upstream keys), so an unchanged node keeps its key across runs and
+options its dataset uses, upstream keys, and a user op's source digest), so an unchanged node keeps its key across runs and
 library upgrades (finished work is reused) and identical nodes collapse into one task.
 
 Sweep points and ``needs`` combine like this: a stage runs once per combination of its own
@@ -23,7 +23,7 @@ import dask
 from dask.delayed import Delayed
 
 from compressflow.engine.execute import execute_task
-from compressflow.engine.keys import task_key
+from compressflow.engine.keys import op_code, task_key
 from compressflow.engine.node import Node, dask_key
 from compressflow.ops.signature import stage_signature
 from compressflow.rundir import RunDir
@@ -71,6 +71,7 @@ def expand(spec: PipelineSpec) -> dict[str, list[Node]]:
         per_point = {arg: stages[up] for arg, up in st.needs.items() if arg not in sig.fan_in}
         gathered = {arg: tuple(n.key for n in stages[up]) for arg, up in st.needs.items() if arg in sig.fan_in}
         every = spec.checkpoint_every_of(name)
+        code = op_code(st.op)  # once per stage: the op's source, read as it is now
         if st.search is not None:  # its tasks are made as the search goes (compressflow.engine.search)
             stages[name] = []
             continue
@@ -78,8 +79,8 @@ def expand(spec: PipelineSpec) -> dict[str, list[Node]]:
             own = st.own_params(point)
             params = sig.validate({**st.params, **own}, where=f"stages.{name}")
             needs = {arg: node.key for arg, node in upstream.items()} | gathered
-            key = task_key(st.op, params, data, needs)
-            nodes.append(Node(key, name, st.op, params, point, needs, dict(st.resources), every))
+            key = task_key(st.op, params, data, needs, code=code)
+            nodes.append(Node(key, name, st.op, params, point, needs, dict(st.resources), every, code=code or ""))
         stages[name] = nodes
     return stages
 

@@ -8,7 +8,8 @@ hexadecimal characters (128 bits) of the SHA-256 of the UTF-8 bytes of the canon
     {"format": KEY_FORMAT, "op": op, "version": <op's code version>,
      "params": <validated params, defaults filled in>,
      "data": <the data options the dataset uses, with "dataset">,
-     "needs": {<input>: <upstream key> or [<upstream keys>, in the order the op receives them]}}
+     "needs": {<input>: <upstream key> or [<upstream keys>, in the order the op receives them]},
+     "code": <hex SHA-256 of a user op's source>}       # a user op's only (see below)
 
 Everything that changes what a task computes is in it, and nothing else: not the stage's
 name, not whether a value was a parameter or a sweep axis, not the order of keys in the
@@ -16,6 +17,16 @@ spec, not a data option the dataset ignores (``num_samples`` for ``digits``), an
 version of Dask or of any other library. The op's ``version`` (``@OPS.register(version=2)``)
 is how a code change that alters an op's results invalidates its finished records, and,
 through ``needs``, everything downstream of them.
+
+``code`` is there for an op defined outside the ``compressflow`` package only (a plugin, a
+notebook), :func:`op_code`: the digest of its source as it is on disk when the graph is
+expanded (:func:`compressflow._code_digest.code_digest`), so an edited op runs again without
+a ``version`` bump. A built-in op's key has no ``code`` entry: its keys stay what they were.
+An op registered with ``key_source=False`` has none either (its records keep the digest, and
+the resume plan warns when it changed); an op whose source cannot be read has none, and a
+warning says its edits cannot be detected. Keys are computed on the client only; a worker
+refuses to run a task whose ``code`` is not the source it imported
+(:func:`compressflow.engine.execute.execute_task`).
 """
 
 from __future__ import annotations
@@ -23,14 +34,21 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import math
 import numbers
 from collections.abc import Mapping
+from types import EllipsisType
 from typing import Any
 
+from compressflow._code_digest import code_digest, is_builtin
 from compressflow.registries import DATASETS, OPS
 
-__all__ = ["KEY_FORMAT", "KEY_HEX_CHARS", "canonical_json", "dataset_options", "task_key"]
+__all__ = ["KEY_FORMAT", "KEY_HEX_CHARS", "canonical_json", "dataset_options", "op_code", "source_digest",
+           "task_key"]
+
+log = logging.getLogger("compressflow.keys")
+_unreadable: set[str] = set()  # ops whose source could not be read, warned about once per process
 
 #: the version of this key scheme itself; part of every key, bumped if the rules below change
 KEY_FORMAT = 1
@@ -123,8 +141,49 @@ def dataset_options(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k == "dataset" or k in params}
 
 
+def source_digest(op: str) -> str | None:
+    """The digest of user op ``op``'s source as it is on disk now; None for a built-in op or
+    one whose source cannot be read.
+
+    Raises
+    ------
+    UnknownNameError
+        If ``op`` is not registered.
+    """
+    fn = OPS.get(op)
+    return None if is_builtin(fn) else code_digest(fn)
+
+
+def op_code(op: str) -> str | None:
+    """The ``code`` entry of ``op``'s task keys: the digest of its source for a user op
+    (:func:`source_digest`), None for a built-in op or one registered with
+    ``key_source=False``.
+
+    A user op whose source cannot be read has none: a warning, once per op, says that its
+    edits cannot be detected.
+
+    Examples
+    --------
+    >>> import compressflow.ops
+    >>> op_code("train") is None  # a built-in op: its version is its code's identity
+    True
+    """
+    if not OPS.info(op)["key_source"]:
+        return None
+    fn = OPS.get(op)
+    if is_builtin(fn):
+        return None
+    digest = code_digest(fn)
+    if digest is None and op not in _unreadable:
+        _unreadable.add(op)
+        log.warning(f"compressflow: warning: op {op!r}: its source cannot be read, so an edit to it cannot be "
+                    f"detected; bump version= in @OPS.register when you change what it computes")
+    return digest
+
+
 def task_key(op: str, params: Mapping[str, Any], data: Mapping[str, Any],
-             needs: Mapping[str, str | tuple[str, ...]], *, version: int | None = None) -> str:
+             needs: Mapping[str, str | tuple[str, ...]], *, version: int | None = None,
+             code: str | None | EllipsisType = ...) -> str:
     """The key of the task running ``op`` on ``params``, ``data`` and upstream ``needs``.
 
     Parameters
@@ -141,6 +200,9 @@ def task_key(op: str, params: Mapping[str, Any], data: Mapping[str, Any],
     version : int, optional
         The op's code version; default: the one it was registered with
         (:meth:`compressflow._registry.OpRegistry.version`).
+    code : str or None, optional
+        The digest of the op's source; default: :func:`op_code` (None for a built-in op).
+        None: the key has no ``code`` entry.
 
     Returns
     -------
@@ -164,5 +226,8 @@ def task_key(op: str, params: Mapping[str, Any], data: Mapping[str, Any],
         "data": dataset_options(data),
         "needs": needs,
     }
+    code = op_code(op) if code is ... else code
+    if code is not None:
+        payload["code"] = code
     digest = hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
     return f"{op}-{digest[:KEY_HEX_CHARS]}"

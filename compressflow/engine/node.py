@@ -34,6 +34,9 @@ class Node:
     # resumable state under ``state_key`` (the full-budget task's key), which the next rung resumes
     budget: int | None = None
     state_key: str = ""
+    #: the digest of the op's source its key holds (:func:`compressflow.engine.keys.op_code`; "" for
+    #: none): a worker whose imported source differs refuses to run the task
+    code: str = ""
 
 
 def dask_key(task: str, study: str) -> str:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compressflow.engine.node import Node
-from compressflow.engine.keys import task_key
+from compressflow.engine.keys import op_code, task_key
 from compressflow.ops.signature import stage_signature
 from compressflow.rundir.records import LedgerEntry
 from compressflow.spec import PipelineSpec
@@ -172,15 +172,17 @@ class Search:
         params = sig.validate(raw, where=f"stages.{self.stage}.search")
         data = self.spec.data.options()
         tag = {"__search__": self.search.strategy}
-        full = task_key(st.op, {**params, **tag}, data, self.needs)
+        code = op_code(st.op)
+        full = task_key(st.op, {**params, **tag}, data, self.needs, code=code)
         every = self.spec.checkpoint_every_of(self.stage)
         point = dict(trial.point)
         if budget is None or b is None or budget >= b.max:
-            node = Node(full, self.stage, st.op, params, point, dict(self.needs), dict(st.resources), every)
+            node = Node(full, self.stage, st.op, params, point, dict(self.needs), dict(st.resources), every,
+                        code=code or "")
         else:
-            key = task_key(st.op, {**params, **tag, "__budget__": budget}, data, self.needs)
+            key = task_key(st.op, {**params, **tag, "__budget__": budget}, data, self.needs, code=code)
             node = Node(key, self.stage, st.op, params, point, dict(self.needs), dict(st.resources), max(1, every),
-                        budget=budget, state_key=full)
+                        budget=budget, state_key=full, code=code or "")
         trial.nodes.append(node)
         trial.in_flight = True
         self._task_trials.setdefault(node.key, []).append(trial)

@@ -17,7 +17,10 @@ An op is a function ``fn(ctx, *, <inputs>, <params>) -> Record`` registered in :
   an :class:`Artifact` (a file and its hash) for the stages downstream;
 * ``@OPS.register(version=2, check=fn, model_check=fn)`` sets the op's code version (part of
   its task keys) and its checks ``fn(spec, stage_name)`` (:mod:`compressflow.ops.checks`):
-  ``check`` when the spec is loaded (no torch), ``model_check`` when the study is submitted.
+  ``check`` when the spec is loaded (no torch), ``model_check`` when the study is submitted;
+  a user op's task keys also hold the SHA-256 of its source file, so an edited op runs again
+  (``key_source=False``: version-only keys, and a warning when records of an earlier source
+  are reused; :class:`~compressflow.registries.OpRegistry`).
 
 The helpers the built-in ops use are public: :func:`fit_model` builds and trains a registered
 model, :func:`model_record` checkpoints it and records its test metrics, curves and costs,

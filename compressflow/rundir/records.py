@@ -121,6 +121,7 @@ class LedgerEntry:
     workers_tried: list[str] = field(default_factory=list)
     resumed_from_epoch: int = 0  # epochs restored from saved training states instead of trained (all its fits)
     attempts_kwh: list[float] = field(default_factory=list)  # energy of each attempt, in start order
+    code: str = ""  # sha256 of a user op's source as the worker that ran it imported it ("" for a built-in op)
     record: Record | None = None
 
     @property
@@ -193,7 +194,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "start": (int, float), "end": (int, float), "energy": dict, "attempts": int, "workers_tried": list,
 }
 #: fields records of earlier versions do not have (they read as the field's default)
-_OPTIONAL: dict[str, type | tuple[type, ...]] = {"resumed_from_epoch": int, "attempts_kwh": list}
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {"resumed_from_epoch": int, "attempts_kwh": list, "code": str}
 
 
 def read_record(path: Path | str, root: Path | str | None = None, *, check_hash: bool = True,

@@ -1,7 +1,8 @@
 """User plugins on real processes: built-ins registered by the first lookup in a fresh process,
 a bad ``--plugin`` named by the CLI, and a user op and model reaching every worker of a cluster
 started with the ``dask`` CLI (whose Python path does not hold the user's file) — including a
-worker that joins mid-run."""
+worker that joins mid-run — and, once the user edits the op, running again (not reused) while
+the unchanged teacher is reused."""
 
 from __future__ import annotations
 
@@ -146,6 +147,33 @@ def test_user_op_and_model_reach_cli_started_workers_and_one_that_joins_mid_run(
     assert (probe.shipped == 1.0).all()  # every worker imported the shipped copy
     assert float(probe.accuracy.min()) > 0.3  # 20 full-batch steps on digits: well above chance (0.1)
     assert int(tree["teacher"].to_dataset().params) == TINY_MLP_PARAMS
+    [teacher_key] = [str(k) for k, stage in zip(ledger.task.values, ledger.stage.values) if stage == "teacher"]
     [third] = joined["third"]
     workers = {str(w) for w, stage in zip(ledger.worker.values, ledger.stage.values) if stage == "probe"}
     assert third in workers, (third, workers)  # the worker that joined mid-run ran the user op
+
+    # the user adds a metric to the op and runs again (two of its seeds): the edited op's tasks have new keys
+    (user / "user_ops.py").write_text(USER_OPS.replace('"shipped":', '"steps_run": float(steps), "shipped":'))
+    spec["stages"]["probe"]["sweep"] = {"seed": [0, 1]}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    argv = ["run", str(tmp_path / "spec.yaml"), "--cluster", dask_cli.address, "--out", str(out), "--quiet",
+            "--plugin", str(user / "user_ops.py")]
+    assert main(argv) == 1  # these workers still hold the first version: they refuse, rather than record it
+    stale = open_results(out)["tasks"].to_dataset()
+    probes = stale.isel(task=[str(st) == "probe" for st in stale.stage.values])
+    assert probes.sizes["task"] == 2 and (probes.status == "failed").all()
+    assert set(probes.task.values).isdisjoint(ledger.task.values)
+    assert all("restart the workers" in str(e) for e in probes.error.values), probes.error.values[0]
+    from distributed import Client
+
+    with Client(dask_cli.address, timeout=30) as c:  # what the message says: a fresh worker imports the edit
+        kept, *others = sorted(c.scheduler_info(n_workers=-1)["workers"])
+        c.retire_workers(others, close_workers=True)  # (one restarted worker is enough, and cheaper)
+        c.restart_workers([kept])
+    assert main(argv) == 0
+    edited = open_results(out)
+    again = edited["tasks"].to_dataset()
+    assert set(again.task.values) == set(probes.task.values) | {teacher_key} and (again.status == "ok").all()
+    assert (edited["probe"].to_dataset().steps_run == 20).all()  # the edited op ran: the new metric is there
+    teacher_again = again.sel(task=teacher_key)
+    assert float(teacher_again.start) == float(ledger.sel(task=teacher_key).start)  # the teacher was reused
