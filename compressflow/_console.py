@@ -48,7 +48,14 @@ class _ConsoleFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        return f"\r{text}" if record.levelno < logging.WARNING and sys.stderr.isatty() else text
+        return f"\r{text}" if record.levelno < logging.WARNING and _on_terminal() else text
+
+
+def _on_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stderr (pythonw), or a closed one
+        return False
 
 
 _lock = threading.Lock()  # a study's block is left by its own thread, progress's by the caller's

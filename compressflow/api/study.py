@@ -341,12 +341,13 @@ class Study:
         energy_kwh, ...), from the tasks' progress events."""
         return self._running.snapshot()
 
-    def progress(self) -> Any:
-        """Show progress: an ipywidgets display per stage in Jupyter (returned at once and kept
-        up to date), else a bar on a terminal or log lines, until the study ends."""
+    def progress(self) -> None:
+        """Show progress: in Jupyter an ipywidgets display per stage (displayed once, kept up to
+        date; returns at once), else until the study ends a bar on a terminal or, in a script
+        or a log file, a line per stage whenever its counts change (no logging set-up needed)."""
         from compressflow.api.progress import show_progress
 
-        return show_progress(self)
+        show_progress(self)
 
     @property
     def state(self) -> str:
