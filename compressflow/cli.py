@@ -168,27 +168,19 @@ def _run_study(args: argparse.Namespace) -> int:
 def _summary(tree: Any, written: Any = None) -> int:
     """Print the stage summary, where the results were written, the tasks line and, on stderr,
     one line per task that did not end ``ok``; return how many did not."""
+    from compressflow.engine.status import status_from_ledger, tasks_line
     from compressflow.report import summary_table
 
     print(summary_table(tree))
     if written is not None:
         print(f"results: {written}")
     ledger = tree["tasks"]
-    print(_tasks_line(ledger.to_dataset()))
+    print(tasks_line(status_from_ledger(ledger.to_dataset())))  # as run() logs it
     failed = [(str(k), str(s), str(st), str(e)) for k, s, st, e in zip(
         ledger.task.values, ledger.stage.values, ledger.status.values, ledger.error.values) if st != "ok"]
     for key, stage, status, error in failed:
         print(f"compressflow: task {key} of stage {stage!r} {status}: {_escaped(error)}", file=sys.stderr)
     return len(failed)
-
-
-def _tasks_line(ledger: Any) -> str:
-    """``tasks: reused 12, ran 3`` (and failed / cancelled / pending when there are any)."""
-    from compressflow.engine.status import status_from_ledger, total
-
-    t = total(status_from_ledger(ledger))
-    extra = "".join(f", {name} {getattr(t, name)}" for name in ("failed", "cancelled", "pending") if getattr(t, name))
-    return f"tasks: reused {t.reused}, ran {t.ran}{extra}"
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from compressflow.engine.status import StageStatus
@@ -61,9 +61,11 @@ def stage_line(row: StageStatus) -> str:
     return " · ".join(parts)
 
 
-def show_progress(study: Study) -> Any:
-    """The widget in Jupyter (returned at once); elsewhere block until the study ends, drawing
-    a bar on a terminal (stderr) or logging a line per stage whenever its counts change."""
+def show_progress(study: Study) -> None:
+    """In Jupyter, display the widget (once) and return at once; elsewhere block until the
+    study ends, drawing a bar on a terminal (stderr) or logging a line per stage whenever its
+    counts change (shown on stderr, a file or pipe included, unless you attached your own
+    handler to the ``compressflow`` logger)."""
     if in_jupyter():
         try:
             return _widget(study)
@@ -80,7 +82,9 @@ def show_progress(study: Study) -> Any:
     return None
 
 
-def _widget(study: Study) -> Any:
+def _widget(study: Study) -> None:
+    """Display the widget and keep it up to date. Nothing is returned: a returned widget would
+    be displayed a second time when ``study.progress()`` ends a cell."""
     import ipywidgets as w
     from IPython.display import display
 
@@ -110,7 +114,6 @@ def _widget(study: Study) -> Any:
     refresh()
     threading.Thread(target=loop, name=f"compressflow-widget-{study.id}", daemon=True).start()
     display(box)
-    return box
 
 
 def _bar(study: Study, width: int = 30) -> None:

@@ -3,6 +3,7 @@ blocking until the study ends (:func:`compressflow.submit` is the non-blocking f
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -10,12 +11,17 @@ from typing import Any
 
 import xarray as xr
 
-from compressflow.errors import DiskFull
-from compressflow.spec import PipelineSpec
+from compressflow._console import console
 from compressflow.api.study import submit
+from compressflow.engine.status import status_from_ledger, tasks_line
+from compressflow.errors import DiskFull
 from compressflow.plugins import Plugin
+from compressflow.rundir import RunDir
+from compressflow.spec import PipelineSpec
 
 __all__ = ["run"]
+
+log = logging.getLogger("compressflow.study")
 
 
 def run(
@@ -45,10 +51,12 @@ def run(
         on every worker, present and future, before it runs a task (with the spec's own
         ``plugins``; see :mod:`compressflow.plugins`).
     show_progress : bool
-        Show the dashboard link, a progress bar and per-epoch progress lines. They are logged
-        (logger ``compressflow.study``, level INFO; warnings at WARNING): unless you
-        attach a handler to the ``compressflow`` logger, they are shown on stderr for the
-        run (:func:`compressflow._console.console`).
+        Show the dashboard link, a progress bar (on a terminal), per-task and per-epoch
+        progress lines and, at the end, how many tasks were reused and ran
+        (``compressflow: study 'quickstart' done: tasks: reused 2, ran 0; results in ...``).
+        They are logged (logger ``compressflow.study``, level INFO; warnings at WARNING):
+        unless you attach a handler to the ``compressflow`` logger, they are shown on stderr
+        for the run (:func:`compressflow._console.console`).
 
     This is ``compressflow.submit(...).result()`` (:func:`compressflow.submit`), which returns at
     once with a handle instead: progress, partial results, status and cancelling while the
@@ -79,8 +87,12 @@ def run(
     if show_progress and sys.stderr.isatty():
         study.progress()  # a bar on the terminal until the study ends
     try:
-        return study.result()
+        tree = study.result()
     except DiskFull as exc:
         if exc.results is None and study.done:  # every task ended; only their results did not fit on disk
             exc.results = study.results()
         raise
+    with console(logging.INFO if show_progress else logging.WARNING):
+        log.info("compressflow: study %r %s: %s; results in %s", study.spec.name, study.state,
+                 tasks_line(status_from_ledger(tree["tasks"].to_dataset())), RunDir(study.out).results)
+    return tree

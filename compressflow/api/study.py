@@ -10,7 +10,6 @@ epochs and energy so far), which the dashboard page reads too."""
 from __future__ import annotations
 
 import contextlib
-import html
 import logging
 import math
 import os
@@ -24,9 +23,10 @@ import xarray as xr
 from distributed import as_completed
 
 from compressflow._console import console
+from compressflow.api.search_steps import advance, trial_energy
 from compressflow.dashboard import install_dashboard, study_event
 from compressflow.data.load import check_data
-from compressflow.energy.carbon import carbon_intensity, co2_grams
+from compressflow.energy.carbon import carbon_intensity
 from compressflow.energy.plugin import EnergyMeterPlugin
 from compressflow.engine.cancel import CancelPlugin
 from compressflow.engine.cluster import connect
@@ -34,14 +34,14 @@ from compressflow.engine.events import PROGRESS, STUDY, TASK, RunningTasks, foll
 from compressflow.engine.execute import PreloadPlugin
 from compressflow.engine.graph import build_graph, expand
 from compressflow.engine.main_guard import refuse_reimport
-from compressflow.engine.node import Node, task_of
+from compressflow.engine.node import task_of
 from compressflow.engine.provenance import provenance
 from compressflow.engine.resume import plan_resume
 from compressflow.engine.search import Search, searches
 from compressflow.engine.shipping import install as install_plugins
-from compressflow.engine.status import StageStatus, format_status, status_html, status_of_graph
+from compressflow.engine.status import StatusTable, status_of_graph, study_html
 from compressflow.engine.submission import (check_resources, install_worker_plugin, load_data_first, lost_entry, machines,
-                                            progress_line, submit_graph, submit_node, workers_per_host)
+                                            progress_line, submit_graph, workers_per_host)
 from compressflow.errors import InputError
 from compressflow.plugins import Plugin, dedupe, import_plugins
 from compressflow.results import build_results, to_dataframe
@@ -188,7 +188,7 @@ class Study:
                 done = as_completed(list(self._futures.values()), loop=self.client.loop, with_results=True,
                                     raise_errors=False)
                 for search in self.graph.searches:
-                    self._advance(search, search.start(), done)
+                    advance(self, search, search.start(), done)
                 for i, (fut, value) in enumerate(done, 1):
                     lost = not isinstance(value, LedgerEntry)  # Dask gave up on it: no entry of its own
                     entry = lost_entry(self.graph.nodes[task_of(fut.key, self.id) or ""], fut) if lost else value
@@ -198,7 +198,7 @@ class Study:
                     log.info("  done %d/%d: %s %s (%s)", i, len(self._futures), entry.stage, entry.key, entry.status)
                     search = self._search_of.get(entry.key)
                     if search is not None:
-                        self._advance(search, search.finished(entry, energy=self._energy_of(entry)), done)
+                        advance(self, search, search.finished(entry, energy=trial_energy(self, entry)), done)
                 # release the futures: their Dask keys are this submission's own (engine.node.dask_key),
                 # so the scheduler can forget them now
                 self._futures = {}
@@ -214,41 +214,10 @@ class Study:
             finally:
                 self._finished.set()
 
-    def _advance(self, search: Search, nodes: list[Node], done: as_completed) -> None:
-        """Run a search's next tasks: reuse one finished in an earlier run (and go on with what
-        the search asks next), submit the others."""
-        queue = list(nodes)
-        while queue:
-            node = queue.pop(0)
-            with self._lock:
-                self._search_of[node.key] = search
-                self.graph.stages[search.stage] = [t.latest for s in self.graph.searches if s.stage == search.stage
-                                                   for t in s.trials if t.latest is not None]
-            known = self._done.get(node.key) or self.graph.reused.get(node.key)
-            if known is not None:  # the same task again (a configuration proposed twice): shared
-                queue.extend(search.finished(known, energy=self._energy_of(known)))
-                continue
-            if node.key in self._futures:  # running: its end advances every trial waiting on it
-                continue
-            earlier = plan_resume([node], self._run)
-            if node.key in earlier:
-                with self._lock:
-                    self.graph.reused[node.key] = earlier[node.key]
-                queue.extend(search.finished(earlier[node.key], energy=self._energy_of(earlier[node.key])))
-                continue
-            fut = submit_node(self.client, self.graph, node, self._futures, self._run, self.id)
-            self._futures[node.key] = fut
-            done.add(fut)
-
     def _build(self, tasks: dict[str, LedgerEntry]):
         graph = self.graph
         return build_results(self.spec, graph.stages, tasks, reused=graph.reused, searches=graph.searches,
                              provenance=provenance(self._machines))
-
-    def _energy_of(self, entry: LedgerEntry) -> dict[str, float]:
-        kwh = float(entry.energy.get("energy_kwh", math.nan))
-        return {"energy_kwh": kwh, "co2_g": co2_grams(kwh, self.spec.energy.pue, self._intensity),
-                "duration_s": float(entry.duration_s)}
 
     def _on_task(self, event: tuple[float, dict]) -> None:
         self._running.on_task(event[1], self._done)
@@ -344,12 +313,14 @@ class Study:
         with contextlib.suppress(Exception):  # the study may end meanwhile and close its client
             self.client.register_plugin(plugin, name=f"compressflow-cancel-{self.id}")
 
-    def status(self) -> list[StageStatus]:
+    def status(self) -> StatusTable:
         """Per stage: tasks reused from earlier runs, ran (finished in this run), running,
-        pending, failed and cancelled, and the kWh of what ran."""
+        pending, failed and cancelled (a cancelled stage's tasks not started: at once), and
+        the kWh of its results (reused tasks' recorded energy included): a list of
+        :class:`~compressflow.engine.status.StageStatus` that prints as a table."""
         with self._lock:
-            done, running = dict(self._done), set(self._running.snapshot())
-        return status_of_graph(self.graph, done, running)
+            done, running, cancelled = dict(self._done), set(self._running.snapshot()), list(self._cancelled)
+        return status_of_graph(self.graph, done, running, cancelled)
 
     def results(self) -> xr.DataTree:
         """The results of everything finished so far, in the layout of the final results:
@@ -376,12 +347,13 @@ class Study:
         energy_kwh, ...), from the tasks' progress events."""
         return self._running.snapshot()
 
-    def progress(self) -> Any:
-        """Show progress: an ipywidgets display per stage in Jupyter (returned at once and kept
-        up to date), else a bar on a terminal or log lines, until the study ends."""
+    def progress(self) -> None:
+        """Show progress: in Jupyter an ipywidgets display per stage (displayed once, kept up to
+        date; returns at once), else until the study ends a bar on a terminal or, in a script
+        or a log file, a line per stage whenever its counts change (no logging set-up needed)."""
         from compressflow.api.progress import show_progress
 
-        return show_progress(self)
+        show_progress(self)
 
     @property
     def state(self) -> str:
@@ -393,10 +365,7 @@ class Study:
         return "cancelled" if self._cancelled else "done"
 
     def __repr__(self) -> str:
-        return f"<Study {self.spec.name!r} {self.state}, out={str(self.out)!r}>\n{format_status(self.status())}"
+        return f"<Study {self.spec.name!r} {self.state}, out={str(self.out)!r}>\n{self.status()!r}"
 
     def _repr_html_(self) -> str:
-        link = self.page or self.dashboard_link or ""
-        dash = f' · <a href="{html.escape(link)}" target="_blank">dashboard</a>' if link else ""
-        return (f"<div><b>compressflow study {html.escape(self.spec.name)}</b> — {self.state} · "
-                f"out <code>{html.escape(str(self.out))}</code>{dash}</div>{status_html(self.status())}")
+        return study_html(self.spec.name, self.state, str(self.out), self.page or self.dashboard_link, self.status())

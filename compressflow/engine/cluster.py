@@ -17,7 +17,9 @@ attach). The dashboard (read-only status pages) stays plain HTTP on 127.0.0.1.
 Its worker processes ignore SIGINT and SIGTERM (:mod:`compressflow.engine.worker_signals`):
 Ctrl-C, ``timeout``, systemd and SLURM signal the whole process group, and this process alone
 cancels, waits for running tasks to reach an epoch boundary, writes what finished and closes
-the cluster; workers whose client process died stop with it.
+the cluster; workers whose client process died stop with it. Once closed, they exit without
+the seconds of garbage collection that made the nanny kill them
+(:mod:`compressflow.engine.worker_exit`).
 
 The tuned Dask settings (``WORKER_CONFIG``) are Dask *defaults* from the moment this module is
 imported (``dask.config.update_defaults``): a user's ``~/.config/dask/*.yaml`` or ``DASK_*``
@@ -48,7 +50,7 @@ from compressflow.engine.main_guard import refuse_reimport, refuse_unguarded_sta
 from compressflow.engine.watchdog import WATCHDOG, WorkersDyingError, WorkerWatchdog
 from compressflow.errors import InputError, SpecError
 
-__all__ = ["ADDRESS_SCHEMES", "KINDS", "LOCAL_DEFAULTS", "MIN_MEMORY_LIMIT", "OPTIONS", "WATCHDOG", "WORKER_CONFIG",
+__all__ = ["ADDRESS_SCHEMES", "KINDS", "LOCAL_DEFAULTS", "MIN_MEMORY_LIMIT", "OPTIONS", "WATCHDOG", "WORKER_CONFIG", "WORKER_PRELOADS",
            "WorkerWatchdog", "WorkersDyingError", "check_options", "connect", "load_cluster_spec", "local_cluster"]
 
 #: Dask settings for compute-bound workers (see module docstring). Dask's nannies export
@@ -95,6 +97,9 @@ def _install_defaults() -> None:
 
 _install_defaults()
 
+#: preload modules of the embedded cluster's worker processes (see their docstrings)
+WORKER_PRELOADS = ("compressflow.engine.worker_signals", "compressflow.engine.worker_exit")
+
 
 # ---------------------------------------------------------------------------------------
 # Starting or reaching a cluster
@@ -130,9 +135,9 @@ def local_cluster(*, security: Any = "temporary", **options: Any) -> LocalCluste
     torch_threads = opts.pop("torch_threads") or max(1, cores // n_workers)
     env = {name: str(torch_threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     comm = {"protocol": "tls://", "security": sec} if sec is not None else {"protocol": "tcp://"}
-    # its worker processes leave Ctrl-C and SIGTERM, which reach the whole process group, to this one
-    return LocalCluster(n_workers=n_workers, processes=True, env=env, preload=["compressflow.engine.worker_signals"],
-                        **comm, **opts)
+    # its worker processes leave Ctrl-C and SIGTERM, which reach the whole process group, to this one,
+    # and exit within the nanny's 4 s once closed
+    return LocalCluster(n_workers=n_workers, processes=True, env=env, preload=list(WORKER_PRELOADS), **comm, **opts)
 
 
 def _security_of(value: Any, default: Any = None):

@@ -19,8 +19,13 @@ Reading a run directory (through :class:`compressflow.rundir.RunDir`, which know
 * a task that never started whose single upstream task failed or was cancelled counts as
   failed (``upstream_failed``) or cancelled; every other task is *pending*.
 
-Energy (kWh) is what the latest run spent: the records of the tasks that ran, and the
-attempts of that run of the tasks without a record.
+Energy (the ``kWh`` column) is what the stage's results cost: the recorded energy of every
+finished task, reused ones included (spent in whichever run produced them), plus what the
+latest run spent on the tasks without a result (the attempts of that run).
+
+A live study (:func:`status_of_graph`) also shows the tasks of a stage cancelled with
+:meth:`Study.cancel <compressflow.api.study.Study.cancel>` that had not started, and those
+downstream of them, as *cancelled* at once: none of them will run.
 """
 
 from __future__ import annotations
@@ -42,8 +47,8 @@ if TYPE_CHECKING:  # only for annotations: reading a run directory needs neither
     from compressflow.rundir.records import LedgerEntry
     from compressflow.spec import PipelineSpec
 
-__all__ = ["StageStatus", "format_status", "status_from_ledger", "status_from_rundir", "status_html", "status_of_graph",
-           "total"]
+__all__ = ["StageStatus", "StatusTable", "format_status", "status_from_ledger", "status_from_rundir", "status_html",
+           "status_of_graph", "study_html", "tasks_line", "total"]
 
 #: the columns of a status table, after ``stage``: StageStatus fields and their headers
 COLUMNS = ("tasks", "reused", "ran", "running", "pending", "failed", "cancelled")
@@ -73,7 +78,8 @@ class StageStatus:
     cancelled : int
         Cancelled (stopped at an epoch boundary, or never started).
     energy_kwh : float
-        IT energy of what ran in this run, as far as it is known.
+        IT energy of the stage's results, as far as it is known: recorded energy of its
+        finished tasks (reused ones included) plus the latest run's spending on the others.
 
     Examples
     --------
@@ -127,12 +133,55 @@ def total(rows: Iterable[StageStatus], stage: str = "total") -> StageStatus:
     return out
 
 
+class StatusTable(list[StageStatus]):
+    """Per-stage rows (a ``list`` of :class:`StageStatus`) that print as the table of
+    ``compressflow status`` (:func:`format_status`) and show as an HTML table in a notebook
+    (:func:`status_html`); :attr:`total` sums them.
+
+    Examples
+    --------
+    >>> StatusTable([StageStatus("teacher", 1, reused=1, energy_kwh=3e-5)])
+    stage    tasks  reused  ran  running  pending  failed  cancelled    kWh
+    teacher      1       1    0        0        0       0          0  3e-05
+    total        1       1    0        0        0       0          0  3e-05
+    """
+
+    def __repr__(self) -> str:
+        return format_status(self)
+
+    __str__ = __repr__
+
+    def _repr_html_(self) -> str:
+        return status_html(self)
+
+    @property
+    def total(self) -> StageStatus:
+        """The sum of the rows (:func:`total`)."""
+        return total(self)
+
+
+def tasks_line(rows: Iterable[StageStatus]) -> str:
+    """``tasks: reused 12, ran 3`` (and running / pending / failed / cancelled when there are
+    any): the one line that ends a run (``compressflow run``, :func:`compressflow.run`).
+
+    Examples
+    --------
+    >>> tasks_line([StageStatus("a", 3, reused=3), StageStatus("b", 2, ran=1, cancelled=1)])
+    'tasks: reused 3, ran 1, cancelled 1'
+    """
+    t = total(rows)
+    extra = "".join(f", {name} {getattr(t, name)}" for name in ("running", "pending", "failed", "cancelled")
+                    if getattr(t, name))
+    return f"tasks: reused {t.reused}, ran {t.ran}{extra}"
+
+
 def _cells(row: StageStatus) -> list[str]:
     return [row.stage, *(str(getattr(row, c)) for c in COLUMNS), f"{row.energy_kwh:.3g}"]
 
 
 def format_status(rows: list[StageStatus]) -> str:
-    """``rows`` and their total as a fixed-width text table (numbers right-aligned).
+    """``rows`` and their total as a fixed-width text table (numbers right-aligned; ``kWh``:
+    the energy of the results, reused tasks' recorded energy included).
 
     Examples
     --------
@@ -159,7 +208,15 @@ def status_html(rows: list[StageStatus]) -> str:
             f"<tfoot>{tr(_cells(total(rows)), 'th')}</tfoot></table>")
 
 
-def status_from_rundir(spec: PipelineSpec | str | Path | dict, out: Path | str) -> list[StageStatus]:
+def study_html(name: str, state: str, out: str, link: str | None, rows: list[StageStatus]) -> str:
+    """A study's heading (name, state, run directory, a link to its dashboard page) above its
+    :func:`status_html` table: the notebook view of a :class:`~compressflow.api.study.Study`."""
+    dash = f' · <a href="{html.escape(link)}" target="_blank">dashboard</a>' if link else ""
+    return (f"<div><b>compressflow study {html.escape(name)}</b> — {html.escape(state)} · "
+            f"out <code>{html.escape(out)}</code>{dash}</div>{status_html(rows)}")
+
+
+def status_from_rundir(spec: PipelineSpec | str | Path | dict, out: Path | str) -> StatusTable:
     """Per-stage status of ``spec`` from its run directory ``out``, without a cluster (rules
     in this module's docstring). A run directory that does not exist: every task pending.
 
@@ -172,7 +229,7 @@ def status_from_rundir(spec: PipelineSpec | str | Path | dict, out: Path | str) 
 
     Returns
     -------
-    list of StageStatus
+    StatusTable
         One row per stage, in dependency order.
 
     Raises
@@ -204,7 +261,7 @@ def status_from_rundir(spec: PipelineSpec | str | Path | dict, out: Path | str) 
             counts[status[node.key]] = counts.get(status[node.key], 0) + 1
             kwh += energy[node.key]
         rows.append(StageStatus.from_counts(stage, counts, kwh))
-    return rows
+    return StatusTable(rows)
 
 
 def _search_status(run: RunDir, stage: str) -> StageStatus:
@@ -222,13 +279,11 @@ def _search_status(run: RunDir, stage: str) -> StageStatus:
 
 
 def _task_state(run: RunDir, node: Any, state: RunState, known: Mapping[str, str]) -> tuple[str, float]:
-    """(state, kWh spent in the latest run) of one task."""
+    """(state, kWh) of one task: a finished one's recorded energy, else what the latest run spent."""
     since = state.started if state.started is not None else -math.inf
     record = run.finished(node.key, metrics=False)
     if record is not None:
-        if record.end >= since:
-            return "ran", _known(record.energy.get("energy_kwh"))
-        return "reused", 0.0
+        return ("ran" if record.end >= since else "reused"), _known(record.energy.get("energy_kwh"))
     attempts = run.attempts(node.key)
     spent = sum(a.kwh for a in attempts if a.started >= since)
     if attempts:
@@ -254,33 +309,43 @@ def _known(value: Any) -> float:
     return value if math.isfinite(value) else 0.0
 
 
-def status_of_graph(graph: TaskGraph, done: Mapping[str, LedgerEntry], running: Collection[str]) -> list[StageStatus]:
+def status_of_graph(graph: TaskGraph, done: Mapping[str, LedgerEntry], running: Collection[str],
+                    cancelled: Collection[str] = ()) -> StatusTable:
     """Per-stage status of a live study (:class:`~compressflow.api.study.Study`): its graph (a
     search stage: every rung of every trial asked so far), the entries of the tasks that
-    finished in this run and the keys of those running; energy of what ran."""
+    finished in this run, the keys of those running and the ``cancelled`` stages, whose tasks
+    not started (and those downstream of them) count as cancelled. Energy: reused tasks'
+    recorded energy plus the entries' (see the module docstring)."""
     rows = []
+    state: dict[str, str] = {}  # key -> state, in dependency order (stages are)
     for stage, nodes in graph.stages.items():
         if graph.spec.stages[stage].search is not None:
             nodes = [n for search in graph.searches if search.stage == stage for n in search.history]
         counts: Counter[str] = Counter()
         kwh = 0.0
-        for key in dict.fromkeys(n.key for n in nodes):  # a task shared by two sweep points counts once
-            if key in graph.reused:
-                counts["reused"] += 1
-            elif key in done:
-                entry = done[key]
-                counts["ran" if entry.ok else entry.status] += 1
+        for node in {n.key: n for n in nodes}.values():  # a task shared by two sweep points counts once
+            key = node.key
+            entry = graph.reused.get(key) or done.get(key)
+            if entry is not None:
+                state[key] = "reused" if key in graph.reused else "ran" if entry.ok else entry.status
                 kwh += _known(entry.energy.get("energy_kwh"))
+            elif key in running:
+                state[key] = "running"
+            elif stage in cancelled or any(state.get(up) == "cancelled" for up in node.needs.values()
+                                           if isinstance(up, str)):
+                state[key] = "cancelled"  # it will end so, without starting
             else:
-                counts["running" if key in running else "pending"] += 1
+                state[key] = "pending"
+            counts[state[key]] += 1
         rows.append(StageStatus.from_counts(stage, counts, kwh))
-    return rows
+    return StatusTable(rows)
 
 
-def status_from_ledger(ledger: xr.Dataset) -> list[StageStatus]:
+def status_from_ledger(ledger: xr.Dataset) -> StatusTable:
     """Per-stage status of a finished run from its ledger (``tree["tasks"]``): ``ok`` tasks are
     reused or ran (variable ``reused``; results written before it existed: all ran), the
-    others by their status. Energy: of the tasks not reused."""
+    others by their status. Energy: of every task, reused ones included (their recorded
+    energy)."""
     n = ledger.sizes["task"]
     reused = ledger["reused"].values.astype(bool) if "reused" in ledger else [False] * n
     stages = ledger["stage"].values.tolist()
@@ -292,6 +357,6 @@ def status_from_ledger(ledger: xr.Dataset) -> list[StageStatus]:
         state = ("reused" if r else "ran") if st == "ok" else st if st in STATES else "pending"
         counts.setdefault(stage, {})
         counts[stage][state] = counts[stage].get(state, 0) + 1
-        energy[stage] = energy.get(stage, 0.0) + (0.0 if r else _known(e))
-    return [StageStatus.from_counts(s, c, energy[s]) for s, c in counts.items()]
+        energy[stage] = energy.get(stage, 0.0) + _known(e)
+    return StatusTable(StageStatus.from_counts(s, c, energy[s]) for s, c in counts.items())
 

@@ -34,6 +34,8 @@ def test_interrupted_run_resumes_without_recomputing(client, tmp_path):
     proc, out = interrupt_run(SPEC, tmp_path, signal.SIGINT, records=3, group=True)
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+    # its closed workers exit before their nannies give up on them (compressflow.engine.worker_exit)
+    assert "Worker process still alive" not in proc.stderr
     records = out / "records"
     finished = {p.stem for p in records.glob("*.json")}
     assert 3 <= len(finished) < 10  # interrupted part-way

@@ -40,4 +40,7 @@ def test_rerun_with_a_stage_added_marks_reused_tasks_and_status_counts(client, t
                      "val": ["1", "0", "1", "0", "0", "0", "0"], "total": ["3", "2", "1", "0", "0", "0", "0"]}
     val_kwh = float(ledger.energy_kwh.sel(task=ledger.stage == "val").sum())
     assert float(printed[3].split()[-1]) == pytest.approx(val_kwh, rel=1e-2)
+    # kWh is what the results cost: a reused stage shows its recorded energy, not 0
+    teacher_kwh = float(ledger.energy_kwh.sel(task=ledger.stage == "teacher").sum())
+    assert teacher_kwh > 0 and float(printed[1].split()[-1]) == pytest.approx(teacher_kwh, rel=1e-2)
     assert printed[-1].startswith(f"no run is live in {str(out)!r}; the latest: pid {os.getpid()} on host ")

@@ -1,9 +1,12 @@
 """compressflow.submit: the handle returns at once, reports per-stage status and partial results
 while the study runs, cancels a stage at an epoch boundary (keeping its energy), and writes the
-same results as run()."""
+same results as run(); its progress reaches a script's stderr redirected to a file."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import time
 
 import numpy as np
@@ -116,9 +119,11 @@ def test_cancel_names_the_stages(client, tmp_path):
     with pytest.raises(InputError, match=r"cancel: no stage 'nope' in study 'waits'; stages: slow, after"):
         study.cancel("nope")
     study.cancel()  # everything: not-started tasks end at once
+    rows = study.status()  # ... and show so at once, not as pending until their futures end
+    assert sum(r.pending for r in rows) == 0 and sum(r.cancelled for r in rows) >= 1
     tree = study.result()
     assert set(tree["tasks"].status.values) <= {"ok", "cancelled"}
-    assert "cancelled" in set(tree["tasks"].status.values)
+    assert sum(r.cancelled for r in study.status()) == list(tree["tasks"].status.values).count("cancelled") >= 1
 
 
 #: one stage of two tasks on the session's two workers, for studies sharing one client
@@ -259,3 +264,37 @@ def test_submit_returns_before_fresh_workers_have_imported_torch(tmp_path):
     assert got["ok"] and not got["client_torch"]
     assert not all(got["ready_at_return"]), got
     assert got["returned_s"] < got["workers_ready_s"], got
+
+
+LINES = {"name": "lines", "stages": {"slow": {"op": "wait", "params": {"seconds": 0.3}, "sweep": {"label": [0, 1]}},
+                                     "after": {"op": "wait", "params": {"seconds": 0.0, "label": 9}}}}
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    import compressflow
+
+    spec, address, out = eval(sys.argv[1]), sys.argv[2], sys.argv[3]
+    study = compressflow.submit(spec, cluster=address, out=out)
+    study.progress()
+    study.result()
+    compressflow.run(spec, cluster=address, out=out)  # again: every task reused
+""")
+
+
+def test_progress_lines_reach_a_file_and_run_says_what_it_reused(client, tmp_path):
+    """A plain script (a batch job, ``nohup``, CI) with stderr redirected to a file and no logging
+    configured: ``study.progress()`` writes per-stage lines although ``submit`` (quiet by
+    default) keeps a warnings-only console open for the study; ``run()`` ends with the tasks
+    line also when it reused every task. (Last in this module: the session's workers are warm.)"""
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as err:
+        proc = subprocess.run([sys.executable, "-c", SCRIPT, repr(LINES), client.scheduler.address,
+                               str(tmp_path / "run")], stdout=subprocess.DEVNULL, stderr=err, timeout=120, check=False)
+    text = log.read_text()
+    assert proc.returncode == 0, text[-3000:]
+    lines = text.splitlines()
+    # the last line per stage once the study ended (a file gets plain lines: no carriage returns)
+    assert "  [slow] done 2/2 · running 0 · pending 0 · reused 0 · ran 2 · " in text
+    assert any(line.startswith("  [after] done 1/1 · running 0 · pending 0 · reused 0 · ran 1 · ") for line in lines)
+    assert "\r" not in text
+    assert lines[-1].startswith("compressflow: study 'lines' done: tasks: reused 3, ran 0; results in ")

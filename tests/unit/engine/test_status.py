@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from compressflow.engine.status import StageStatus, format_status, status_from_rundir, status_html, total
+from compressflow.engine.status import StageStatus, StatusTable, format_status, status_from_rundir, status_html, total
 from compressflow.rundir import RunDir, RunState
 from tests.support import tiny_spec
 
@@ -56,7 +56,7 @@ def run_dir(tmp_path):
     below failed/cancelled teachers follow them, the rest pending."""
     spec, out = seven_seeds(), tmp_path / "run"
     k = keys(spec)
-    write_record(out, k["teacher", 0], "teacher", T - 100, 0.5)  # an earlier run's: its energy is not this run's
+    write_record(out, k["teacher", 0], "teacher", T - 100, 0.5)  # an earlier run's: reused, its energy still counts
     write_record(out, k["teacher", 1], "teacher", T + 10, 0.002)
     write_log(out, k["teacher", 2], f"w {T + 1:.3f} start a2", f"w {T + 5:.3f} energy a2 0.001 0.0005 nan")
     write_log(out, k["teacher", 3], f"w {T + 1:.3f} start a3", f"w {T + 4:.3f} end a3 failed 0.0001 0.0 0.0")
@@ -83,7 +83,8 @@ def test_status_of_a_run_directory_while_its_run_is_live(run_dir):
     teacher, test = rows["teacher"], rows["test"]
     assert (teacher.tasks, teacher.reused, teacher.ran, teacher.running, teacher.pending, teacher.failed,
             teacher.cancelled) == (7, 1, 1, 1, 2, 1, 1)
-    assert teacher.energy_kwh == pytest.approx(0.002 + 0.0015 + 0.0001 + 0.0002)
+    # the energy of the results: the reused record's too, and this run's attempts of the others
+    assert teacher.energy_kwh == pytest.approx(0.5 + 0.002 + 0.0015 + 0.0001 + 0.0002)
     # downstream of the failed teacher: upstream_failed (counted as failed); of the cancelled one: cancelled
     assert (test.tasks, test.reused, test.ran, test.running, test.pending, test.failed, test.cancelled) == (7, 0, 1, 0, 4, 1, 1)
     assert test.energy_kwh == pytest.approx(0.0003)
@@ -95,7 +96,7 @@ def test_status_of_a_run_directory_without_a_live_run(run_dir):
     teacher = rows_by_stage(status_from_rundir(spec, out))["teacher"]
     # the open attempt of this run was killed with it: pending, its energy still counted
     assert (teacher.running, teacher.pending, teacher.failed, teacher.cancelled) == (0, 3, 1, 1)
-    assert teacher.energy_kwh == pytest.approx(0.0038)
+    assert teacher.energy_kwh == pytest.approx(0.5 + 0.0038)
 
 
 def test_a_record_edited_by_hand_is_not_finished(run_dir):
@@ -152,3 +153,42 @@ def test_records_of_a_run_directory_without_its_key_are_not_finished(run_dir):
     (out / ".secret").unlink()  # as a run directory of an earlier version: records with a plain sha256
     rows = rows_by_stage(status_from_rundir(spec, out))
     assert [(r.ran, r.reused) for r in rows.values()] == [(0, 0), (0, 0)]
+
+
+def test_status_prints_as_the_table_of_compressflow_status(run_dir):
+    spec, out = run_dir
+    rows = status_from_rundir(spec, out)
+    assert isinstance(rows, StatusTable) and isinstance(rows, list) and len(rows) == 2
+    assert repr(rows) == str(rows) == format_status(list(rows))  # print(study.status()): the table, no StageStatus(...)
+    assert repr(rows).splitlines()[1].split()[:3] == ["teacher", "7", "1"]
+    assert rows._repr_html_() == status_html(list(rows))
+    assert rows.total == total(rows) and rows.total.tasks == 14
+    assert StatusTable() == [] and repr(StatusTable()).splitlines()[1].split()[:2] == ["total", "0"]
+
+
+def test_live_status_counts_reused_energy_and_cancelled_stages_at_once():
+    """A live study: the reused teacher's recorded kWh counts; after cancel("teacher") its tasks
+    not started, and the tests downstream of them, show cancelled before their futures end."""
+    from compressflow import load_spec
+    from compressflow.engine.graph import TaskGraph, expand
+    from compressflow.engine.status import status_of_graph
+    from compressflow.rundir.records import LedgerEntry
+
+    spec = load_spec(seven_seeds())
+    stages = expand(spec)
+    k = keys(seven_seeds())
+    reused = {k["teacher", 0]: LedgerEntry(k["teacher", 0], "teacher", "train", {}, status="ok",
+                                           energy={"energy_kwh": 0.5})}
+    graph = TaskGraph(spec, stages, {}, reused)
+    done = {k["teacher", 1]: LedgerEntry(k["teacher", 1], "teacher", "train", {}, status="ok",
+                                         energy={"energy_kwh": 0.25})}
+    running = {k["teacher", 2], k["test", 0]}
+    before = {r.stage: r for r in status_of_graph(graph, done, running)}
+    assert (before["teacher"].reused, before["teacher"].ran, before["teacher"].running, before["teacher"].pending,
+            before["teacher"].energy_kwh) == (1, 1, 1, 4, 0.75)
+    after = status_of_graph(graph, done, running, cancelled=["teacher"])
+    assert isinstance(after, StatusTable)
+    teacher, test = after
+    assert (teacher.running, teacher.pending, teacher.cancelled) == (1, 0, 4)
+    # tests of teachers 3-6 (not started, cancelled) will not run; those of 0-2 may
+    assert (test.running, test.pending, test.cancelled) == (1, 2, 4)
