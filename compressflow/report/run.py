@@ -26,7 +26,8 @@ def stages_section(tree: xr.DataTree, folder: Path) -> str:
     if reused:
         text += (f"\n\n{reused} of {ledger.sizes['task']} tasks were reused from earlier runs (not run again): "
                  "their time, kWh and gCO2 were spent then and are included above; the run plots show "
-                 "only the tasks that ran in this run.")
+                 "only the tasks that ran in this run (where none did, the Gantt chart shows the reused ones "
+                 "as they ran then).")
     return text
 
 

@@ -11,6 +11,7 @@ import xarray as xr
 
 from compressflow.report import (nothing_to_draw, plot_energy_per_stage, plot_energy_vs_training, plot_gantt,
                                  plot_pareto_all, plots)
+from compressflow.report.run import run_plots_section
 from compressflow.results.build import build_results
 from compressflow.rundir.records import LedgerEntry, Record
 from tests.support.records import swept_graph
@@ -87,3 +88,9 @@ def test_a_plot_without_data_says_why(tmp_path, drawn):
     plot_gantt(tree, tmp_path / "g.png")
     assert drawn[1].axes[0].texts[1].get_text() == "no task has a recorded start and end"
     assert nothing_to_draw(tmp_path / "n.png", "x", "y") == tmp_path / "n.png"
+
+
+def test_the_report_page_keeps_a_plot_without_data_and_says_why(tmp_path):
+    text = run_plots_section(results_tree("pruned"), tmp_path)  # no energy curves
+    assert "## Energy vs epoch and vs time\n\n![Energy vs epoch and vs time](energy_vs_training.png)" in text
+    png(tmp_path / "energy_vs_training.png")
