@@ -10,6 +10,7 @@ skipped), which saves starting and stopping one per notebook in the suite's time
 from __future__ import annotations
 
 import copy
+import re
 
 import nbformat
 import pytest
@@ -85,8 +86,7 @@ def test_notebook_executes_and_runs_again(name, tmp_path):
         once = text(first)
         assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs(first)), "widget"
         assert "while the study is running" in once  # the notebook computed while the study ran
-        assert "cancelled" in once  # the grid was cancelled mid-training ...
-        assert (ledger["resumed_from_epoch"].values[ledger["stage"].values == "kd"] >= 1).all()  # ... kept epochs
+        assert re.search(r"\bkd\s+cancelled\b", once)  # the ledger after the cancel: the grid was cancelled ...
         assert "teacher        reused 1, ran 0" in once  # ... and the re-submission reused the teacher
         assert "kd             reused 0, ran 2, failed 0, cancelled 0" in once  # and finished the grid
         assert "kd             reused 2, ran 0, failed 0, cancelled 0" in text(second)  # the second run: all reused
