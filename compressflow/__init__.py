@@ -31,6 +31,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree
 if _typing.TYPE_CHECKING:  # type checkers and IDEs see the names; the interpreter imports them lazily
     from compressflow.api.runner import run
     from compressflow.api.study import Study, submit
+    from compressflow.engine.cluster import local_cluster
     from compressflow.registries import DATASETS, LOSSES, MODELS, OPS, STAGES, Registry
     from compressflow.results import open_results, to_dataframe
     from compressflow.rundir.records import Artifact, Record
@@ -39,6 +40,7 @@ if _typing.TYPE_CHECKING:  # type checkers and IDEs see the names; the interpret
 _lazy_getattr, _, _lazy_names = _lazy.attach(__name__, submod_attrs={
     "api.runner": ["run"],
     "api.study": ["Study", "submit"],
+    "engine.cluster": ["local_cluster"],
     "registries": ["DATASETS", "LOSSES", "MODELS", "OPS", "STAGES", "Registry"],
     "results": ["open_results", "to_dataframe"],
     "rundir.records": ["Artifact", "Record"],

@@ -3,7 +3,13 @@ front (:func:`pareto_front`, :func:`draw_pareto_front`), and the plots of a whol
 from its ledger and stage groups: accuracy vs CO₂ over every task with the Pareto front,
 energy per stage, a Gantt chart of tasks per worker, how much of each stage ran in parallel
 (these two: of the tasks that ran in this run, not those reused from an earlier one),
-and energy against training time and epochs."""
+and energy against training time and epochs.
+
+Every ``plot_*`` function returns the path of the PNG it wrote, never None: where the tree
+has nothing to draw, the PNG says so and why (:func:`nothing_to_draw`), so a notebook can
+always display what it gets (``IPython.display.Image(filename=str(png))``), a re-run that
+reused every task included.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-__all__ = ["draw_pareto_front", "pareto_front", "plot_energy_per_stage", "plot_energy_vs_training", "plot_gantt",
-           "plot_pareto_all", "pyplot", "ran_mask", "save_figure", "stage_parallelism"]
+__all__ = ["draw_pareto_front", "nothing_to_draw", "pareto_front", "plot_energy_per_stage", "plot_energy_vs_training",
+           "plot_gantt", "plot_pareto_all", "pyplot", "ran_mask", "save_figure", "stage_parallelism"]
 
 
 def pyplot():
@@ -36,6 +42,18 @@ def save_figure(fig, path: Path, *, tight: bool = True) -> Path:
     fig.savefig(path)
     pyplot().close(fig)
     return path
+
+
+def nothing_to_draw(path: Path, title: str, reason: str) -> Path:
+    """Write a small PNG that says ``title: nothing to draw`` and ``reason`` to ``path`` and
+    return ``path``: what a plot function hands back where its data is missing, instead of
+    None (a notebook displaying it, or a report page, then says why there is no plot)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 1.6), dpi=110)
+    ax.axis("off")
+    ax.text(0.5, 0.62, f"{title}: nothing to draw", ha="center", va="center", fontsize=11, weight="bold")
+    ax.text(0.5, 0.3, reason, ha="center", va="center", fontsize=9, color="0.3")
+    return save_figure(fig, path)
 
 
 def pareto_front(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -91,14 +109,14 @@ def _task_accuracy(tree: xr.DataTree) -> dict[str, float]:
     return out
 
 
-def plot_pareto_all(tree: xr.DataTree, path: Path) -> Path | None:
+def plot_pareto_all(tree: xr.DataTree, path: Path) -> Path:
     """Test accuracy vs gCO₂ of every task that trained a scored model, by stage, and the
-    Pareto front (most accurate for its CO₂). None when no task has both."""
+    Pareto front (most accurate for its CO₂); :func:`nothing_to_draw` when no task has both."""
     ledger = _ledger(tree)
     acc = _task_accuracy(tree)
     keys = [k for k in ledger.task.values if k in acc]
     if not keys:
-        return None
+        return nothing_to_draw(path, "Accuracy vs CO₂", "no task trained a model with a test accuracy")
     plt = pyplot()
     sub = ledger.sel(task=keys)
     stages = list(dict.fromkeys(sub.stage.values.tolist()))
@@ -135,17 +153,28 @@ def plot_energy_per_stage(tree: xr.DataTree, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_gantt(tree: xr.DataTree, path: Path) -> Path | None:
+def plot_gantt(tree: xr.DataTree, path: Path) -> Path:
     """One lane per worker; each task that ran in this run a bar from its start to its end,
     coloured by stage. Reused tasks ran earlier, maybe on another cluster's workers: they are
-    not drawn, and the title says how many. None when no task ran."""
+    not drawn, and the title says how many. When no task ran in this run (a re-run that
+    reused every task), the reused tasks are drawn instead, hatched, at the start and end
+    their earlier run recorded, and the title says so; :func:`nothing_to_draw` when no task
+    has a recorded start and end."""
     ledger = _ledger(tree)
     ran = ran_mask(ledger)
-    ok = ran & ~np.isnat(ledger.start.values) & ~np.isnat(ledger.end.values)
-    if not ok.any():
-        return None
-    hidden = int((~ran).sum())
-    sub = ledger.isel(task=ok)
+    timed = ~np.isnat(ledger.start.values) & ~np.isnat(ledger.end.values)
+    if (ran & timed).any():
+        shown, hatch = ran & timed, None
+        hidden = int((~ran).sum())
+        title = f"{hidden} task{'s' if hidden > 1 else ''} reused from earlier runs not drawn" if hidden else ""
+    elif timed.any():
+        shown, hatch = timed, "//"
+        n = int(shown.sum())
+        they = "they" if n > 1 else "it"
+        title = f"no task ran in this run: {n} reused task{'s' if n > 1 else ''}, drawn as {they} ran earlier"
+    else:
+        return nothing_to_draw(path, "Tasks per worker", "no task has a recorded start and end")
+    sub = ledger.isel(task=shown)
     t0 = sub.start.values.min()
     workers = sorted(set(sub.worker.values.tolist()))
     stages = list(dict.fromkeys(sub.stage.values.tolist()))
@@ -157,11 +186,11 @@ def plot_gantt(tree: xr.DataTree, path: Path) -> Path | None:
         starts = (sub.start.values[m] - t0) / np.timedelta64(1, "s")
         ends = (sub.end.values[m] - t0) / np.timedelta64(1, "s")
         ax.barh([i] * int(m.sum()), ends - starts, left=starts, height=0.6, edgecolor="white", linewidth=0.4,
-                color=[colors[s] for s in sub.stage.values[m]])
+                color=[colors[s] for s in sub.stage.values[m]], hatch=hatch)
     ax.set_yticks(range(len(workers)), [w.rsplit("/", 1)[-1] for w in workers], fontsize=8)
     ax.set_xlabel("seconds since the first task started")
-    if hidden:
-        ax.set_title(f"{hidden} task{'s' if hidden > 1 else ''} reused from earlier runs not drawn", fontsize=9)
+    if title:
+        ax.set_title(title, fontsize=9)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[s]) for s in stages]
     ax.legend(handles, stages, fontsize=7, ncol=min(4, len(stages)), loc="upper center", bbox_to_anchor=(0.5, -0.25))
     ax.grid(axis="x", alpha=0.3)
@@ -188,10 +217,10 @@ def stage_parallelism(tree: xr.DataTree) -> list[tuple[str, ...]]:
     return rows
 
 
-def plot_energy_vs_training(tree: xr.DataTree, path: Path) -> Path | None:
+def plot_energy_vs_training(tree: xr.DataTree, path: Path) -> Path:
     """Cumulative energy of every training task against its epochs and against its wall
     time, one line per task (the meter is read at the end of each epoch; the 2024 carbon
-    report found both linear). None when no task recorded an energy curve."""
+    report found both linear); :func:`nothing_to_draw` when no task recorded an energy curve."""
     curves = []
     for name in tree.children:
         ds = tree[name].to_dataset()
@@ -205,7 +234,7 @@ def plot_energy_vs_training(tree: xr.DataTree, path: Path) -> Path | None:
             if ok.sum() >= 1:
                 curves.append((name, epochs[ok], t[ok], 1e3 * e[ok]))
     if not curves:
-        return None
+        return nothing_to_draw(path, "Energy vs epoch and vs time", "no task recorded a per-epoch energy curve")
     plt = pyplot()
     colors = _stage_colors(list(dict.fromkeys(c[0] for c in curves)))
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)

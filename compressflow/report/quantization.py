@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from compressflow.report.markdown import markdown_table
-from compressflow.report.plots import pyplot, save_figure
+from compressflow.report.plots import nothing_to_draw, pyplot, save_figure
 from compressflow.report.sections import SECTIONS, stage_groups
 
 __all__ = ["plot_quantization", "quantization_section", "quantization_table"]
@@ -60,12 +60,13 @@ def quantization_table(tree: xr.DataTree) -> str | None:
     return markdown_table(rows)
 
 
-def plot_quantization(tree: xr.DataTree, path: Path) -> Path | None:
+def plot_quantization(tree: xr.DataTree, path: Path) -> Path:
     """Test accuracy against model bytes (left) and against latency per sample (right): each
-    ``quantize`` stage's int8 model and the fp32 model it was timed beside."""
+    ``quantize`` stage's int8 model and the fp32 model it was timed beside;
+    :func:`~compressflow.report.plots.nothing_to_draw` when the run has no ``quantize`` stage."""
     qat = stage_groups(tree, ("quantize",))
     if not qat:
-        return None
+        return nothing_to_draw(path, "int8 vs fp32", "the run has no quantize stage")
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
     for i, (name, ds) in enumerate(qat):
@@ -96,5 +97,4 @@ def quantization_section(tree: xr.DataTree, folder: Path) -> str | None:
     note = ("Latency and energy are measured on the CPU, the int8 and the fused fp32 model interleaved on the same "
             "test images in the task's threads; energy per sample is CodeCarbon's reading over those passes "
             "(a CPU-TDP model where no RAPL counter is readable).")
-    return f"## Quantization-aware training (int8) vs float\n\n{table}\n\n{note}\n\n![int8 vs fp32]({png.name})" if png \
-        else f"## Quantization-aware training (int8) vs float\n\n{table}\n\n{note}"
+    return f"## Quantization-aware training (int8) vs float\n\n{table}\n\n{note}\n\n![int8 vs fp32]({png.name})"

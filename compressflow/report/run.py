@@ -26,23 +26,24 @@ def stages_section(tree: xr.DataTree, folder: Path) -> str:
     if reused:
         text += (f"\n\n{reused} of {ledger.sizes['task']} tasks were reused from earlier runs (not run again): "
                  "their time, kWh and gCO2 were spent then and are included above; the run plots show "
-                 "only the tasks that ran in this run.")
+                 "only the tasks that ran in this run (where none did, the Gantt chart shows the reused ones "
+                 "as they ran then).")
     return text
 
 
 @SECTIONS.register(ops=None, order=100, html_only=True)
-def run_plots_section(tree: xr.DataTree, folder: Path) -> str | None:
-    """The run-level plots (each where the run has data for it) and the parallelism table
-    (where a stage ran more than one task)."""
+def run_plots_section(tree: xr.DataTree, folder: Path) -> str:
+    """The run-level plots and the parallelism table (where a stage ran more than one task);
+    a plot without data for it says so in its PNG (:func:`~compressflow.report.plots.nothing_to_draw`)."""
     plots = [
         ("Accuracy vs CO₂ over all tasks", plot_pareto_all(tree, folder / "pareto_all.png")),
         ("Energy per stage", plot_energy_per_stage(tree, folder / "energy_per_stage.png")),
         ("Tasks per worker", plot_gantt(tree, folder / "gantt.png")),
         ("Energy vs epoch and vs time", plot_energy_vs_training(tree, folder / "energy_vs_training.png")),
     ]
-    parts = [f"## {title}\n\n![{title}]({png.name})" for title, png in plots if png is not None]
+    parts = [f"## {title}\n\n![{title}]({png.name})" for title, png in plots]
     rows = stage_parallelism(tree)
     if len(rows) > 1:
         parts.append("## Parallelism per stage\n\nSummed task time over the stage's wall time: how much running "
                      "tasks side by side gained.\n\n" + markdown_table(rows))
-    return "\n\n".join(parts) or None
+    return "\n\n".join(parts)

@@ -106,6 +106,9 @@ def test_public_names_resolve_lazily_and_dir_lists_them():
     from compressflow.rundir.records import Record
 
     assert compressflow.run is run and compressflow.Record is Record
+    from compressflow.engine.cluster import local_cluster  # what the notebooks start their cluster with
+
+    assert compressflow.local_cluster is local_cluster
     with pytest.raises(AttributeError, match="^module 'compressflow' has no attribute 'nope'$"):
         compressflow.nope  # noqa: B018
     from compressflow import registries

@@ -1,6 +1,6 @@
-"""Reused tasks in the report: the Gantt chart and the parallelism table show only the tasks
-that ran in this run, the stage table counts reused vs ran, and results written before the
-ledger's ``reused`` variable still report (every task counted as run)."""
+"""Reused tasks in the report: the Gantt chart (unless nothing ran) and the parallelism table
+show only the tasks that ran in this run, the stage table counts reused vs ran, and results
+written before the ledger's ``reused`` variable still report (every task counted as run)."""
 
 from __future__ import annotations
 
@@ -51,10 +51,12 @@ def test_gantt_of_results_written_before_reused_draws_everything(tmp_path, drawn
     assert len(ax.patches) == 8 and ax.get_title() == ""
 
 
-def test_gantt_of_a_run_that_reused_everything_is_not_drawn(tmp_path, drawn):
+def test_gantt_of_a_run_that_reused_everything_draws_the_reused_tasks(tmp_path, drawn):
     tree = results_tree("teacher")
-    assert plots.plot_gantt(with_reused(tree, {"train-teacher0", "train-teacher1"}), tmp_path / "g.png") is None
-    assert drawn == []
+    path = plots.plot_gantt(with_reused(tree, {"train-teacher0", "train-teacher1"}), tmp_path / "g.png")
+    assert path == tmp_path / "g.png"
+    (ax,) = drawn[0].axes
+    assert sorted(p.get_x() for p in ax.patches) == [0.0, 2.0] and ax.get_title().startswith("no task ran in this run")
 
 
 def test_stage_parallelism_counts_only_what_ran():
