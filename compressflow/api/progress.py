@@ -10,6 +10,8 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Protocol
 
+from compressflow.engine.status import tasks_line
+
 if TYPE_CHECKING:
     from compressflow.engine.status import StageStatus
     from compressflow.spec import PipelineSpec
@@ -116,6 +118,13 @@ def _widget(study: Study) -> None:
     display(box)
 
 
+def _head(study: Study) -> str:
+    """``compressflow: study 'quickstart': 2 stages; dashboard http://...``: the first line of
+    text progress."""
+    link = study.page or study.dashboard_link
+    return f"compressflow: study {study.spec.name!r}: {len(study.status())} stages" + (f"; dashboard {link}" if link else "")
+
+
 def _bar(study: Study, width: int = 30) -> None:
     def draw() -> None:
         rows = study.status()
@@ -137,6 +146,7 @@ def _bar(study: Study, width: int = 30) -> None:
 
 def _lines(study: Study) -> None:
     shown: dict[str, str] = {}
+    log.info("%s", _head(study))
 
     def emit() -> None:
         for r in study.status():
@@ -148,3 +158,4 @@ def _lines(study: Study) -> None:
     while not study.wait(REFRESH_S * 4):
         emit()
     emit()
+    log.info("compressflow: study %r %s: %s", study.spec.name, study.state, tasks_line(study.status()))

@@ -33,8 +33,10 @@ def test_progress_logs_stage_lines_to_a_non_terminal_under_the_studys_quiet_bloc
     with console(logging.WARNING):  # what submit(show_progress=False) keeps open until the study ends
         assert show_progress(Ended()) is None
     assert capsys.readouterr().err.splitlines() == [
+        "compressflow: study 'tiny': 2 stages; dashboard http://127.0.0.1:8787/status",
         "  [teacher] done 1/1 · running 0 · pending 0 · reused 1 · ran 0 · 0.002 kWh",
-        "  [test] done 2/2 · running 0 · pending 0 · reused 0 · ran 1 · cancelled 1 · 0.001 kWh"]
+        "  [test] done 2/2 · running 0 · pending 0 · reused 0 · ran 1 · cancelled 1 · 0.001 kWh",
+        "compressflow: study 'tiny' done: tasks: reused 1, ran 1, cancelled 1"]
 
 
 def test_the_widget_is_displayed_once_and_not_returned(capsys):
