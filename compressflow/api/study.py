@@ -155,7 +155,8 @@ class Study:
         self.client = client = self._cluster.enter_context(connect(cluster))
         install_plugins(client, plugins)  # before any task: workers look the ops up by name
         workers = client.scheduler_info(n_workers=-1)["workers"]  # address -> info, read once
-        install_worker_plugin(client, PreloadPlugin())  # workers import torch meanwhile, in the background
+        if graph.delayed or graph.searches:  # a task will run: workers import torch meanwhile, in the background
+            install_worker_plugin(client, PreloadPlugin())
         install_worker_plugin(client, EnergyMeterPlugin(country=spec.energy.country, region=spec.energy.region,
                                                 n_workers_on_host=workers_per_host(workers)))
         check_resources(workers, graph)
