@@ -103,6 +103,26 @@ class Registry(Generic[T]):
     def _check_facts(self, facts: Mapping[str, Any]) -> None:
         """Refuse bad fact values before anything is registered (a subclass's rules)."""
 
+    def forget(self, module: str) -> list[str]:
+        """Unregister every name whose object is defined in ``module`` or one of its submodules
+        (a plugin about to be imported again, edited); return those names.
+
+        Examples
+        --------
+        >>> reg = Registry("thing")
+        >>> _ = reg.register(len, name="size"), reg.register(Registry, name="registry")
+        >>> reg.forget("compressflow"), list(reg)
+        (['registry'], ['size'])
+        """
+        def inside(item: Any) -> bool:
+            origin = getattr(item, "__module__", None) or ""
+            return origin == module or origin.startswith(module + ".")
+
+        gone = [key for key, item in self._items.items() if inside(item)]
+        for key in gone:
+            del self._items[key], self._info[key]
+        return gone
+
     def _derived(self, item: T) -> dict[str, Any]:
         """Facts read off ``item`` itself when it registers (a subclass's), not given."""
         return {}

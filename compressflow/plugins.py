@@ -30,22 +30,25 @@ permission bits it has here.
 Why not Dask's ``UploadFile`` / ``UploadDirectory``: ``UploadFile`` *reloads* the module on
 every registration, which runs its ``@register`` decorators again (a registry refuses a name
 twice), and ``UploadDirectory`` is a nanny plugin that only unpacks (workers started with
-``--no-nanny`` never get it, and nothing is imported). A module already imported in a process
-(an in-process worker shares the client's modules; a second run on a long-lived cluster) is not
-imported again there: restart the workers after editing a plugin. Until then, the tasks of an op
-whose source changed fail on such a worker, saying so (their keys hold the edited source,
-:mod:`compressflow.engine.keys`), rather than record the results of the code it imported first.
+``--no-nanny`` never get it, and nothing is imported). A file or package plugin edited since a
+process imported it (a second run in a notebook, on a long-lived cluster) is imported again there
+when the next run ships it: what it registered is unregistered first (:func:`forget`), so its
+decorators run again on a clean slate. A module plugin (installed) is not: restart the workers
+after upgrading it; until then the tasks of an op whose source changed fail on such a worker,
+saying so (their keys hold the edited source, :mod:`compressflow.engine.keys`), rather than
+record the results of the code it imported first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -54,13 +57,16 @@ from typing import Any, Literal, NamedTuple
 from compressflow._regular_files import check_regular, is_within, open_regular, read_regular
 from compressflow.errors import FileRefused, InputError, PluginError, SpecError, one_line, printable
 
-__all__ = ["MAX_PLUGIN_BYTES", "Plugin", "PluginError", "ShippedFile", "dedupe", "files_of", "import_plugins",
+__all__ = ["MAX_PLUGIN_BYTES", "Plugin", "PluginError", "ShippedFile", "dedupe", "edited_since_import", "files_digest",
+           "files_of", "forget", "import_plugins", "imported",
            "resolve"]
 #: the most a shipped file or folder may hold: it travels through the scheduler to every worker
 MAX_PLUGIN_BYTES = 32 * 2**20
 
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _KINDS = "a .py file, a package folder (with __init__.py) or a module name"
+#: file or package plugin module -> digest of the files it was imported from in this process
+_imported: dict[str, str] = {}
 
 
 # --- plugins of a run: resolve, import on the client, ship to the workers ---------------------
@@ -191,12 +197,14 @@ def _import_here(plugin: Plugin, entry: str) -> None:
         if plugin.path is not None and not _same_origin(existing, plugin):
             raise SpecError(f"{plugin.where}: a module named {name!r} is already imported from "
                             f"{getattr(existing, '__file__', None)!r}; rename {entry!r}")
-        return  # imported before (an earlier run in this process, or the spec and --plugin both)
+        if plugin.path is None or not edited_since_import(name, files_digest(files_of(plugin))):
+            return  # imported before (an earlier run in this process, or the spec and --plugin both)
+        forget(name)  # edited since: imported again below
     try:
         if plugin.kind == "module":
             importlib.import_module(name)
             return
-        files_of(plugin)  # every file regular, bounded, inside its folder: before any is imported
+        files = files_of(plugin)  # every file regular, bounded, inside its folder: before any is imported
         path = Path(plugin.path)  # type: ignore[arg-type]
         init = path if plugin.kind == "file" else path / "__init__.py"
         locations = None if plugin.kind == "file" else [str(path)]
@@ -217,6 +225,7 @@ def _import_here(plugin: Plugin, entry: str) -> None:
         except BaseException:
             sys.modules.pop(name, None)
             raise
+        imported(name, files_digest(files))
     except ModuleNotFoundError as exc:
         if plugin.kind == "module" and exc.name and (name == exc.name or name.startswith(exc.name + ".")):
             raise SpecError(f"{plugin.where}: no module named {name!r} here; install it, or give "
@@ -226,6 +235,41 @@ def _import_here(plugin: Plugin, entry: str) -> None:
         raise
     except Exception as exc:
         raise PluginError(f"{plugin.where}: importing {entry!r} failed: {type(exc).__name__}: {one_line(exc)}") from exc
+
+
+def files_digest(files: Mapping[str, ShippedFile]) -> str:
+    """A plugin's identity as shipped: the SHA-256 (16 hex digits) of its files' relative paths,
+    contents and permission bits (:func:`files_of`)."""
+    digest = hashlib.sha256()
+    for rel, shipped in sorted(files.items()):
+        digest.update(rel.encode() + b"\0" + hashlib.sha256(shipped.data).digest() + shipped.mode.to_bytes(2, "big"))
+    return digest.hexdigest()[:16]
+
+
+def imported(module: str, digest: str) -> None:
+    """Note that file or package plugin ``module`` was imported in this process from files of
+    ``digest`` (:func:`files_digest`)."""
+    _imported[module] = digest
+
+
+def edited_since_import(module: str, digest: str) -> bool:
+    """Whether ``module`` was imported in this process from files other than those of ``digest``
+    (False when it was not imported here as a plugin)."""
+    return _imported.get(module, digest) != digest
+
+
+def forget(module: str) -> None:
+    """Undo the import of plugin ``module`` in this process: unregister every name it (or a
+    submodule) registered, in every registry, and drop the modules, so importing it again runs
+    its edited source on a clean slate (a registry refuses a name twice)."""
+    from compressflow import registries
+
+    for registry in (registries.MODELS, registries.DATASETS, registries.OPS, registries.LOSSES, registries.BLOCKS,
+                     registries.SUMMARIES):
+        registry.forget(module)
+    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
+        del sys.modules[name]
+    _imported.pop(module, None)
 
 
 def _same_origin(module: ModuleType, plugin: Plugin) -> bool:

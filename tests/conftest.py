@@ -71,8 +71,8 @@ def fresh_names():
     from pathlib import Path
 
     import compressflow
-    from compressflow import registries
-    from compressflow.ops.signature import stage_signature
+    from compressflow import plugins, registries
+    from compressflow.ops.signature import _signature
     from compressflow.registries import BLOCKS, DATASETS, LOSSES, MODELS, OPS, SUMMARIES
 
     kept = (sys.prefix, sys.base_prefix, str(Path(compressflow.__file__).parent))
@@ -88,7 +88,10 @@ def fresh_names():
     state = dict(registries._state)
     modules = set(sys.modules)
     path = list(sys.path)
+    imported = dict(plugins._imported)
     yield
+    plugins._imported.clear()
+    plugins._imported.update(imported)
     for reg, saved, facts in zip(regs, items, info):
         reg._items.clear()
         reg._items.update(saved)
@@ -99,7 +102,7 @@ def fresh_names():
         if not installed(sys.modules[name]):
             del sys.modules[name]
     sys.path[:] = path
-    stage_signature.cache_clear()
+    _signature.cache_clear()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ Dask worker plugin that carries one, and :func:`install`, which registers them."
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import os
@@ -18,7 +17,7 @@ from distributed.comm.core import CommClosedError
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from compressflow.errors import PluginError, one_line
-from compressflow.plugins import Plugin, ShippedFile, files_of
+from compressflow.plugins import Plugin, ShippedFile, edited_since_import, files_digest, files_of, forget, imported
 
 __all__ = ["ShipPlugin", "install"]
 
@@ -32,7 +31,9 @@ class ShipPlugin(WorkerPlugin):
     A file or package travels inside the plugin and is written to
     ``<worker local directory>/compressflow-plugins/<digest>/``, which goes on ``sys.path``,
     each file with the permission bits it has on the client (a 0600 file stays 0600);
-    a module name must be importable on the worker (installed there).
+    a module name must be importable on the worker (installed there). A file or package
+    edited since this worker imported it is imported again (what it registered is forgotten
+    first, :func:`compressflow.plugins.forget`), so a long-lived worker runs the edit.
 
     Parameters
     ----------
@@ -44,11 +45,7 @@ class ShipPlugin(WorkerPlugin):
         self.module = plugin.module
         self.where = plugin.where
         self.files = files_of(plugin)
-        digest = hashlib.sha256()
-        for rel, shipped in sorted(self.files.items()):
-            digest.update(rel.encode() + b"\0" + hashlib.sha256(shipped.data).digest()
-                          + shipped.mode.to_bytes(2, "big"))
-        self.digest = digest.hexdigest()[:16]
+        self.digest = files_digest(self.files)
         self.name = f"compressflow-plugin-{plugin.module}"
 
     def setup(self, worker: Any) -> None:
@@ -58,9 +55,13 @@ class ShipPlugin(WorkerPlugin):
                 _write(root / rel, shipped)
             if str(root) not in sys.path:
                 sys.path.insert(0, str(root))
+        if self.files and edited_since_import(self.module, self.digest):
+            forget(self.module)  # the plugin was edited since this worker imported it: import the edit
         if self.module not in sys.modules:  # an in-process worker shares the client's modules
             importlib.invalidate_caches()
             importlib.import_module(self.module)
+            if self.files:
+                imported(self.module, self.digest)
         log.info("plugin %s (%s) imported on worker %s", self.module, self.where, worker.address)
 
 

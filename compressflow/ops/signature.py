@@ -195,9 +195,14 @@ def literal_choices(ann: Any) -> list[Any]:
     return [c for a in typing.get_args(ann) for c in literal_choices(a)]
 
 
-@functools.cache
 def stage_signature(op: str) -> StageSignature:
-    fn = OPS.get(op)
+    """The parameters, inputs and validating model of op ``op``, read off its function (cached
+    per function: a plugin imported again after an edit has a new one)."""
+    return _signature(op, OPS.get(op))
+
+
+@functools.cache
+def _signature(op: str, fn: Any) -> StageSignature:
     hints = typing.get_type_hints(fn, include_extras=True)
     fields: dict[str, Any] = {}
     groups: dict[str, type[BaseModel]] = {}

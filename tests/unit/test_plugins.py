@@ -171,6 +171,35 @@ def test_module_name_plugin_is_imported(fresh_names, tmp_path, monkeypatch):
     assert "fit_probe" in OPS
 
 
+def test_an_edited_plugin_is_imported_again_by_the_client_and_by_a_worker_that_has_the_first(fresh_names, tmp_path):
+    """A second run in one session (a notebook, a long-lived cluster) after the user edited the
+    plugin: its names are registered afresh from the edit, not refused as registered twice, and not
+    left at the first version."""
+    pkg = tmp_path / "edit_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from edit_pkg import ops  # noqa\n")
+    (pkg / "ops.py").write_text(USER_OPS)
+    [first] = plugins.import_plugins([str(pkg)])
+    worker = SimpleNamespace(local_directory=str(tmp_path / "w"), address="tcp://w:1")
+    shipped_first = ShipPlugin(first)
+    shipped_first.setup(worker)  # an in-process worker: the client's module, nothing imported again
+    before, code = OPS.get("fit_probe"), OPS.code("fit_probe")
+    assert "lr" not in stage_signature("fit_probe").params
+    [again] = plugins.import_plugins([str(pkg)])  # unchanged: the same module, nothing forgotten
+    assert OPS.get("fit_probe") is before
+    (pkg / "ops.py").write_text(USER_OPS.replace("steps: int = 20,", "steps: int = 20, lr: float = 0.5,"))
+    [edited] = plugins.import_plugins([str(pkg)])
+    assert OPS.get("fit_probe") is not before and OPS.code("fit_probe") != code
+    assert "lr" in stage_signature("fit_probe").params and "tiny_mlp" in MODELS  # the file's model is back too
+    # a worker process that imported the first version: the edit, shipped, is imported from its own copy
+    plugins.imported("edit_pkg", shipped_first.digest)
+    ship = ShipPlugin(edited)
+    assert ship.digest != shipped_first.digest
+    ship.setup(worker)
+    assert Path(sys.modules["edit_pkg.ops"].__file__) == tmp_path / "w" / "compressflow-plugins" / ship.digest / "edit_pkg" / "ops.py"
+    assert "lr" in stage_signature("fit_probe").params and not plugins.edited_since_import("edit_pkg", ship.digest)
+
+
 def test_a_package_folder_is_written_to_the_worker_and_imported_from_there(fresh_names, tmp_path):
     pkg = tmp_path / "user_pkg"
     (pkg / "__pycache__").mkdir(parents=True)
