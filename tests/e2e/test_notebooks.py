@@ -84,7 +84,8 @@ def test_notebook_executes_and_runs_again(name, tmp_path):
         assert "image/png" in gantt.outputs[0]["data"]
     if name == "05_interactive_session":  # the interactive story really happened
         once = text(first)
-        assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs(first)), "widget"
+        widgets = [o for o in outputs(first) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        assert len(widgets) == 1, "study.progress() shows its widget once"
         assert "while the study is running" in once  # the notebook computed while the study ran
         assert re.search(r"\bkd\s+cancelled\b", once)  # the ledger after the cancel: the grid was cancelled ...
         assert "teacher        reused 1, ran 0" in once  # ... and the re-submission reused the teacher

@@ -48,3 +48,20 @@ def test_the_widget_is_displayed_once_and_not_returned(capsys):
     assert "IntProgress(value=1, bar_style='success', description='teacher'" in shown[0]
     assert "IntProgress(value=2, bar_style='warning', description='test'" in shown[0]
     assert "dashboard</a>" in shown[0] and "<b>tiny</b>: done" in shown[0]
+
+
+def test_a_terminal_gets_one_bar_redrawn_in_place(monkeypatch):
+    """stderr a real terminal (a pseudo-terminal here): the bar, drawn over itself with ``\\r``."""
+    import os
+    import sys
+
+    master, slave = os.openpty()
+    try:
+        with os.fdopen(slave, "w", encoding="utf-8") as tty:
+            monkeypatch.setattr(sys, "stderr", tty)
+            assert show_progress(Ended()) is None
+        out = os.read(master, 4096).decode()
+    finally:
+        os.close(master)
+    assert "\r[" + "#" * 30 + "] 3/3 done · 0 running · 1 reused · 0.003 kWh" in out
+    assert "[teacher]" not in out  # a bar, not the log lines
