@@ -27,6 +27,11 @@ the resume plan warns when it changed); an op whose source cannot be read has no
 warning says its edits cannot be detected. Keys are computed on the client only; a worker
 refuses to run a task whose ``code`` is not the source it imported
 (:func:`compressflow.engine.execute.execute_task`).
+
+``uses`` is there for a task that names a user's model, loss, replacement block or dataset
+(a plugin's ``@MODELS.register``, ...) in its parameters or data options, a built-in op's task
+included (:func:`user_components`): ``{"model:tiny_mlp": <digest of its source>, ...}``, so a
+``train`` task of an edited user model runs again too. Built-in components add nothing.
 """
 
 from __future__ import annotations
@@ -42,10 +47,10 @@ from types import EllipsisType
 from typing import Any
 
 from compressflow._code_digest import code_digest, is_builtin
-from compressflow.registries import DATASETS, OPS
+from compressflow.registries import BLOCKS, DATASETS, LOSSES, MODELS, OPS
 
-__all__ = ["KEY_FORMAT", "KEY_HEX_CHARS", "canonical_json", "dataset_options", "op_code", "source_digest",
-           "task_key"]
+__all__ = ["COMPONENTS", "KEY_FORMAT", "KEY_HEX_CHARS", "canonical_json", "dataset_options", "op_code", "source_digest",
+           "task_key", "user_components"]
 
 log = logging.getLogger("compressflow.keys")
 _unreadable: set[str] = set()  # ops whose source could not be read, warned about once per process
@@ -181,6 +186,38 @@ def op_code(op: str) -> str | None:
     return digest
 
 
+#: registries whose user entries a task may name in its parameters (or data options: a dataset)
+COMPONENTS = (("model", MODELS), ("loss", LOSSES), ("block", BLOCKS), ("dataset", DATASETS))
+
+
+def user_components(params: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, str]:
+    """``{"<kind>:<name>": digest}`` of every user-defined model, loss, block or dataset a task
+    names: a string parameter (or an item of a list of them) that is a registered name of a
+    component defined outside ``compressflow``, and the dataset; the digest is its source's
+    (:func:`compressflow._code_digest.code_digest`). Empty for built-in components, so their
+    tasks' keys have no ``uses`` entry.
+
+    Examples
+    --------
+    >>> import compressflow.ops
+    >>> user_components({"model": "resnet18", "loss": "hkd"}, {"dataset": "digits"})
+    {}
+    """
+    names = {v for v in params.values() if isinstance(v, str)}
+    names |= {i for v in params.values() if isinstance(v, (list, tuple)) for i in v if isinstance(i, str)}
+    dataset = data.get("dataset")
+    uses: dict[str, str] = {}
+    for kind, registry in COMPONENTS:
+        candidates = ([dataset] if isinstance(dataset, str) else []) if kind == "dataset" else sorted(names)
+        for name in candidates:
+            if name not in registry:
+                continue
+            item = registry.get(name)
+            if not is_builtin(item):
+                uses[f"{kind}:{name}"] = code_digest(item) or ""
+    return uses
+
+
 def task_key(op: str, params: Mapping[str, Any], data: Mapping[str, Any],
              needs: Mapping[str, str | tuple[str, ...]], *, version: int | None = None,
              code: str | None | EllipsisType = ...) -> str:
@@ -229,5 +266,8 @@ def task_key(op: str, params: Mapping[str, Any], data: Mapping[str, Any],
     code = op_code(op) if code is ... else code
     if code is not None:
         payload["code"] = code
+    uses = user_components(params, data)
+    if uses:
+        payload["uses"] = uses
     digest = hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
     return f"{op}-{digest[:KEY_HEX_CHARS]}"

@@ -196,3 +196,40 @@ class _NoMeter:
 
     def energy_so_far(self) -> float:
         return 0.0
+
+
+MODEL_FILE = '''
+from torch import nn
+
+from compressflow import MODELS
+
+
+@MODELS.register
+def edited_mlp(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+'''
+
+
+def test_a_built_in_op_naming_an_edited_user_model_gets_new_keys(tmp_path, fresh_names):
+    """``train`` is built in, but the model it builds is the user's: editing the model's file
+    changes the keys of the tasks that name it (``uses``), and only theirs."""
+    path = tmp_path / "user_models.py"
+    path.write_text(MODEL_FILE)
+    import_plugins([str(path)])
+    spec = load_spec({"name": "m", "data": DATA, "stages": {
+        "mine": {"op": "train", "params": {"model": "edited_mlp", "epochs": 2}},
+        "builtin": {"op": "train", "params": {"model": "resnet18", "epochs": 2}}}})
+
+    def keys():
+        graph = build_graph(spec, tmp_path / "out")
+        return graph.stages["mine"][0].key, graph.stages["builtin"][0].key
+
+    mine, builtin = keys()
+    params = build_graph(spec, tmp_path / "out").stages["mine"][0].params
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    payload = {"format": 1, "op": "train", "version": OPS.version("train"), "params": params,
+               "data": dataset_options(DataSpec(**DATA).options()), "needs": {}, "uses": {"model:edited_mlp": digest}}
+    assert mine == f"train-{hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:32]}"
+    path.write_text(MODEL_FILE.replace("nn.Flatten(), ", "nn.Flatten(), nn.Dropout(0.1), "))
+    edited, builtin_again = keys()
+    assert edited != mine and builtin_again == builtin  # the user's model's tasks run again, the others not
