@@ -83,7 +83,8 @@ def load_splits(dataset: str = "digits", *, image_size: int | None = None, chann
 
 def load_dataset(dataset: str, task: str, given: dict[str, Any]) -> Any:
     """``loader(**options)`` of the ``task`` dataset ``dataset`` with the ``given`` options its
-    signature takes, cached per process (an ``lru_cache`` of ``(dataset, sorted options)``)
+    signature takes, cached per process (an ``lru_cache`` of ``(loader, sorted options)``: a
+    plugin dataset imported again after an edit is a new loader)
     under the process's load lock, so the threads of a worker load a dataset once; options that
     cannot be hashed (a list where a number belongs) go straight to the loader, which rejects
     them with a ``DataError``.
@@ -101,7 +102,7 @@ def load_dataset(dataset: str, task: str, given: dict[str, Any]) -> Any:
     except TypeError:
         return loader(**given)
     with _LOAD_LOCK:
-        return _load_cached(dataset, key)
+        return _load_cached(loader, key)
 
 
 def check_data(dataset: str, *, locate: bool = True, **options: Any) -> None:
@@ -136,5 +137,6 @@ def _taken(loader: Any, given: dict[str, Any]) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=8)  # a few datasets per worker process; CIFAR is ~0.6 GB as float32
-def _load_cached(dataset: str, options: tuple[tuple[str, Any], ...]) -> Any:
-    return DATASETS.get(dataset)(**dict(options))
+def _load_cached(loader: Any, options: tuple[tuple[str, Any], ...]) -> Any:
+    # keyed by the loader itself: a plugin dataset imported again after an edit loads afresh
+    return loader(**dict(options))

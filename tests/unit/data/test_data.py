@@ -558,3 +558,25 @@ def test_augmentation_is_fast_single_threaded():
         torch.set_num_threads(threads)
     assert statistics.median(times) < 5e-3, f"median {statistics.median(times) * 1e3:.2f} ms"
     assert not math.isnan(float(augment_batch(x, AUGMENT_OPS, gen).sum()))
+
+
+def test_a_dataset_registered_again_after_an_edit_is_loaded_again(fresh_names):
+    """A worker caches loaded splits; a plugin dataset imported again (edited) is a new loader,
+    so its next load runs the edit instead of returning the first version's splits."""
+    from compressflow.data.load import load_dataset
+    from compressflow.registries import DATASETS
+
+    calls = []
+
+    def version(tag):
+        def splits(*, seed: int = 0):
+            calls.append(tag)
+            return tag
+        return splits
+
+    DATASETS.register(version("first"), name="edited_ds")
+    assert [load_dataset("edited_ds", "classification", {"seed": 0}) for _ in range(2)] == ["first", "first"]
+    assert calls == ["first"]  # cached
+    assert DATASETS.forget(__name__) == ["edited_ds"]  # what re-importing its plugin does first
+    DATASETS.register(version("edited"), name="edited_ds")
+    assert load_dataset("edited_ds", "classification", {"seed": 0}) == "edited" and calls == ["first", "edited"]
