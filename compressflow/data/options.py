@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from compressflow.errors import DataError
+from compressflow.errors import DataError, did_you_mean
 
 __all__ = ["AUGMENT_OPS", "MAX_ROTATION_DEG", "Options", "check_fraction", "check_int", "check_ops", "options"]
 
@@ -39,7 +39,8 @@ def check_ops(ops: Any, field: str) -> tuple[str, ...]:
         raise DataError(f"{field} must be a list of ops from {', '.join(AUGMENT_OPS)}, got {ops!r}")
     unknown = [op for op in given if op not in AUGMENT_OPS]
     if unknown:
-        raise DataError(f"{field} has unknown op {unknown[0]!r}; valid choices: {', '.join(AUGMENT_OPS)}")
+        raise DataError(f"{field} has unknown op {unknown[0]!r}{did_you_mean(unknown[0], AUGMENT_OPS)}; "
+                        f"valid choices: {', '.join(AUGMENT_OPS)}")
     return tuple(op for op in AUGMENT_OPS if op in given)
 
 

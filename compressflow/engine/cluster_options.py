@@ -17,7 +17,7 @@ from typing import Any
 from dask.utils import format_bytes, parse_bytes, parse_timedelta
 
 from compressflow.spec._yaml import read_yaml
-from compressflow.errors import SpecError
+from compressflow.errors import SpecError, did_you_mean
 
 __all__ = ["ADDRESS_SCHEMES", "CLOSE_S", "KINDS", "LOCAL_DEFAULTS", "MIN_MEMORY_LIMIT", "OPTIONAL_KINDS", "OPTIONS",
            "SECURITY_CHOICES", "Option", "check_options", "load_cluster_spec", "slurm_seconds", "worker_lifetime"]
@@ -259,13 +259,13 @@ def check_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
         One line naming the option, quoting the bad value and saying what is allowed.
     """
     if kind not in KINDS:
-        raise SpecError(f"--cluster: kind {kind!r} is not supported; valid kinds: {', '.join(KINDS)}")
+        raise SpecError(f"--cluster: kind {kind!r} is not supported{did_you_mean(kind, KINDS)}; valid kinds: {', '.join(KINDS)}")
     known = _KIND_OPTIONS[kind]
     if kind in ("local", "address"):
         unknown = sorted(set(options) - set(known), key=str)
         if unknown:
-            raise SpecError(f"--cluster: unknown option {unknown[0]!r} for a{'n' if kind == 'address' else ''} "
-                            f"{kind} cluster; valid: {', '.join(known)}")
+            raise SpecError(f"--cluster: unknown option {unknown[0]!r}{did_you_mean(unknown[0], known)} for "
+                            f"a{'n' if kind == 'address' else ''} {kind} cluster; valid: {', '.join(known)}")
     if kind == "address" and "address" not in options:
         raise SpecError("--cluster: an 'address' cluster spec needs 'address' (e.g. tcp://127.0.0.1:8786); "
                         "it also takes 'timeout' and 'security'")
@@ -357,5 +357,6 @@ def load_cluster_spec(path: str | os.PathLike) -> dict[str, Any]:
     raw = dict(raw)
     kind = raw.pop("kind", "local")
     if not isinstance(kind, str) or kind not in KINDS:
-        raise SpecError(f"--cluster: kind {kind!r} in {where} is not supported; valid kinds: {', '.join(KINDS)}")
+        raise SpecError(f"--cluster: kind {kind!r} in {where} is not supported{did_you_mean(kind, KINDS)}; "
+                        f"valid kinds: {', '.join(KINDS)}")
     return {"kind": kind, **check_options(kind, raw)}

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import binpacking
 
-from compressflow.errors import InputError
+from compressflow.errors import InputError, did_you_mean
 from compressflow.rundir.records import LedgerEntry
 
 __all__ = ["POLICIES", "assign", "durations_of", "lower_bound", "makespan"]
@@ -50,7 +50,8 @@ def assign(policy: str, durations: dict[str, float], workers: list[str]) -> dict
     {'a': 'w0', 'b': 'w1', 'c': 'w1'}
     """
     if policy not in POLICIES:
-        raise InputError(f"scheduling.policy: unknown policy {policy!r}; valid choices: {', '.join(POLICIES)}")
+        raise InputError(f"scheduling.policy: unknown policy {policy!r}{did_you_mean(policy, POLICIES)}; "
+                         f"valid choices: {', '.join(POLICIES)}")
     if policy == "work_stealing":
         return None
     if not workers:

@@ -23,6 +23,7 @@ from pathlib import Path
 import xarray as xr
 
 from compressflow._registry import Registry
+from compressflow.errors import did_you_mean
 from compressflow.registries import OPS
 
 __all__ = ["SECTIONS", "Section", "SectionRegistry", "ops_present", "stage_groups"]
@@ -81,8 +82,8 @@ class SectionRegistry(Registry[Section]):
             key = name or item.__name__
             for op in covered or ():
                 if op not in OPS:
-                    raise ValueError(f"{self.kind} {key!r}: ops: unknown op {op!r}; valid choices: "
-                                     f"{', '.join(OPS.list())}")
+                    raise ValueError(f"{self.kind} {key!r}: ops: unknown op {op!r}{did_you_mean(op, OPS.list())}; "
+                                     f"valid choices: {', '.join(OPS.list())}")
             Registry.register(self, Section(key, item, covered, order, html_only), name=key)
             return item
 

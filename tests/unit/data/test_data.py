@@ -538,6 +538,8 @@ def test_bad_batching_options_raise_at_call_time():
         batches(s, 2, shuffle=True, augment=("flip", "blur"))
     with pytest.raises(DataError, match="ops has unknown op 'jitter'"):
         augment_batch(s.x, ("jitter",), None)
+    with pytest.raises(DataError, match=r"ops has unknown op 'rotat' \(did you mean 'rotate'\?\); valid choices"):
+        augment_batch(s.x, ("rotat",), None)
     with pytest.raises(DataError, match="Split needs x of shape"):
         Split(torch.zeros(3, 1, 4, 4), torch.zeros(2))
 

@@ -116,6 +116,8 @@ def test_unknown_policy_error_text():
         "scheduling.policy: unknown policy 'x'; valid choices: work_stealing, round_robin, bin_packing"
     )
     assert POLICIES == ("work_stealing", "round_robin", "bin_packing")
+    with pytest.raises(InputError, match=r"unknown policy 'bin_packng' \(did you mean 'bin_packing'\?\); valid choices"):
+        assign("bin_packng", VGG16, ["w0"])
 
 
 def test_bad_inputs_raise_input_error():

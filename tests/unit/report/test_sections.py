@@ -69,7 +69,7 @@ def test_distill_without_a_comparison_has_no_kd_text(tmp_path):
 
 def test_unknown_section_op_errors_clearly():
     reg = SectionRegistry("report section")
-    with pytest.raises(ValueError, match=r"^report section 'typo': ops: unknown op 'prnue'; valid choices: .*\bprune\b"):
+    with pytest.raises(ValueError, match=r"^report section 'typo': ops: unknown op 'prnue' \(did you mean 'prune'\?\); valid choices: .*\bprune\b"):
         reg.register(lambda tree, folder: "x", name="typo", ops=("prune", "prnue"))
     assert "typo" not in reg
 
