@@ -259,7 +259,8 @@ def check_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
         One line naming the option, quoting the bad value and saying what is allowed.
     """
     if kind not in KINDS:
-        raise SpecError(f"--cluster: kind {kind!r} is not supported{did_you_mean(kind, KINDS)}; valid kinds: {', '.join(KINDS)}")
+        raise SpecError(f"--cluster: kind {kind!r} is not supported{did_you_mean(kind, KINDS)}; "
+                        f"valid kinds: {', '.join(KINDS)}")
     known = _KIND_OPTIONS[kind]
     if kind in ("local", "address"):
         unknown = sorted(set(options) - set(known), key=str)

@@ -23,7 +23,7 @@ def test_shipped_local_spec_loads():
     "text, pattern",
     [
         ("kind: kubernetes\n", r"kind 'kubernetes' .* valid kinds: local, address"),
-        ("kind: local\nworkers: 3\n", r"unknown option 'workers' for a local cluster; valid: n_workers"),
+        ("kind: local\nworkers: 3\n", r"unknown option 'workers' \(did you mean 'n_workers'\?\) for a local cluster; valid: n_workers"),
         ("- a\n- b\n", r"must be a mapping with a 'kind' key"),
         ("kind: local\n  bad: [\n", r"is not valid YAML"),
     ],
