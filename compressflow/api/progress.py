@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Protocol
 
-from compressflow.engine.status import tasks_line
+from compressflow.engine.status import study_line
 
 if TYPE_CHECKING:
     from compressflow.engine.status import StageStatus
@@ -158,4 +158,4 @@ def _lines(study: Study) -> None:
     while not study.wait(REFRESH_S * 4):
         emit()
     emit()
-    log.info("compressflow: study %r %s: %s", study.spec.name, study.state, tasks_line(study.status()))
+    log.info("%s", study_line(study.spec.name, study.state, study.status()))

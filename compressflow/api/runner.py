@@ -13,7 +13,7 @@ import xarray as xr
 
 from compressflow._console import console
 from compressflow.api.study import submit
-from compressflow.engine.status import status_from_ledger, tasks_line
+from compressflow.engine.status import status_from_ledger, study_line
 from compressflow.errors import DiskFull
 from compressflow.plugins import Plugin
 from compressflow.rundir import RunDir
@@ -93,6 +93,6 @@ def run(
             exc.results = study.results()
         raise
     with console(logging.INFO if show_progress else logging.WARNING):
-        log.info("compressflow: study %r %s: %s; results in %s", study.spec.name, study.state,
-                 tasks_line(status_from_ledger(tree["tasks"].to_dataset())), RunDir(study.out).results)
+        log.info("%s; results in %s", study_line(study.spec.name, study.state,
+                                                 status_from_ledger(tree["tasks"].to_dataset())), RunDir(study.out).results)
     return tree

@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # only for annotations: reading a run directory needs neither
     from compressflow.spec import PipelineSpec
 
 __all__ = ["StageStatus", "StatusTable", "format_status", "status_from_ledger", "status_from_rundir", "status_html",
-           "status_of_graph", "study_html", "tasks_line", "total"]
+           "status_of_graph", "study_html", "study_line", "tasks_line", "total"]
 
 #: the columns of a status table, after ``stage``: StageStatus fields and their headers
 COLUMNS = ("tasks", "reused", "ran", "running", "pending", "failed", "cancelled")
@@ -173,6 +173,18 @@ def tasks_line(rows: Iterable[StageStatus]) -> str:
     extra = "".join(f", {name} {getattr(t, name)}" for name in ("running", "pending", "failed", "cancelled")
                     if getattr(t, name))
     return f"tasks: reused {t.reused}, ran {t.ran}{extra}"
+
+
+def study_line(name: str, state: str, rows: Iterable[StageStatus]) -> str:
+    """``compressflow: study 'quickstart' done: tasks: reused 2, ran 0``: how a study ended
+    (:func:`compressflow.run` adds where its results are).
+
+    Examples
+    --------
+    >>> study_line("quickstart", "done", [StageStatus("teacher", 1, reused=1)])
+    "compressflow: study 'quickstart' done: tasks: reused 1, ran 0"
+    """
+    return f"compressflow: study {name!r} {state}: {tasks_line(rows)}"
 
 
 def _cells(row: StageStatus) -> list[str]:
